@@ -1,0 +1,5 @@
+import sys
+
+from kpa.cli import main
+
+sys.exit(main())
