@@ -1,0 +1,71 @@
+"""Which revision a request reaches: headers first, then the Host forms people and Knative use."""
+
+import pytest
+
+from activator.config import RevisionKey
+from activator.routing import RevisionRouter, RouteMiss, parse_host
+
+ROUTER = RevisionRouter(
+    [RevisionKey("default", "hello-00001"), RevisionKey("ml", "predictor-00001"), RevisionKey("a", "dup"),
+     RevisionKey("b", "dup")]
+)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("hello-00001", ("hello-00001", None)),
+        ("hello-00001:8012", ("hello-00001", None)),
+        ("Hello-00001.Default", ("hello-00001", "default")),
+        ("predictor-00001.ml.svc.cluster.local", ("predictor-00001", "ml")),
+        ("predictor-00001.ml.svc", ("predictor-00001", "ml")),
+        ("predictor-00001.ml.svc.cluster.local.", ("predictor-00001", "ml")),
+        ("predictor-00001.ml.example.com", None),
+        ("127.0.0.1:8012", None),
+        ("[::1]:8012", None),
+        ("", None),
+        ("a..b", None),
+    ],
+)
+def test_host_forms_name_a_revision_or_nothing(host, expected):
+    assert parse_host(host) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "rev_header", "ns_header", "expected"),
+    [
+        ("hello-00001", None, None, RevisionKey("default", "hello-00001")),
+        ("hello-00001.default:80", None, None, RevisionKey("default", "hello-00001")),
+        ("predictor-00001.ml.svc.cluster.local", None, None, RevisionKey("ml", "predictor-00001")),
+        ("127.0.0.1:8012", "predictor-00001", "ml", RevisionKey("ml", "predictor-00001")),
+        ("127.0.0.1:8012", "hello-00001", None, RevisionKey("default", "hello-00001")),
+        ("hello-00001", "predictor-00001", None, RevisionKey("ml", "predictor-00001")),  # header wins
+        ("dup.b", None, None, RevisionKey("b", "dup")),
+    ],
+)
+def test_route_finds_the_revision(host, rev_header, ns_header, expected):
+    assert ROUTER.route(host, rev_header, ns_header) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "rev_header", "ns_header", "fragments"),
+    [
+        ("nope", None, None, ["unknown revision 'nope'", "default/hello-00001", "ml/predictor-00001"]),
+        ("hello-00001.ml", None, None, ["unknown revision ml/hello-00001", "default/hello-00001"]),
+        ("127.0.0.1:8012", None, None, ["does not name a revision", "Knative-Serving-Revision"]),
+        ("x", "predictor-00001", "default", ["unknown revision default/predictor-00001"]),
+        ("dup", None, None, ["namespaces a, b", "name the namespace"]),
+        (None, None, None, ["does not name a revision"]),
+    ],
+)
+def test_unknown_revision_is_a_miss_listing_known_names(host, rev_header, ns_header, fragments):
+    miss = ROUTER.route(host, rev_header, ns_header)
+    assert isinstance(miss, RouteMiss)
+    for fragment in fragments:
+        assert fragment in miss.reason
+
+
+def test_empty_router_says_none_configured():
+    miss = RevisionRouter().route("hello")
+    assert isinstance(miss, RouteMiss)
+    assert "(none configured)" in miss.reason
