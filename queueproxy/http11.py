@@ -1,0 +1,715 @@
+"""A small, fast HTTP/1.1 server core: an asyncio Protocol driving httptools, one coroutine per request.
+
+Why not uvicorn or a framework: the queue-proxy and the activator sit on the hot path of every
+request, and every microsecond of Python there is paid twice (once per hop). This core does only
+what a proxy needs — parse, stream, frame — and hands each request to an async handler.
+
+API (shared by the queue-proxy and the activator; keep it stable)::
+
+    async def handler(request: Request, response: Response) -> None: ...
+
+    server = HttpServer(handler, limits=Limits(), name="serving")
+    host, port = await server.start("127.0.0.1", 0)       # port 0 picks a free port
+    ...
+    await server.shutdown(grace=30.0)                       # stop accepting, let requests finish
+
+``Request``: ``method`` (bytes, e.g. b"GET"), ``target`` (raw request-target bytes, path and query),
+``path`` (str, no query), ``headers`` (list of ``(name, value)`` bytes, names lower-cased, in arrival
+order), ``header(name)`` (first value or None; ``name`` lower-case bytes), ``http_version`` ("1.1"),
+``keep_alive``, ``client`` (peer "ip" string) and ``body`` (a ``RequestBody``).
+
+``RequestBody``: ``await body.read()`` returns the next chunk, ``b""`` at the end; ``await
+body.read_all(limit)``; ``complete`` is True once the whole body has arrived; ``chunked`` and
+``content_length`` describe the client's framing; ``take_buffered()`` pops what has arrived so far.
+Chunks are streamed, never buffered whole: past ``Limits.body_buffer`` bytes the connection stops
+reading from the client until the handler catches up. ``Expect: 100-continue`` is answered when the
+handler first waits for body bytes. If the client disconnects mid-body, ``read`` raises
+``ClientDisconnected``.
+
+``Response``: ``start(status, headers, content_length=None)`` queues the head (headers are
+``(name, value)`` bytes pairs without framing headers: no Content-Length, Transfer-Encoding or
+Connection); the body is chunked when the length is unknown (close-delimited for HTTP/1.0 clients).
+``write(data)`` sends a chunk (together with the queued head, so a small response is one send),
+``flush()`` sends a queued head alone, ``end(data=b"")`` finishes the response, ``send(status, body,
+headers, content_type)`` does all three, ``abort()`` drops the connection (for failures after the head
+went out). ``await drain()`` waits while the client is not reading; ``link_flow(transport)`` pauses and
+resumes another transport's reading with this client's write buffer (a proxy's backpressure).
+``started``, ``finished``, ``status`` and ``last_write`` (monotonic seconds) describe progress.
+
+Connections are persistent and pipelining-safe: a pipelined request waits until the previous
+response is finished. Malformed requests get 400, oversized heads 431 (and the connection closes);
+other connections are not affected. A handler that raises gets 500 (or an aborted connection if its
+response had started); a handler that returns without finishing its response has it finished.
+If the client goes away, the handler's task is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import unquote
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["Request", "Response"], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+_STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
+}
+_NO_BODY_STATUSES = frozenset({204, 304})
+_CHUNK_END = b"0\r\n\r\n"
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d Status\r\n" % status
+    return line
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits; the defaults suit a sidecar on loopback and in a pod."""
+
+    max_head_bytes: int = 64 * 1024  # request line + headers; beyond it: 431
+    max_headers: int = 100
+    body_buffer: int = 256 * 1024  # stop reading from the client past this many unread body bytes
+    keepalive_timeout: float = 75.0  # close a connection idle between requests this long
+    head_timeout: float = 30.0  # close a connection whose request head takes longer than this
+
+
+class ClientDisconnected(ConnectionError):
+    """The client closed the connection before its request body was complete."""
+
+
+class HeadTooLarge(Exception):
+    """The request head broke a limit; answered with 431."""
+
+
+class RequestBody:
+    """The request body as a stream of chunks, filled by the connection and drained by the handler."""
+
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_continue",
+        "_error",
+        "_size",
+        "_waiter",
+        "chunked",
+        "complete",
+        "content_length",
+    )
+
+    def __init__(self, conn: _Connection | None, content_length: int | None, chunked: bool) -> None:
+        self._conn = conn
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._continue = False
+        self.content_length = content_length
+        self.chunked = chunked
+        self.complete = conn is None
+
+    # -- fed by the connection -------------------------------------------------------------
+    def _feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        if self._size > self._conn.limits.body_buffer:
+            self._conn._pause_for_body()
+        self._wake()
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.complete:
+            self._error = exc
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- read by the handler ---------------------------------------------------------------
+    @property
+    def buffered(self) -> int:
+        return self._size
+
+    def take_buffered(self) -> bytes:
+        """Everything received and not yet read, as one bytes object (may be empty)."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        if self._conn is not None:
+            self._conn._body_drained()
+        return data
+
+    async def read(self) -> bytes:
+        """The next chunk; ``b""`` once the body is complete."""
+        while not self._chunks:
+            if self.complete:
+                return b""
+            if self._error is not None:
+                raise self._error
+            if self._continue:
+                self._continue = False
+                self._conn._send_continue()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        self._conn._body_drained()
+        return chunk
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole body, refusing (ValueError) one larger than ``limit`` bytes."""
+        parts = []
+        total = 0
+        while chunk := await self.read():
+            total += len(chunk)
+            if total > limit:
+                raise ValueError(f"request body larger than {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+EMPTY_BODY = RequestBody(None, 0, False)
+
+
+class Request:
+    __slots__ = ("_index", "body", "client", "headers", "http_version", "keep_alive", "method", "target")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        http_version: str,
+        keep_alive: bool,
+        client: str,
+        body: RequestBody,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.http_version = http_version
+        self.keep_alive = keep_alive
+        self.client = client
+        self.body = body
+        self._index: dict[bytes, bytes] | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of header ``name`` (lower-case bytes), or None."""
+        index = self._index
+        if index is None:
+            index = self._index = dict(reversed(self.headers))
+        return index.get(name)
+
+    @property
+    def path(self) -> str:
+        return unquote(self.target.partition(b"?")[0].decode("latin-1"))
+
+    @property
+    def query(self) -> str:
+        return self.target.partition(b"?")[2].decode("latin-1")
+
+
+class Response:
+    """Writes one response on a connection; see the module docstring for the protocol."""
+
+    __slots__ = (
+        "_chunked",
+        "_conn",
+        "_is_head",
+        "_pending",
+        "finished",
+        "keep_alive",
+        "last_write",
+        "started",
+        "status",
+    )
+
+    def __init__(self, conn: _Connection, request: Request) -> None:
+        self._conn = conn
+        self._is_head = request.method == b"HEAD"
+        self.keep_alive = request.keep_alive
+        self._chunked = False
+        self._pending: bytes | None = None
+        self.started = False
+        self.finished = False
+        self.status = 0
+        self.last_write = 0.0
+
+    def start(
+        self, status: int, headers: Iterable[tuple[bytes, bytes]] = (), content_length: int | None = None
+    ) -> None:
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = True
+        self.status = status
+        parts = [status_line(status)]
+        for name, value in headers:
+            parts.append(b"%s: %s\r\n" % (name, value))
+        if content_length is not None:
+            parts.append(b"content-length: %d\r\n" % content_length)
+        elif status in _NO_BODY_STATUSES or status < 200 or self._is_head:
+            pass
+        elif self._conn.http11:
+            parts.append(b"transfer-encoding: chunked\r\n")
+            self._chunked = True
+        else:
+            self.keep_alive = False  # HTTP/1.0 without a length: the body ends when the connection does
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n\r\n")
+        elif self._conn.http11:
+            parts.append(b"\r\n")
+        else:
+            parts.append(b"connection: keep-alive\r\n\r\n")
+        self._pending = b"".join(parts)
+
+    def write(self, data: bytes) -> None:
+        if self.finished:
+            raise RuntimeError("response already finished")
+        if not self.started:
+            raise RuntimeError("response.write() before start()")
+        if data and not self._is_head:
+            if self._chunked:
+                data = b"%x\r\n%b\r\n" % (len(data), data)
+        else:
+            data = b""
+        if self._pending is not None:
+            data = self._pending + data
+            self._pending = None
+        if data:
+            self.last_write = time.monotonic()
+            self._conn._write(data)
+
+    def flush(self) -> None:
+        """Send a queued head now (streaming responses whose first body bytes may be late)."""
+        if self._pending is not None:
+            self.write(b"")
+
+    def end(self, data: bytes = b"") -> None:
+        if self.finished:
+            return
+        if not self.started:
+            raise RuntimeError("response.end() before start()")
+        if self._is_head:
+            data = b""
+        elif self._chunked:
+            data = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else _CHUNK_END
+        if self._pending is not None:
+            data = self._pending + data
+            self._pending = None
+        self.finished = True
+        if data:
+            self.last_write = time.monotonic()
+            self._conn._write(data)
+        self._conn._response_done(self)
+
+    def send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        content_type: bytes = b"text/plain; charset=utf-8",
+    ) -> None:
+        head = [(b"content-type", content_type), *headers] if body else list(headers)
+        self.start(status, head, content_length=len(body))
+        self.end(body)
+
+    def abort(self) -> None:
+        """Give up on this response: the client sees the connection drop (for failures after the head)."""
+        self.finished = True
+        self._conn._abort()
+
+    async def drain(self) -> None:
+        await self._conn._drained()
+
+    def link_flow(self, transport: asyncio.ReadTransport | None) -> None:
+        """Pause ``transport``'s reading whenever this client stops reading (None unlinks)."""
+        self._conn._link_flow(transport)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection; parses requests and runs them one at a time."""
+
+    __slots__ = (
+        "_body",
+        "_body_paused",
+        "_closed",
+        "_current",
+        "_drain_waiter",
+        "_flow",
+        "_flow_paused",
+        "_head_size",
+        "_head_started",
+        "_headers",
+        "_idle_since",
+        "_in_head",
+        "_pipeline",
+        "_pipeline_paused",
+        "_task",
+        "_url",
+        "_write_paused",
+        "client",
+        "http11",
+        "limits",
+        "parser",
+        "server",
+        "transport",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client = ""
+        self.http11 = True
+        self._url = b""
+        self._headers: Headers = []
+        self._head_size = 0
+        self._in_head = False
+        self._head_started = 0.0
+        self._body: RequestBody = EMPTY_BODY  # body of the request being parsed
+        self._current: Response | None = None
+        self._task: asyncio.Task | None = None
+        self._pipeline: deque[Request] = deque()
+        self._pipeline_paused = False
+        self._body_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._flow: asyncio.ReadTransport | None = None
+        self._flow_paused = False
+        self._closed = False
+        self._idle_since = time.monotonic()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if isinstance(peer, tuple) else ""
+        self.server._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.server._connections.discard(self)
+        gone = ClientDisconnected("client closed the connection")
+        self._body._fail(gone)
+        for queued in self._pipeline:
+            queued.body._fail(gone)
+        self._pipeline.clear()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._wake_drain()
+        self._link_flow(None)
+
+    def eof_received(self) -> bool:
+        # A half-closed client may still read the response in progress; close once it is written.
+        # Without one there is nothing to answer (a partial head can never complete).
+        if self._current is None:
+            return False
+        self._current.keep_alive = False
+        self._body._fail(ClientDisconnected("client closed the connection mid-request"))
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No protocol switching through this proxy; serve the request, then close.
+            if self._current is not None:
+                self._current.keep_alive = False
+            self.transport.pause_reading()
+        except HeadTooLarge as exc:
+            self._reject(431, str(exc))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HeadTooLarge):
+                self._reject(431, str(cause))
+            else:
+                log.exception("request parser callback failed")
+                self._reject(400, "bad request")
+        except httptools.HttpParserError as exc:
+            self._reject(400, f"malformed HTTP request: {exc}")
+        else:
+            if self._in_head:
+                self._head_size += len(data)
+                if self._head_size > self.limits.max_head_bytes:
+                    self._reject(431, f"request head larger than {self.limits.max_head_bytes} bytes")
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._flow is not None and not self._flow_paused:
+            self._flow_paused = True
+            self._flow.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+        self._resume_flow()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._in_head = True
+        self._head_started = time.monotonic()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        headers = self._headers
+        limits = self.limits
+        if len(headers) > limits.max_headers:
+            raise HeadTooLarge(f"more than {limits.max_headers} request headers")
+        size = len(self._url) + sum(len(n) + len(v) + 4 for n, v in headers)
+        if size > limits.max_head_bytes:
+            raise HeadTooLarge(f"request head larger than {limits.max_head_bytes} bytes")
+        parser = self.parser
+        version = parser.get_http_version()
+        self.http11 = version != "1.0"
+        content_length = None
+        chunked = False
+        for name, value in headers:
+            if name == b"content-length":
+                content_length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        if chunked or content_length:
+            body = RequestBody(self, None if chunked else content_length, chunked)
+            if self.http11:
+                expect = next((v for n, v in headers if n == b"expect"), None)
+                body._continue = expect is not None and expect.lower() == b"100-continue"
+        else:
+            body = EMPTY_BODY
+        self._body = body
+        request = Request(
+            parser.get_method(), self._url, headers, version, parser.should_keep_alive(), self.client, body
+        )
+        if self._current is None:
+            self._run(request)
+        else:
+            self._pipeline.append(request)
+            if not self._pipeline_paused:
+                self._pipeline_paused = True
+                self.transport.pause_reading()
+
+    def on_body(self, chunk: bytes) -> None:
+        self._body._feed(chunk)
+
+    def on_message_complete(self) -> None:
+        self._body._finish()
+
+    # -- running requests ------------------------------------------------------------------
+    def _run(self, request: Request) -> None:
+        response = Response(self, request)
+        self._current = response
+        self._task = self.server._loop.create_task(self._handle(request, response))
+
+    async def _handle(self, request: Request, response: Response) -> None:
+        try:
+            await self.server.handler(request, response)
+        except asyncio.CancelledError:
+            if not response.finished and not self._closed:
+                response.abort()
+            raise
+        except Exception:
+            log.exception("handler failed for %s %s", request.method.decode(), request.target[:200])
+            if response.finished:
+                return
+            if response.started:
+                response.abort()
+            else:
+                response.keep_alive = False
+                response.send(500, b"internal error in the proxy; see its log\n")
+        else:
+            if not response.finished:
+                if response.started:
+                    response.end()
+                else:
+                    response.send(500, b"handler returned without a response\n")
+
+    def _response_done(self, response: Response) -> None:
+        if response is not self._current:
+            return
+        self._current = None
+        self._task = None
+        if self._flow is not None:
+            self._link_flow(None)
+        if self._closed:
+            return
+        request_body = self._body if not self._pipeline else None
+        if not response.keep_alive or (request_body is not None and not request_body.complete):
+            # The client's unread body would be parsed as the next request: close instead.
+            self.transport.close()
+            return
+        if self._pipeline:
+            self._run(self._pipeline.popleft())
+            if not self._pipeline and self._pipeline_paused:
+                self._pipeline_paused = False
+                if not self._body_paused:
+                    self.transport.resume_reading()
+        else:
+            self._idle_since = time.monotonic()
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answer a request we could not parse, then close; an in-flight response finishes first."""
+        self._in_head = False
+        self.transport.pause_reading()
+        body = (message + "\n").encode()
+        data = status_line(status) + (
+            b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%b"
+            % (len(body), body)
+        )
+        if self._current is None:
+            self.transport.write(data)
+            self.transport.close()
+        else:
+            self._current.keep_alive = False
+
+    # -- writing and flow control ----------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        if not self._closed:
+            self.transport.write(data)
+
+    def _abort(self) -> None:
+        self._current = None
+        if not self._closed:
+            self.transport.abort()
+
+    def _send_continue(self) -> None:
+        self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _pause_for_body(self) -> None:
+        if not self._body_paused:
+            self._body_paused = True
+            self.transport.pause_reading()
+
+    def _body_drained(self) -> None:
+        if self._body_paused and self._body._size <= self.limits.body_buffer // 2:
+            self._body_paused = False
+            if not self._pipeline_paused and not self._closed:
+                self.transport.resume_reading()
+
+    async def _drained(self) -> None:
+        while self._write_paused and not self._closed:
+            self._drain_waiter = self.server._loop.create_future()
+            await self._drain_waiter
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _link_flow(self, transport: asyncio.ReadTransport | None) -> None:
+        self._resume_flow()
+        self._flow = transport
+        if transport is not None and self._write_paused:
+            self._flow_paused = True
+            transport.pause_reading()
+
+    def _resume_flow(self) -> None:
+        if self._flow_paused:
+            self._flow_paused = False
+            if not self._flow.is_closing():
+                self._flow.resume_reading()
+
+    # -- housekeeping ----------------------------------------------------------------------
+    def _expired(self, now: float) -> bool:
+        if self._current is not None or self._pipeline:
+            return False
+        if self._in_head:
+            return now - self._head_started > self.limits.head_timeout
+        return now - self._idle_since > self.limits.keepalive_timeout
+
+    def _close_if_idle(self) -> bool:
+        if self._current is None and not self._in_head and not self._pipeline and not self._closed:
+            self.transport.close()
+            return True
+        return False
+
+
+class HttpServer:
+    """Listens on one address and runs ``handler`` for each request; see the module docstring."""
+
+    def __init__(self, handler: Handler, *, limits: Limits | None = None, name: str = "http") -> None:
+        self.handler = handler
+        self.limits = limits or Limits()
+        self.name = name
+        self._connections: set[_Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.host = ""
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, backlog: int = 2048) -> tuple[str, int]:
+        """Bind and start accepting; returns the bound address (the real port when ``port`` is 0)."""
+        self._loop = asyncio.get_running_loop()
+        self._server = await self._loop.create_server(
+            lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.host, self.port = sockname[0], sockname[1]
+        self._sweeper = self._loop.call_later(1.0, self._sweep)
+        return self.host, self.port
+
+    @property
+    def active_requests(self) -> int:
+        return sum(1 for c in self._connections if c._current is not None or c._pipeline)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conn in [c for c in self._connections if c._expired(now)]:
+            conn.transport.close()
+        self._sweeper = self._loop.call_later(1.0, self._sweep)
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def shutdown(self, grace: float = 30.0) -> None:
+        """Stop accepting, close idle connections, give in-flight requests ``grace`` seconds, close."""
+        self.stop_accepting()
+        deadline = time.monotonic() + grace
+        while True:
+            for conn in list(self._connections):
+                if not conn._close_if_idle() and conn._current is not None:
+                    conn._current.keep_alive = False
+            if not self._connections or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        for conn in list(self._connections):
+            if not conn._closed:
+                conn.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,526 @@
+"""Keep-alive HTTP/1.1 client pool to one upstream ``host:port``, made to forward server requests.
+
+The queue-proxy forwards to its user container and the activator to a pod's queue-proxy through
+this pool; both need the same three things from it: stream bodies both ways with backpressure,
+reuse connections, and say precisely what failed.
+
+API (shared by the queue-proxy and the activator; keep it stable)::
+
+    pool = UpstreamPool("127.0.0.1", 8080, max_idle=100)
+    status = await pool.forward(request, response,            # http11.Request / http11.Response
+                                host=None,                    # replace the Host header
+                                add_headers=((b"k-proxy-request", b"activator"),),
+                                drop_headers=frozenset({b"knative-serving-revision"}))
+    status, headers, body = await pool.request(b"GET", b"/healthz", headers=((b"k-network-probe", b"queue"),))
+    pool.close()
+
+``forward`` sends the request upstream (hop-by-hop headers removed, including those named in
+``Connection``; ``X-Forwarded-For`` extended with the client address), streams the request body as
+it arrives, and streams the response into ``response`` (re-framed for the client; the head and the
+first body bytes leave in one send). It returns the status once the response is complete. The
+client's slowness pauses reading from the upstream and the upstream's slowness pauses reading from
+the client, so neither body is ever held whole.
+
+Errors:
+
+* ``UpstreamConnectError``: no connection could be made (refused, unreachable, connect timeout).
+  Nothing was sent and the request body is untouched, so the caller may retry it elsewhere
+  (the activator tries another pod).
+* ``UpstreamError``: the connection failed after the request was sent; ``response.started`` tells
+  whether the client already has part of a response (then it can only be aborted).
+* Cancelling ``forward`` (a timeout, the client leaving) closes the upstream connection.
+
+A pooled connection the upstream closed while idle (uvicorn drops idle keep-alive connections after
+5 s) is retried once on a fresh connection when not a byte came back and the whole request body was
+in hand. Idle connections are also dropped after ``idle_timeout`` seconds to make that race rare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+import httptools
+
+from queueproxy.http11 import ClientDisconnected, Request, RequestBody, Response
+
+# Hop-by-hop headers (RFC 9110 §7.6.1 and the ones Go's ReverseProxy drops); Expect is answered here.
+REQUEST_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+    }
+)
+# The response is re-framed for the client, so its length and coding headers are rebuilt too.
+RESPONSE_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    }
+)
+_NO_DROP: frozenset[bytes] = frozenset()
+
+
+class UpstreamError(ConnectionError):
+    """The upstream failed this request after it was (at least partly) sent."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """No connection to the upstream: nothing was sent, the request may be retried elsewhere."""
+
+
+class _StaleConnection(UpstreamError):
+    """A connection closed without a byte of response; retryable when it came from the pool."""
+
+
+class BufferedResponse:
+    """A response sink that keeps the whole (small) response; used by ``UpstreamPool.request``."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.started = False
+        self.finished = False
+        self._parts: list[bytes] = []
+
+    def start(
+        self, status: int, headers: Iterable[tuple[bytes, bytes]] = (), content_length: int | None = None
+    ) -> None:
+        self.started = True
+        self.status = status
+        self.headers = list(headers)
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def flush(self) -> None:
+        pass
+
+    def end(self, data: bytes = b"") -> None:
+        self._parts.append(data)
+        self.finished = True
+
+    def abort(self) -> None:
+        self.finished = True
+
+    def link_flow(self, transport: asyncio.ReadTransport | None) -> None:
+        pass
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self._parts)
+
+
+def _frame(data: bytes, chunked: bool) -> bytes:
+    if not chunked:
+        return data
+    return (b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
+
+
+class _Connection(asyncio.Protocol):
+    """One pooled upstream connection carrying one exchange at a time."""
+
+    __slots__ = (
+        "_body_parts",
+        "_close_delimited",
+        "_complete",
+        "_drain_waiter",
+        "_future",
+        "_got_bytes",
+        "_headers",
+        "_interim",
+        "_is_head",
+        "_keep_alive",
+        "_request_sent",
+        "_response",
+        "_started_now",
+        "_status",
+        "_write_paused",
+        "closed",
+        "last_used",
+        "parser",
+        "pool",
+        "transport",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.last_used = 0.0
+        self._response: Response | BufferedResponse | None = None
+        self._future: asyncio.Future[int] | None = None
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body_parts: list[bytes] = []
+        self._got_bytes = False
+        self._complete = False
+        self._interim = False
+        self._close_delimited = False
+        self._keep_alive = True
+        self._is_head = False
+        self._request_sent = True
+        self._started_now = False
+
+    # -- exchange --------------------------------------------------------------------------
+    def begin(
+        self, response: Response | BufferedResponse, is_head: bool, request_sent: bool
+    ) -> asyncio.Future[int]:
+        self._response = response
+        self._is_head = is_head
+        self._request_sent = request_sent
+        self._future = future = self.pool._loop.create_future()
+        response.link_flow(self.transport)
+        return future
+
+    async def pump(self, head: bytes, body: RequestBody) -> None:
+        """Send a head and then a body that is still arriving from the client."""
+        transport = self.transport
+        transport.write(head)
+        chunked = body.chunked
+        try:
+            while chunk := await body.read():
+                if self.closed:
+                    return
+                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                while self._write_paused and not self.closed:
+                    self._drain_waiter = self.pool._loop.create_future()
+                    await self._drain_waiter
+            if chunked and not self.closed:
+                transport.write(b"0\r\n\r\n")
+            self._request_sent = True
+        except ClientDisconnected:
+            self.abort()
+
+    def _finish(self) -> None:
+        future, status = self._future, self._status
+        reusable = self._keep_alive and self._request_sent and not self.closed
+        self._response = self._future = None
+        self._reset()
+        if reusable:
+            self.pool._release(self)
+        else:
+            self.abort()
+        if future is not None and not future.done():
+            future.set_result(status)
+
+    def _fail(self, exc: BaseException) -> None:
+        future = self._future
+        self._response = self._future = None
+        self._reset()
+        self.abort()
+        if future is not None and not future.done():
+            future.set_exception(exc)
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        response = self._response
+        if response is None:
+            self.abort()  # bytes nobody asked for: the connection cannot be trusted any more
+            return
+        self._got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"malformed response from upstream {self.pool.address}: {exc}"))
+            return
+        self._deliver(response)
+
+    def _deliver(self, response: Response | BufferedResponse) -> None:
+        if response.finished:  # the client side gave up (aborted); nothing more to send
+            self._fail(UpstreamError("client went away"))
+            return
+        parts = self._body_parts
+        data = b""
+        if parts:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.clear()
+        if self._complete:
+            response.end(data)
+            self._finish()
+        elif data:
+            response.write(data)
+        elif self._started_now:
+            response.flush()
+        self._started_now = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        response = self._response
+        if response is None:
+            return
+        if self._close_delimited:
+            self._complete = True
+            self._deliver(response)
+        elif not self._got_bytes:
+            self._fail(
+                _StaleConnection(f"upstream {self.pool.address} closed the connection before responding")
+            )
+        else:
+            self._fail(UpstreamError(f"upstream {self.pool.address} closed the connection mid-response"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200 and status != 101:
+            self._interim = True  # 100 Continue, 103 Early Hints: not for the client here
+            self._headers = []
+            return
+        self._status = status
+        self._keep_alive = parser.should_keep_alive()
+        length = None
+        chunked = False
+        out = []
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname in RESPONSE_DROP:
+                if lname == b"content-length":
+                    length = int(value)
+                elif lname == b"transfer-encoding":
+                    chunked = True
+                continue
+            out.append((name, value))
+        self._headers = []
+        if self._is_head:
+            self._complete = True
+            self.parser = httptools.HttpResponseParser(self)  # no body follows, whatever the length says
+        elif length is None and not chunked and status not in (204, 304):
+            self._close_delimited = True
+            self._keep_alive = False
+        self._response.start(status, out, length)
+        self._started_now = True
+
+    def on_body(self, chunk: bytes) -> None:
+        self._body_parts.append(chunk)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+        else:
+            self._complete = True
+
+
+class UpstreamPool:
+    """Connections to one upstream; see the module docstring."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_idle: int = 100,
+        idle_timeout: float = 4.0,
+        connect_timeout: float = 5.0,
+        forwarded_for: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.address = f"{host}:{port}"
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.forwarded_for = forwarded_for
+        self._host_header = self.address.encode()
+        self._idle: list[_Connection] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- pool ------------------------------------------------------------------------------
+    def _checkout(self) -> _Connection | None:
+        idle = self._idle
+        if not idle:
+            return None
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            if now - conn.last_used > self.idle_timeout:
+                conn.abort()
+                continue
+            return conn
+        return None
+
+    def _release(self, conn: _Connection) -> None:
+        if len(self._idle) < self.max_idle:
+            conn.last_used = time.monotonic()
+            self._idle.append(conn)
+        else:
+            conn.abort()
+
+    def _forget(self, conn: _Connection) -> None:
+        if conn in self._idle:
+            self._idle.remove(conn)
+
+    async def _connect(self) -> _Connection:
+        loop = self._loop
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(self), self.host, self.port), self.connect_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            reason = "connect timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            raise UpstreamConnectError(f"cannot connect to upstream {self.address}: {reason}") from exc
+        return conn
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.abort()
+        self._idle.clear()
+
+    # -- requests --------------------------------------------------------------------------
+    def _head(
+        self,
+        request: Request,
+        host: bytes | None,
+        add_headers: Iterable[tuple[bytes, bytes]],
+        drop_headers: frozenset[bytes],
+    ) -> bytes:
+        parts = [b"%s %s HTTP/1.1\r\n" % (request.method, request.target)]
+        xff = None
+        connection = None
+        for name, value in request.headers:
+            if name in REQUEST_DROP or name in drop_headers:
+                if name == b"connection":
+                    connection = value
+                continue
+            if name == b"host":
+                if host is not None:
+                    continue
+            elif name == b"x-forwarded-for" and self.forwarded_for:
+                xff = value
+                continue
+            parts.append(b"%s: %s\r\n" % (name, value))
+        if host is not None:
+            parts.append(b"host: %s\r\n" % host)
+        if self.forwarded_for and request.client:
+            client = request.client.encode()
+            parts.append(
+                b"x-forwarded-for: %s, %s\r\n" % (xff, client) if xff else b"x-forwarded-for: %s\r\n" % client
+            )
+        for name, value in add_headers:
+            parts.append(b"%s: %s\r\n" % (name, value))
+        if request.body.chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        parts.append(b"\r\n")
+        if connection is not None:
+            named = {token.strip().lower() for token in connection.split(b",")} - {b"close", b"keep-alive"}
+            if named:
+                parts = [p for p in parts if p.partition(b":")[0] not in named]
+        return b"".join(parts)
+
+    async def forward(
+        self,
+        request: Request,
+        response: Response | BufferedResponse,
+        *,
+        host: bytes | None = None,
+        add_headers: Iterable[tuple[bytes, bytes]] = (),
+        drop_headers: frozenset[bytes] = _NO_DROP,
+    ) -> int:
+        """Send ``request`` upstream and stream the answer into ``response``; returns the status."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        head = self._head(request, host, add_headers, drop_headers)
+        body = request.body
+        payload = _frame(body.take_buffered(), body.chunked) if body.complete else None
+        is_head = request.method == b"HEAD"
+        retried = False
+        while True:
+            conn = self._checkout()
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect()
+            future = conn.begin(response, is_head, request_sent=payload is not None)
+            pump = None
+            if payload is not None:
+                conn.transport.write(head + payload if payload else head)
+            else:
+                pump = self._loop.create_task(conn.pump(head, body))
+            try:
+                return await future
+            except _StaleConnection:
+                if reused and payload is not None and not retried and not response.started:
+                    retried = True
+                    continue
+                raise UpstreamError(
+                    f"upstream {self.address} closed the connection before responding"
+                ) from None
+            except BaseException:
+                conn.abort()
+                response.link_flow(None)
+                raise
+            finally:
+                if pump is not None and not pump.done():
+                    pump.cancel()
+
+    async def request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        body: bytes = b"",
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """A small buffered request (probes, admin calls); returns status, headers and body."""
+        hdrs = [(b"host", self._host_header), *((n.lower(), v) for n, v in headers)]
+        if body or method in (b"POST", b"PUT", b"PATCH"):
+            hdrs.append((b"content-length", b"%d" % len(body)))
+        request_body = RequestBody(None, len(body), False)
+        if body:
+            request_body._chunks.append(body)
+            request_body._size = len(body)
+        sink = BufferedResponse()
+        status = await self.forward(Request(method, target, hdrs, "1.1", True, "", request_body), sink)
+        return status, sink.headers, sink.body
