@@ -475,7 +475,7 @@ class UpstreamPool:
             self._loop = asyncio.get_running_loop()
         head = self._head(request, host, add_headers, drop_headers)
         body = request.body
-        payload = _frame(body.take_buffered(), body.chunked) if body.complete else None
+        payload = None
         is_head = request.method == b"HEAD"
         retried = False
         while True:
@@ -483,6 +483,8 @@ class UpstreamPool:
             reused = conn is not None
             if conn is None:
                 conn = await self._connect()
+            if payload is None and body.complete:  # taken once connected: a refused request keeps its body
+                payload = _frame(body.take_buffered(), body.chunked)
             future = conn.begin(response, is_head, request_sent=payload is not None)
             pump = None
             if payload is not None:
