@@ -84,6 +84,9 @@ class Limits:
     body_buffer: int = 256 * 1024  # stop reading from the client past this many unread body bytes
     keepalive_timeout: float = 75.0  # close a connection idle between requests this long
     head_timeout: float = 30.0  # close a connection whose request head takes longer than this
+    # Treat a client's half-close (EOF) as the client leaving and cancel its request, as Go's net/http
+    # does; the activator needs it so a request held for capacity is let go when its client gives up.
+    cancel_on_client_eof: bool = False
 
 
 class ClientDisconnected(ConnectionError):
@@ -425,8 +428,8 @@ class _Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         # A half-closed client may still read the response in progress; close once it is written.
         # Without one there is nothing to answer (a partial head can never complete).
-        if self._current is None:
-            return False
+        if self._current is None or self.limits.cancel_on_client_eof:
+            return False  # the transport closes; connection_lost cancels the handler
         self._current.keep_alive = False
         self._body._fail(ClientDisconnected("client closed the connection mid-request"))
         return True
