@@ -1,0 +1,145 @@
+"""The activator's control API: JSON over HTTP on the admin port, for an autoscaler or a controller.
+
+Small on purpose — everything an autoscaler needs to drive the activator and nothing else:
+
+    GET    /healthz                               200 "ok"
+    GET    /metrics                               Prometheus text
+    GET    /revisions                             {"revisions": [status, ...]}
+    GET    /revisions/{namespace}/{name}          status
+    PUT    /revisions/{namespace}/{name}          config fields -> status (creates or updates)
+    DELETE /revisions/{namespace}/{name}          {"removed": "ns/name"}; held requests get 503
+    PUT    /revisions/{namespace}/{name}/endpoints  {"addresses": ["host:port", ...]} -> status
+    GET    /activators, PUT /activators           {"index": i, "count": n}
+
+Errors are JSON ``{"error": "..."}`` with 400 (bad input, naming the field), 404 (unknown revision
+or path) or 405. The full contract is in docs/activator.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from activator.config import ConfigError, RevisionConfig, RevisionKey
+from activator.server import Activator
+from queueproxy.http11 import Request, Response
+
+MAX_BODY = 1 << 20
+_JSON = b"application/json"
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str, allow: bytes | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.allow = allow
+
+
+class AdminApi:
+    def __init__(self, activator: Activator) -> None:
+        self.activator = activator
+
+    async def handle(self, request: Request, response: Response) -> None:
+        try:
+            status, document = await self._route(request)
+        except _HttpError as exc:
+            headers = [(b"allow", exc.allow)] if exc.allow else []
+            response.send(exc.status, _encode({"error": str(exc)}), headers, _JSON)
+            return
+        if isinstance(document, str):
+            response.send(status, document.encode(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+        else:
+            response.send(status, _encode(document), content_type=_JSON)
+
+    async def _route(self, request: Request) -> tuple[int, Any]:
+        method = request.method
+        parts = [p for p in request.path.split("/") if p]
+        activator = self.activator
+        if parts == ["healthz"]:
+            _allow(method, b"GET")
+            return 200, {"status": "ok"}
+        if parts == ["metrics"]:
+            _allow(method, b"GET")
+            return 200, activator.metrics_text()
+        if parts == ["activators"]:
+            _allow(method, b"GET", b"PUT")
+            if method == b"PUT":
+                doc = await _read_json(request)
+                if not isinstance(doc, dict) or set(doc) != {"index", "count"}:
+                    raise _HttpError(400, 'activators body must be {"index": <int>, "count": <int>}')
+                index, count = doc["index"], doc["count"]
+                if not all(isinstance(v, int) and not isinstance(v, bool) for v in (index, count)):
+                    raise _HttpError(400, f"activators index={index!r} count={count!r}: must be integers")
+                _config_call(activator.set_activator_slot, index, count)
+            index, count = activator.activator_slot
+            return 200, {"index": index, "count": count}
+        if parts == ["revisions"]:
+            _allow(method, b"GET")
+            return 200, {"revisions": [activator.revision_status(key) for key in activator.revisions()]}
+        if len(parts) in (3, 4) and parts[0] == "revisions" and (len(parts) == 3 or parts[3] == "endpoints"):
+            key = RevisionKey(parts[1], parts[2])
+            if len(parts) == 4:
+                _allow(method, b"PUT")
+                return 200, await self._put_endpoints(request, key)
+            _allow(method, b"GET", b"PUT", b"DELETE")
+            if method == b"PUT":
+                return 200, await self._put_revision(request, key)
+            _known(activator, key)
+            if method == b"DELETE":
+                activator.remove_revision(key)
+                return 200, {"removed": str(key)}
+            return 200, activator.revision_status(key)
+        raise _HttpError(404, f"no such admin path {request.path!r}; see docs/activator.md")
+
+    async def _put_revision(self, request: Request, key: RevisionKey) -> dict[str, Any]:
+        doc = await _read_json(request)
+        if not isinstance(doc, dict):
+            raise _HttpError(400, "revision config must be a JSON object")
+        if doc.setdefault("namespace", key.namespace) != key.namespace:
+            message = f"namespace={doc['namespace']!r} does not match the path's {key.namespace!r}"
+            raise _HttpError(400, message)
+        config = _config_call(RevisionConfig.from_json, doc, name=key.name)
+        self.activator.set_revision(config)
+        return self.activator.revision_status(key)
+
+    async def _put_endpoints(self, request: Request, key: RevisionKey) -> dict[str, Any]:
+        _known(self.activator, key)
+        doc = await _read_json(request)
+        if not isinstance(doc, dict) or set(doc) != {"addresses"} or not isinstance(doc["addresses"], list):
+            raise _HttpError(400, 'endpoints body must be {"addresses": ["host:port", ...]}')
+        _config_call(self.activator.set_endpoints, key, doc["addresses"])
+        return self.activator.revision_status(key)
+
+
+def _allow(method: bytes, *allowed: bytes) -> None:
+    if method not in allowed:
+        listed = b", ".join(allowed)
+        raise _HttpError(405, f"method {method.decode()} not allowed here; use {listed.decode()}", listed)
+
+
+def _known(activator: Activator, key: RevisionKey) -> None:
+    if key not in activator.revisions():
+        known = ", ".join(str(k) for k in activator.revisions()) or "(none)"
+        raise _HttpError(404, f"unknown revision {key}; known revisions: {known}")
+
+
+def _config_call(function: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return function(*args, **kwargs)
+    except ConfigError as exc:
+        raise _HttpError(400, str(exc)) from None
+
+
+async def _read_json(request: Request) -> Any:
+    try:
+        raw = await request.body.read_all(MAX_BODY)
+    except ValueError as exc:
+        raise _HttpError(413, str(exc)) from None
+    try:
+        return json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _HttpError(400, f"request body is not JSON: {exc}") from None
+
+
+def _encode(document: Any) -> bytes:
+    return json.dumps(document, indent=1).encode() + b"\n"

@@ -1,0 +1,549 @@
+"""The activator process: hold requests while a revision has no capacity, forward them the instant it has.
+
+This is the imperative shell around the pure parts — ``RevisionRouter`` (which revision),
+``RevisionThrottler`` (may it go now, and to which pod), ``PodHealth`` (which pods passed a probe)
+and ``ConcurrencyReporter`` (what the autoscaler hears). It owns the sockets, futures and timers:
+
+* the data path runs on the queue-proxy's HTTP engine (``queueproxy.http11`` + ``queueproxy.upstream``)
+  under uvloop: a held request is an asyncio future, admitted when a release, a passing probe or a
+  new endpoint list frees capacity; one timer per revision expires waiters at their deadline;
+* probes of pods not yet trusted run every ``probe_frequency`` seconds with a ``probe_timeout``;
+* stats go to a ``StatSink`` at once for a revision's first request and then every second.
+
+``Activator`` is also the in-process API the local stack embeds (see docs/activator.md): configure
+revisions and endpoints with ``set_revision``/``set_endpoints``/``remove_revision``, serve with
+``start`` or call ``handle`` from your own ``HttpServer``. Every method must be called from the
+event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from activator.config import ConfigError, RevisionConfig, RevisionKey
+from activator.metrics import ActivatorMetrics, RevisionGauges
+from activator.probing import DEFAULT_PROBE_FREQUENCY, DEFAULT_PROBE_TIMEOUT, PodHealth
+from activator.reporter import ConcurrencyReporter
+from activator.routing import RevisionRouter, RouteMiss
+from activator.sinks import RevisionStat, StatSink
+from activator.throttler import Expired, Grant, RevisionThrottler
+from queueproxy.breaker import Admission
+from queueproxy.http11 import Handler, HttpServer, Limits, Request, Response
+from queueproxy.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
+
+log = logging.getLogger(__name__)
+
+# Response header saying whether the request was held while its revision had no pod to take it.
+COLD_START_HEADER = b"x-kpa-cold-start"
+PROBE_PATH = b"/healthz"
+PROBE_HEADERS = ((b"k-network-probe", b"queue"), (b"user-agent", b"Knative-Activator-Probe"))
+RETRY_AFTER_SECONDS = 1
+REPORT_INTERVAL = 1.0
+_COLD = ((COLD_START_HEADER, b"true"),)
+_WARM = ((COLD_START_HEADER, b"false"),)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` of a pod's queue-proxy; raises ConfigError naming the bad value."""
+    if not isinstance(address, str):
+        raise ConfigError(f"endpoint address {address!r}: must be a string host:port")
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"endpoint address {address!r}: must be host:port with a port in 1..65535")
+    return host, int(port)
+
+
+@dataclass(eq=False, slots=True)
+class _Held:
+    """A request's place in its revision's wait queue: the throttler's ticket."""
+
+    future: asyncio.Future[Grant[_Held] | Expired[_Held]] | None = None
+
+
+@dataclass(eq=False)
+class _Revision:
+    config: RevisionConfig
+    throttler: RevisionThrottler[_Held]
+    health: PodHealth
+    pools: dict[str, UpstreamPool] = field(default_factory=dict)
+    expiry: asyncio.TimerHandle | None = None
+    probe_timer: asyncio.TimerHandle | None = None
+    removed: bool = False
+
+    def pool(self, address: str) -> UpstreamPool:
+        pool = self.pools.get(address)
+        if pool is None:
+            host, port = parse_address(address)
+            cc = self.config.container_concurrency
+            pool = self.pools[address] = UpstreamPool(host, port, max_idle=cc if cc > 0 else 100)
+        return pool
+
+
+class _Annotated:
+    """Forwards an upstream response to the client, adding the activator's own response headers."""
+
+    __slots__ = ("_extra", "_inner")
+
+    def __init__(self, inner: Response, extra: tuple[tuple[bytes, bytes], ...]) -> None:
+        self._inner = inner
+        self._extra = extra
+
+    @property
+    def started(self) -> bool:
+        return self._inner.started
+
+    @property
+    def finished(self) -> bool:
+        return self._inner.finished
+
+    def start(
+        self, status: int, headers: Iterable[tuple[bytes, bytes]] = (), content_length: int | None = None
+    ) -> None:
+        self._inner.start(status, [*headers, *self._extra], content_length)
+
+    def write(self, data: bytes) -> None:
+        self._inner.write(data)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def end(self, data: bytes = b"") -> None:
+        self._inner.end(data)
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    def link_flow(self, transport: asyncio.ReadTransport | None) -> None:
+        self._inner.link_flow(transport)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPorts:
+    serving: int | None
+    admin: int | None
+
+
+class Activator:
+    """See the module docstring; the control surface is documented in docs/activator.md."""
+
+    def __init__(
+        self,
+        *,
+        pod_name: str = "activator",
+        stat_sink: StatSink | None = None,
+        probe_frequency: float = DEFAULT_PROBE_FREQUENCY,
+        probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
+        activator_index: int = -1,
+        activator_count: int = 1,
+        report_interval: float = REPORT_INTERVAL,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not probe_timeout > 0:
+            raise ConfigError(f"probe timeout={probe_timeout!r}: must be > 0 seconds")
+        PodHealth(probe_frequency)  # validates the frequency with its own message
+        self.pod_name = pod_name
+        self.stat_sink = stat_sink
+        self.probe_frequency = probe_frequency
+        self.probe_timeout = probe_timeout
+        self.report_interval = report_interval
+        self.metrics = ActivatorMetrics()
+        self._rng = rng or random.Random()
+        self._slot = (activator_index, activator_count)
+        self._revisions: dict[RevisionKey, _Revision] = {}
+        self._router = RevisionRouter()
+        self._reporter: ConcurrencyReporter[RevisionKey] = ConcurrencyReporter(pod_name)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._servers: list[HttpServer] = []
+        self._reporting: asyncio.Task[None] | None = None
+        self._draining = False
+
+    # -- control API ---------------------------------------------------------------------------
+
+    def set_revision(self, config: RevisionConfig) -> None:
+        """Add a revision or change its settings; held requests stay held."""
+        revision = self._revisions.get(config.key)
+        if revision is None:
+            throttler: RevisionThrottler[_Held] = RevisionThrottler(
+                config.container_concurrency, queue_bound=config.queue_bound, rng=self._rng
+            )
+            self._revisions[config.key] = _Revision(config, throttler, PodHealth(self.probe_frequency))
+            self._router = RevisionRouter(self._revisions)
+            return
+        revision.config = config
+        now = self._now()
+        self._dispatch(
+            revision, revision.throttler.reconfigure(config.container_concurrency, config.queue_bound, now)
+        )
+
+    def set_endpoints(self, key: RevisionKey, addresses: Iterable[str]) -> None:
+        """The revision's pod queue-proxy addresses, ready or not: new ones are probed at once."""
+        revision = self._revision(key)
+        wanted = list(addresses)
+        for address in wanted:
+            parse_address(address)
+        if revision.health.set_endpoints(wanted, self._now()):
+            self._update_backends(revision)
+        for address in set(revision.pools) - set(wanted):
+            revision.pools.pop(address).close()
+        self._schedule_probes(revision)
+
+    def remove_revision(self, key: RevisionKey) -> None:
+        """Forget a revision; requests it still holds are answered 503."""
+        revision = self._revision(key)
+        revision.removed = True
+        del self._revisions[key]
+        self._router = RevisionRouter(self._revisions)
+        for timer in (revision.expiry, revision.probe_timer):
+            if timer is not None:
+                timer.cancel()
+        for expired in revision.throttler.expire(float("inf")):
+            self._resolve(expired.ticket, expired)
+        for pool in revision.pools.values():
+            pool.close()
+
+    def set_activator_slot(self, index: int, count: int) -> None:
+        """This replica's index among ``count`` activators fronting the same pods (-1: use every pod)."""
+        if count < 1 or not -1 <= index < count:
+            raise ConfigError(
+                f"activator index={index} count={count}: need count >= 1 and -1 <= index < count"
+            )
+        self._slot = (index, count)
+        for revision in self._revisions.values():
+            self._update_backends(revision)
+
+    @property
+    def activator_slot(self) -> tuple[int, int]:
+        return self._slot
+
+    def revisions(self) -> list[RevisionKey]:
+        return sorted(self._revisions, key=str)
+
+    def revision_status(self, key: RevisionKey) -> dict[str, Any]:
+        revision = self._revision(key)
+        throttler = revision.throttler
+        return {
+            **revision.config.to_json(),
+            "endpoints": sorted(revision.health.endpoints),
+            "healthy": sorted(revision.health.healthy),
+            "assigned": throttler.assigned,
+            "capacity": throttler.capacity,
+            "held": throttler.waiting,
+            "in_flight": throttler.executing,
+            "effective_queue_bound": throttler.effective_queue_bound,
+        }
+
+    def metrics_text(self) -> str:
+        gauges = [
+            RevisionGauges(
+                key.namespace,
+                key.name,
+                held=r.throttler.waiting,
+                in_flight=r.throttler.executing,
+                capacity=r.throttler.capacity,
+                healthy_pods=len(r.health.healthy),
+            )
+            for key, r in sorted(self._revisions.items(), key=lambda item: str(item[0]))
+        ]
+        failures = getattr(self.stat_sink, "failed", 0)
+        return self.metrics.render(gauges, failures)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = 8012,
+        *,
+        admin_port: int | None = None,
+        admin_handler: Handler | None = None,
+    ) -> BoundPorts:
+        """Start reporting stats and, unless ``port`` is None, serving; 0 picks a free port."""
+        if self._reporting is None:
+            self._reporting = asyncio.get_running_loop().create_task(self._report_forever())
+        serving = admin = None
+        if port is not None:
+            # A client that hangs up while its request is held must give its place back at once.
+            server = HttpServer(self.handle, limits=Limits(cancel_on_client_eof=True), name="activator")
+            _, serving = await server.start(host, port)
+            self._servers.append(server)
+        if admin_port is not None:
+            if admin_handler is None:
+                from activator.admin import AdminApi
+
+                admin_handler = AdminApi(self).handle
+            server = HttpServer(admin_handler, name="activator-admin")
+            _, admin = await server.start(host, admin_port)
+            self._servers.append(server)
+        return BoundPorts(serving, admin)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Fail health checks, answer held requests 503, let in-flight ones finish within ``grace``."""
+        self._draining = True
+        for key in list(self._revisions):
+            self.remove_revision(key)
+        for server in self._servers:
+            server.stop_accepting()
+        await asyncio.gather(*(server.shutdown(grace) for server in self._servers))
+        self._servers.clear()
+        if self._reporting is not None:
+            self._reporting.cancel()
+            self._reporting = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self.stat_sink is not None:
+            await self.stat_sink.close()
+
+    # -- data path -----------------------------------------------------------------------------
+
+    async def handle(self, request: Request, response: Response) -> None:
+        """The serving handler: health checks, routing, then throttled forwarding."""
+        probe = request.header(b"k-network-probe")
+        if probe is not None:
+            if probe == b"activator":
+                response.send(200, b"activator")
+            else:
+                body = b"unexpected K-Network-Probe value %s; the activator answers 'activator'\n" % probe
+                response.send(400, body)
+            return
+        user_agent = request.header(b"user-agent") or b""
+        if user_agent.startswith(b"kube-probe/") or request.header(b"k-kubelet-probe") is not None:
+            if self._draining:
+                response.send(500, b"activator shutting down\n")
+            else:
+                response.send(200, b"ok\n")
+            return
+        host = request.header(b"host")
+        routed = self._router.route(
+            host.decode("latin-1") if host is not None else None,
+            _text(request.header(b"knative-serving-revision")),
+            _text(request.header(b"knative-serving-namespace")),
+        )
+        if isinstance(routed, RouteMiss):
+            response.send(404, routed.reason.encode() + b"\n")
+            self.metrics.count_request("", "", 404)
+            return
+        revision = self._revisions[routed]
+        arrived = self._now()
+        immediate = self._reporter.request_in(routed, arrived)
+        if immediate is not None and self.stat_sink is not None:
+            self.stat_sink.send([RevisionStat(routed.namespace, routed.name, immediate)])
+        code = 500
+        try:
+            code = await self._serve(revision, request, response, host, arrived)
+        finally:
+            self._reporter.request_out(routed, self._now())
+            self.metrics.count_request(routed.namespace, routed.name, code)
+
+    async def _serve(
+        self, revision: _Revision, request: Request, response: Response, host: bytes | None, arrived: float
+    ) -> int:
+        config = revision.config
+        throttler = revision.throttler
+        deadline = arrived + config.timeout_seconds
+        ticket = _Held()
+        cold = throttler.capacity == 0
+        outcome = throttler.acquire(ticket, arrived, deadline)
+        if outcome is Admission.REJECTED:
+            body = (
+                f"activator: revision {config.key} already holds {throttler.waiting} requests waiting for "
+                f"capacity (queue bound {throttler.effective_queue_bound}); retry later\n"
+            )
+            response.send(503, body.encode(), [(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)])
+            return 503
+        add_headers = [(b"k-proxy-request", b"activator")]
+        if host is not None:
+            add_headers.append((b"k-original-host", host))
+        waited = 0.0
+        try:
+            while True:
+                if outcome is Admission.QUEUED:
+                    cold = cold or throttler.capacity == 0
+                    outcome = await self._wait(revision, ticket)
+                if isinstance(outcome, Expired):
+                    waited = outcome.waited
+                    return self._answer_expired(revision, response, outcome)
+                grant: Grant[_Held] | None = outcome
+                waited = grant.waited
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        return await revision.pool(grant.address).forward(
+                            request,
+                            _Annotated(response, _COLD if cold else _WARM),
+                            host=grant.address.encode(),
+                            add_headers=add_headers,
+                        )
+                except UpstreamConnectError as exc:
+                    # Nothing was sent: distrust the pod, then send the request elsewhere or hold it again.
+                    log.info("pod %s of %s refused a request (%s); retrying", grant.address, config.key, exc)
+                    self._pod_refused(revision, grant.address)
+                    if revision.removed:
+                        response.send(503, b"activator: revision %s was removed\n" % str(config.key).encode())
+                        return 503
+                    outcome, others = throttler.retry(grant, self._now(), deadline)
+                    grant = None
+                    self._dispatch(revision, others)
+                except UpstreamError as exc:
+                    message = f"activator: pod {grant.address} failed: {exc}"
+                    return self._answer_failure(response, 502, message)
+                except TimeoutError:
+                    message = (
+                        f"activator request timeout: pod {grant.address} did not answer within the revision "
+                        f"timeout of {config.timeout_seconds:g}s"
+                    )
+                    return self._answer_failure(response, 504, message)
+                finally:
+                    if grant is not None:
+                        self._release(revision, grant)
+        finally:
+            self.metrics.observe_wait(config.namespace, config.name, waited)
+
+    async def _wait(self, revision: _Revision, ticket: _Held) -> Grant[_Held] | Expired[_Held]:
+        future = ticket.future = asyncio.get_running_loop().create_future()
+        self._arm_expiry(revision)
+        try:
+            return await future
+        except asyncio.CancelledError:  # the client went away while held
+            if not revision.throttler.cancel(ticket) and future.done() and not future.cancelled():
+                result = future.result()
+                if isinstance(result, Grant):
+                    self._release(revision, result)
+            raise
+
+    def _answer_expired(self, revision: _Revision, response: Response, expired: Expired[_Held]) -> int:
+        if revision.removed:
+            status = 503
+            body = f"activator: revision {revision.config.key} was removed while this request waited\n"
+        else:
+            status = 504
+            body = f"activator request timeout: waited {expired.waited:.1f}s for capacity\n"
+        response.send(status, body.encode())
+        return status
+
+    @staticmethod
+    def _answer_failure(response: Response, status: int, message: str) -> int:
+        if response.started:  # part of the pod's answer is out: the client must see the break
+            if not response.finished:
+                response.abort()
+        else:
+            response.keep_alive = False
+            response.send(status, (message + "\n").encode())
+        return status
+
+    # -- capacity events -------------------------------------------------------------------------
+
+    def _release(self, revision: _Revision, grant: Grant[_Held]) -> None:
+        self._dispatch(revision, revision.throttler.release(grant, self._now()))
+
+    def _dispatch(self, revision: _Revision, grants: list[Grant[_Held]]) -> None:
+        """Wake admitted waiters; one whose client left gives its slot straight back."""
+        while grants:
+            grant = grants.pop()
+            if not self._resolve(grant.ticket, grant):
+                grants.extend(revision.throttler.release(grant, self._now()))
+
+    @staticmethod
+    def _resolve(ticket: _Held, result: Grant[_Held] | Expired[_Held]) -> bool:
+        future = ticket.future
+        if future is None or future.done():
+            return False
+        future.set_result(result)
+        return True
+
+    def _arm_expiry(self, revision: _Revision) -> None:
+        deadline = revision.throttler.next_deadline()
+        timer = revision.expiry
+        if timer is not None:
+            if deadline is not None and timer.when() <= deadline:
+                return
+            timer.cancel()
+            revision.expiry = None
+        if deadline is not None:
+            revision.expiry = asyncio.get_running_loop().call_at(deadline, self._expire, revision)
+
+    def _expire(self, revision: _Revision) -> None:
+        revision.expiry = None
+        for expired in revision.throttler.expire(self._now()):
+            self._resolve(expired.ticket, expired)
+        self._arm_expiry(revision)
+
+    def _update_backends(self, revision: _Revision) -> None:
+        index, count = self._slot
+        grants = revision.throttler.update_backends(
+            revision.health.healthy, self._now(), activator_index=index, activator_count=count
+        )
+        self._dispatch(revision, grants)
+
+    def _pod_refused(self, revision: _Revision, address: str) -> None:
+        if revision.health.mark_failed(address, self._now()):
+            self._update_backends(revision)
+            self._schedule_probes(revision)
+
+    # -- probing ---------------------------------------------------------------------------------
+
+    def _schedule_probes(self, revision: _Revision) -> None:
+        if revision.removed:
+            return
+        loop = asyncio.get_running_loop()
+        for address in revision.health.due(self._now()):
+            self._spawn(self._probe(revision, address))
+        if revision.probe_timer is not None:
+            revision.probe_timer.cancel()
+            revision.probe_timer = None
+        due = revision.health.next_due()
+        if due is not None:
+            revision.probe_timer = loop.call_at(due, self._schedule_probes, revision)
+
+    async def _probe(self, revision: _Revision, address: str) -> None:
+        ok = False
+        try:
+            async with asyncio.timeout(self.probe_timeout):
+                status, _, body = await revision.pool(address).request(b"GET", PROBE_PATH, PROBE_HEADERS)
+            ok = status == 200 and body == b"queue"
+        except (UpstreamError, TimeoutError, OSError):
+            ok = False
+        if revision.removed:
+            return
+        if revision.health.record(address, ok, self._now()):
+            log.info("pod %s of %s passed its probe", address, revision.config.key)
+            self._update_backends(revision)
+        self._schedule_probes(revision)
+
+    # -- stats -----------------------------------------------------------------------------------
+
+    async def _report_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.report_interval
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            next_tick += self.report_interval
+            stats = self._reporter.report(self._now())
+            if stats and self.stat_sink is not None:
+                self.stat_sink.send([RevisionStat(key.namespace, key.name, stat) for key, stat in stats])
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _revision(self, key: RevisionKey) -> _Revision:
+        revision = self._revisions.get(key)
+        if revision is None:
+            known = ", ".join(str(k) for k in self.revisions()) or "(none)"
+            raise KeyError(f"unknown revision {key}; known revisions: {known}")
+        return revision
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None

@@ -1,0 +1,270 @@
+"""The activator on real loopback sockets: holding at zero, throttling, failures, replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from activator_fixtures import FakeAutoscaler, Pod, free_port, run
+
+from activator.config import RevisionConfig, RevisionKey
+from activator.server import Activator
+from activator.sinks import HttpStatSink
+
+pytestmark = pytest.mark.timeout(30)
+
+KEY = RevisionKey("default", "hello")
+
+
+async def start_activator(*, cc=1, timeout=10.0, queue_bound=None, sink=None, slot=(-1, 1), **kwargs):
+    activator = Activator(stat_sink=sink, activator_index=slot[0], activator_count=slot[1], **kwargs)
+    activator.set_revision(RevisionConfig("hello", container_concurrency=cc, timeout_seconds=timeout,
+                                          queue_bound=queue_bound))
+    ports = await activator.start("127.0.0.1", 0)
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.serving}", headers={"host": "hello"},
+                               timeout=10.0, limits=httpx.Limits(max_connections=200))
+    return activator, client
+
+
+async def wait_until(predicate, timeout=5.0):
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def test_request_at_zero_is_held_reported_at_once_and_served_the_moment_a_pod_passes_its_probe():
+    async def body():
+        autoscaler = await FakeAutoscaler().start()
+        activator, client = await start_activator(sink=HttpStatSink(autoscaler.url))
+        port = free_port()  # the pod's address is known before it listens, as with a starting pod
+        activator.set_endpoints(KEY, [f"127.0.0.1:{port}"])
+        pod = Pod()
+        try:
+            pending = asyncio.ensure_future(client.get("/work", headers={"x-trace": "1"}))
+            await autoscaler.wait_for(lambda stats: len(stats) >= 1, timeout=2.0)
+            namespace, revision, first = autoscaler.stats()[0]
+            assert (namespace, revision) == ("default", "hello")
+            assert (first.average_concurrent_requests, first.request_count) == (1.0, 1.0)
+            assert first.pod_name == "activator"
+            await asyncio.sleep(0.5)  # probes keep failing (connection refused): the request stays held
+            assert not pending.done()
+            assert activator.revision_status(KEY)["held"] == 1
+            await pod.start(port)
+            started = time.monotonic()
+            reply = await pending
+            assert time.monotonic() - started < 0.5  # one probe period (0.2 s) plus forwarding
+            assert reply.status_code == 200
+            assert reply.text == f"served by {port}\n"
+            assert reply.headers["x-kpa-cold-start"] == "true"
+            seen = pod.seen[0]
+            assert seen[b"k-proxy-request"] == b"activator"
+            assert seen[b"k-original-host"] == b"hello"
+            assert seen[b"host"] == f"127.0.0.1:{port}".encode()
+            assert seen[b"x-trace"] == b"1"
+            warm = await client.get("/again")
+            assert warm.headers["x-kpa-cold-start"] == "false"
+            # periodic reports count both requests minus the one the immediate stat already reported
+            def periodic_count(stats):
+                return sum(stat.request_count for _, _, stat in stats[1:])
+
+            await autoscaler.wait_for(lambda stats: periodic_count(stats) >= 1, timeout=3.0)
+            assert periodic_count(autoscaler.stats()) == 1
+        finally:
+            await client.aclose()
+            await activator.stop()
+            await pod.stop()
+            await autoscaler.stop()
+
+    run(body)
+
+
+def test_bursts_never_exceed_cc_at_any_pod():
+    async def body():
+        pods = [await Pod(delay=0.02).start() for _ in range(3)]
+        activator, client = await start_activator(cc=2)
+        activator.set_endpoints(KEY, [p.address for p in pods])
+        try:
+            await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 6)
+            replies = await asyncio.gather(*(client.get(f"/{i}") for i in range(60)))
+            assert [r.status_code for r in replies] == [200] * 60
+            assert [p.max_in_flight for p in pods] == [2, 2, 2]
+            assert sum(p.served for p in pods) == 60
+        finally:
+            await client.aclose()
+            await activator.stop()
+            for pod in pods:
+                await pod.stop()
+
+    run(body)
+
+
+def test_overflow_is_refused_at_once_with_retry_after_and_waiting_too_long_gets_504():
+    async def body():
+        activator, client = await start_activator(cc=1, timeout=0.4, queue_bound=2)
+        try:
+            held = [asyncio.ensure_future(client.get(f"/{i}")) for i in range(2)]
+            await wait_until(lambda: activator.revision_status(KEY)["held"] == 2)
+            started = time.monotonic()
+            overflow = await client.get("/overflow")
+            assert time.monotonic() - started < 0.2
+            assert overflow.status_code == 503
+            assert overflow.headers["retry-after"] == "1"
+            assert "queue bound 2" in overflow.text
+            timed_out = await asyncio.gather(*held)
+            assert [r.status_code for r in timed_out] == [504, 504]
+            assert timed_out[0].text.startswith("activator request timeout: waited 0.4s for capacity")
+            metrics = activator.metrics_text()
+            assert 'activator_requests_total{namespace="default",revision="hello",code="503"} 1' in metrics
+            assert 'activator_requests_total{namespace="default",revision="hello",code="504"} 2' in metrics
+            assert 'activator_capacity_wait_seconds_bucket{namespace="default",revision="hello",le="0.5"} 2' \
+                in metrics
+        finally:
+            await client.aclose()
+            await activator.stop()
+
+    run(body)
+
+
+@pytest.mark.parametrize("mode", ["die-mid-stream", "die-before-head"])
+def test_pod_dying_during_a_request_gives_the_client_a_clean_error_not_a_hang(mode):
+    async def body():
+        pod = await Pod(mode=mode).start()
+        activator, client = await start_activator(cc=1)
+        activator.set_endpoints(KEY, [pod.address])
+        try:
+            await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
+            started = time.monotonic()
+            if mode == "die-mid-stream":
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await client.get("/stream")
+            else:
+                reply = await client.get("/x")
+                assert reply.status_code == 502
+                assert f"pod {pod.address} failed" in reply.text
+            assert time.monotonic() - started < 1.0
+            assert activator.revision_status(KEY)["in_flight"] == 0  # the slot came back
+        finally:
+            await client.aclose()
+            await activator.stop()
+            await pod.stop()
+
+    run(body)
+
+
+def test_refused_connection_is_retried_on_another_pod_with_its_body():
+    async def body():
+        pods = [await Pod().start() for _ in range(2)]
+        activator, client = await start_activator(cc=1)
+        activator.set_endpoints(KEY, [p.address for p in pods])
+        try:
+            await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 2)
+            first = min(pods, key=lambda p: p.address)  # first-available picks the lowest address
+            other = pods[1] if first is pods[0] else pods[0]
+            await first.stop()  # gone without anyone telling the activator
+            reply = await client.post("/submit", content=b"payload-123")
+            assert reply.status_code == 200
+            assert reply.text == f"served by {other.port}\n"
+            assert other.bodies == [b"payload-123"]
+            assert activator.revision_status(KEY)["healthy"] == [other.address]
+        finally:
+            await client.aclose()
+            await activator.stop()
+            await pods[1].stop()
+
+    run(body)
+
+
+def test_refused_connection_with_no_other_pod_is_held_until_the_pod_is_back():
+    async def body():
+        pod = await Pod().start()
+        activator, client = await start_activator(cc=1)
+        activator.set_endpoints(KEY, [pod.address])
+        try:
+            await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
+            port = pod.port
+            await pod.stop()
+            pending = asyncio.ensure_future(client.get("/x"))
+            await wait_until(lambda: activator.revision_status(KEY)["held"] == 1)
+            assert activator.revision_status(KEY)["capacity"] == 0
+            revived = await Pod().start(port)
+            reply = await pending
+            assert (reply.status_code, reply.text) == (200, f"served by {port}\n")
+            assert reply.headers["x-kpa-cold-start"] == "true"
+            await revived.stop()
+        finally:
+            await client.aclose()
+            await activator.stop()
+
+    run(body)
+
+
+def test_two_activator_replicas_share_pods_without_exceeding_cc():
+    async def body():
+        pods = [await Pod(delay=0.02).start() for _ in range(4)]
+        replicas = [await start_activator(cc=1, slot=(i, 2)) for i in range(2)]
+        try:
+            for activator, _ in replicas:
+                activator.set_endpoints(KEY, [p.address for p in pods])
+            for activator, _ in replicas:
+                await wait_until(lambda a=activator: a.revision_status(KEY)["capacity"] == 2)
+            assigned = [set(a.revision_status(KEY)["assigned"]) for a, _ in replicas]
+            assert assigned[0].isdisjoint(assigned[1])
+            assert assigned[0] | assigned[1] == {p.address for p in pods}
+            replies = await asyncio.gather(*(replicas[i % 2][1].get(f"/{i}") for i in range(40)))
+            assert [r.status_code for r in replies] == [200] * 40
+            assert [p.max_in_flight for p in pods] == [1, 1, 1, 1]
+        finally:
+            for activator, client in replicas:
+                await client.aclose()
+                await activator.stop()
+            for pod in pods:
+                await pod.stop()
+
+    run(body)
+
+
+def test_health_probe_and_unknown_revision():
+    async def body():
+        activator, client = await start_activator()
+        try:
+            probe = await client.get("/", headers={"k-network-probe": "activator"})
+            assert (probe.status_code, probe.text) == (200, "activator")
+            wrong = await client.get("/", headers={"k-network-probe": "queue"})
+            assert wrong.status_code == 400
+            kubelet = await client.get("/", headers={"user-agent": "kube-probe/1.30"})
+            assert kubelet.status_code == 200
+            unknown = await client.get("/", headers={"host": "nope.default"})
+            assert unknown.status_code == 404
+            assert "unknown revision default/nope" in unknown.text
+            assert "known revisions: default/hello" in unknown.text
+            headers = {"host": "127.0.0.1", "knative-serving-revision": "nope"}
+            by_header = await client.get("/", headers=headers)
+            assert by_header.status_code == 404
+        finally:
+            await client.aclose()
+            await activator.stop()
+
+    run(body)
+
+
+def test_client_leaving_while_held_frees_its_place():
+    async def body():
+        activator, client = await start_activator(cc=1, queue_bound=1)
+        try:
+            pending = asyncio.ensure_future(client.get("/x"))
+            await wait_until(lambda: activator.revision_status(KEY)["held"] == 1)
+            pending.cancel()
+            await wait_until(lambda: activator.revision_status(KEY)["held"] == 0)
+            pod = await Pod().start()
+            activator.set_endpoints(KEY, [pod.address])
+            reply = await client.get("/y")
+            assert reply.status_code == 200
+            assert pod.served == 1
+            await pod.stop()
+        finally:
+            await client.aclose()
+            await activator.stop()
+
+    run(body)
