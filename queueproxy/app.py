@@ -1,0 +1,204 @@
+"""The queue-proxy process: four listeners, the prober, the stats reporter, and the drain on SIGTERM.
+
+Ports (Knative's defaults): serving 8012 (proxy to the user container), admin 8022
+(``GET /wait-for-drain`` for the user container's preStop hook), stats 9090 (``GET /stats``: the
+last one-second ``Stat`` as JSON, the autoscaler's scrape target) and metrics 9091 (``GET /metrics``:
+Prometheus text). Any port may be 0; ``start`` returns the bound ones and the CLI prints them as
+one JSON line so a parent process can find them.
+
+Shutdown: SIGTERM starts the drain — health checks fail with 503 at once, traffic is still served,
+and once no request has arrived for the drain timeout the serving port stops accepting, in-flight
+requests finish (up to the revision timeout) and the process exits 0. SIGINT skips the quiet period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+
+from autoscaler.stat import Stat
+from queueproxy.config import QueueProxyConfig
+from queueproxy.drain import Drainer, DrainWaiter
+from queueproxy.handler import QueueProxyHandler
+from queueproxy.http11 import HttpServer, Request, Response
+from queueproxy.metrics import RequestMetrics
+from queueproxy.readiness import Readiness
+from queueproxy.stats import RequestStats
+from queueproxy.upstream import UpstreamPool
+
+log = logging.getLogger(__name__)
+
+REPORTING_PERIOD = 1.0  # seconds; Knative's queue-proxy reports once a second
+SIGTERM_GRACE_FOR_PRESTOP = 1.0  # /wait-for-drain without a SIGTERM this soon: a restart, not a stop
+JSON = b"application/json"
+
+
+class QueueProxy:
+    def __init__(self, config: QueueProxyConfig) -> None:
+        self.config = config
+        self.started_at = time.monotonic()
+        self.stats = RequestStats(self.started_at)
+        self.readiness = Readiness(config.probes)
+        self.drain = DrainWaiter(Drainer(config.drain_timeout))
+        self.metrics = RequestMetrics(config.pod_name)
+        self.pool = UpstreamPool(config.user_host, config.user_port, max_idle=config.max_idle_connections)
+        self.stat = Stat(pod_name=config.pod_name)
+        self._stat_body = json.dumps(self.stat.to_json()).encode()
+        self._stopping = asyncio.Event()
+        self._sigterm = False
+        self._tasks: list[asyncio.Task] = []
+        self.handler: QueueProxyHandler | None = None
+        self.serving = self.admin = self.stats_server = self.metrics_server = None
+
+    async def start(self) -> dict[str, int]:
+        """Bind all four ports and start probing and reporting; returns the bound ports."""
+        config = self.config
+        self.handler = QueueProxyHandler(
+            config, self.pool, self.stats, self.readiness, self.drain.drainer, self.metrics
+        )
+        self.serving = HttpServer(self.handler, name="serving")
+        self.admin = HttpServer(self._admin, name="admin")
+        self.stats_server = HttpServer(self._stats, name="stats")
+        self.metrics_server = HttpServer(self._metrics, name="metrics")
+        ports = {}
+        for key, server, port in (
+            ("serving_port", self.serving, config.serving_port),
+            ("admin_port", self.admin, config.admin_port),
+            ("stats_port", self.stats_server, config.stats_port),
+            ("metrics_port", self.metrics_server, config.metrics_port),
+        ):
+            try:
+                _, ports[key] = await server.start(config.host, port)
+            except OSError as exc:
+                await self._close_servers(0.0)
+                raise OSError(
+                    f"cannot listen on {config.host}:{port} ({key}): {exc.strerror or exc}"
+                ) from exc
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.readiness.run()), loop.create_task(self._report_loop())]
+        return ports
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.terminate)
+        loop.add_signal_handler(signal.SIGINT, self.interrupt)
+
+    def terminate(self) -> None:
+        """SIGTERM: drain, then stop."""
+        if not self._sigterm:
+            log.info("SIGTERM: draining (quiet period %gs)", self.config.drain_timeout)
+        self._sigterm = True
+        self.drain.start()
+        self._stopping.set()
+
+    def interrupt(self) -> None:
+        """SIGINT: stop without the quiet period (in-flight requests still finish)."""
+        self.drain.drainer.quiet_period = 0.0
+        self.terminate()
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT and the drain completes; returns the exit status."""
+        await self._stopping.wait()
+        while not await self.drain.wait():
+            self.drain.start()  # a preStop reset raced the SIGTERM: drain anyway
+        log.info("drained; finishing in-flight requests")
+        await self._close_servers(self.config.revision_timeout)
+        return 0
+
+    async def _close_servers(self, grace: float) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.serving is not None and self.serving._server is not None:
+            await self.serving.shutdown(grace)
+        for server in (self.admin, self.stats_server, self.metrics_server):
+            if server is not None and server._server is not None:
+                await server.shutdown(1.0)
+        self.pool.close()
+
+    # -- stats -----------------------------------------------------------------------------
+    async def _report_loop(self) -> None:
+        tick = self.started_at
+        while True:
+            tick += REPORTING_PERIOD
+            await asyncio.sleep(max(0.0, tick - time.monotonic()))
+            now = time.monotonic()
+            report = self.stats.report(now)
+            self.stat = Stat(
+                pod_name=self.config.pod_name,
+                average_concurrent_requests=report.average_concurrency,
+                average_proxied_concurrent_requests=report.average_proxied_concurrency,
+                request_count=report.request_count / REPORTING_PERIOD,
+                proxied_request_count=report.proxied_request_count / REPORTING_PERIOD,
+                process_uptime=now - self.started_at,
+                timestamp=time.time(),
+            )
+            self._stat_body = json.dumps(self.stat.to_json()).encode()
+
+    async def _stats(self, request: Request, response: Response) -> None:
+        if request.path in ("/stats", "/metrics") and request.method in (b"GET", b"HEAD"):
+            response.send(200, self._stat_body, content_type=JSON)
+        else:
+            response.send(404, b"not found; the stats port serves GET /stats\n")
+
+    async def _metrics(self, request: Request, response: Response) -> None:
+        if request.path != "/metrics" or request.method not in (b"GET", b"HEAD"):
+            response.send(404, b"not found; the metrics port serves GET /metrics\n")
+            return
+        stat = self.stat
+        gauges = (
+            ("queue_requests_in_flight", "Requests in the queue-proxy now, queued ones included.",
+             self.stats.concurrency),
+            ("revision_queue_depth", "Requests waiting in the breaker queue now.", self.handler.queued),
+            ("queue_average_concurrent_requests", "Average concurrency over the last reporting second.",
+             stat.average_concurrent_requests),
+            ("queue_average_proxied_concurrent_requests", "The part of it that came through the activator.",
+             stat.average_proxied_concurrent_requests),
+            ("queue_requests_per_second", "Requests that arrived in the last reporting second.",
+             stat.request_count),
+            ("queue_proxied_operations_per_second", "The part of them that came through the activator.",
+             stat.proxied_request_count),
+            ("queue_user_container_ready", "1 when the user container passes its readiness probe.",
+             1.0 if self.readiness.ready else 0.0),
+            ("process_uptime", "Seconds since the queue-proxy started.", time.monotonic() - self.started_at),
+        )  # fmt: skip
+        response.send(
+            200, self.metrics.render(gauges), content_type=b"text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    # -- admin -----------------------------------------------------------------------------
+    async def _admin(self, request: Request, response: Response) -> None:
+        if request.path != "/wait-for-drain":
+            response.send(404, b"not found; the admin port serves GET /wait-for-drain\n")
+            return
+        log.info("preStop: /wait-for-drain called")
+        self.drain.start()
+        if not self._sigterm:
+            asyncio.get_running_loop().call_later(SIGTERM_GRACE_FOR_PRESTOP, self._reset_unless_terminating)
+        drained = await self.drain.wait()
+        response.send(200, b"drained\n" if drained else b"drain reset: no SIGTERM followed\n")
+
+    def _reset_unless_terminating(self) -> None:
+        if not self._sigterm:
+            log.info("no SIGTERM after preStop: a container restart; serving normally again")
+            self.drain.reset()
+
+
+async def serve(config: QueueProxyConfig, announce=print) -> int:
+    """Run a queue-proxy until it is told to stop; ``announce`` receives the bound-ports JSON line."""
+    proxy = QueueProxy(config)
+    ports = await proxy.start()
+    proxy.install_signal_handlers()
+    announce(json.dumps(ports))
+    log.info(
+        "queue-proxy %s: serving %s:%d -> %s:%d, containerConcurrency=%d, queue depth=%d",
+        config.pod_name, config.host, ports["serving_port"], config.user_host, config.user_port,
+        config.container_concurrency, config.effective_queue_depth,
+    )  # fmt: skip
+    return await proxy.run()

@@ -1,0 +1,76 @@
+"""`kpa queue-proxy`: run the sidecar in front of one user container.
+
+Settings come from Knative's environment variables (``CONTAINER_CONCURRENCY``, ``QUEUE_SERVING_PORT``,
+``USER_PORT``, ``REVISION_TIMEOUT_SECONDS``, ``REVISION_RESPONSE_START_TIMEOUT_SECONDS``,
+``REVISION_IDLE_TIMEOUT_SECONDS``, ``SERVING_READINESS_PROBE``, ``SERVING_POD``) so the same
+container spec works here and under Knative; flags override them. On start it prints one JSON line
+with the bound ports (useful with port 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from queueproxy.config import ENV_NAMES, FLAG_NAMES, ConfigError, load_config
+
+_HELP = {
+    "container_concurrency": "hard limit of requests at the user container; 0 = unlimited, no breaker",
+    "queue_depth": "requests allowed to wait for a slot (default 10 x container concurrency)",
+    "serving_port": "port proxied to the user container (default 8012)",
+    "admin_port": "port of GET /wait-for-drain (default 8022)",
+    "stats_port": "port of GET /stats, the autoscaler's JSON stat (default 9090)",
+    "metrics_port": "port of GET /metrics, Prometheus text (default 9091)",
+    "host": "address to listen on (default 127.0.0.1; use 0.0.0.0 in a pod)",
+    "user_host": "address of the user container (default 127.0.0.1)",
+    "user_port": "port of the user container (default 8080)",
+    "revision_timeout": "seconds a request may take in all before 504 (default 300)",
+    "response_start_timeout": "seconds until the first response byte before 504 (default 0 = off)",
+    "idle_timeout": "seconds without a response byte before 504 (default 0 = off)",
+    "drain_timeout": "quiet period after SIGTERM before stopping (default 30)",
+    "pod_name": "pod name reported in stats (default: the host name)",
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    for dest, flag in FLAG_NAMES.items():
+        env = ENV_NAMES.get(dest)
+        help_text = _HELP[dest] + (f"; env {env}" if env else "")
+        parser.add_argument(flag, dest=dest, default=None, metavar="VALUE", help=help_text)
+    parser.add_argument(
+        "--readiness-probe",
+        dest="readiness_probe",
+        default=None,
+        metavar="JSON",
+        help="user container readiness probe in Knative's JSON form; env SERVING_READINESS_PROBE "
+        "(default: TCP on the user port, probed every 50 ms until it answers)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s queue-proxy %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(os.environ, vars(args))
+    except ConfigError as exc:
+        print(f"kpa queue-proxy: {exc}", file=sys.stderr)
+        return 2
+
+    import uvloop
+
+    from queueproxy.app import serve
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        return uvloop.run(serve(config, announce))
+    except OSError as exc:
+        print(f"kpa queue-proxy: {exc}", file=sys.stderr)
+        return 1
