@@ -43,6 +43,12 @@ def default_queue_bound(container_concurrency: int, pods: int) -> int:
     return max(MIN_QUEUE_BOUND, QUEUE_DEPTH_PER_SLOT * per_pod * max(1, pods))
 
 
+def check_activator_slot(index: int, count: int) -> None:
+    """A replica's place among ``count`` activators; index -1 means "not in the list: use every pod"."""
+    if count < 1 or not -1 <= index < count:
+        raise ConfigError(f"activator index={index} count={count}: need count >= 1 and -1 <= index < count")
+
+
 @dataclass(frozen=True, slots=True)
 class RevisionKey:
     namespace: str

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from activator.config import ConfigError, RevisionConfig, RevisionKey
+from activator.config import ConfigError, RevisionConfig, RevisionKey, check_activator_slot
 from activator.metrics import ActivatorMetrics, RevisionGauges
 from activator.probing import DEFAULT_PROBE_FREQUENCY, DEFAULT_PROBE_TIMEOUT, PodHealth
 from activator.reporter import ConcurrencyReporter
@@ -147,6 +147,7 @@ class Activator:
         if not probe_timeout > 0:
             raise ConfigError(f"probe timeout={probe_timeout!r}: must be > 0 seconds")
         PodHealth(probe_frequency)  # validates the frequency with its own message
+        check_activator_slot(activator_index, activator_count)
         self.pod_name = pod_name
         self.stat_sink = stat_sink
         self.probe_frequency = probe_frequency
@@ -209,10 +210,7 @@ class Activator:
 
     def set_activator_slot(self, index: int, count: int) -> None:
         """This replica's index among ``count`` activators fronting the same pods (-1: use every pod)."""
-        if count < 1 or not -1 <= index < count:
-            raise ConfigError(
-                f"activator index={index} count={count}: need count >= 1 and -1 <= index < count"
-            )
+        check_activator_slot(index, count)
         self._slot = (index, count)
         for revision in self._revisions.values():
             self._update_backends(revision)

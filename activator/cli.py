@@ -1,0 +1,191 @@
+"""`kpa activator`: run the activator as its own process.
+
+    kpa activator --port 8012 --admin-port 8085 --autoscaler-url http://127.0.0.1:8080/stats \\
+        --revisions revisions.yaml --revision hello.default:cc=1,endpoints=127.0.0.1:9001
+
+Revisions come from a YAML/JSON file (``--revisions``), from ``--revision`` flags, or later from the
+admin API. Once listening it prints one JSON line — ``{"event": "listening", "serving_port": ...,
+"admin_port": ..., ...}`` — so a parent that passed port 0 learns the real ports. SIGTERM or SIGINT
+stops it gracefully: health checks fail, held requests get 503, in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from activator.config import ConfigError, RevisionConfig, check_activator_slot
+from activator.probing import DEFAULT_PROBE_FREQUENCY, DEFAULT_PROBE_TIMEOUT
+from activator.server import Activator, parse_address
+from activator.sinks import HttpStatSink
+
+DEFAULT_ADMIN_PORT = 8085
+_SPEC_KEYS = {"cc": "container_concurrency", "timeout": "timeout_seconds", "queue-bound": "queue_bound"}
+
+
+def parse_duration(text: str, what: str) -> float:
+    """Seconds from ``0.2``, ``0.2s`` or ``200ms``; ConfigError names ``what`` otherwise."""
+    raw = text.strip().lower()
+    scale = 1.0
+    if raw.endswith("ms"):
+        raw, scale = raw[:-2], 0.001
+    elif raw.endswith("s"):
+        raw = raw[:-1]
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        raise ConfigError(f"{what}={text!r}: not a duration (use seconds like 0.2, or 200ms)") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{what}={text!r}: must be a positive duration")
+    return value
+
+
+def parse_revision_spec(spec: str) -> tuple[RevisionConfig, list[str]]:
+    """``name[.namespace][:cc=N,timeout=S,queue-bound=N,endpoints=HOST:PORT+HOST:PORT]``."""
+    head, _, options = spec.partition(":")
+    name, _, namespace = head.partition(".")
+    doc: dict[str, Any] = {"name": name}
+    if namespace:
+        doc["namespace"] = namespace
+    endpoints: list[str] = []
+    for option in filter(None, options.split(",")):
+        key, sep, value = option.partition("=")
+        if key == "endpoints" and sep:
+            endpoints = [a for a in value.split("+") if a]
+            continue
+        if key not in _SPEC_KEYS or not sep:
+            raise ConfigError(
+                f"--revision {spec!r}: bad option {option!r}; use cc=N, timeout=S, queue-bound=N, "
+                f"endpoints=HOST:PORT+HOST:PORT"
+            )
+        try:
+            doc[_SPEC_KEYS[key]] = float(value) if key == "timeout" else int(value)
+        except ValueError:
+            raise ConfigError(f"--revision {spec!r}: {key}={value!r} is not a number") from None
+    return RevisionConfig.from_json(doc), endpoints
+
+
+def load_revisions_file(path: Path) -> list[tuple[RevisionConfig, list[str]]]:
+    """A list of revision objects (config fields plus ``endpoints``), bare or under ``revisions:``."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--revisions {path}: cannot read it: {exc}") from None
+    items = doc.get("revisions") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise ConfigError(f"--revisions {path}: expected a list of revisions (or a 'revisions:' list)")
+    loaded = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(f"--revisions {path}: entry {index} must be an object")
+        fields = dict(item)
+        endpoints = fields.pop("endpoints", [])
+        if not isinstance(endpoints, list):
+            raise ConfigError(f"--revisions {path}: entry {index} endpoints must be a list of host:port")
+        try:
+            loaded.append((RevisionConfig.from_json(fields), [str(a) for a in endpoints]))
+        except ConfigError as exc:
+            raise ConfigError(f"--revisions {path}: entry {index}: {exc}") from None
+    return loaded
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8012, help="serving port (0: pick a free one)")
+    parser.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT,
+                        help=f"control API and /metrics port (default {DEFAULT_ADMIN_PORT}; 0: free port)")
+    parser.add_argument("--autoscaler-url", default=env("AUTOSCALER_URL"),
+                        help="where to POST stats, e.g. http://127.0.0.1:8080/stats (env AUTOSCALER_URL)")
+    parser.add_argument("--revisions", type=Path, help="YAML/JSON file listing revisions and their endpoints")
+    parser.add_argument("--revision", action="append", default=[], metavar="SPEC",
+                        help="name[.namespace][:cc=N,timeout=S,queue-bound=N,endpoints=H:P+H:P] (repeatable)")
+    parser.add_argument("--pod-name", default=env("POD_NAME", "activator"),
+                        help="name in the stats this activator sends (env POD_NAME)")
+    parser.add_argument("--probe-frequency", default=env("PROBE_FREQUENCY", str(DEFAULT_PROBE_FREQUENCY)),
+                        help="seconds between probes of a pod not yet healthy (env PROBE_FREQUENCY; 0.2)")
+    parser.add_argument("--probe-timeout", default=env("PROBE_TIMEOUT", str(DEFAULT_PROBE_TIMEOUT)),
+                        help="seconds one probe may take (env PROBE_TIMEOUT, default 0.3)")
+    parser.add_argument("--activator-index", type=int, default=-1,
+                        help="this replica's index among --activator-count replicas (-1: use every pod)")
+    parser.add_argument("--activator-count", type=int, default=1)
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    for flag, port in (("--port", args.port), ("--admin-port", args.admin_port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{flag}={port}: must be a port in 0..65535 (0 picks a free one)")
+    url = args.autoscaler_url
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--autoscaler-url={url!r}: must be an http:// or https:// URL")
+    check_activator_slot(args.activator_index, args.activator_count)
+    revisions = load_revisions_file(args.revisions) if args.revisions else []
+    revisions += [parse_revision_spec(spec) for spec in args.revision]
+    for _, endpoints in revisions:
+        for address in endpoints:
+            parse_address(address)
+    return {
+        "probe_frequency": parse_duration(args.probe_frequency, "--probe-frequency"),
+        "probe_timeout": parse_duration(args.probe_timeout, "--probe-timeout"),
+        "revisions": revisions,
+    }
+
+
+async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    sink = HttpStatSink(args.autoscaler_url) if args.autoscaler_url else None
+    activator = Activator(
+        pod_name=args.pod_name,
+        stat_sink=sink,
+        probe_frequency=settings["probe_frequency"],
+        probe_timeout=settings["probe_timeout"],
+        activator_index=args.activator_index,
+        activator_count=args.activator_count,
+    )
+    ports = await activator.start(args.host, args.port, admin_port=args.admin_port)
+    for config, endpoints in settings["revisions"]:
+        activator.set_revision(config)
+        activator.set_endpoints(config.key, endpoints)
+    if sink is None:
+        logging.getLogger("activator").warning("no --autoscaler-url: stats are not sent anywhere")
+    print(json.dumps({
+        "event": "listening",
+        "host": args.host,
+        "serving_port": ports.serving,
+        "admin_port": ports.admin,
+        "pid": os.getpid(),
+        "revisions": [str(key) for key in activator.revisions()],
+    }), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await activator.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"kpa activator: {exc}", file=sys.stderr)
+        return 2
+    import uvloop
+
+    try:
+        uvloop.run(_serve(args, settings))
+    except OSError as exc:
+        print(f"kpa activator: cannot listen on {args.host}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,117 @@
+"""The activator's control API over HTTP: configure revisions and endpoints, errors that name the fix."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from activator_fixtures import Pod, run
+
+from activator.server import Activator
+
+
+async def start():
+    activator = Activator()
+    ports = await activator.start("127.0.0.1", 0, admin_port=0)
+    admin = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.admin}", timeout=5.0)
+    data = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.serving}", timeout=5.0)
+    return activator, admin, data
+
+
+def test_an_autoscaler_can_drive_a_revision_from_zero_through_the_admin_api():
+    async def body():
+        activator, admin, data = await start()
+        pod = await Pod().start()
+        try:
+            created = await admin.put("/revisions/ml/predictor", json={"container_concurrency": 2,
+                                                                       "timeout_seconds": 30})
+            assert created.status_code == 200
+            status = created.json()
+            assert (status["name"], status["namespace"], status["capacity"], status["held"]) == (
+                "predictor", "ml", 0, 0)
+            assert status["effective_queue_bound"] == 100
+            held = asyncio.ensure_future(data.get("/", headers={"host": "predictor.ml.svc.cluster.local"}))
+            await asyncio.sleep(0.1)
+            assert (await admin.get("/revisions/ml/predictor")).json()["held"] == 1
+            endpoints = await admin.put("/revisions/ml/predictor/endpoints",
+                                        json={"addresses": [pod.address]})
+            assert endpoints.status_code == 200
+            assert endpoints.json()["endpoints"] == [pod.address]
+            reply = await held
+            assert reply.status_code == 200
+            listed = (await admin.get("/revisions")).json()["revisions"]
+            assert [(r["namespace"], r["name"], r["healthy"], r["capacity"]) for r in listed] == [
+                ("ml", "predictor", [pod.address], 2)]
+            metrics = (await admin.get("/metrics")).text
+            assert 'activator_requests_total{namespace="ml",revision="predictor",code="200"} 1' in metrics
+            assert 'activator_healthy_pods{namespace="ml",revision="predictor"} 1' in metrics
+            assert "# TYPE activator_capacity_wait_seconds histogram" in metrics
+            removed = await admin.delete("/revisions/ml/predictor")
+            assert removed.json() == {"removed": "ml/predictor"}
+            gone = await data.get("/", headers={"host": "predictor.ml"})
+            assert gone.status_code == 404
+        finally:
+            for client in (admin, data):
+                await client.aclose()
+            await activator.stop()
+            await pod.stop()
+
+    run(body)
+
+
+def test_removing_a_revision_answers_its_held_requests_503():
+    async def body():
+        activator, admin, data = await start()
+        try:
+            await admin.put("/revisions/default/hello", json={})
+            held = asyncio.ensure_future(data.get("/", headers={"host": "hello"}))
+            await asyncio.sleep(0.1)
+            await admin.delete("/revisions/default/hello")
+            reply = await held
+            assert reply.status_code == 503
+            assert "was removed" in reply.text
+        finally:
+            for client in (admin, data):
+                await client.aclose()
+            await activator.stop()
+
+    run(body)
+
+
+def test_bad_requests_get_errors_that_name_the_input():
+    async def body():
+        activator, admin, data = await start()
+        try:
+            cases = [
+                (admin.put("/revisions/default/hello", json={"container_concurrency": -1}), 400,
+                 "container_concurrency=-1"),
+                (admin.put("/revisions/default/hello", json={"cc": 1}), 400, "unknown field(s) ['cc']"),
+                (admin.put("/revisions/default/Bad_Name", json={}), 400, "revision name='Bad_Name'"),
+                (admin.put("/revisions/default/hello", json={"namespace": "other"}), 400, "does not match"),
+                (admin.put("/revisions/default/hello", content=b"{nope"), 400, "not JSON"),
+                (admin.put("/revisions/default/nope/endpoints", json={"addresses": []}), 404,
+                 "unknown revision default/nope"),
+                (admin.get("/revisions/default/nope"), 404, "unknown revision default/nope"),
+                (admin.post("/revisions/default/hello", json={}), 405, "use GET, PUT, DELETE"),
+                (admin.get("/nowhere"), 404, "no such admin path"),
+                (admin.put("/activators", json={"index": 2, "count": 2}), 400, "index=2 count=2"),
+                (admin.put("/activators", json={"index": "0"}), 400, '{"index": <int>, "count": <int>}'),
+            ]
+            for call, status, fragment in cases:
+                reply = await call
+                assert reply.status_code == status, (fragment, reply.text)
+                assert fragment in reply.json()["error"], reply.text
+            await admin.put("/revisions/default/hello", json={})
+            bad_address = await admin.put("/revisions/default/hello/endpoints",
+                                          json={"addresses": ["127.0.0.1"]})
+            assert bad_address.status_code == 400
+            assert "endpoint address '127.0.0.1': must be host:port" in bad_address.json()["error"]
+            slot = await admin.put("/activators", json={"index": 1, "count": 3})
+            assert slot.json() == {"index": 1, "count": 3}
+            assert activator.activator_slot == (1, 3)
+        finally:
+            for client in (admin, data):
+                await client.aclose()
+            await activator.stop()
+
+    run(body)
