@@ -1,0 +1,60 @@
+"""The actuator: the one thing the autoscaler service asks of a backend.
+
+The service decides how many pods a revision should have; an actuator makes it so and tells what
+exists. Local processes (``local_actuator``) and Kubernetes Deployments implement the same small
+interface, so the service loop is the same on a laptop and on a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RevisionRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    """What the control plane needs to know about one pod.
+
+    ``address`` is where requests go (the queue-proxy's serving port), ``stats_url`` where the
+    autoscaler scrapes. ``started_at`` (unix seconds) lets the scraper prefer old pods, as
+    Knative's does, because young pods' averages still carry their warm-up.
+    """
+
+    name: str
+    revision: RevisionRef
+    address: str
+    stats_url: str
+    started_at: float
+    ready: bool
+    terminating: bool = False
+
+
+PodsListener = Callable[[RevisionRef, Sequence[PodInfo]], None]
+
+
+class Actuator(Protocol):
+    def set_desired_scale(self, revision: RevisionRef, desired: int) -> None:
+        """Ask for ``desired`` pods; returns at once, the actuator converges in the background."""
+
+    def desired_scale(self, revision: RevisionRef) -> int:
+        """The scale last asked for (what the backend is converging to)."""
+
+    def pods(self, revision: RevisionRef) -> Sequence[PodInfo]:
+        """Pods that exist now, ready or not, excluding those already being stopped."""
+
+    def subscribe(self, listener: PodsListener) -> None:
+        """Call ``listener(revision, pods)`` whenever a revision's pod set or readiness changes."""
+
+
+def ready_pods(pods: Sequence[PodInfo]) -> list[PodInfo]:
+    return [p for p in pods if p.ready and not p.terminating]
