@@ -96,7 +96,8 @@ BAD_FILES = [
     ("comand: x", "stack.yaml:5: revisions[0].comand: unknown key; did you mean 'command'?"),
     (
         "annotations:\n      autoscaling.knative.dev/target: abc",
-        'stack.yaml:6: revisions[0].annotations: annotation autoscaling.knative.dev/target="abc": not a number',
+        'stack.yaml:6: revisions[0].annotations: annotation autoscaling.knative.dev/target="abc": '
+        "not a number",
     ),
     (
         "annotations:\n      autoscaling.knative.dev/window: 5s",
@@ -110,7 +111,8 @@ BAD_FILES = [
     ),
     (
         "config:\n      max-scale-down-rate: '1'",
-        'stack.yaml:6: revisions[0].config: config-autoscaler max-scale-down-rate="1": must be greater than 1',
+        'stack.yaml:6: revisions[0].config: config-autoscaler max-scale-down-rate="1": '
+        "must be greater than 1",
     ),
     (
         "readinessProbe: {httpGet: {path: ready}}",
@@ -171,7 +173,7 @@ def test_bad_files_are_rejected_with_line_and_key(text, expected):
 
 
 def test_unreadable_file_names_the_path(tmp_path):
-    with pytest.raises(StackConfigError, match="missing.yaml: cannot read"):
+    with pytest.raises(StackConfigError, match=r"missing\.yaml: cannot read"):
         load_stack(tmp_path / "missing.yaml")
 
 
