@@ -73,10 +73,20 @@ class BucketWindow:
 
     def record(self, now: float, value: float) -> None:
         """Add ``value`` to the bucket of second ``floor(now)``; writes a whole window old are dropped."""
-        bucket = math.floor(now)
+        self.record_bucket(math.floor(now), value)
+
+    def record_bucket(self, bucket: int, value: float) -> None:
+        """:meth:`record` for a caller that already knows the bucket (the second) of its value."""
         last = self._last
         size = self._size
         buckets = self._buckets
+        if bucket == last + 1 and self._first != _NEVER:
+            # The steady state, one write per second: recycle the slot a window old.
+            slot = bucket % size
+            self._total = self._total - buckets[slot] + value
+            buckets[slot] = value
+            self._last = bucket
+            return
         if bucket != last:
             if last - bucket >= size:
                 return  # older than the window: Knative drops it

@@ -92,12 +92,13 @@ class MetricCollection:
 
     def record(self, stat: Stat, now: float) -> None:
         """Record one stat at ``now``; proxied requests are left out (the activator reports them)."""
+        bucket = math.floor(now)
         concurrency = stat.average_concurrent_requests - stat.average_proxied_concurrent_requests
         rps = stat.request_count - stat.proxied_request_count
-        self._concurrency_stable.record(now, concurrency)
-        self._concurrency_panic.record(now, concurrency)
-        self._rps_stable.record(now, rps)
-        self._rps_panic.record(now, rps)
+        self._concurrency_stable.record_bucket(bucket, concurrency)
+        self._concurrency_panic.record_bucket(bucket, concurrency)
+        self._rps_stable.record_bucket(bucket, rps)
+        self._rps_panic.record_bucket(bucket, rps)
 
     def stable_and_panic_concurrency(self, now: float) -> tuple[float, float]:
         """Revision-wide average concurrency over the stable and the panic window."""

@@ -17,6 +17,7 @@ decision and may honour ``requeue_after`` to decide again sooner.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "ACTIVATING",
@@ -73,9 +74,11 @@ class PAStatus:
         return now - self.since if self.state == state else -1.0
 
 
-@dataclass(frozen=True, slots=True)
-class ScaleOutcome:
-    """What to do with the scale target now: set it to ``desired`` if ``apply``."""
+class ScaleOutcome(NamedTuple):
+    """What to do with the scale target now: set it to ``desired`` if ``apply``.
+
+    (Named tuples rather than dataclasses here: one of each is built per revision per tick.)
+    """
 
     desired: int
     apply: bool
@@ -162,8 +165,7 @@ def scale_target(
     return ScaleOutcome(0, False, "waiting out the grace period behind the activator", wait)
 
 
-@dataclass(frozen=True, slots=True)
-class LifecycleStep:
+class LifecycleStep(NamedTuple):
     """One reconcile: the replica count to apply (if ``apply``), the mode, and the new Active state."""
 
     want: int

@@ -247,6 +247,12 @@ class RevisionAutoscaler:
         self._collection.record(stat, now)
         return self._desired == 0 and stat.average_concurrent_requests != 0
 
+    def observe(self, now: float) -> tuple[float, float]:
+        """The revision-wide (stable, panic) values of the scaling metric; raises NoDataError when empty."""
+        if self._rps:
+            return self._collection.stable_and_panic_rps(now)
+        return self._collection.stable_and_panic_concurrency(now)
+
     def decide(self, now: float, ready_pods: int | None, activator_in_path: bool = True) -> ScaleDecision:
         """Decide at ``now``; ``activator_in_path`` answers Knative's probe before scaling to zero."""
         lifecycle = self._lifecycle
@@ -264,12 +270,8 @@ class RevisionAutoscaler:
                 requeue_after=None,
                 reason="ready pod count unknown: no change",
             )
-        collection = self._collection
         try:
-            if self._rps:
-                stable, panic = collection.stable_and_panic_rps(now)
-            else:
-                stable, panic = collection.stable_and_panic_concurrency(now)
+            stable, panic = self.observe(now)
         except NoDataError:
             valid, stable, panic, changed = False, 0.0, 0.0, False
         else:

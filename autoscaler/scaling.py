@@ -127,8 +127,13 @@ class Autoscaler:
 
         stable_pods = math.ceil(observed_stable / spec.target_value)
         panic_pods = math.ceil(observed_panic / spec.target_value)
-        desired_stable = min(max(stable_pods, max_down), max_up)
-        desired_panic = min(max(panic_pods, max_down), max_up)
+        # min(max(pods, max_down), max_up), spelled out: this runs for every revision on every tick.
+        desired_stable = stable_pods if stable_pods > max_down else max_down
+        if desired_stable > max_up:
+            desired_stable = max_up
+        desired_panic = panic_pods if panic_pods > max_down else max_down
+        if desired_panic > max_up:
+            desired_panic = max_up
 
         activation = spec.activation_scale
         if activation > 1:
