@@ -1,0 +1,415 @@
+"""The simulation: one revision's whole KPA path under simpy's clock.
+
+What runs here is plumbing and timing; every decision comes from the real code:
+
+* ``autoscaler.revision.RevisionAutoscaler`` — windows, the KPA decision, bounds, scale-to-zero
+  sequencing and the serve/proxy mode — fed through its public API: a 1 s scrape of the ready pods
+  (Knative's sample size, old pods first, extrapolated to the revision), the activator's pushed
+  stats (which may poke an immediate decision), and a decision tick every 2 s;
+* ``queueproxy.breaker.Breaker`` and ``queueproxy.stats.RequestStats`` in every pod and in the
+  activator.
+
+Events are plain ``simpy`` timeouts with callbacks — one for each arrival and one for each service
+completion — rather than a process per request, which keeps a simulated request at a few
+microseconds of wall time.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from autoscaler import collection
+from autoscaler.revision import RevisionAutoscaler, ScaleDecision
+from autoscaler.scaling import TICK_INTERVAL
+from autoscaler.stat import Stat
+from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
+from simulation.activator import Activator
+from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod, Request
+from simulation.scenario import Scenario
+
+CONTROL_INTERVAL = 1.0  # Knative's scrape period; timeline rows are taken at the same ticks
+DECISION_EVERY = round(TICK_INTERVAL / CONTROL_INTERVAL)  # control ticks per decision (Knative's 2 s)
+ACTIVATOR_REPORT_PHASE = 0.5  # the activator's 1 s reports run half a second off the scrape
+
+COMPLETED, REJECTED, TIMED_OUT = "completed", "rejected", "timed_out"
+
+
+@dataclass
+class Counters:
+    """Requests that arrived after the warm-up, by outcome, plus their latencies."""
+
+    requests: int = 0
+    completed: int = 0
+    rejected: int = 0
+    timed_out: int = 0
+    cold: int = 0
+    latencies: list[float] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TimelineRow:
+    """The revision's state at the start of one simulated second."""
+
+    second: int
+    desired_pods: int
+    replicas: int
+    ready_pods: int
+    starting_pods: int
+    draining_pods: int
+    mode: str
+    panicking: bool
+    stable_concurrency: float
+    panic_concurrency: float
+    excess_burst_capacity: float
+    activator_waiting: int
+    in_flight: int
+
+
+class Simulation:
+    """Build once per run: ``Simulation(scenario, seed).run()``."""
+
+    def __init__(self, scenario: Scenario, seed: int | None = None) -> None:
+        self.scenario = scenario
+        self.seed = scenario.seed if seed is None else seed
+        self.settings = scenario.settings
+        self.env = simpy.Environment()
+        streams = np.random.SeedSequence(self.seed).spawn(4)
+        revision = scenario.revision
+        # Separate streams: changing one knob does not reshuffle the arrivals (common random numbers).
+        self._arrival_blocks = scenario.workload.arrivals(np.random.default_rng(streams[0]))
+        self.service_time = revision.service_time.sampler(np.random.default_rng(streams[1]))
+        self._cold_start = revision.cold_start.sampler(np.random.default_rng(streams[2]))
+        self.rng = random.Random(int(streams[3].generate_state(1)[0]))
+        self._random = self.rng.random
+
+        self.duration = scenario.duration
+        self.warmup = scenario.warmup
+        self._timeout = revision.timeout
+        self._seconds = math.ceil(self.duration)
+        self.arrivals_per_second = [0] * self._seconds
+        self.completions_per_second = [0] * self._seconds
+        self.rejections_per_second = [0] * self._seconds
+        self.timeouts_per_second = [0] * self._seconds
+        self.timeline: list[TimelineRow] = []
+        self.counters = Counters()
+        self.outstanding = 0
+        self.scale_events = 0
+
+        self.pods: list[Pod] = []
+        self.starting: list[Pod] = []
+        self.ready: list[Pod] = []
+        self.draining: list[Pod] = []
+        self._round_robin = revision.routing == "round_robin"
+        self._next_pod = 0
+        self._serve = False  # activator out of the path
+        self.activator = Activator(self, scenario.platform.activator_queue_depth, self.rng)
+        self.autoscaler = RevisionAutoscaler(self.settings, 0.0, ready_pods=0)
+        self.decision: ScaleDecision | None = None
+        self.replicas = 0
+        self._requeue_at = math.inf
+        self._block: list[float] = []
+        self._block_index = 0
+        self.wall_seconds = 0.0
+        self.drain_seconds = 0.0
+
+    # -- setup ----------------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        initial = self.settings.initial_scale
+        self._set_replicas(initial, 0.0)
+        self._every(CONTROL_INTERVAL, 0.0, self._control_tick)
+        self._every(ACTIVATOR_REPORT_INTERVAL, ACTIVATOR_REPORT_PHASE, self._activator_tick)
+        self._schedule_next_arrival(0.0)
+
+    def _every(self, period: float, first: float, action: Callable[[float], None]) -> None:
+        def fire(event: simpy.Event) -> None:
+            action(self.env.now)
+            again = self.env.timeout(period)
+            again.callbacks.append(fire)
+
+        event = self.env.timeout(first)
+        event.callbacks.append(fire)
+
+    # -- arrivals -------------------------------------------------------------------------------------
+
+    def _schedule_next_arrival(self, now: float) -> None:
+        index = self._block_index
+        if index >= len(self._block):
+            block = next(self._arrival_blocks, None)
+            if block is None:
+                return
+            self._block = block.tolist()
+            index = 0
+        at = self._block[index]
+        self._block_index = index + 1
+        if at < self.duration:
+            self.env.timeout(at - now).callbacks.append(self._on_arrival)
+
+    def _on_arrival(self, event: simpy.Event) -> None:
+        now = self.env._now
+        request = Request(now, now + self._timeout)
+        self.outstanding += 1
+        self.arrivals_per_second[int(now)] += 1
+        ready = self.ready
+        if self._serve and ready:
+            if self._round_robin:
+                i = self._next_pod % len(ready)
+                self._next_pod = i + 1
+            else:
+                i = int(self._random() * len(ready))
+            if not ready[i].accept(request, now):
+                self.rejected(request, now)
+        else:
+            self.activator.accept(request, now)
+        if now >= self.warmup:
+            counters = self.counters
+            counters.requests += 1
+            if request.cold:
+                counters.cold += 1
+        # Next arrival (inlined: this runs once per request).
+        index = self._block_index
+        if index >= len(self._block):
+            self._schedule_next_arrival(now)
+            return
+        at = self._block[index]
+        self._block_index = index + 1
+        if at < self.duration:
+            self.env.timeout(at - now).callbacks.append(self._on_arrival)
+
+    def watch_deadline(self, request: Request, expire: Callable[[Request], None]) -> None:
+        """Call ``expire(request)`` at its deadline; the callee ignores it if the request moved on."""
+        event = self.env.timeout(max(request.deadline - self.env.now, 0.0))
+        event.callbacks.append(lambda _event: expire(request))
+
+    # -- outcomes -------------------------------------------------------------------------------------
+
+    def completed(self, request: Request, now: float) -> None:
+        request.outcome = COMPLETED
+        if request.proxied:
+            self.activator.finished(request, now)
+        self.outstanding -= 1
+        second = int(now)
+        if second < self._seconds:
+            self.completions_per_second[second] += 1
+        if request.arrival >= self.warmup:
+            counters = self.counters
+            counters.completed += 1
+            counters.latencies.append(now - request.arrival)
+            counters.waits.append(request.start - request.arrival)
+
+    def _failed(self, request: Request, outcome: str, now: float, per_second: list[int]) -> bool:
+        request.outcome = outcome
+        if request.proxied:
+            self.activator.finished(request, now)
+        self.outstanding -= 1
+        second = int(now)
+        if second < self._seconds:
+            per_second[second] += 1
+        return request.arrival >= self.warmup
+
+    def rejected(self, request: Request, now: float) -> None:
+        if self._failed(request, REJECTED, now, self.rejections_per_second):
+            self.counters.rejected += 1
+
+    def timed_out(self, request: Request, now: float) -> None:
+        if self._failed(request, TIMED_OUT, now, self.timeouts_per_second):
+            self.counters.timed_out += 1
+
+    # -- autoscaler -----------------------------------------------------------------------------------
+
+    def push_stat(self, stat: Stat, now: float) -> None:
+        """A stat pushed by the activator: recorded at once; it may poke an immediate decision."""
+        if self.autoscaler.record(stat, now):
+            self._decide(now)
+
+    def _activator_tick(self, now: float) -> None:
+        stat = self.activator.report(now)
+        if stat is not None:
+            self.push_stat(stat, now)
+
+    def _control_tick(self, now: float) -> None:
+        tick = round(now / CONTROL_INTERVAL)
+        # Knative's decider and scraper tick in step (both start with the revision's Metric); deciding
+        # first means every bucket the decider reads is complete, so no half-filled second biases it.
+        if tick >= DECISION_EVERY and tick % DECISION_EVERY == 0:
+            self._decide(now)
+        if tick >= 1 and self.settings.has_scrape_target:
+            self._scrape(now)
+        if tick < self._seconds:
+            self._record_row(tick)
+
+    def _scrape(self, now: float) -> None:
+        """Knative's pod scrape: sample some ready pods (older ones first) and extrapolate to all."""
+        ready = self.ready
+        if not ready:
+            return
+        by_name = {pod.name: pod for pod in ready}
+        infos = [collection.PodInfo(pod.name, pod.created) for pod in ready]
+        order = collection.scrape_order(infos, self.settings.stable_window, now, self.rng)
+        stats = [self._pod_stat(by_name[name], now) for name in order[: collection.sample_size(len(ready))]]
+        # The scraper records without poking: only pushed stats wake the decider early.
+        self.autoscaler.record(collection.extrapolate(stats, len(ready)).with_timestamp(now), now)
+
+    @staticmethod
+    def _pod_stat(pod: Pod, now: float) -> Stat:
+        report = pod.report
+        if report is None:
+            return Stat(pod_name=pod.name, timestamp=now)  # before its first report: an empty stat
+        return Stat(
+            pod_name=pod.name,
+            average_concurrent_requests=report.average_concurrency,
+            average_proxied_concurrent_requests=report.average_proxied_concurrency,
+            request_count=report.request_count / REPORT_INTERVAL,
+            proxied_request_count=report.proxied_request_count / REPORT_INTERVAL,
+            process_uptime=now - pod.uptime_origin,
+            timestamp=now,
+        )
+
+    def _decide(self, now: float) -> None:
+        decision = self.autoscaler.decide(now, len(self.ready), activator_in_path=not self._serve)
+        self.decision = decision
+        self._maybe_requeue(decision.requeue_after, now)
+        delay = self.scenario.platform.actuation_delay
+        serve = decision.mode == "serve"
+        desired = decision.desired_pods if decision.apply else None
+        if delay > 0:
+            event = self.env.timeout(delay)
+            event.callbacks.append(lambda _event: self._actuate(desired, serve, self.env.now))
+        else:
+            self._actuate(desired, serve, now)
+
+    def _maybe_requeue(self, after: float | None, now: float) -> None:
+        """Knative's reconciler re-queues itself (grace periods, probes); honour it if sooner than a tick."""
+        if after is None or after <= 0:
+            return
+        at = now + after
+        next_tick = (math.floor(now / TICK_INTERVAL + 1e-9) + 1) * TICK_INTERVAL
+        if at < next_tick - 1e-9 and at < self._requeue_at:
+            self._requeue_at = at
+            self.env.timeout(after).callbacks.append(self._on_requeue)
+
+    def _on_requeue(self, event: simpy.Event) -> None:
+        now = self.env.now
+        if now >= self._requeue_at - 1e-9:
+            self._requeue_at = math.inf
+            self._decide(now)
+
+    def _actuate(self, desired: int | None, serve: bool, now: float) -> None:
+        self._serve = serve
+        if desired is not None:
+            self._set_replicas(desired, now)
+
+    # -- pods -----------------------------------------------------------------------------------------
+
+    def _set_replicas(self, wanted: int, now: float) -> None:
+        current = len(self.starting) + len(self.ready)
+        if wanted == current:
+            return
+        if self.warmup <= now < self.duration:
+            self.scale_events += 1
+        self.replicas = wanted
+        for _ in range(wanted - current):
+            self._create_pod(now)
+        # Like a ReplicaSet: not-ready pods go first, then the youngest ready ones.
+        for _ in range(current - wanted):
+            if self.starting:
+                pod = self.starting.pop()
+                pod.state = GONE
+                pod.gone_at = now
+            else:
+                self._drain(self.ready.pop(), now)
+
+    def _create_pod(self, now: float) -> None:
+        pod = Pod(self, len(self.pods), now)
+        self.pods.append(pod)
+        self.starting.append(pod)
+        event = self.env.timeout(self._cold_start())
+        event.callbacks.append(lambda _event: self._pod_ready(pod))
+
+    def _pod_ready(self, pod: Pod) -> None:
+        if pod.state is not STARTING:
+            return  # scaled away while starting
+        now = self.env.now
+        self.starting.remove(pod)
+        pod.become_ready(now)
+        self.ready.append(pod)
+        self.activator.add_pod(pod, now)
+
+        def report(_event: simpy.Event) -> None:
+            if pod.state is READY:
+                pod.cut_report(self.env.now)
+                again = self.env.timeout(REPORT_INTERVAL)
+                again.callbacks.append(report)
+
+        first = self.env.timeout(REPORT_INTERVAL)
+        first.callbacks.append(report)
+
+    def _drain(self, pod: Pod, now: float) -> None:
+        pod.start_draining(now)
+        self.activator.remove_pod(pod, now)
+        self.draining.append(pod)
+
+        def quiet(_event: simpy.Event) -> None:
+            if pod.drain_period_over(self.env.now):
+                self.pod_gone(pod, self.env.now)
+
+        event = self.env.timeout(self.scenario.platform.drain_period)
+        event.callbacks.append(quiet)
+
+    def pod_gone(self, pod: Pod, now: float) -> None:
+        if pod.state is DRAINING:
+            self.draining.remove(pod)
+        pod.state = GONE
+        pod.gone_at = now
+
+    # -- timeline -------------------------------------------------------------------------------------
+
+    def _record_row(self, second: int) -> None:
+        decision = self.decision
+        self.timeline.append(
+            TimelineRow(
+                second=second,
+                desired_pods=decision.desired_pods if decision is not None else self.replicas,
+                replicas=self.replicas,
+                ready_pods=len(self.ready),
+                starting_pods=len(self.starting),
+                draining_pods=len(self.draining),
+                mode="serve" if self._serve and self.ready else "proxy",
+                panicking=bool(decision.panicking) if decision is not None else False,
+                stable_concurrency=decision.stable if decision is not None else 0.0,
+                panic_concurrency=decision.panic if decision is not None else 0.0,
+                excess_burst_capacity=decision.excess_burst_capacity if decision is not None else 0.0,
+                activator_waiting=self.activator.waiting,
+                in_flight=self.outstanding,
+            )
+        )
+
+    # -- running --------------------------------------------------------------------------------------
+
+    def run(self, progress: Callable[[float], None] | None = None) -> Simulation:
+        """Simulate ``duration`` seconds, then let requests still in flight finish (no new arrivals)."""
+        started = time.perf_counter()
+        self._simulate(progress)
+        self.wall_seconds = time.perf_counter() - started
+        return self
+
+    def _simulate(self, progress: Callable[[float], None] | None) -> None:
+        self._start()
+        step = max(1.0, self.duration / 200)
+        now = 0.0
+        while now < self.duration:
+            now = min(now + step, self.duration)
+            self.env.run(until=now)
+            if progress is not None:
+                progress(now)
+        while self.outstanding > 0:
+            self.env.run(until=self.env.now + 1.0)
+        self.drain_seconds = self.env.now - self.duration

@@ -1,0 +1,90 @@
+"""Pictures of a run (``timeline.png``) and of a sweep (cost against tail latency)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _spans(seconds: Sequence[int], flags: Sequence[bool]) -> list[tuple[int, int]]:
+    """Contiguous runs of True as (start, end) seconds."""
+    spans, start = [], None
+    for second, flag in zip(seconds, flags, strict=True):
+        if flag and start is None:
+            start = second
+        elif not flag and start is not None:
+            spans.append((start, second))
+            start = None
+    if start is not None:
+        spans.append((start, seconds[-1] + 1))
+    return spans
+
+
+def plot_timeline(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    seconds = [r["second"] for r in rows]
+    fig, (pods, load, traffic) = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
+    fig.suptitle(title, fontsize=11)
+
+    for start, end in _spans(seconds, [r["mode"] == "proxy" for r in rows]):
+        pods.axvspan(start, end, color="0.92", lw=0)
+    for start, end in _spans(seconds, [bool(r["panicking"]) for r in rows]):
+        for ax in (pods, load):
+            ax.axvspan(start, end, color="tab:red", alpha=0.08, lw=0)
+    pods.step(seconds, [r["desired_pods"] for r in rows], where="post", label="desired", color="tab:orange")
+    pods.step(
+        seconds, [r["replicas"] for r in rows], where="post", label="replicas", color="tab:purple", ls=":"
+    )
+    pods.fill_between(
+        seconds, [r["ready_pods"] for r in rows], step="post", alpha=0.35, color="tab:blue", label="ready"
+    )
+    pods.set_ylabel("pods")
+    pods.legend(loc="upper left", fontsize=8, title="grey: activator in path, red: panic", title_fontsize=8)
+
+    load.plot(seconds, [r["stable_concurrency"] for r in rows], label="stable window", color="tab:green")
+    load.plot(seconds, [r["panic_concurrency"] for r in rows], label="panic window", color="tab:red", lw=0.8)
+    load.plot(seconds, [r["in_flight"] for r in rows], label="requests in the system", color="0.4", lw=0.6)
+    load.set_ylabel("observed concurrency")
+    load.legend(loc="upper left", fontsize=8)
+
+    traffic.plot(seconds, [r["arrivals"] for r in rows], label="arrivals", color="tab:blue", lw=0.7)
+    traffic.plot(seconds, [r["completions"] for r in rows], label="completions", color="tab:green", lw=0.7)
+    failures = [r["rejections"] + r["timeouts"] for r in rows]
+    if any(failures):
+        traffic.plot(seconds, failures, label="503 + 504", color="tab:red", lw=0.9)
+    traffic.set_ylabel("requests / s")
+    traffic.set_xlabel("simulated seconds")
+    traffic.legend(loc="upper left", fontsize=8)
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cost_vs_p99(results: list[dict[str, Any]], path: Path, title: str) -> None:
+    """One point per grid cell: pod-seconds against p99 latency, labelled with the cell's values."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for result in results:
+        p99 = result["p99"]
+        if p99 is None:
+            continue
+        ax.scatter(result["pod_seconds"], p99, color="tab:blue")
+        ax.annotate(
+            result["label"],
+            (result["pod_seconds"], p99),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("pod-seconds (cost)")
+    ax.set_ylabel("p99 latency (s)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

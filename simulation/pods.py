@@ -1,0 +1,269 @@
+"""A revision's pods under simulated time: start-up, the queue-proxy in front, service, drain.
+
+Each pod runs the real queue-proxy pieces — :class:`queueproxy.breaker.Breaker` (cc executing,
+10·cc queued, 503 beyond) and :class:`queueproxy.stats.RequestStats` (Knative's time-weighted
+averages) — and a service model behind them:
+
+* ``parallel``: every admitted request is served on its own, for its drawn service time;
+* ``shared``: processor sharing of ``cores`` among the requests in service (CPU-bound predictors).
+
+For speed there is no simpy process per request: a completion is one ``Timeout`` whose callback
+finishes the request. Processor sharing keeps one pending wake-up per pod and virtual time
+(work done per request so far), so an arrival costs a heap push rather than rescheduling every
+request in service.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from queueproxy.breaker import Admission, Breaker
+from queueproxy.stats import RequestStats, StatsReport
+
+if TYPE_CHECKING:
+    from simulation.engine import Simulation
+
+STARTING, READY, DRAINING, GONE = "starting", "ready", "draining", "gone"
+REPORT_INTERVAL = 1.0  # the queue-proxy cuts a stats report every second
+_ADMITTED, _QUEUED = Admission.ADMITTED, Admission.QUEUED
+_EPSILON = 1e-9
+
+
+class Request:
+    """One request's journey; times are simulated seconds."""
+
+    __slots__ = ("arrival", "cold", "deadline", "outcome", "pod", "proxied", "start", "tracker")
+
+    def __init__(self, arrival: float, deadline: float) -> None:
+        self.arrival = arrival
+        self.deadline = deadline
+        self.start = -1.0  # service start; -1 while waiting
+        self.pod: Pod | None = None
+        self.proxied = False  # came through the activator (K-Proxy-Request)
+        self.cold = False  # waited for a pod to start
+        self.tracker: object = None  # the activator's pod tracker holding a slot for it
+        self.outcome: str | None = None
+
+
+class ParallelService:
+    """Each admitted request runs alone for its service time (or until its deadline)."""
+
+    def __init__(self, pod: Pod, sample: Callable[[], float]) -> None:
+        self._env = pod.sim.env
+        self._sample = sample
+        self._timeout = pod.sim.env.timeout
+        self._finished = pod.finished
+        self._expired = pod.expired
+        self.busy = 0
+
+    def start(self, request: Request, now: float) -> None:
+        request.start = now
+        work = self._sample()
+        left = request.deadline - now
+        if work < left:
+            event = self._timeout(work, request)
+            event.callbacks.append(self._on_finish)
+        else:
+            event = self._timeout(max(left, 0.0), request)
+            event.callbacks.append(self._on_expire)
+        self.busy += 1
+
+    def _on_finish(self, event) -> None:
+        self.busy -= 1
+        self._finished(event._value, self._env._now)
+
+    def _on_expire(self, event) -> None:
+        self.busy -= 1
+        self._expired(event._value, self._env._now)
+
+
+class SharedService:
+    """Processor sharing: with n requests in service on c cores each advances at min(1, c/n)."""
+
+    def __init__(self, pod: Pod, sample: Callable[[], float], cores: float, max_in_service: int) -> None:
+        self._pod = pod
+        self._env = pod.sim.env
+        self._sample = sample
+        self._cores = cores
+        # With a concurrency limit a request is slowed by at most this factor; below it no deadline can hit.
+        self._max_slowdown = max(1.0, max_in_service / cores) if max_in_service > 0 else float("inf")
+        self._jobs: list[tuple[float, int, Request]] = []  # (virtual finish, seq, request)
+        self._deadlines: list[tuple[float, int, Request]] = []
+        self._seq = itertools.count()
+        self._virtual = 0.0
+        self._last = 0.0
+        self._wakeup = None
+        self._wakeup_at = float("inf")
+
+    @property
+    def busy(self) -> int:
+        return len(self._jobs)
+
+    def _advance(self, now: float) -> None:
+        n = len(self._jobs)
+        if n:
+            self._virtual += (now - self._last) * (self._cores / n if n > self._cores else 1.0)
+        self._last = now
+
+    def start(self, request: Request, now: float) -> None:
+        self._advance(now)
+        request.start = now
+        work = self._sample()
+        seq = next(self._seq)
+        heapq.heappush(self._jobs, (self._virtual + work, seq, request))
+        if now + work * self._max_slowdown >= request.deadline:
+            heapq.heappush(self._deadlines, (request.deadline, seq, request))
+        self._schedule(now)
+
+    def _schedule(self, now: float) -> None:
+        jobs = self._jobs
+        if not jobs:
+            return
+        n = len(jobs)
+        due = now + (jobs[0][0] - self._virtual) / (self._cores / n if n > self._cores else 1.0)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].outcome is not None:
+            heapq.heappop(deadlines)
+        if deadlines and deadlines[0][0] < due:
+            due = deadlines[0][0]
+        if self._wakeup is not None and self._wakeup_at <= due + _EPSILON:
+            return  # an earlier wake-up is pending; it will look again
+        self._wakeup_at = due
+        self._wakeup = event = self._env.timeout(max(due - now, 0.0))
+        event.callbacks.append(self._on_wakeup)
+
+    def _on_wakeup(self, event) -> None:
+        if event is not self._wakeup:
+            return  # superseded by an earlier wake-up
+        self._wakeup = None
+        self._wakeup_at = float("inf")
+        now = self._env.now
+        self._advance(now)
+        jobs = self._jobs
+        done: list[Request] = []
+        limit = self._virtual + _EPSILON * max(1.0, self._virtual)
+        while jobs and jobs[0][0] <= limit:
+            done.append(heapq.heappop(jobs)[2])
+        expired: list[Request] = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now + _EPSILON:
+            request = heapq.heappop(deadlines)[2]
+            if request.outcome is None and request not in done:
+                expired.append(request)
+        if expired:
+            self._jobs = [job for job in jobs if job[2] not in expired]
+            heapq.heapify(self._jobs)
+        for request in done:
+            self._pod.finished(request, now)
+        for request in expired:
+            self._pod.expired(request, now)
+        self._schedule(now)
+
+
+class Pod:
+    """One pod: queue-proxy breaker and stats in front of a service model."""
+
+    def __init__(self, sim: Simulation, index: int, now: float) -> None:
+        self.sim = sim
+        self.index = index
+        self.name = f"pod-{index}"
+        self.created = now
+        self.ready_at: float | None = None
+        self.unready_at: float | None = None  # left the endpoints (draining)
+        self.gone_at: float | None = None
+        self.state = STARTING
+        self.in_flight = 0
+        spec = sim.scenario.revision
+        cc = spec.container_concurrency
+        # cc = 0 means no breaker at all in the queue-proxy: requests go straight through.
+        self.breaker: Breaker[Request] | None = Breaker(spec.queue_depth, cc) if cc > 0 else None
+        self.stats = RequestStats(now)
+        self.report: StatsReport | None = None
+        sample = sim.service_time
+        if spec.service_model == "shared":
+            self.service: ParallelService | SharedService = SharedService(self, sample, spec.cores, cc)
+        else:
+            self.service = ParallelService(self, sample)
+        self._drain_over = False
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def accept(self, request: Request, now: float) -> bool:
+        """The queue-proxy's handler: count the request, then admit, queue or reject it (503)."""
+        self.stats.request_in(now, request.proxied)
+        request.pod = self
+        breaker = self.breaker
+        if breaker is None:
+            self.in_flight += 1
+            self.service.start(request, now)
+            return True
+        admission = breaker.acquire(request)
+        if admission is _ADMITTED:
+            self.in_flight += 1
+            self.service.start(request, now)
+            return True
+        if admission is _QUEUED:
+            self.in_flight += 1
+            self.sim.watch_deadline(request, self._queue_timeout)
+            return True
+        self.stats.request_out(now, request.proxied)
+        request.pod = None
+        return False
+
+    def finished(self, request: Request, now: float) -> None:
+        self._leave(request, now)
+        self.sim.completed(request, now)
+
+    def expired(self, request: Request, now: float) -> None:
+        self._leave(request, now)
+        self.sim.timed_out(request, now)
+
+    def _leave(self, request: Request, now: float) -> None:
+        self.stats.request_out(now, request.proxied)
+        self.in_flight -= 1
+        breaker = self.breaker
+        if breaker is not None and breaker.waiting:
+            for waiter in breaker.release():
+                self.service.start(waiter, now)
+        elif breaker is not None:
+            breaker.release()
+        if self._drain_over and self.in_flight == 0 and self.state is DRAINING:
+            self.sim.pod_gone(self, now)
+
+    def _queue_timeout(self, request: Request) -> None:
+        if request.start >= 0 or request.pod is not self or self.breaker is None:
+            return
+        if self.breaker.cancel(request):
+            now = self.sim.env.now
+            self.in_flight -= 1
+            self.stats.request_out(now, request.proxied)
+            self.sim.timed_out(request, now)
+            if self.in_flight == 0 and self._drain_over and self.state is DRAINING:
+                self.sim.pod_gone(self, now)
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def become_ready(self, now: float) -> None:
+        self.state = READY
+        self.ready_at = now
+        self.stats = RequestStats(now)
+
+    def cut_report(self, now: float) -> None:
+        self.report = self.stats.report(now)
+
+    @property
+    def uptime_origin(self) -> float:
+        return self.ready_at if self.ready_at is not None else self.created
+
+    def start_draining(self, now: float) -> None:
+        """Out of the endpoints: no new requests; gone when in-flight work and the quiet period are over."""
+        self.state = DRAINING
+        self.unready_at = now
+
+    def drain_period_over(self, now: float) -> bool:
+        """Returns True when the pod can go now; otherwise it goes when its last request leaves."""
+        self._drain_over = True
+        return self.in_flight == 0
