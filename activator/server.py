@@ -414,7 +414,9 @@ class Activator:
             raise
 
     def _answer_expired(self, revision: _Revision, response: Response, expired: Expired[_Held]) -> int:
-        if revision.removed:
+        if self._draining:
+            status, body = 503, "activator shutting down; retry\n"
+        elif revision.removed:
             status = 503
             body = f"activator: revision {revision.config.key} was removed while this request waited\n"
         else:
