@@ -23,6 +23,7 @@ __all__ = [
     "ACTIVATING",
     "ACTIVATION_TIMEOUT_BUFFER",
     "ACTIVE",
+    "AS_DECIDED",
     "INACTIVE",
     "PROXY",
     "SCALE_UNKNOWN",
@@ -42,6 +43,7 @@ SCALE_UNKNOWN = -1
 ACTIVATION_TIMEOUT_BUFFER = 30.0  # added to the progress deadline before a stuck activation gives up
 PROXY_REQUEUE = 3.0  # Active and idle while already proxied: look again after this long
 NO_TRAFFIC, TIMED_OUT = "NoTraffic", "TimedOut"
+AS_DECIDED = "as decided"  # the decider's count, within the bounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +117,13 @@ def scale_target(
     if desired < 0 and status.state != ACTIVATING:
         return ScaleOutcome(desired, False, "no metrics yet")
     low, high = scale_bounds(settings, status)
+    reason = AS_DECIDED
     if desired < low:
-        desired = low
+        desired, reason = low, "raised to the lower bound (min-scale or initial scale)"
     elif high and desired > high:
-        desired = high
+        desired, reason = high, "capped at max-scale"
     if desired != 0:
-        return ScaleOutcome(desired, True, "within bounds")
+        return ScaleOutcome(desired, True, reason)
     if not settings.enable_scale_to_zero:
         return ScaleOutcome(1, True, "scale to zero is disabled")
 

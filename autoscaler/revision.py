@@ -41,7 +41,13 @@ from autoscaler.config import (
     parse_config,
     resolve_metric_target,
 )
-from autoscaler.lifecycle import ACTIVATION_TIMEOUT_BUFFER, SCALE_UNKNOWN, Lifecycle, LifecycleSettings
+from autoscaler.lifecycle import (
+    ACTIVATION_TIMEOUT_BUFFER,
+    AS_DECIDED,
+    SCALE_UNKNOWN,
+    Lifecycle,
+    LifecycleSettings,
+)
 from autoscaler.scaling import CONCURRENCY, RPS, Autoscaler, DeciderSpec
 from autoscaler.stat import Stat
 
@@ -49,6 +55,8 @@ __all__ = ["RevisionAutoscaler", "RevisionSettings", "ScaleDecision", "settings_
 
 CONTAINER_CONCURRENCY_MAX = 1000  # config-defaults container-concurrency-max-limit
 ACTIVATOR_PROBE_PERIOD = 1.0  # Knative re-probes for the activator every second
+_PANIC_REASON = "panic: sized for the panic window, never scaling down"
+_STABLE_REASON = "stable: sized for the stable window"
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,18 +289,24 @@ class RevisionAutoscaler:
         step = lifecycle.step(now, self._desired, self._ebc, ready_pods, activator_in_path)
         self._want = step.want
         requeue = ACTIVATOR_PROBE_PERIOD if step.probe_activator else step.requeue_after
+        panicking = self._autoscaler.panicking
+        reason = step.reason
+        if reason == AS_DECIDED:
+            reason = _PANIC_REASON if panicking else _STABLE_REASON
+        if not valid:
+            reason = f"no data yet; {reason}"
         return ScaleDecision(
             valid=valid,
             desired_pods=step.want,
             apply=step.apply,
             mode=step.mode,
-            panicking=self._autoscaler.panicking,
+            panicking=panicking,
             stable=stable,
             panic=panic,
             excess_burst_capacity=self._ebc,
             state=step.state,
             requeue_after=requeue,
-            reason=step.reason if valid else f"no data yet; {step.reason}",
+            reason=reason,
             changed=changed,
         )
 

@@ -212,3 +212,10 @@ def test_max_window_size_rounds_up():
 
 def test_empty_max_window_reads_zero():
     assert MaxWindow(10).current == 0
+
+
+def test_first_write_after_a_forgetting_resize_starts_a_partial_window():
+    w = filled(5, [1, 2, 3])
+    w.resize(10, T0 + 20)  # no write within the old window: the data is forgotten
+    w.record(T0 + 3, 6)  # one second after the old last write
+    assert w.average(T0 + 3) == 6
