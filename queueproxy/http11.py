@@ -40,7 +40,7 @@ Connections are persistent and pipelining-safe: a pipelined request waits until 
 response is finished. Malformed requests get 400, oversized heads 431 (and the connection closes);
 other connections are not affected. A handler that raises gets 500 (or an aborted connection if its
 response had started); a handler that returns without finishing its response has it finished.
-If the client goes away, the handler's task is cancelled.
+If the client goes away (closes or half-closes its connection), the handler's task is cancelled.
 """
 
 from __future__ import annotations
@@ -426,13 +426,10 @@ class _Connection(asyncio.Protocol):
         self._link_flow(None)
 
     def eof_received(self) -> bool:
-        # A half-closed client may still read the response in progress; close once it is written.
-        # Without one there is nothing to answer (a partial head can never complete).
-        if self._current is None or self.limits.cancel_on_client_eof:
-            return False  # the transport closes; connection_lost cancels the handler
-        self._current.keep_alive = False
-        self._body._fail(ClientDisconnected("client closed the connection mid-request"))
-        return True
+        # Like Go's server and nginx: a client that stops sending has given up on its request, and
+        # a proxy should stop working (and stop holding a breaker slot) for it. Closing runs
+        # connection_lost, which cancels the handler.
+        return False
 
     def data_received(self, data: bytes) -> None:
         try:

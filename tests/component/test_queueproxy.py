@@ -1,0 +1,382 @@
+"""The queue-proxy in process, on real loopback sockets, in front of a real user container."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from queueproxy_fixtures import UserContainer, free_port, run, start_queue_proxy, wait_ready
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def client_for(port: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=10.0, limits=httpx.Limits(max_connections=500)
+    )
+
+
+async def stack(**changes):
+    user = await UserContainer().start()
+    proxy, ports = await start_queue_proxy(user.port, **changes)
+    await wait_ready(proxy)
+    return user, proxy, ports, client_for(ports["serving_port"])
+
+
+async def settled(breaker) -> tuple[int, int, int]:
+    """The breaker once the proxy's bookkeeping caught up (it runs just after the response is sent)."""
+    for _ in range(100):
+        if breaker.in_flight == 0:
+            break
+        await asyncio.sleep(0.01)
+    return breaker.in_flight, breaker.executing, breaker.waiting
+
+
+async def teardown(user, proxy, client):
+    await client.aclose()
+    await proxy._close_servers(0.0)
+    await user.stop()
+
+
+# -- breaker -------------------------------------------------------------------------------------
+def test_concurrency_at_the_user_container_never_exceeds_cc_under_ten_times_cc_clients():
+    async def body():
+        cc = 4
+        user, proxy, _, client = await stack(container_concurrency=cc)
+        answers = await asyncio.gather(*(client.get("/sleep?s=0.05") for _ in range(10 * cc)))
+        assert [a.status_code for a in answers] == [200] * (10 * cc)
+        assert user.max_in_flight == cc
+        assert await settled(proxy.handler.gate.breaker) == (0, 0, 0)
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("cc", "depth", "admitted", "message"),
+    [
+        (2, 0, 22, b"pending request queue full: containerConcurrency=2, queue depth=20\n"),  # 11 x cc
+        (1, 2, 3, b"pending request queue full: containerConcurrency=1, queue depth=2\n"),
+    ],
+    ids=["default-depth-10cc", "configured-depth"],
+)
+def test_the_request_past_cc_plus_queue_depth_gets_503_at_once(cc, depth, admitted, message):
+    async def body():
+        user, proxy, ports, client = await stack(container_concurrency=cc, queue_depth=depth)
+        held = [asyncio.ensure_future(client.get("/sleep?s=0.25")) for _ in range(admitted)]
+        breaker = proxy.handler.gate.breaker
+        while breaker.in_flight < admitted:
+            await asyncio.sleep(0.005)
+        began = time.monotonic()
+        rejected = await client.get("/sleep?s=0.25")
+        assert time.monotonic() - began < 0.2
+        assert rejected.status_code == 503
+        assert rejected.content == message
+        assert [r.status_code for r in await asyncio.gather(*held)] == [200] * admitted
+        assert user.max_in_flight == cc
+        metrics = (await httpx.AsyncClient().get(f"http://127.0.0.1:{ports['metrics_port']}/metrics")).text
+        assert 'queue_rejected_requests_total{pod_name="test-pod"} 1' in metrics
+        assert f'response_code="200",response_code_class="2xx"}} {admitted}' in metrics
+        assert 'response_code="503",response_code_class="5xx"} 1' in metrics
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+def test_without_container_concurrency_there_is_no_breaker():
+    async def body():
+        user, proxy, _, client = await stack(container_concurrency=0)
+        assert proxy.handler.gate is None
+        answers = await asyncio.gather(*(client.get("/sleep?s=0.1") for _ in range(60)))
+        assert {a.status_code for a in answers} == {200}
+        assert user.max_in_flight == 60
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+# -- stats (reference §3.2 examples, scaled down: averages do not depend on the time unit) -------
+def test_stats_one_request_over_half_the_period_averages_half():
+    """in@0, out@3000, report@6000 -> average 0.5, count 1 (here in seconds x 0.15)."""
+
+    async def body():
+        user, proxy, _, client = await stack()
+        t0 = time.monotonic()
+        proxy.stats.report(t0)
+        await client.get("/sleep?s=0.45")
+        await asyncio.sleep(t0 + 0.9 - time.monotonic())
+        report = proxy.stats.report(time.monotonic())
+        assert report.average_concurrency == pytest.approx(0.5, abs=0.05)
+        assert (report.request_count, report.proxied_request_count) == (1, 0)
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+def test_stats_overlapping_requests_average_one_and_a_half_with_the_proxied_part_apart():
+    """in@0, in@100, out@600, out@1000 -> 1.5 (x 0.4); the second came through the activator."""
+
+    async def body():
+        user, proxy, _, client = await stack()
+        t0 = time.monotonic()
+        proxy.stats.report(t0)
+        first = asyncio.ensure_future(client.get("/sleep?s=0.4"))
+        await asyncio.sleep(0.04)
+        second = asyncio.ensure_future(client.get("/sleep?s=0.2", headers={"K-Proxy-Request": "activator"}))
+        await asyncio.gather(first, second)
+        report = proxy.stats.report(time.monotonic())
+        assert report.average_concurrency == pytest.approx(1.5, abs=0.1)
+        assert report.average_proxied_concurrency == pytest.approx(0.5, abs=0.06)
+        assert (report.request_count, report.proxied_request_count) == (2, 1)
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+def test_stats_a_request_spanning_two_reports_counts_in_both_averages_but_once_in_counts():
+    async def body():
+        user, proxy, _, client = await stack()
+        t0 = time.monotonic()
+        proxy.stats.report(t0)
+        request = asyncio.ensure_future(client.get("/sleep?s=0.45"))
+        await asyncio.sleep(t0 + 0.3 - time.monotonic())
+        first = proxy.stats.report(time.monotonic())
+        await request
+        await asyncio.sleep(t0 + 0.6 - time.monotonic())
+        second = proxy.stats.report(time.monotonic())
+        assert first.average_concurrency == pytest.approx(1.0, abs=0.02)
+        assert second.average_concurrency == pytest.approx(0.5, abs=0.07)
+        assert (first.request_count, second.request_count) == (1, 0)
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+def test_stats_port_serves_the_last_report_as_a_stat_and_only_the_pod_name_before_it():
+    async def body():
+        user, proxy, ports, client = await stack()
+        stats_url = f"http://127.0.0.1:{ports['stats_port']}/stats"
+        async with httpx.AsyncClient() as scraper:
+            before = (await scraper.get(stats_url)).json()
+            assert before == {
+                "pod_name": "test-pod",
+                "average_concurrent_requests": 0.0,
+                "average_proxied_concurrent_requests": 0.0,
+                "request_count": 0.0,
+                "proxied_request_count": 0.0,
+                "process_uptime": 0.0,
+                "timestamp": 0.0,
+            }
+            held = asyncio.ensure_future(
+                client.get("/sleep?s=2.4")
+            )  # one request in flight for 2 full reports
+            await asyncio.sleep(2.2)
+            stat = (await scraper.get(stats_url)).json()
+            await held
+        assert stat["pod_name"] == "test-pod"
+        assert stat["average_concurrent_requests"] == pytest.approx(1.0, abs=0.01)
+        assert stat["request_count"] == 0.0  # it arrived in an earlier period
+        assert stat["process_uptime"] == pytest.approx(2.0, abs=0.3)
+        assert abs(stat["timestamp"] - time.time()) < 2.0
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+# -- probes --------------------------------------------------------------------------------------
+def test_queue_probe_fails_until_the_user_container_listens_then_passes_within_a_few_probe_periods():
+    async def body():
+        user_port = free_port()
+        proxy, ports = await start_queue_proxy(user_port)
+        client = client_for(ports["serving_port"])
+        probe = {"K-Network-Probe": "queue", "User-Agent": "kube-probe/1.31"}
+        not_ready = await client.get("/", headers=probe)
+        assert not_ready.status_code == 503
+        assert b"user container not ready" in not_ready.content
+        user = await UserContainer().start(user_port)
+        began = time.monotonic()
+        while (answer := await client.get("/", headers=probe)).status_code != 200:
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - began < 0.5  # aggressive probing: every 50 ms
+        assert answer.content == b"queue"
+        assert user.served == 0  # the TCP probe opened connections; no request reached the container
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "body_bytes"),
+    [
+        ({"K-Network-Probe": "queue"}, 200, b"queue"),
+        ({"User-Agent": "kube-probe/1.31", "K-Network-Probe": "queue"}, 200, b"queue"),
+        ({"User-Agent": "kube-probe/1.31"}, 400, b"unexpected probe header value: \n"),
+        (
+            {"K-Kubelet-Probe": "1", "K-Network-Probe": "activator"},
+            400,
+            b"unexpected probe header value: activator\n",
+        ),
+        ({"User-Agent": "Knative-Activator-Probe", "K-Network-Probe": "queue"}, 200, b"queue"),
+        ({"K-Network-Probe": "probe", "K-Network-Hash": "h123"}, 200, b""),
+        (
+            {"K-Network-Probe": "probe"},
+            400,
+            b'a probe request must contain a non-empty "K-Network-Hash" header\n',
+        ),
+    ],
+    ids=[
+        "queue",
+        "kubelet-queue",
+        "kubelet-no-value",
+        "legacy-kubelet-wrong-value",
+        "activator",
+        "probe",
+        "no-hash",
+    ],
+)
+def test_probe_answers_never_reach_the_user_container_or_the_stats(headers, status, body_bytes):
+    async def body():
+        user, proxy, _, client = await stack()
+        proxy.stats.report(time.monotonic())
+        answer = await client.get("/", headers=headers)
+        assert (answer.status_code, answer.content) == (status, body_bytes)
+        if "K-Network-Hash" in headers:
+            assert answer.headers["K-Network-Hash"] == headers["K-Network-Hash"]
+        assert user.served == 0
+        assert proxy.stats.report(time.monotonic()).request_count == 0
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+def test_while_draining_probes_fail_but_traffic_is_still_served():
+    async def body():
+        user, proxy, _, client = await stack()
+        proxy.drain.start()
+        probe = await client.get("/", headers={"K-Network-Probe": "queue"})
+        assert (probe.status_code, probe.content) == (503, b"shutting down\n")
+        assert (await client.get("/")).status_code == 200
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+# -- timeouts and failures -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "changes",
+    [{"revision_timeout": 0.3}, {"response_start_timeout": 0.3}, {"idle_timeout": 0.3}],
+    ids=["revision", "response-start", "idle-before-any-byte"],
+)
+def test_timeouts_before_the_response_starts_give_504(changes):
+    async def body():
+        user, proxy, _, client = await stack(**changes)
+        began = time.monotonic()
+        answer = await client.get("/sleep?s=3")
+        assert time.monotonic() - began == pytest.approx(0.3, abs=0.15)
+        assert (answer.status_code, answer.content) == (504, b"request timeout\n")
+        assert (await client.get("/")).status_code == 200  # the proxy is fine afterwards
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+def test_idle_timeout_cuts_a_stalled_streaming_response_but_not_a_steady_one():
+    async def body():
+        user, proxy, _, client = await stack(idle_timeout=0.25)
+        steady = await client.get("/stream?n=5&gap=0.1")
+        assert steady.status_code == 200 and steady.text.count("part") == 5
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get("/stream?n=3&gap=1.0")
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+def test_requests_timing_out_while_holding_or_awaiting_a_breaker_slot_get_504_and_leak_nothing():
+    async def body():
+        user, proxy, _, client = await stack(container_concurrency=1, revision_timeout=0.4)
+        # All queue behind the first; each times out either queued or just after getting the slot.
+        stuck = [client.get("/sleep?s=2") for _ in range(4)]
+        answers = await asyncio.gather(*stuck)
+        assert [a.status_code for a in answers] == [504] * 4
+        assert all(a.content == b"request timeout\n" for a in answers)
+        assert user.max_in_flight == 1
+        assert await settled(proxy.handler.gate.breaker) == (0, 0, 0)
+        assert (await client.get("/sleep?s=0.01")).status_code == 200  # no slot leaked
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+def test_a_client_leaving_while_queued_gives_its_place_back():
+    async def body():
+        user, proxy, ports, client = await stack(container_concurrency=1)
+        holder = asyncio.ensure_future(client.get("/sleep?s=0.3"))
+        breaker = proxy.handler.gate.breaker
+        while breaker.executing < 1:
+            await asyncio.sleep(0.005)
+        _, writer = await asyncio.open_connection("127.0.0.1", ports["serving_port"])
+        writer.write(b"GET /sleep?s=0.01 HTTP/1.1\r\nHost: a\r\n\r\n")
+        while breaker.waiting < 1:
+            await asyncio.sleep(0.005)
+        writer.transport.abort()  # the queued client goes away
+        while breaker.waiting:
+            await asyncio.sleep(0.005)
+        assert (await holder).status_code == 200
+        assert await settled(breaker) == (0, 0, 0)
+        assert len(user.seen_headers) == 1  # the departed request never reached the user container
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+def test_unreachable_user_container_gives_502_naming_it():
+    async def body():
+        port = free_port()
+        proxy, ports = await start_queue_proxy(port)
+        client = client_for(ports["serving_port"])
+        answer = await client.get("/")
+        assert answer.status_code == 502
+        assert f"cannot connect to upstream 127.0.0.1:{port}".encode() in answer.content
+        await client.aclose()
+        await proxy._close_servers(0.0)
+
+    run(body)
+
+
+def test_user_container_dying_gives_502_and_the_next_request_works():
+    async def body():
+        user, proxy, _, client = await stack()
+        died = await client.get("/die")
+        assert died.status_code == 502
+        assert (await client.get("/")).status_code == 200
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+# -- headers -------------------------------------------------------------------------------------
+def test_original_host_is_restored_and_revision_headers_are_stripped():
+    async def body():
+        user, proxy, _, client = await stack()
+        answer = await client.get(
+            "/headers",
+            headers={
+                "Host": "10.0.0.7:8012",
+                "K-Original-Host": "hello.default.example.com",
+                "Knative-Serving-Revision": "hello-00001",
+                "Knative-Serving-Namespace": "default",
+                "K-Proxy-Request": "activator",
+            },
+        )
+        seen = json.loads(answer.content)
+        assert seen["host"] == "hello.default.example.com"
+        assert "k-original-host" not in seen
+        assert "knative-serving-revision" not in seen and "knative-serving-namespace" not in seen
+        assert seen["k-proxy-request"] == "activator"
+        await teardown(user, proxy, client)
+
+    run(body)

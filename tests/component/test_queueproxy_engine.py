@@ -1,0 +1,315 @@
+"""The HTTP engine on real loopback sockets: framing, streaming, pipelining, bad input, pooling."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from queueproxy_fixtures import UserContainer, free_port, raw_exchange, run
+
+from queueproxy.http11 import HttpServer, Limits, Request, Response
+from queueproxy.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def start_forwarder(user_port: int, **pool_args) -> tuple[HttpServer, int, UpstreamPool]:
+    pool = UpstreamPool("127.0.0.1", user_port, **pool_args)
+
+    async def forward(request: Request, response: Response) -> None:
+        try:
+            await pool.forward(request, response)
+        except UpstreamError as exc:
+            if not response.started:
+                response.send(502, str(exc).encode())
+            else:
+                response.abort()
+
+    server = HttpServer(forward, name="forwarder", limits=Limits(max_head_bytes=8192))
+    _, port = await server.start("127.0.0.1", 0)
+    return server, port, pool
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection():
+    async def body():
+        user = await UserContainer().start()
+        server, port, _ = await start_forwarder(user.port)
+        requests = (
+            b"GET /sleep?s=0.1 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /stream?n=2&gap=0.01 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        data = await raw_exchange(port, requests)
+        assert data.count(b"HTTP/1.1 200 OK") == 3
+        first, second, third = data.index(b"slept"), data.index(b"part1"), data.index(b"\r\n\r\nok")
+        assert first < second < third
+        assert user.max_in_flight == 1  # one at a time, as the client sent them
+        await server.shutdown(0)
+        await user.stop()
+
+    run(body)
+
+
+def test_bad_request_line_gets_400_and_other_connections_keep_working():
+    async def body():
+        user = await UserContainer().start()
+        server, port, _ = await start_forwarder(user.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # a healthy keep-alive client
+        writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert b"200 OK" in await reader.readuntil(b"ok")
+        bad = await raw_exchange(port, b"THIS IS NOT HTTP\r\n\r\n")
+        assert bad.startswith(b"HTTP/1.1 400 Bad Request")
+        assert b"connection: close" in bad
+        writer.write(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert b"200 OK" in await reader.readuntil(b"ok")
+        writer.close()
+        await server.shutdown(0)
+        await user.stop()
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 20000 + b"\r\n\r\n",  # one huge header
+        b"GET /" + b"p" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",  # a huge request line
+        b"GET / HTTP/1.1\r\n"
+        + b"".join(b"X-%d: y\r\n" % i for i in range(150))
+        + b"\r\n",  # too many headers
+    ],
+    ids=["huge-header", "huge-url", "too-many-headers"],
+)
+def test_oversized_request_heads_get_431_without_harming_other_connections(head):
+    async def body():
+        user = await UserContainer().start()
+        server, port, _ = await start_forwarder(user.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await raw_exchange(port, head)
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert b"200 OK" in await reader.readuntil(b"ok")
+        writer.close()
+        assert user.served == 1  # the oversized request never reached the user container
+        await server.shutdown(0)
+        await user.stop()
+
+    run(body)
+
+
+def test_head_only_sent_in_pieces_still_parses():
+    async def body():
+        user = await UserContainer().start()
+        server, port, _ = await start_forwarder(user.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for piece in (b"GE", b"T /hea", b"ders HTTP/1.1\r\nHo", b"st: pieces\r\n", b"\r\n"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        assert b'"host": "pieces"' in await reader.readuntil(b"}")
+        writer.close()
+        await server.shutdown(0)
+        await user.stop()
+
+    run(body)
+
+
+def test_chunked_request_and_response_bodies_stream_through():
+    """The user container echoes each chunk as it arrives; the client reads it before sending more."""
+
+    async def body():
+        user = await UserContainer().start()
+        server, port, _ = await start_forwarder(user.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower()
+        for word in (b"first", b"second", b"third"):
+            writer.write(b"%x\r\n%s\r\n" % (len(word), word))
+            await writer.drain()
+            # The echo comes back while the request body is still open: nothing is buffered whole.
+            size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 2)
+            assert int(size_line, 16) == len(word)
+            assert await reader.readexactly(len(word) + 2) == word + b"\r\n"
+        writer.write(b"0\r\n\r\n")
+        assert await reader.readuntil(b"0\r\n\r\n") == b"0\r\n\r\n"
+        writer.close()
+        await server.shutdown(0)
+        await user.stop()
+
+    run(body)
+
+
+def test_large_upload_streams_with_content_length():
+    async def body():
+        user = await UserContainer().start()
+        server, port, _ = await start_forwarder(user.port)
+        size = 8 * 1024 * 1024
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+        block = b"z" * 65536
+        for _ in range(size // len(block)):
+            writer.write(block)
+            await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(len(str(size))) == str(size).encode()
+        writer.close()
+        await server.shutdown(0)
+        await user.stop()
+
+    run(body)
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent():
+    async def body():
+        user = await UserContainer().start()
+        server, port, _ = await start_forwarder(user.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        assert b"\r\n\r\n5" in await reader.readuntil(b"5")
+        writer.close()
+        await server.shutdown(0)
+        await user.stop()
+
+    run(body)
+
+
+def test_head_and_204_responses_carry_no_body_and_keep_the_connection_usable():
+    async def body():
+        async def handler(request: Request, response: Response) -> None:
+            if request.path == "/empty":
+                response.send(204)
+            else:
+                response.send(200, b"twelve bytes")
+
+        upstream = HttpServer(handler)
+        _, user_port = await upstream.start()
+        server, port, _ = await start_forwarder(user_port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"".join(
+                b"%s HTTP/1.1\r\nHost: a\r\n\r\n" % line for line in (b"HEAD /", b"GET /empty", b"GET /")
+            )
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"content-length: 12" in head
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 204")
+        third = await reader.readuntil(b"twelve bytes")
+        assert third.startswith(b"HTTP/1.1 200")
+        writer.close()
+        await server.shutdown(0)
+        await upstream.shutdown(0)
+
+    run(body)
+
+
+def test_close_delimited_upstream_response_is_rechunked_for_the_client():
+    async def body():
+        async def old_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+            await writer.drain()
+            writer.close()
+
+        upstream = await asyncio.start_server(old_server, "127.0.0.1", 0)
+        server, port, _ = await start_forwarder(upstream.sockets[0].getsockname()[1])
+        data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert b"transfer-encoding: chunked" in data
+        assert data.endswith(b"d\r\nuntil the end\r\n0\r\n\r\n")
+        await server.shutdown(0)
+        upstream.close()
+
+    run(body)
+
+
+def test_hop_by_hop_headers_are_not_forwarded():
+    async def body():
+        user = await UserContainer().start()
+        server, port, _ = await start_forwarder(user.port)
+        await raw_exchange(
+            port,
+            b"GET /headers HTTP/1.1\r\nHost: a\r\nConnection: close, X-Secret\r\nX-Secret: s\r\n"
+            b"Keep-Alive: timeout=5\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n",
+        )
+        seen = user.seen_headers[-1]
+        assert seen["x-kept"] == "yes"
+        assert not {"connection", "keep-alive", "te", "x-secret"} & set(seen)
+        assert seen["x-forwarded-for"] == "127.0.0.1"
+        await server.shutdown(0)
+        await user.stop()
+
+    run(body)
+
+
+def test_stale_pooled_connection_is_retried_once_on_a_fresh_one():
+    """Like uvicorn after 5 s idle: the upstream drops a pooled keep-alive connection just as it is reused."""
+
+    async def body():
+        connections = []
+
+        async def one_answer_per_connection(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            connections.append(writer)
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")  # the next request on this connection...
+            writer.close()  # ...is dropped unanswered, as by a server that closed the idle connection
+
+        upstream = await asyncio.start_server(one_answer_per_connection, "127.0.0.1", 0)
+        pool = UpstreamPool("127.0.0.1", upstream.sockets[0].getsockname()[1])
+        assert (await pool.request(b"GET", b"/"))[0] == 200
+        assert pool.idle_connections == 1
+        status, _, body_bytes = await pool.request(b"POST", b"/", body=b"replayed")
+        assert (status, body_bytes) == (200, b"ok")
+        assert len(connections) == 2
+        pool.close()
+        upstream.close()
+
+    run(body)
+
+
+def test_a_fresh_connection_closed_without_an_answer_is_an_upstream_error():
+    async def body():
+        async def hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.close()
+
+        upstream = await asyncio.start_server(hangs_up, "127.0.0.1", 0)
+        pool = UpstreamPool("127.0.0.1", upstream.sockets[0].getsockname()[1])
+        with pytest.raises(UpstreamError, match="closed the connection before responding"):
+            await pool.request(b"GET", b"/")
+        upstream.close()
+
+    run(body)
+
+
+def test_refused_connection_is_reported_as_a_connect_error():
+    async def body():
+        pool = UpstreamPool("127.0.0.1", free_port())
+        with pytest.raises(UpstreamConnectError, match=r"cannot connect to upstream 127\.0\.0\.1:"):
+            await pool.request(b"POST", b"/", body=b"payload")
+
+    run(body)
+
+
+def test_upstream_dying_mid_response_aborts_the_client_connection():
+    async def body():
+        async def dies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+            await writer.drain()
+            writer.transport.abort()
+
+        upstream = await asyncio.start_server(dies, "127.0.0.1", 0)
+        server, port, _ = await start_forwarder(upstream.sockets[0].getsockname()[1])
+        data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"only part")  # cut short, then closed
+        await server.shutdown(0)
+        upstream.close()
+
+    run(body)
