@@ -44,6 +44,8 @@ PROBE_PATH = b"/healthz"
 PROBE_HEADERS = ((b"k-network-probe", b"queue"), (b"user-agent", b"Knative-Activator-Probe"))
 RETRY_AFTER_SECONDS = 1
 REPORT_INTERVAL = 1.0
+_PROXIED = (b"k-proxy-request", b"activator")
+_ROUTE_CACHE_SIZE = 4096  # distinct (Host, revision header, namespace header) triples remembered
 _COLD = ((COLD_START_HEADER, b"true"),)
 _WARM = ((COLD_START_HEADER, b"false"),)
 
@@ -123,6 +125,24 @@ class _Annotated:
         self._inner.link_flow(transport)
 
 
+class _Deadline:
+    """Cancels the current task at ``when`` (loop time), remembering it did — cheaper than asyncio.timeout."""
+
+    __slots__ = ("expired", "handle", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self.task = asyncio.current_task()
+        self.expired = False
+        self.handle = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
 @dataclass(frozen=True, slots=True)
 class BoundPorts:
     serving: int | None
@@ -158,6 +178,8 @@ class Activator:
         self._slot = (activator_index, activator_count)
         self._revisions: dict[RevisionKey, _Revision] = {}
         self._router = RevisionRouter()
+        self._routes: dict[tuple[bytes | None, bytes | None, bytes | None], RevisionKey | RouteMiss] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._reporter: ConcurrencyReporter[RevisionKey] = ConcurrencyReporter(pod_name)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[HttpServer] = []
@@ -174,7 +196,7 @@ class Activator:
                 config.container_concurrency, queue_bound=config.queue_bound, rng=self._rng
             )
             self._revisions[config.key] = _Revision(config, throttler, PodHealth(self.probe_frequency))
-            self._router = RevisionRouter(self._revisions)
+            self._set_router()
             return
         revision.config = config
         now = self._now()
@@ -199,7 +221,7 @@ class Activator:
         revision = self._revision(key)
         revision.removed = True
         del self._revisions[key]
-        self._router = RevisionRouter(self._revisions)
+        self._set_router()
         for timer in (revision.expiry, revision.probe_timer):
             if timer is not None:
                 timer.cancel()
@@ -262,8 +284,9 @@ class Activator:
         admin_handler: Handler | None = None,
     ) -> BoundPorts:
         """Start reporting stats and, unless ``port`` is None, serving; 0 picks a free port."""
+        self._loop = asyncio.get_running_loop()
         if self._reporting is None:
-            self._reporting = asyncio.get_running_loop().create_task(self._report_forever())
+            self._reporting = self._loop.create_task(self._report_forever())
         serving = admin = None
         if port is not None:
             # A client that hangs up while its request is held must give its place back at once.
@@ -317,11 +340,14 @@ class Activator:
                 response.send(200, b"ok\n")
             return
         host = request.header(b"host")
-        routed = self._router.route(
-            host.decode("latin-1") if host is not None else None,
-            _text(request.header(b"knative-serving-revision")),
-            _text(request.header(b"knative-serving-namespace")),
-        )
+        header = request.header
+        route_key = (host, header(b"knative-serving-revision"), header(b"knative-serving-namespace"))
+        routed = self._routes.get(route_key)
+        if routed is None:
+            routed = self._router.route(*(_text(value) for value in route_key))
+            if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[route_key] = routed
         if isinstance(routed, RouteMiss):
             response.send(404, routed.reason.encode() + b"\n")
             self.metrics.count_request("", "", 404)
@@ -354,9 +380,7 @@ class Activator:
             )
             response.send(503, body.encode(), [(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)])
             return 503
-        add_headers = [(b"k-proxy-request", b"activator")]
-        if host is not None:
-            add_headers.append((b"k-original-host", host))
+        add_headers = (_PROXIED, (b"k-original-host", host)) if host is not None else (_PROXIED,)
         waited = 0.0
         try:
             while True:
@@ -368,14 +392,14 @@ class Activator:
                     return self._answer_expired(revision, response, outcome)
                 grant: Grant[_Held] | None = outcome
                 waited = grant.waited
+                timer = _Deadline(self._loop, deadline)
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        return await revision.pool(grant.address).forward(
-                            request,
-                            _Annotated(response, _COLD if cold else _WARM),
-                            host=grant.address.encode(),
-                            add_headers=add_headers,
-                        )
+                    return await revision.pool(grant.address).forward(
+                        request,
+                        _Annotated(response, _COLD if cold else _WARM),
+                        host=grant.address.encode(),
+                        add_headers=add_headers,
+                    )
                 except UpstreamConnectError as exc:
                     # Nothing was sent: distrust the pod, then send the request elsewhere or hold it again.
                     log.info("pod %s of %s refused a request (%s); retrying", grant.address, config.key, exc)
@@ -389,13 +413,17 @@ class Activator:
                 except UpstreamError as exc:
                     message = f"activator: pod {grant.address} failed: {exc}"
                     return self._answer_failure(response, 502, message)
-                except TimeoutError:
+                except asyncio.CancelledError:
+                    if not timer.expired:
+                        raise
+                    timer.task.uncancel()
                     message = (
                         f"activator request timeout: pod {grant.address} did not answer within the revision "
                         f"timeout of {config.timeout_seconds:g}s"
                     )
                     return self._answer_failure(response, 504, message)
                 finally:
+                    timer.cancel()
                     if grant is not None:
                         self._release(revision, grant)
         finally:
@@ -535,14 +563,20 @@ class Activator:
             raise KeyError(f"unknown revision {key}; known revisions: {known}")
         return revision
 
+    def _set_router(self) -> None:
+        self._router = RevisionRouter(self._revisions)
+        self._routes = {}
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    @staticmethod
-    def _now() -> float:
-        return asyncio.get_running_loop().time()
+    def _now(self) -> float:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
 
 
 def _text(value: bytes | None) -> str | None:

@@ -149,13 +149,17 @@ def assign_slice(addresses: Iterable[str], activator_index: int, activator_count
     return mine
 
 
-@dataclass(frozen=True, eq=False)
 class Grant(Generic[T]):
-    """Permission for ``ticket`` to send one request to ``tracker``'s pod; give it back with release()."""
+    """Permission for ``ticket`` to send one request to ``tracker``'s pod; give it back with release().
 
-    ticket: T
-    tracker: PodTracker
-    waited: float  # seconds between arrival and admission (0 when admitted at once)
+    A plain slotted class, not a frozen dataclass: one is made per request on the hot path."""
+
+    __slots__ = ("ticket", "tracker", "waited")
+
+    def __init__(self, ticket: T, tracker: PodTracker, waited: float) -> None:
+        self.ticket = ticket
+        self.tracker = tracker
+        self.waited = waited  # seconds between arrival and admission (0 when admitted at once)
 
     @property
     def address(self) -> str:
@@ -164,6 +168,8 @@ class Grant(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Expired(Generic[T]):
+    """A waiter whose deadline passed before it got capacity."""
+
     ticket: T
     waited: float
 

@@ -268,3 +268,24 @@ def test_client_leaving_while_held_frees_its_place():
             await activator.stop()
 
     run(body)
+
+
+def test_pod_slower_than_the_revision_timeout_gets_504_and_its_slot_back():
+    async def body():
+        pod = await Pod(delay=2.0).start()
+        activator, client = await start_activator(cc=1, timeout=0.3)
+        activator.set_endpoints(KEY, [pod.address])
+        try:
+            await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
+            started = time.monotonic()
+            reply = await client.get("/slow")
+            assert 0.25 < time.monotonic() - started < 1.0
+            assert reply.status_code == 504
+            assert reply.text.startswith(f"activator request timeout: pod {pod.address} did not answer")
+            assert activator.revision_status(KEY)["in_flight"] == 0
+        finally:
+            await client.aclose()
+            await activator.stop()
+            await pod.stop()
+
+    run(body)
