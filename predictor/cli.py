@@ -1,0 +1,109 @@
+"""`kpa predictor`: serve a model repository over KServe V2/V1 (and build the demo repository)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_PORT = 8080
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repository", type=Path, metavar="DIR", help="the model repository to serve")
+    parser.add_argument("--watch", action="store_true", help="load, reload and unload models as files change")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"port to bind; 0 picks a free one (default: $PORT, else {DEFAULT_PORT})",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--interop-threads", type=int, default=1, help="torch inter-op threads (default 1)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="compiled-model cache (default $KPA_PREDICTOR_CACHE or ~/.cache/kpa-emulator/predictor)",
+    )
+    parser.add_argument(
+        "--build-demo-repo",
+        type=Path,
+        metavar="DIR",
+        help="write the demo models (cnn, transformer) into DIR, then exit (or serve --model-repository)",
+    )
+    parser.add_argument(
+        "--demo-backend",
+        default="eager",
+        choices=("auto", "eager", "inductor", "zentorch"),
+        help="backend written into the demo configs (default eager: no compile time)",
+    )
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if args.threads < 1 or args.interop_threads < 1:
+        print("kpa predictor: --threads and --interop-threads must be >= 1", file=sys.stderr)
+        return 2
+    port = args.port if args.port is not None else _env_port()
+    if port is None:
+        return 2
+    import torch  # after argument checks: importing torch takes a second or two
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(args.interop_threads)
+    repository = args.model_repository
+    if args.build_demo_repo is not None:
+        from predictor.demo_models import build_demo_repository
+
+        build_demo_repository(args.build_demo_repo, backend=args.demo_backend)
+        print(f"demo repository written to {args.build_demo_repo}", file=sys.stderr)
+        if repository is None:
+            return 0
+    if repository is None:
+        print("kpa predictor: --model-repository DIR is required", file=sys.stderr)
+        return 2
+    if not repository.is_dir():
+        print(f"kpa predictor: --model-repository {str(repository)!r} is not a directory", file=sys.stderr)
+        return 2
+
+    import uvloop
+
+    from predictor.compile_cache import default_cache_dir
+    from predictor.server import ServerOptions, serve
+
+    options = ServerOptions(
+        repository=repository,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        host=args.host,
+        port=port,
+        watch=args.watch,
+    )
+    try:
+        uvloop.run(serve(options))
+    except OSError as exc:
+        print(f"kpa predictor: cannot serve on {args.host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _env_port() -> int | None:
+    raw = os.environ.get("PORT")
+    if raw is None or raw == "":
+        return DEFAULT_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        print(f"kpa predictor: environment PORT={raw!r} is not a port number (0-65535)", file=sys.stderr)
+        return None
+    return port

@@ -1,0 +1,244 @@
+"""The set of served models: loading, swapping, unloading, and answering "which version serves this?".
+
+All state lives on the event loop thread; loads and compiles run on worker threads. A model's served
+versions are swapped in one assignment once every new version is warm, so a request either finds the
+old set or the new one, never a half-loaded model. A reload that fails leaves the old versions
+serving and says why; a model that never loaded is UNAVAILABLE with its reason, and other models are
+untouched either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from predictor.config import ModelConfig
+from predictor.loader import PendingCompile, VersionLoader
+from predictor.repository import ModelSource, Repository, check_model_name, parse_version
+from predictor.serving import ModelVersion
+
+log = logging.getLogger("predictor")
+READY, LOADING, UNAVAILABLE = "READY", "LOADING", "UNAVAILABLE"
+
+
+class ModelNotFound(LookupError):
+    """No such model or version (HTTP 404)."""
+
+
+class ModelNotReady(RuntimeError):
+    """The model exists but cannot answer now (HTTP 503)."""
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    state: str = LOADING
+    reason: str = ""
+    config: ModelConfig | None = None
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    failures: dict[int, str] = field(default_factory=dict)  # version -> why it did not load
+    fingerprint: tuple | None = None
+
+
+class ModelManager:
+    def __init__(self, repository: Repository, loader: VersionLoader):
+        self.repository = repository
+        self.loader = loader
+        self.started = False  # the first pass over the repository has finished
+        self._entries: dict[str, ModelEntry] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._queued: set[str] = set()
+        self._load_pool = ThreadPoolExecutor(1, thread_name_prefix="model-load")
+        self._compile_pool = ThreadPoolExecutor(1, thread_name_prefix="model-compile")
+        self._background: set[asyncio.Task] = set()
+
+    # --- changes ---------------------------------------------------------------------------------
+
+    async def load_repository(self) -> None:
+        """First pass: load every model of the repository (concurrently; the load pool serializes work)."""
+        await self.sync(self.repository.model_names())
+        self.started = True
+
+    async def sync(self, names: Iterable[str]) -> None:
+        """Bring the named models in line with the repository: load new, reload changed, drop removed."""
+        await asyncio.gather(*(self._sync_one(name, force=False) for name in set(names)))
+
+    async def sync_all(self) -> None:
+        await self.sync(set(self.repository.model_names()) | set(self._entries))
+
+    async def load(self, name: str) -> ModelEntry:
+        """Repository API load: (re)load ``name`` even if its files did not change."""
+        check_model_name(name)
+        if self.repository.read_model(name) is None:
+            raise ModelNotFound(f"model {name!r} is not in the repository (no {name}/config.pbtxt)")
+        await self._sync_one(name, force=True)
+        return self._entries[name]
+
+    async def unload(self, name: str) -> None:
+        """Repository API unload: stop serving ``name``; it loads again when its files change or on load."""
+        check_model_name(name)
+        async with self._lock(name):
+            entry = self._entries.get(name)
+            if entry is None:
+                raise ModelNotFound(f"model {name!r} is not loaded")
+            self._retire(entry.versions.values())
+            entry.versions, entry.failures = {}, {}
+            entry.state, entry.reason = UNAVAILABLE, "unloaded by request"
+            log.info("model %s: unloaded by request", name)
+
+    async def _sync_one(self, name: str, force: bool) -> None:
+        if name in self._queued and not force:
+            return  # a sync that has not started yet will read the files as they are by then
+        self._queued.add(name)
+        async with self._lock(name):
+            self._queued.discard(name)
+            source = self.repository.read_model(name)
+            if source is None:
+                self._drop(name)
+                return
+            entry = self._entries.get(name)
+            if entry is not None and not force and entry.fingerprint == source.fingerprint():
+                return
+            if entry is None:
+                entry = self._entries[name] = ModelEntry(name)
+            await self._apply(entry, source)
+
+    async def _apply(self, entry: ModelEntry, source: ModelSource) -> None:
+        loop = asyncio.get_running_loop()
+        entry.fingerprint = source.fingerprint()
+        if source.config is None or not source.versions:
+            self._failed(entry, source.problem or "no versions")
+            return
+        config = source.config
+        versions: dict[int, ModelVersion] = {}
+        failures: dict[int, str] = {}
+        pending: list[tuple[ModelVersion, PendingCompile]] = []
+        for version_source in source.versions:
+            number = version_source.version
+            current = entry.versions.get(number)
+            if current is not None and current.source == version_source and current.config == config:
+                versions[number] = current
+            elif version_source.problem:
+                failures[number] = version_source.problem
+            else:
+                try:
+                    loaded, compile_later = await loop.run_in_executor(
+                        self._load_pool, self.loader.load, config, version_source
+                    )
+                except Exception as exc:
+                    failures[number] = f"{type(exc).__name__}: {exc}"
+                    log.warning(
+                        "model %s version %s failed to load: %s", entry.name, number, failures[number]
+                    )
+                    continue
+                versions[number] = loaded
+                if compile_later is not None:
+                    pending.append((loaded, compile_later))
+        if not versions:
+            self._failed(entry, "; ".join(f"version {v}: {why}" for v, why in sorted(failures.items())))
+            return
+        retired = [v for v in entry.versions.values() if v not in versions.values()]
+        entry.versions, entry.failures, entry.config = versions, failures, config
+        entry.state = READY
+        entry.reason = "; ".join(f"version {v} not loaded: {why}" for v, why in sorted(failures.items()))
+        self._retire(retired)
+        if retired:
+            log.info("model %s: now serving versions %s", entry.name, sorted(versions))
+        for version, job in pending:
+            self._start_background_compile(entry.name, version, job)
+
+    def _failed(self, entry: ModelEntry, reason: str) -> None:
+        if entry.versions:  # keep serving what worked before; say why the change did not apply
+            entry.reason = f"change not applied, still serving versions {sorted(entry.versions)}: {reason}"
+        else:
+            entry.state, entry.reason = UNAVAILABLE, reason
+        log.warning("model %s: %s", entry.name, entry.reason)
+
+    def _drop(self, name: str) -> None:
+        entry = self._entries.pop(name, None)
+        if entry is not None:
+            self._retire(entry.versions.values())
+            log.info("model %s: removed from the repository, unloaded", name)
+
+    def _retire(self, versions: Iterable[ModelVersion]) -> None:
+        for version in list(versions):
+            version.retire()
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def _start_background_compile(self, name: str, version: ModelVersion, job: PendingCompile) -> None:
+        task = asyncio.get_running_loop().create_task(self._background_compile(name, version, job))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _background_compile(self, name: str, version: ModelVersion, job: PendingCompile) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            runner, info = await loop.run_in_executor(self._compile_pool, self.loader.compile_upgrade, job)
+        except Exception as exc:
+            version.info.compiling = False
+            version.info.reason = f"{job.choice.reason}; compile failed, serving eager: {exc}"
+            log.warning("model %s version %s: %s", name, version.version, version.info.reason)
+            return
+        version.upgrade(runner, info)
+        log.info("model %s version %s: upgraded to %s", name, version.version, info.backend)
+
+    async def close(self) -> None:
+        self.loader.close()
+        for task in list(self._background):
+            task.cancel()
+        for entry in self._entries.values():
+            self._retire(entry.versions.values())
+        self._load_pool.shutdown(wait=False, cancel_futures=True)
+        self._compile_pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- queries ---------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Server readiness: the first pass is done and no model is still loading for the first time."""
+        return self.started and all(e.state != LOADING for e in self._entries.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entry(self, name: str) -> ModelEntry:
+        check_model_name(name)
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelNotFound(f"model {name!r} is not in the repository")
+        return entry
+
+    def lookup(self, name: str, version: str | None = None) -> ModelVersion:
+        """The version that serves a request for ``name`` (and ``version``, when given)."""
+        entry = self.entry(name)
+        number = None if version is None else parse_version(version)
+        if number is None and entry.versions:
+            return entry.versions[max(entry.versions)]
+        if number in entry.versions:
+            return entry.versions[number]
+        if number in entry.failures:
+            raise ModelNotReady(
+                f"version {number} of model {name!r} failed to load: {entry.failures[number]}"
+            )
+        if not entry.versions:
+            raise ModelNotReady(f"model {name!r} is not ready ({entry.state}): {entry.reason or 'loading'}")
+        served = ", ".join(map(str, sorted(entry.versions))) or "none"
+        raise ModelNotFound(f"model {name!r} has no version {number} (serving: {served})")
+
+    def index(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for name in sorted(self._entries):
+            entry = self._entries[name]
+            for number, version in sorted(entry.versions.items()):
+                rows.append({"name": name, "version": str(number), "state": READY, **version.info.as_dict()})
+            for number, why in sorted(entry.failures.items()):
+                rows.append({"name": name, "version": str(number), "state": UNAVAILABLE, "reason": why})
+            if not entry.versions and not entry.failures:
+                rows.append({"name": name, "state": entry.state, "reason": entry.reason})
+        return rows

@@ -1,0 +1,166 @@
+"""A served model version: its runner, the worker threads that call it, its batcher and its counters.
+
+Inference runs on the version's own thread pool (``instance_group`` count threads; torch releases the
+GIL while it computes) so the event loop keeps answering health checks and other models. A version that
+has been swapped out is *retired*: it stops being found, finishes the requests it already holds, and
+only then lets go of its threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from predictor.batch_planner import BatchPolicy
+from predictor.batcher import DynamicBatcher
+from predictor.config import ModelConfig
+from predictor.repository import VersionSource
+from predictor.runners import Runner, run_model
+from predictor.signature import BoundInputs
+
+T = TypeVar("T")
+
+
+@dataclass
+class VersionStats:
+    request_count: int = 0
+    failure_count: int = 0
+    execution_count: int = 0
+    batch_sizes: Counter = field(default_factory=Counter)  # examples per model call -> calls
+    compute_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, requests: int, batch_size: int | None, seconds: float) -> None:
+        """Count one model call from a worker thread; ``batch_size`` None means it failed."""
+        with self._lock:
+            self.compute_seconds += seconds
+            if batch_size is None:
+                self.failure_count += requests
+                return
+            self.execution_count += 1
+            self.request_count += requests
+            self.batch_sizes[batch_size] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "request_count": self.request_count,
+            "failure_count": self.failure_count,
+            "execution_count": self.execution_count,
+            "batch_sizes": {str(size): count for size, count in sorted(self.batch_sizes.items())},
+            "compute_seconds": round(self.compute_seconds, 6),
+        }
+
+
+@dataclass
+class BackendInfo:
+    backend: str  # what actually runs: eager, inductor or zentorch
+    reason: str
+    load_seconds: float
+    cache: str = "none"  # none | hit | miss (compiled now)
+    compiling: bool = False  # an auto model serving eager while its compiled package is built
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "backend_reason": self.reason,
+            "load_seconds": round(self.load_seconds, 3),
+            "compile_cache": self.cache,
+            "compiling": self.compiling,
+        }
+
+
+class ModelVersion:
+    def __init__(self, config: ModelConfig, source: VersionSource, runner: Runner, info: BackendInfo):
+        self.config = config
+        self.source = source  # reused as is while its model file does not change
+        self.version = source.version
+        self.runner = runner
+        self.info = info
+        self.stats = VersionStats()
+        self.executor = ThreadPoolExecutor(
+            config.instance_count, thread_name_prefix=f"{config.name}-v{self.version}"
+        )
+        self.batcher: DynamicBatcher | None = None
+        if config.dynamic_batching is not None:
+            policy = BatchPolicy(
+                config.max_batch_size,
+                config.dynamic_batching.max_queue_delay_s,
+                config.dynamic_batching.preferred_batch_sizes,
+            )
+            self.batcher = DynamicBatcher(policy, self.execute, self.executor, config.instance_count)
+        self._in_flight = 0
+        self._retired = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def platform(self) -> str:
+        model_file = self.source.model_file
+        return (
+            "pytorch_export"
+            if model_file is not None and model_file.suffix == ".pt2"
+            else "pytorch_torchscript"
+        )
+
+    def execute(self, arrays: list[np.ndarray], requests: int = 1) -> list[np.ndarray]:
+        """Worker thread: one counted model call. The runner is read once: an upgrade never splits a call."""
+        runner = self.runner
+        started = time.perf_counter()
+        try:
+            outputs = run_model(runner, self.config, arrays)
+        except Exception:
+            self.stats.record(requests, None, time.perf_counter() - started)
+            raise
+        batch_size = len(arrays[0]) if self.config.batched else 1
+        self.stats.record(requests, batch_size, time.perf_counter() - started)
+        return [self._present(array, spec_index) for spec_index, array in enumerate(outputs)]
+
+    def _present(self, array: np.ndarray, index: int) -> np.ndarray:
+        spec = self.config.outputs[index]
+        if spec.reshape is None:
+            return array
+        return array.reshape((len(array), *spec.dims) if self.config.batched else spec.dims)
+
+    async def infer(self, inputs: BoundInputs) -> list[np.ndarray]:
+        """Run one request, through the dynamic batcher when the model has one."""
+        if self.batcher is not None:
+            return await self.batcher.submit(inputs)
+        return await self.call(self.execute, inputs.arrays)
+
+    def call(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run ``function`` on this version's worker threads."""
+        return asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    def upgrade(self, runner: Runner, info: BackendInfo) -> None:
+        """Swap in a faster runner (a compiled package) for the same model file; calls in progress finish."""
+        self.runner = runner
+        self.info = info
+
+    @contextmanager
+    def in_use(self) -> Iterator[ModelVersion]:
+        self._in_flight += 1
+        try:
+            yield self
+        finally:
+            self._in_flight -= 1
+            if self._retired and self._in_flight == 0:
+                self._close()
+
+    def retire(self) -> None:
+        self._retired = True
+        if self._in_flight == 0:
+            self._close()
+
+    def _close(self) -> None:
+        self.executor.shutdown(wait=False)
