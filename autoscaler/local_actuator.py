@@ -1,0 +1,497 @@
+"""Pods as local processes: a queue-proxy child plus the user-container child, on loopback ports.
+
+This is the Kubernetes Deployment controller and kubelet of the local stack, cut down to what the
+autoscaler needs: converge each revision to its desired pod count, tell who is ready, notice pods
+that die and replace them, and stop pods the way Knative does — drain the queue-proxy first (it
+finishes in-flight requests), then end the user container.
+
+A user container that cannot start (exits, or never passes the readiness probe within its startup
+timeout) is reported with the tail of its output and retried with exponential backoff, like
+Kubernetes' CrashLoopBackOff, instead of in a hot loop. Every child runs in its own process group,
+and ``close``/``kill_all`` take the groups down, so nothing outlives the stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from autoscaler.actuator import PodInfo, PodsListener, RevisionRef
+
+log = logging.getLogger("kpa.actuator")
+
+QUEUE_PROXY_COMMAND = (sys.executable, "-m", "kpa", "queue-proxy")
+PROBE_INTERVAL = 0.05  # seconds between readiness probes of a starting pod (Knative's aggressive probing)
+PROBE_TIMEOUT = 0.5
+BACKOFF_FIRST = 1.0  # seconds before retrying after a second consecutive failure
+BACKOFF_MAX = 30.0
+HEALTHY_RESET = 10.0  # a pod ready this long clears the failure count
+STOP_GRACE = 5.0  # after the queue-proxy drained, how long the user container gets to exit on SIGTERM
+PORTS_TIMEOUT = 10.0  # how long the queue-proxy may take to say which ports it bound
+TAIL_BYTES = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class PodTemplate:
+    """How to start one pod of a revision (built by `kpa up` from the stack file)."""
+
+    revision: RevisionRef
+    command: tuple[str, ...]
+    port_env: str = "PORT"
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: Path = Path(".")
+    container_concurrency: int = 0
+    timeout_seconds: float = 300.0
+    response_start_timeout_seconds: float | None = None
+    idle_timeout_seconds: float = 0.0
+    startup_timeout: float = 60.0
+    readiness_probe: str | None = (
+        None  # Knative's JSON probe (SERVING_READINESS_PROBE); None: TCP on the port
+    )
+    # Queue-proxy quiet period after SIGTERM. Knative waits 30 s for load balancers to notice; here the
+    # pod leaves the routing tables before the SIGTERM, so a short one only covers requests in transit.
+    drain_seconds: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class PodFailure:
+    """Why the latest pod of a revision failed; shown in `kpa status` until a pod becomes ready."""
+
+    pod: str
+    reason: str
+    output_tail: str
+    at: float
+
+
+class _Pod:
+    def __init__(self, name: str, template: PodTemplate, log_dir: Path) -> None:
+        self.name = name
+        self.template = template
+        self.log_path = log_dir / f"{name}.log"
+        self.qp_log_path = log_dir / f"{name}.queue-proxy.log"
+        self.user: asyncio.subprocess.Process | None = None
+        self.queue_proxy: asyncio.subprocess.Process | None = None
+        self.user_port = 0
+        self.serving_port = 0
+        self.stats_port = 0
+        self.started_at = time.time()
+        self.ready_at: float | None = None
+        self.terminating = False
+        self.stop_requested = asyncio.Event()
+        self.launched = asyncio.Event()  # both processes started (or failed to)
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_at is not None and not self.terminating
+
+    def info(self) -> PodInfo:
+        return PodInfo(
+            name=self.name,
+            revision=self.template.revision,
+            address=f"127.0.0.1:{self.serving_port}",
+            stats_url=f"http://127.0.0.1:{self.stats_port}/stats",
+            started_at=self.started_at,
+            ready=self.ready,
+            terminating=self.terminating,
+        )
+
+    def processes(self) -> list[asyncio.subprocess.Process]:
+        return [p for p in (self.queue_proxy, self.user) if p is not None]
+
+    def output_tail(self) -> str:
+        parts = []
+        for path in (self.log_path, self.qp_log_path):
+            with contextlib.suppress(OSError), path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - TAIL_BYTES))
+                text = f.read().decode(errors="replace").strip()
+                if text:
+                    parts.append(f"[{path.name}] {text}")
+        return "\n".join(parts)
+
+
+class _RevisionPods:
+    def __init__(self, template: PodTemplate) -> None:
+        self.template = template
+        self.desired = 0
+        self.pods: dict[str, _Pod] = {}
+        self.wake = asyncio.Event()
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_failure: PodFailure | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def live(self) -> list[_Pod]:
+        return [p for p in self.pods.values() if not p.terminating]
+
+
+class LocalActuator:
+    """Runs each revision's pods as local processes; implements ``autoscaler.actuator.Actuator``."""
+
+    def __init__(
+        self,
+        templates: Sequence[PodTemplate],
+        log_dir: str | Path,
+        queue_proxy_command: Sequence[str] = QUEUE_PROXY_COMMAND,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.queue_proxy_command = tuple(queue_proxy_command)
+        self.clock = clock
+        self._revisions = {t.revision: _RevisionPods(t) for t in templates}
+        self._listeners: list[PodsListener] = []
+        self._names = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._http: httpx.AsyncClient | None = None
+
+    # ---- the Actuator interface -----------------------------------------------------------------
+
+    def set_desired_scale(self, revision: RevisionRef, desired: int) -> None:
+        state = self._revisions[revision]
+        if desired != state.desired:
+            log.info("%s: desired scale %d -> %d", revision, state.desired, desired)
+        state.desired = max(0, desired)
+        state.wake.set()
+
+    def desired_scale(self, revision: RevisionRef) -> int:
+        return self._revisions[revision].desired
+
+    def pods(self, revision: RevisionRef) -> list[PodInfo]:
+        return [p.info() for p in self._revisions[revision].live() if p.serving_port]
+
+    def subscribe(self, listener: PodsListener) -> None:
+        self._listeners.append(listener)
+
+    # ---- extras for status views ------------------------------------------------------------------
+
+    def last_failure(self, revision: RevisionRef) -> PodFailure | None:
+        return self._revisions[revision].last_failure
+
+    def all_pods(self, revision: RevisionRef) -> list[PodInfo]:
+        """Pods including those being drained (for status views)."""
+        return [p.info() for p in self._revisions[revision].pods.values() if p.serving_port]
+
+    def process_ids(self) -> list[int]:
+        return [
+            proc.pid
+            for state in self._revisions.values()
+            for pod in state.pods.values()
+            for proc in pod.processes()
+            if proc.returncode is None
+        ]
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._http = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
+        for state in self._revisions.values():
+            state.task = asyncio.create_task(
+                self._reconcile(state), name=f"reconcile {state.template.revision}"
+            )
+
+    async def close(self) -> None:
+        """Stop every pod (drained, then terminated) and wait for all children to be gone."""
+        self._closing = True
+        for state in self._revisions.values():
+            state.desired = 0
+            if state.task:
+                state.task.cancel()
+        pods = [pod for state in self._revisions.values() for pod in state.pods.values()]
+        await asyncio.gather(*(self._stop(pod, quick=True) for pod in pods), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.kill_all()
+        if self._http is not None:
+            await self._http.aclose()
+
+    def kill_all(self) -> None:
+        """Last resort, safe from signal handlers and atexit: SIGKILL every child's process group."""
+        for state in self._revisions.values():
+            for pod in state.pods.values():
+                for proc in pod.processes():
+                    _kill_group(proc, signal.SIGKILL)
+
+    # ---- convergence ------------------------------------------------------------------------------
+
+    async def _reconcile(self, state: _RevisionPods) -> None:
+        while True:
+            state.wake.clear()
+            live = state.live()
+            now = self.clock()
+            timeout: float | None = None
+            if len(live) < state.desired:
+                if now >= state.retry_at:
+                    for _ in range(state.desired - len(live)):
+                        pod = _Pod(
+                            f"{state.template.revision.name}-{next(self._names)}",
+                            state.template,
+                            self.log_dir,
+                        )
+                        state.pods[pod.name] = pod
+                        self._spawn(self._run_pod(state, pod))
+                else:
+                    timeout = state.retry_at - now
+            elif len(live) > state.desired:
+                # Like a ReplicaSet: pods not ready yet go first, then the youngest.
+                victims = sorted(live, key=lambda p: (p.ready, p.started_at))[: len(live) - state.desired]
+                for pod in victims:
+                    self._mark_terminating(pod)
+                    self._spawn(self._stop(pod))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), timeout)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _notify(self, state: _RevisionPods) -> None:
+        pods = [p.info() for p in state.live() if p.serving_port]
+        for listener in self._listeners:
+            try:
+                listener(state.template.revision, pods)
+            except Exception:
+                log.exception("pod listener failed")
+
+    async def _run_pod(self, state: _RevisionPods, pod: _Pod) -> None:
+        template = state.template
+        failure: str | None = None
+        try:
+            try:
+                await self._launch(pod)
+            finally:
+                pod.launched.set()
+            self._notify(state)  # the activator probes new pods itself, ready or not
+            failure = await self._await_ready(pod)
+            if failure is None:
+                pod.ready_at = self.clock()
+                log.info(
+                    "%s: pod %s ready in %.2fs (%s)",
+                    template.revision,
+                    pod.name,
+                    pod.ready_at - pod.started_at,
+                    pod.info().address,
+                )
+                self._notify(state)
+                failure = await self._watch(pod, state)
+        except OSError as exc:
+            failure = f"cannot start: {exc}"
+        except asyncio.CancelledError:
+            await self._stop(pod, quick=True)
+            raise
+        if failure is not None and not pod.terminating:
+            self._record_failure(state, pod, failure)
+            await self._stop(pod, quick=True)
+
+    def _record_failure(self, state: _RevisionPods, pod: _Pod, reason: str) -> None:
+        now = self.clock()
+        healthy_for = now - pod.ready_at if pod.ready_at is not None else 0.0
+        state.failures = 1 if healthy_for >= HEALTHY_RESET else state.failures + 1
+        delay = 0.0 if state.failures == 1 else min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (state.failures - 2))
+        state.retry_at = now + delay
+        tail = pod.output_tail()
+        state.last_failure = PodFailure(pod.name, reason, tail, now)
+        log.warning(
+            "%s: pod %s %s; %s%s",
+            state.template.revision,
+            pod.name,
+            reason,
+            f"retrying in {delay:.0f}s" if delay else "replacing it",
+            "\n  last output:\n    " + tail.replace("\n", "\n    ") if tail else "",
+        )
+
+    async def _launch(self, pod: _Pod) -> None:
+        template = pod.template
+        pod.user_port = _free_port()
+        user_env = {**os.environ, **template.env, template.port_env: str(pod.user_port)}
+        with pod.log_path.open("ab") as out:
+            pod.user = await asyncio.create_subprocess_exec(
+                *template.command,
+                env=user_env,
+                cwd=template.workdir,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        with pod.qp_log_path.open("ab") as err:
+            pod.queue_proxy = await asyncio.create_subprocess_exec(
+                *self.queue_proxy_command,
+                "--admin-port",
+                "0",
+                "--stats-port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--drain-timeout",
+                str(template.drain_seconds),
+                env=self._queue_proxy_env(pod),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
+        ports = await self._read_ports(pod)
+        pod.serving_port, pod.stats_port = ports["serving_port"], ports["stats_port"]
+        self._spawn(_drain_to_file(pod.queue_proxy.stdout, pod.qp_log_path))
+
+    def _queue_proxy_env(self, pod: _Pod) -> dict[str, str]:
+        t = pod.template
+        env = {
+            **os.environ,
+            "SERVING_NAMESPACE": t.revision.namespace,
+            "SERVING_REVISION": t.revision.name,
+            "SERVING_POD": pod.name,
+            "SERVING_POD_IP": "127.0.0.1",
+            "USER_PORT": str(pod.user_port),
+            "QUEUE_SERVING_PORT": "0",
+            "CONTAINER_CONCURRENCY": str(t.container_concurrency),
+            "REVISION_TIMEOUT_SECONDS": str(t.timeout_seconds),
+            "REVISION_IDLE_TIMEOUT_SECONDS": str(t.idle_timeout_seconds),
+        }
+        if t.readiness_probe:
+            env["SERVING_READINESS_PROBE"] = t.readiness_probe
+        if t.response_start_timeout_seconds is not None:
+            env["REVISION_RESPONSE_START_TIMEOUT_SECONDS"] = str(t.response_start_timeout_seconds)
+        return env
+
+    async def _read_ports(self, pod: _Pod) -> dict[str, int]:
+        """The queue-proxy binds port 0 and prints one JSON line naming the ports it got."""
+        assert pod.queue_proxy is not None and pod.queue_proxy.stdout is not None
+        try:
+            line = await asyncio.wait_for(pod.queue_proxy.stdout.readline(), PORTS_TIMEOUT)
+        except TimeoutError:
+            raise OSError(f"queue-proxy did not report its ports within {PORTS_TIMEOUT:.0f}s") from None
+        try:
+            doc = json.loads(line)
+            return {key: int(doc[key]) for key in ("serving_port", "stats_port")}
+        except (ValueError, KeyError, TypeError):
+            code = pod.queue_proxy.returncode
+            raise OSError(
+                f"queue-proxy {'exited' if code is not None else 'printed'} {line[:200]!r} "
+                f"instead of its ports"
+            ) from None
+
+    async def _await_ready(self, pod: _Pod) -> str | None:
+        """Probe the queue-proxy (which probes the user container) until it answers; None when ready."""
+        deadline = time.monotonic() + pod.template.startup_timeout
+        url = f"http://127.0.0.1:{pod.serving_port}/"
+        headers = {"K-Network-Probe": "queue", "User-Agent": "kube-probe/kpa"}
+        while time.monotonic() < deadline:
+            exited = _exit_reason(pod)
+            if exited:
+                return exited + " before becoming ready"
+            with contextlib.suppress(httpx.HTTPError):
+                answer = await self._http.get(url, headers=headers)
+                if answer.status_code == 200:
+                    return None
+            await asyncio.sleep(PROBE_INTERVAL)
+        return f"did not become ready within {pod.template.startup_timeout:g}s (startupTimeoutSeconds)"
+
+    async def _watch(self, pod: _Pod, state: _RevisionPods) -> str | None:
+        """Wait until the pod is told to stop (None) or one of its processes dies (the reason)."""
+        waits = [asyncio.ensure_future(p.wait()) for p in pod.processes()]
+        stop = asyncio.ensure_future(pod.stop_requested.wait())
+        try:
+            await asyncio.wait([*waits, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (*waits, stop):
+                fut.cancel()
+        if pod.stop_requested.is_set():
+            return None
+        if pod.ready_at is not None and self.clock() - pod.ready_at >= HEALTHY_RESET:
+            state.failures = 0
+        return "crashed: " + (_exit_reason(pod) or "a process exited")
+
+    def _mark_terminating(self, pod: _Pod) -> None:
+        """Take the pod out of the routing tables (synchronously, before its drain starts)."""
+        if not pod.terminating:
+            pod.terminating = True
+            pod.stop_requested.set()
+            self._notify(self._revisions[pod.template.revision])
+
+    async def _stop(self, pod: _Pod, quick: bool = False) -> None:
+        """Drain the queue-proxy (SIGTERM; it finishes in-flight requests), then stop the user container."""
+        state = self._revisions[pod.template.revision]
+        self._mark_terminating(pod)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pod.launched.wait(), PORTS_TIMEOUT + 1.0)
+        qp, user = pod.queue_proxy, pod.user
+        drain_limit = 1.0 if quick else pod.template.timeout_seconds + pod.template.drain_seconds + 5.0
+        if qp is not None and qp.returncode is None:
+            _kill_group(qp, signal.SIGTERM)
+            if not await _wait(qp, drain_limit):
+                log.warning(
+                    "%s: queue-proxy of %s did not drain in %.0fs; killing it",
+                    pod.template.revision,
+                    pod.name,
+                    drain_limit,
+                )
+                _kill_group(qp, signal.SIGKILL)
+                await _wait(qp, 2.0)
+        if user is not None and user.returncode is None:
+            _kill_group(user, signal.SIGTERM)
+            if not await _wait(user, 1.0 if quick else STOP_GRACE):
+                _kill_group(user, signal.SIGKILL)
+                await _wait(user, 2.0)
+        for proc in (qp, user):
+            if proc is not None:
+                _kill_group(proc, signal.SIGKILL)  # anything the children left in their groups
+        if state.pods.get(pod.name) is pod:
+            del state.pods[pod.name]
+        state.wake.set()
+
+
+def _exit_reason(pod: _Pod) -> str | None:
+    for label, proc in (("user container", pod.user), ("queue-proxy", pod.queue_proxy)):
+        if proc is not None and proc.returncode is not None:
+            code = proc.returncode
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            return f"{label} {how}"
+    return None
+
+
+async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
+def _kill_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Signal the child's whole process group (children run with start_new_session=True)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+async def _drain_to_file(stream: asyncio.StreamReader | None, path: Path) -> None:
+    if stream is None:
+        return
+    with path.open("ab") as out:
+        while chunk := await stream.read(65536):
+            out.write(chunk)
+            out.flush()
+
+
+def _free_port() -> int:
+    """A loopback port free right now; the user container binds it a moment later."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

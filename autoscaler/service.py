@@ -1,0 +1,428 @@
+"""The autoscaler service: the asyncio shell that feeds the pure core and carries out its decisions.
+
+For each revision it runs Knative's two clocks (pkg/autoscaler/metrics/collector.go and
+scaling/multiscaler.go):
+
+* every second it scrapes a sample of the ready pods' queue-proxy ``/stats`` in parallel (sample
+  size, old pods first, 3 s timeout), extrapolates the sample to the whole revision and records it;
+  stats the activator pushes are recorded as they come;
+* every 2 seconds — and at once when a stat pokes a revision that is at zero — it runs
+  ``RevisionAutoscaler.decide``, sets the desired scale on the actuator when the decision says to
+  apply it, and tells its listeners when the revision flips between serve and proxy mode.
+
+Nothing here decides anything: sampling, extrapolation, windows, the KPA and scale-to-zero
+sequencing are all the core's. What the shell adds is failure handling — a failed scrape records
+nothing (the revision keeps its last good decision, as in Knative), an exception in one revision's
+loop is logged and the loop goes on — and the Prometheus view of it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from autoscaler.actuator import Actuator, PodInfo, RevisionRef, ready_pods
+from autoscaler.collection import PodInfo as ScrapePod
+from autoscaler.collection import extrapolate, sample_size, scrape_order
+from autoscaler.lifecycle import PROXY
+from autoscaler.revision import RevisionAutoscaler, RevisionSettings, ScaleDecision
+from autoscaler.stat import Stat, StatError
+
+log = logging.getLogger("kpa.autoscaler")
+
+SCRAPE_INTERVAL = 1.0  # Knative's scrapeTickInterval
+DECIDE_INTERVAL = 2.0  # Knative's tickInterval
+SCRAPE_TIMEOUT = 3.0  # Knative's scraper HTTP timeout
+
+ModeListener = Callable[[RevisionRef, str], None]
+
+
+class ScrapeError(Exception):
+    """No revision-wide stat this tick; the message says which pods failed and how."""
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionStatus:
+    """What `kpa status` shows for one revision."""
+
+    namespace: str
+    name: str
+    desired_pods: int  # what the actuator was last told
+    want: int  # the reconciler's latest wish (-1 unknown)
+    ready_pods: int
+    pods: int
+    mode: str
+    state: str
+    panicking: bool
+    stable_concurrency: float
+    panic_concurrency: float
+    excess_burst_capacity: int
+    target: float
+    reason: str
+    scrape_error: str | None
+    pod_failure: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {field: getattr(self, field) for field in self.__dataclass_fields__}
+
+
+def parse_stat_push(doc: Any) -> list[tuple[RevisionRef, Stat]]:
+    """Read the activator's push body, ``[{namespace, revision, stat}, ...]``; raises StatError."""
+    if not isinstance(doc, list):
+        raise StatError(
+            f"stat push must be a JSON list of {{namespace, revision, stat}}, got {type(doc).__name__}"
+        )
+    entries = []
+    for index, item in enumerate(doc):
+        if not isinstance(item, dict) or set(item) != {"namespace", "revision", "stat"}:
+            raise StatError(f"stat push [{index}]: must be an object with exactly namespace, revision, stat")
+        namespace, revision = item["namespace"], item["revision"]
+        if not isinstance(namespace, str) or not isinstance(revision, str) or not revision:
+            raise StatError(f"stat push [{index}]: namespace and revision must be strings")
+        try:
+            stat = Stat.from_json(item["stat"])
+        except StatError as exc:
+            raise StatError(f"stat push [{index}]: {exc}") from None
+        entries.append((RevisionRef(namespace, revision), stat))
+    return entries
+
+
+class _Revision:
+    def __init__(self, ref: RevisionRef, settings: RevisionSettings, now: float, ready: int) -> None:
+        self.ref = ref
+        self.settings = settings
+        self.core = RevisionAutoscaler(settings, now, ready)
+        self.mode = self.core.mode
+        self.poke = asyncio.Event()
+        self.last: ScaleDecision | None = None
+        self.scrape_error: str | None = None
+        self.scrape_failures = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+
+class AutoscalerService:
+    """Scrape, record, decide and actuate for a set of revisions; see the module docstring."""
+
+    def __init__(
+        self,
+        actuator: Actuator,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        scrape_interval: float = SCRAPE_INTERVAL,
+        decide_interval: float = DECIDE_INTERVAL,
+        scrape_timeout: float = SCRAPE_TIMEOUT,
+    ) -> None:
+        self.actuator = actuator
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.scrape_interval = scrape_interval
+        self.decide_interval = decide_interval
+        self.scrape_timeout = scrape_timeout
+        self._revisions: dict[RevisionRef, _Revision] = {}
+        self._mode_listeners: list[ModeListener] = []
+        self._http: httpx.AsyncClient | None = None
+        self._running = False
+        self.stats_received = 0
+        self.stats_rejected = 0
+        actuator.subscribe(self._pods_changed)
+
+    # ---- configuration ----------------------------------------------------------------------------
+
+    def add_revision(self, ref: RevisionRef, settings: RevisionSettings) -> None:
+        if ref in self._revisions:
+            self._revisions[ref].core.update(settings, self.clock())
+            self._revisions[ref].settings = settings
+            return
+        ready = len(ready_pods(self.actuator.pods(ref)))
+        revision = self._revisions[ref] = _Revision(ref, settings, self.clock(), ready)
+        if self._running:
+            self._start_loops(revision)
+
+    def on_mode_change(self, listener: ModeListener) -> None:
+        """``listener(revision, "serve" | "proxy")`` after each flip (and once per revision at start)."""
+        self._mode_listeners.append(listener)
+
+    def mode(self, ref: RevisionRef) -> str:
+        return self._revisions[ref].mode
+
+    def revisions(self) -> list[RevisionRef]:
+        return sorted(self._revisions)
+
+    # ---- stats in ---------------------------------------------------------------------------------
+
+    def record_pushed(self, entries: Iterable[tuple[RevisionRef, Stat]]) -> None:
+        """Record stats the activator pushed; unknown revisions are counted and skipped."""
+        now = self.clock()
+        for ref, stat in entries:
+            revision = self._revisions.get(ref)
+            if revision is None:
+                self.stats_rejected += 1
+                continue
+            self.stats_received += 1
+            at = stat.timestamp or now
+            if revision.core.record(stat.with_timestamp(at), at):
+                revision.poke.set()
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._http = httpx.AsyncClient(timeout=self.scrape_timeout)
+        self._running = True
+        for revision in self._revisions.values():
+            self._start_loops(revision)
+
+    async def close(self) -> None:
+        self._running = False
+        tasks = [t for r in self._revisions.values() for t in r.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+
+    def _start_loops(self, revision: _Revision) -> None:
+        for listener in self._mode_listeners:
+            listener(revision.ref, revision.mode)
+        revision.tasks = [
+            asyncio.create_task(self._scrape_loop(revision), name=f"scrape {revision.ref}"),
+            asyncio.create_task(self._decide_loop(revision), name=f"decide {revision.ref}"),
+        ]
+
+    def _pods_changed(self, ref: RevisionRef, pods: Sequence[PodInfo]) -> None:
+        # Knative reconciles the PodAutoscaler when endpoints change: serve mode can begin as soon
+        # as a pod is ready, not at the next tick.
+        revision = self._revisions.get(ref)
+        if revision is not None:
+            revision.poke.set()
+
+    # ---- scraping ---------------------------------------------------------------------------------
+
+    async def _scrape_loop(self, revision: _Revision) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            next_tick += self.scrape_interval
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            try:
+                await self._scrape_once(revision)
+            except ScrapeError as exc:
+                revision.scrape_failures += 1
+                if revision.scrape_error != str(exc):
+                    log.warning("%s: scrape failed, nothing recorded this tick: %s", revision.ref, exc)
+                revision.scrape_error = str(exc)
+            except Exception:
+                log.exception("%s: scrape tick failed", revision.ref)
+
+    async def _scrape_once(self, revision: _Revision) -> None:
+        if not revision.settings.has_scrape_target:
+            return  # target-burst-capacity -1: only the activator's stats count
+        pods = ready_pods(self.actuator.pods(revision.ref))
+        if not pods:
+            revision.scrape_error = None
+            return
+        stat = await self.scrape(pods, revision.settings.stable_window)
+        now = self.clock()
+        revision.scrape_error = None
+        if revision.core.record(stat.with_timestamp(now), now):
+            revision.poke.set()
+
+    async def scrape(self, pods: Sequence[PodInfo], stable_window: float) -> Stat:
+        """One revision-wide stat from a sample of ``pods``, as Knative's stats scraper makes it.
+
+        ``sample_size`` workers run in parallel, each taking the next pod in ``scrape_order`` until
+        one answers; if any worker runs out of pods there is no stat (errPodsExhausted).
+        """
+        now = self.clock()
+        by_name = {p.name: p for p in pods}
+        order = iter(
+            scrape_order([ScrapePod(p.name, p.started_at) for p in pods], stable_window, now, self.rng)
+        )
+        errors: list[str] = []
+
+        async def worker() -> Stat | None:
+            for name in order:
+                try:
+                    return await self._fetch(by_name[name])
+                except (httpx.HTTPError, StatError, ValueError) as exc:
+                    errors.append(f"{name}: {_describe(exc)}")
+            return None
+
+        results = await asyncio.gather(*(worker() for _ in range(sample_size(len(pods)))))
+        stats = [s for s in results if s is not None]
+        if len(stats) < len(results):
+            raise ScrapeError(f"{len(stats)} of {len(results)} sampled pods answered ({'; '.join(errors)})")
+        return extrapolate(stats, len(pods))
+
+    async def _fetch(self, pod: PodInfo) -> Stat:
+        assert self._http is not None
+        answer = await self._http.get(pod.stats_url)
+        if answer.status_code != 200:
+            raise ValueError(f"HTTP {answer.status_code}")
+        return Stat.from_json(answer.json())
+
+    # ---- deciding ---------------------------------------------------------------------------------
+
+    async def _decide_loop(self, revision: _Revision) -> None:
+        timeout = self.decide_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(revision.poke.wait(), timeout)
+            revision.poke.clear()
+            try:
+                decision = self.decide_now(revision.ref)
+            except Exception:
+                log.exception("%s: decision failed; keeping the previous one", revision.ref)
+                timeout = self.decide_interval
+                continue
+            requeue = decision.requeue_after
+            timeout = (
+                min(self.decide_interval, requeue)
+                if requeue is not None and requeue > 0
+                else self.decide_interval
+            )
+
+    def decide_now(self, ref: RevisionRef) -> ScaleDecision:
+        """One decision for ``ref``: actuate and flip the mode if it says so."""
+        revision = self._revisions[ref]
+        now = self.clock()
+        ready = len(ready_pods(self.actuator.pods(ref)))
+        decision = revision.core.decide(now, ready, activator_in_path=revision.mode == PROXY)
+        previous = revision.last
+        revision.last = decision
+        if decision.apply and decision.desired_pods >= 0:
+            self.actuator.set_desired_scale(ref, decision.desired_pods)
+        if previous is None or (previous.state, previous.reason) != (decision.state, decision.reason):
+            log.info(
+                "%s: %s, want %d, ready %d, %s (%s)",
+                ref,
+                decision.state,
+                decision.desired_pods,
+                ready,
+                decision.mode,
+                decision.reason,
+            )
+        if decision.mode != revision.mode:
+            revision.mode = decision.mode
+            log.info("%s: mode -> %s", ref, decision.mode)
+            for listener in self._mode_listeners:
+                try:
+                    listener(ref, decision.mode)
+                except Exception:
+                    log.exception("mode listener failed")
+        return decision
+
+    # ---- views ------------------------------------------------------------------------------------
+
+    def status(self) -> list[RevisionStatus]:
+        rows = []
+        for ref in self.revisions():
+            revision = self._revisions[ref]
+            pods = self.actuator.pods(ref)
+            last = revision.last
+            failure = getattr(self.actuator, "last_failure", lambda _ref: None)(ref)
+            rows.append(
+                RevisionStatus(
+                    namespace=ref.namespace,
+                    name=ref.name,
+                    desired_pods=self.actuator.desired_scale(ref),
+                    want=last.desired_pods if last else -1,
+                    ready_pods=len(ready_pods(pods)),
+                    pods=len(pods),
+                    mode=revision.mode,
+                    state=revision.core.state,
+                    panicking=revision.core.panicking,
+                    stable_concurrency=round(last.stable, 3) if last else 0.0,
+                    panic_concurrency=round(last.panic, 3) if last else 0.0,
+                    excess_burst_capacity=revision.core.excess_burst_capacity,
+                    target=revision.settings.spec.target_value,
+                    reason=last.reason if last else "starting",
+                    scrape_error=revision.scrape_error,
+                    pod_failure=f"{failure.pod} {failure.reason}" if failure else None,
+                )
+            )
+        return rows
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition, with Knative's autoscaler metric names."""
+        families = [
+            ("autoscaler_desired_pods", "gauge", "Pods the autoscaler wants", lambda s: s.want),
+            (
+                "autoscaler_requested_pods",
+                "gauge",
+                "Pods requested from the actuator",
+                lambda s: s.desired_pods,
+            ),
+            ("autoscaler_ready_pods", "gauge", "Ready pods", lambda s: s.ready_pods),
+            ("autoscaler_actual_pods", "gauge", "Pods that exist (ready or not)", lambda s: s.pods),
+            (
+                "autoscaler_panic_mode",
+                "gauge",
+                "1 while the revision is in panic mode",
+                lambda s: int(s.panicking),
+            ),
+            (
+                "autoscaler_stable_request_concurrency",
+                "gauge",
+                "Average concurrency over the stable window",
+                lambda s: s.stable_concurrency,
+            ),
+            (
+                "autoscaler_panic_request_concurrency",
+                "gauge",
+                "Average concurrency over the panic window",
+                lambda s: s.panic_concurrency,
+            ),
+            (
+                "autoscaler_target_concurrency_per_pod",
+                "gauge",
+                "Target concurrency per pod",
+                lambda s: s.target,
+            ),
+            (
+                "autoscaler_excess_burst_capacity",
+                "gauge",
+                "Excess burst capacity",
+                lambda s: s.excess_burst_capacity,
+            ),
+            ("autoscaler_activator_in_path", "gauge", "1 in proxy mode", lambda s: int(s.mode == PROXY)),
+        ]
+        rows = self.status()
+        lines: list[str] = []
+        for name, kind, help_text, value in families:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+            lines += [f'{name}{{namespace="{s.namespace}",revision="{s.name}"}} {value(s)}' for s in rows]
+        lines += [
+            "# HELP autoscaler_scrape_failures_total Scrape ticks that recorded nothing",
+            "# TYPE autoscaler_scrape_failures_total counter",
+        ]
+        lines += [
+            f'autoscaler_scrape_failures_total{{namespace="{r.ref.namespace}",revision="{r.ref.name}"}} '
+            f"{r.scrape_failures}"
+            for r in (self._revisions[ref] for ref in self.revisions())
+        ]
+        lines += [
+            "# HELP autoscaler_stats_received_total Stats pushed by the activator",
+            "# TYPE autoscaler_stats_received_total counter",
+            f"autoscaler_stats_received_total {self.stats_received}",
+            "# HELP autoscaler_stats_rejected_total Pushed stats for unknown revisions",
+            "# TYPE autoscaler_stats_rejected_total counter",
+            f"autoscaler_stats_rejected_total {self.stats_rejected}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,134 @@
+"""`kpa status`: the per-revision scaling table of a running `kpa up`, read from its admin port.
+
+The same table is `kpa up`'s live view, so what you see in either place means the same thing:
+desired and ready pods, serve/proxy mode, panic, the stable and panic concurrency the KPA is
+acting on, excess burst capacity, and the PodAutoscaler's Active state with the reason for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
+
+
+def status_table(doc: Mapping[str, Any]):
+    """A rich Table of the revisions in a `/status` document."""
+    from rich.table import Table
+
+    table = Table(title=_title(doc), title_justify="left", expand=False)
+    for column, justify in (
+        ("revision", "left"),
+        ("desired", "right"),
+        ("ready", "right"),
+        ("mode", "left"),
+        ("panic", "left"),
+        ("stable c", "right"),
+        ("panic c", "right"),
+        ("target/pod", "right"),
+        ("EBC", "right"),
+        ("state", "left"),
+        ("why", "left"),
+    ):
+        table.add_column(column, justify=justify, no_wrap=column != "why")
+    for row in doc.get("revisions", []):
+        mode = row["mode"]
+        table.add_row(
+            row["name"] if row["namespace"] == "default" else f"{row['namespace']}/{row['name']}",
+            str(row["desired_pods"]),
+            f"{row['ready_pods']}/{row['pods']}",
+            f"[cyan]{mode}[/]" if mode == "proxy" else f"[green]{mode}[/]",
+            "[bold red]PANIC[/]" if row["panicking"] else "-",
+            f"{row['stable_concurrency']:.2f}",
+            f"{row['panic_concurrency']:.2f}",
+            f"{row['target']:g}",
+            str(row["excess_burst_capacity"]),
+            row["state"],
+            _why(row),
+        )
+    return table
+
+
+def _title(doc: Mapping[str, Any]) -> str:
+    entry = doc.get("entry")
+    uptime = doc.get("uptime_s")
+    parts = ["kpa up"]
+    if entry:
+        parts.append(f"entry {entry}")
+    if uptime is not None:
+        parts.append(f"up {uptime:.0f}s")
+    return " · ".join(parts)
+
+
+def _why(row: Mapping[str, Any]) -> str:
+    notes = [row["reason"]]
+    if row.get("scrape_error"):
+        notes.append(f"[yellow]scrape: {row['scrape_error']}[/]")
+    if row.get("pod_failure"):
+        notes.append(f"[red]pod {row['pod_failure']}[/]")
+    return "\n".join(notes)
+
+
+def fetch_status(url: str, timeout: float = 3.0) -> dict[str, Any]:
+    import httpx
+
+    answer = httpx.get(url.rstrip("/") + "/status", timeout=timeout)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", default=DEFAULT_ADMIN_URL, help=f"admin address of `kpa up` (default {DEFAULT_ADMIN_URL})"
+    )
+    parser.add_argument("--json", action="store_true", help="print the raw status document")
+    parser.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
+
+
+def run(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+
+    def get() -> dict[str, Any] | None:
+        try:
+            return fetch_status(args.url)
+        except (httpx.HTTPError, ValueError) as exc:
+            print(f"kpa status: cannot read {args.url}/status: {exc} (is `kpa up` running?)", file=sys.stderr)
+            return None
+
+    doc = get()
+    if doc is None:
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    if not args.watch:
+        console.print(status_table(doc))
+        return 0
+    try:
+        with Live(status_table(doc), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(args.watch)
+                doc = get()
+                if doc is None:
+                    return 1
+                live.update(status_table(doc))
+    except KeyboardInterrupt:
+        return 0
+
+
+def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One log line per revision, for `kpa up --no-live`."""
+    return "; ".join(
+        f"{r['name']}: {r['ready_pods']}/{r['desired_pods']} ready, {r['mode']}, "
+        f"c={r['stable_concurrency']:.1f}/{r['panic_concurrency']:.1f}{' PANIC' if r['panicking'] else ''}"
+        for r in rows
+    )

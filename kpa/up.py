@@ -1,0 +1,414 @@
+"""`kpa up CONFIG.yaml`: the embedded local stack — autoscaler, activator and an entry point in one
+process, pods as local processes.
+
+    kpa up examples/stack/hello.yaml [--port 8080] [--admin-port 8081] [--no-live]
+
+One entry address serves every revision. A request picks its revision by ``Host`` (``hello``,
+``hello.default`` or ``hello.default.svc.cluster.local``, as the activator reads it) or by a path
+prefix, ``/r/hello/...`` (the prefix is stripped before the request goes on). Then, like a Knative
+ServerlessService:
+
+* **proxy mode** (no pod, or not enough burst capacity): the request goes through the embedded
+  activator, which holds it until a pod is ready and throttles to the pods' capacity;
+* **serve mode**: it goes straight to a ready pod's queue-proxy, round robin.
+
+The autoscaler service flips the mode; the entry follows at once. The admin port answers
+``GET /status`` (JSON, what `kpa status` shows), ``GET /metrics`` (Prometheus text of the
+autoscaler and the activator) and ``POST /stats`` (stats pushed by an external activator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from activator.config import RevisionConfig, RevisionKey
+from activator.routing import RevisionRouter, RouteMiss
+from activator.server import Activator
+from activator.sinks import CallbackStatSink, RevisionStat
+from autoscaler.actuator import PodInfo, RevisionRef, ready_pods
+from autoscaler.lifecycle import SERVE
+from autoscaler.local_actuator import LocalActuator, PodTemplate
+from autoscaler.service import AutoscalerService, parse_stat_push
+from autoscaler.stat import StatError
+from kpa.stack import RevisionSpec, StackConfig, StackConfigError, load_stack
+from queueproxy.http11 import HttpServer, Limits, Request, Response
+from queueproxy.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
+
+log = logging.getLogger("kpa.up")
+
+DEFAULT_PORT = 8080
+DEFAULT_ADMIN_PORT = 8081
+PATH_PREFIX = b"/r/"
+_JSON = b"application/json"
+_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def pod_template(spec: RevisionSpec) -> PodTemplate:
+    return PodTemplate(
+        revision=RevisionRef(spec.namespace, spec.name),
+        command=spec.command,
+        port_env=spec.port_env,
+        env=dict(spec.env),
+        workdir=spec.workdir,
+        container_concurrency=spec.container_concurrency,
+        timeout_seconds=spec.timeout_seconds,
+        response_start_timeout_seconds=spec.response_start_timeout_seconds,
+        idle_timeout_seconds=spec.idle_timeout_seconds,
+        startup_timeout=spec.startup_timeout_seconds,
+        readiness_probe=spec.readiness_probe,
+    )
+
+
+class _Backends:
+    """Where serve mode sends a revision's requests: its ready pods, round robin."""
+
+    def __init__(self) -> None:
+        self.mode = "proxy"
+        self.pools: dict[str, UpstreamPool] = {}
+        self._turn = itertools.count()
+
+    def set_pods(self, addresses: Sequence[str], max_idle: int) -> None:
+        for address in set(self.pools) - set(addresses):
+            self.pools.pop(address).close()
+        for address in addresses:
+            if address not in self.pools:
+                host, _, port = address.rpartition(":")
+                self.pools[address] = UpstreamPool(host, int(port), max_idle=max_idle)
+
+    def candidates(self) -> list[UpstreamPool]:
+        """Pools in the order to try them: the next in turn first, then the others."""
+        pools = list(self.pools.values())
+        if not pools:
+            return []
+        start = next(self._turn) % len(pools)
+        return pools[start:] + pools[:start]
+
+
+class Entry:
+    """The stack's front door: route by Host or ``/r/<revision>/``, then activator or pods."""
+
+    def __init__(
+        self, activator: Activator, refs: Sequence[RevisionRef], max_idle: dict[RevisionRef, int]
+    ) -> None:
+        self.activator = activator
+        self.router = RevisionRouter(RevisionKey(r.namespace, r.name) for r in refs)
+        self.backends = {RevisionKey(r.namespace, r.name): _Backends() for r in refs}
+        self.max_idle = {RevisionKey(r.namespace, r.name): n for r, n in max_idle.items()}
+        self.served_direct = 0
+        self.served_proxied = 0
+
+    def set_mode(self, ref: RevisionRef, mode: str) -> None:
+        self.backends[RevisionKey(ref.namespace, ref.name)].mode = mode
+
+    def set_ready_pods(self, ref: RevisionRef, pods: Sequence[PodInfo]) -> None:
+        key = RevisionKey(ref.namespace, ref.name)
+        self.backends[key].set_pods([p.address for p in pods], self.max_idle[key])
+
+    async def handle(self, request: Request, response: Response) -> None:
+        routed = self._route(request)
+        if isinstance(routed, RouteMiss):
+            body = (
+                f"{routed.reason}\nkpa up routes by Host (e.g. curl -H 'Host: <revision>' ...) "
+                f"or by path prefix /r/<revision>/...\n"
+            )
+            response.send(404, body.encode())
+            return
+        key, request = routed
+        backends = self.backends[key]
+        if backends.mode == SERVE:
+            for pool in backends.candidates():
+                try:
+                    await pool.forward(request, response)
+                    self.served_direct += 1
+                    return
+                except UpstreamConnectError:
+                    continue  # nothing was sent: try the next pod, then the activator
+                except UpstreamError as exc:
+                    _fail(response, 502, f"kpa up: pod {pool.address} of {key} failed: {exc}")
+                    return
+        self.served_proxied += 1
+        await self.activator.handle(request, response)
+
+    def _route(self, request: Request) -> tuple[RevisionKey, Request] | RouteMiss:
+        target = request.target
+        if target.startswith(PATH_PREFIX):
+            name, slash, rest = target[len(PATH_PREFIX) :].partition(b"/")
+            revision, _, namespace = name.decode("latin-1").partition(".")
+            routed = self.router.route(None, revision, namespace or None)
+            if isinstance(routed, RouteMiss):
+                return routed
+            headers = [
+                *request.headers,
+                (b"knative-serving-revision", routed.name.encode()),
+                (b"knative-serving-namespace", routed.namespace.encode()),
+            ]
+            new_target = b"/" + rest if slash else b"/"
+            rewritten = Request(
+                request.method,
+                new_target,
+                headers,
+                request.http_version,
+                request.keep_alive,
+                request.client,
+                request.body,
+            )
+            return routed, rewritten
+        host = request.header(b"host")
+        routed = self.router.route(
+            host.decode("latin-1") if host is not None else None,
+            _text(request.header(b"knative-serving-revision")),
+            _text(request.header(b"knative-serving-namespace")),
+        )
+        return routed if isinstance(routed, RouteMiss) else (routed, request)
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+def _fail(response: Response, status: int, message: str) -> None:
+    if response.started:
+        if not response.finished:
+            response.abort()
+    else:
+        response.keep_alive = False
+        response.send(status, (message + "\n").encode())
+
+
+class LocalStack:
+    """Everything `kpa up` runs, usable in-process (tests, benchmarks) as well as from the CLI."""
+
+    def __init__(
+        self,
+        stack: StackConfig,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        admin_port: int = DEFAULT_ADMIN_PORT,
+        log_dir: str | Path | None = None,
+    ) -> None:
+        self.stack = stack
+        self.host = host
+        self.port = port
+        self.admin_port = admin_port
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="kpa-up-"))
+        self.refs = [RevisionRef(s.namespace, s.name) for s in stack.revisions]
+        self.actuator = LocalActuator([pod_template(s) for s in stack.revisions], self.log_dir)
+        self.activator = Activator(
+            pod_name="kpa-up-activator", stat_sink=CallbackStatSink(self._activator_stats)
+        )
+        self.service = AutoscalerService(self.actuator)
+        max_idle = {RevisionRef(s.namespace, s.name): s.container_concurrency or 100 for s in stack.revisions}
+        self.entry = Entry(self.activator, self.refs, max_idle)
+        self._servers: list[HttpServer] = []
+        self.started_at = time.time()
+        self.entry_url = ""
+        self.admin_url = ""
+
+    async def start(self) -> None:
+        for spec, ref in zip(self.stack.revisions, self.refs, strict=True):
+            self.activator.set_revision(
+                RevisionConfig(
+                    spec.name, spec.namespace, spec.container_concurrency, float(spec.timeout_seconds)
+                )
+            )
+            self.service.add_revision(ref, spec.settings)
+        self.actuator.subscribe(self._pods_changed)
+        self.service.on_mode_change(self.entry.set_mode)
+        await self.activator.start(port=None)  # reporting only: the entry calls its handler directly
+        entry = HttpServer(self.entry.handle, limits=Limits(cancel_on_client_eof=True), name="entry")
+        _, port = await entry.start(self.host, self.port)
+        self._servers.append(entry)
+        admin = HttpServer(self._admin, name="admin")
+        _, admin_port = await admin.start(self.host, self.admin_port)
+        self._servers.append(admin)
+        self.entry_url = f"http://{self.host}:{port}"
+        self.admin_url = f"http://{self.host}:{admin_port}"
+        await self.actuator.start()
+        await self.service.start()
+        for spec, ref in zip(self.stack.revisions, self.refs, strict=True):
+            # The Deployment's replicas at creation: the initial scale (Knative's default is 1).
+            self.actuator.set_desired_scale(ref, spec.settings.initial_scale)
+        self.started_at = time.time()
+
+    async def stop(self) -> None:
+        """Stop serving (held requests get 503), stop deciding, then stop every pod."""
+        for server in self._servers:
+            server.stop_accepting()
+        await self.service.close()
+        await self.activator.stop(grace=2.0)
+        await asyncio.gather(*(server.shutdown(2.0) for server in self._servers))
+        await self.actuator.close()
+        for backends in self.entry.backends.values():
+            backends.set_pods([], 0)
+
+    def _pods_changed(self, ref: RevisionRef, pods: Sequence[PodInfo]) -> None:
+        key = RevisionKey(ref.namespace, ref.name)
+        self.activator.set_endpoints(key, [p.address for p in pods])  # it probes the new ones itself
+        self.entry.set_ready_pods(ref, ready_pods(pods))
+
+    def _activator_stats(self, stats: Sequence[RevisionStat]) -> None:
+        self.service.record_pushed((RevisionRef(s.namespace, s.revision), s.stat) for s in stats)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "entry": self.entry_url,
+            "admin": self.admin_url,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "time": time.time(),
+            "log_dir": str(self.log_dir),
+            "revisions": [row.to_json() for row in self.service.status()],
+            "activator": [self.activator.revision_status(k) for k in self.activator.revisions()],
+            "served": {"direct": self.entry.served_direct, "via_activator": self.entry.served_proxied},
+        }
+
+    async def _admin(self, request: Request, response: Response) -> None:
+        path, method = request.path, request.method
+        if path == "/status" and method == b"GET":
+            response.send(200, json.dumps(self.status()).encode(), content_type=_JSON)
+        elif path == "/metrics" and method == b"GET":
+            text = self.service.metrics_text() + self.activator.metrics_text()
+            response.send(200, text.encode(), content_type=_TEXT)
+        elif path == "/stats" and method == b"POST":
+            try:
+                entries = parse_stat_push(json.loads(await request.body.read_all(1 << 20)))
+            except (ValueError, StatError) as exc:
+                response.send(400, json.dumps({"error": str(exc)}).encode(), content_type=_JSON)
+                return
+            self.service.record_pushed(entries)
+            response.send(200, json.dumps({"accepted": len(entries)}).encode(), content_type=_JSON)
+        elif path == "/healthz":
+            response.send(200, b"ok\n")
+        else:
+            response.send(404, b"not found; the admin port serves GET /status, GET /metrics, POST /stats\n")
+
+
+# ---- CLI --------------------------------------------------------------------------------------------
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="stack file (YAML), see docs/local-stack.md")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"entry port (default {DEFAULT_PORT}; 0 = any)"
+    )
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=DEFAULT_ADMIN_PORT,
+        help=f"status/metrics port (default {DEFAULT_ADMIN_PORT}; 0 = any)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--no-live", action="store_true", help="log lines instead of the live table")
+    parser.add_argument("--log-dir", help="where pod output goes (default: a new temporary directory)")
+    parser.add_argument("--ready-file", help="write {entry, admin, pid} as JSON here once listening")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        stack_config = load_stack(args.config)
+    except StackConfigError as exc:
+        print(f"kpa up: {exc}", file=sys.stderr)
+        return 2
+    import uvloop
+
+    try:
+        return uvloop.run(_main(args, stack_config))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _main(args: argparse.Namespace, stack_config: StackConfig) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=args.no_live)
+    _setup_logging(args, console)
+    stack = LocalStack(
+        stack_config, host=args.host, port=args.port, admin_port=args.admin_port, log_dir=args.log_dir
+    )
+    atexit.register(stack.actuator.kill_all)  # if anything below dies unexpectedly, no pod survives us
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await stack.start()
+        except OSError as exc:
+            console.print(f"kpa up: cannot start: {exc}")
+            return 1
+        names = ", ".join(r.name for r in stack.refs)
+        console.print(
+            f"kpa up: entry [bold]{stack.entry_url}[/] (revisions: {names}) — pick one with "
+            f"Host: <revision> or the path prefix /r/<revision>/\n"
+            f"        admin {stack.admin_url} (/status, /metrics); pod logs in {stack.log_dir}"
+        )
+        if args.ready_file:
+            Path(args.ready_file).write_text(
+                json.dumps({"entry": stack.entry_url, "admin": stack.admin_url, "pid": os.getpid()}) + "\n"
+            )
+        if args.no_live:
+            await _log_until(stop, stack)
+        else:
+            await _live_until(stop, stack, console)
+    finally:
+        log.info("stopping: draining requests and stopping pods")
+        await stack.stop()
+        atexit.unregister(stack.actuator.kill_all)
+    console.print("kpa up: stopped; no pods left running")
+    return 0
+
+
+def _setup_logging(args: argparse.Namespace, console) -> None:
+    level = args.log_level.upper()
+    if args.no_live:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+        )
+    else:
+        from rich.logging import RichHandler
+
+        logging.basicConfig(
+            level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+        )
+    for noisy in ("httpx", "httpcore", "activator.server"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _log_until(stop: asyncio.Event, stack: LocalStack) -> None:
+    from kpa.status import summarize_rows
+
+    last = ""
+    while not stop.is_set():
+        line = summarize_rows(stack.status()["revisions"])
+        if line != last:
+            log.info("%s", line)
+            last = line
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _live_until(stop: asyncio.Event, stack: LocalStack, console) -> None:
+    from rich.live import Live
+
+    from kpa.status import status_table
+
+    with Live(status_table(stack.status()), console=console, refresh_per_second=4) as live:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            live.update(status_table(stack.status()))
