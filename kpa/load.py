@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httptools
@@ -103,8 +103,10 @@ def parse_phase(text: str) -> list[Phase]:
     if kind not in arity:
         raise PhaseError(f"phase {text!r}: unknown kind {kind!r}; forms: {PHASE_FORMS}")
     if len(parts) not in arity[kind]:
-        raise PhaseError(f"phase {text!r}: {kind} takes {' or '.join(map(str, arity[kind]))} value(s); "
-                         f"forms: {PHASE_FORMS}")
+        raise PhaseError(
+            f"phase {text!r}: {kind} takes {' or '.join(map(str, arity[kind]))} value(s); "
+            f"forms: {PHASE_FORMS}"
+        )
     match kind:
         case "idle":
             return [Phase("idle", _number(parts[0], "SECONDS", text))]
@@ -213,6 +215,15 @@ class Target:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
 
 
+COLD_START_HEADER = b"x-kpa-cold-start"  # set by the activator: did the request wait for a pod to start?
+
+
+class Reply(NamedTuple):
+    status: int  # 0 when no response came
+    error: str = ""
+    cold: bool = False
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection carrying one request at a time."""
 
@@ -223,6 +234,7 @@ class _Connection(asyncio.Protocol):
         self.received = False
         self.closed = False
         self.reusable = False
+        self.cold = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -233,6 +245,10 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(f"bad response: {exc}")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == COLD_START_HEADER:
+            self.cold = value.strip().lower() == b"true"
 
     def on_message_complete(self) -> None:
         self.reusable = self.parser.should_keep_alive()
@@ -254,6 +270,7 @@ class _Connection(asyncio.Protocol):
         self.waiter = asyncio.get_running_loop().create_future()
         self.received = False
         self.reusable = False
+        self.cold = False
         self.parser = httptools.HttpResponseParser(self)
         assert self.transport is not None
         self.transport.write(payload)
@@ -279,17 +296,17 @@ class Client:
         _, conn = await loop.create_connection(_Connection, self.target.host, self.target.port)
         return conn
 
-    async def request(self) -> tuple[int, str]:
-        """Send the target request once; returns (status, "") or (0, error text)."""
+    async def request(self) -> Reply:
+        """Send the target request once; a failure is a Reply with status 0 and the error's name."""
         async with self.slots:
             try:
-                return await asyncio.wait_for(self._exchange(), self.timeout), ""
+                return await asyncio.wait_for(self._exchange(), self.timeout)
             except TimeoutError:
-                return 0, "timeout"
+                return Reply(0, "timeout")
             except OSError as exc:
-                return 0, _error_name(exc)
+                return Reply(0, _error_name(exc))
 
-    async def _exchange(self) -> int:
+    async def _exchange(self) -> Reply:
         while self.idle:
             conn = self.idle.pop()
             if conn.closed:
@@ -299,9 +316,9 @@ class Client:
             except ConnectionError:
                 if conn.received:
                     raise
-                continue  # the server closed an idle pooled socket: retry once on another
+                continue  # the server closed an idle pooled socket: retry on another
             self._give_back(conn)
-            return status
+            return Reply(status, "", conn.cold)
         conn = await self._connect()
         try:
             status = await conn.send(self.payload)
@@ -309,7 +326,7 @@ class Client:
             conn.close()
             raise
         self._give_back(conn)
-        return status
+        return Reply(status, "", conn.cold)
 
     def _give_back(self, conn: _Connection) -> None:
         if conn.reusable and not conn.closed:
@@ -340,6 +357,7 @@ class Record:
     status: int  # 0 when no response
     error: str
     phase: int
+    cold: bool = False  # the activator held it while a pod started
 
 
 @dataclass
@@ -357,6 +375,7 @@ class LoadResult:
             "ok": ok,
             "failed": len(self.records) - ok,
             "outcomes": dict(sorted(outcomes.items())),
+            "cold_start_requests": sum(1 for r in self.records if r.cold),
             "duration_s": round(self.duration, 3),
             "throughput_rps": round(len(self.records) / self.duration, 2) if self.duration else 0.0,
             "latency_ms": {
@@ -369,8 +388,14 @@ class LoadResult:
         doc: dict[str, Any] = {"phases": [p.label for p in self.phases], "summary": self.summary()}
         if with_records:
             doc["records"] = [
-                {"sent_at": round(r.sent_at, 4), "latency": round(r.latency, 5), "status": r.status,
-                 "error": r.error, "phase": r.phase}
+                {
+                    "sent_at": round(r.sent_at, 4),
+                    "latency": round(r.latency, 5),
+                    "status": r.status,
+                    "error": r.error,
+                    "phase": r.phase,
+                    "cold": r.cold,
+                }
                 for r in self.records
             ]
         return doc
@@ -414,11 +439,11 @@ async def run_load(
 
     async def one(scheduled: float, index: int) -> None:
         progress.sent += 1
-        status, error = await client.request()
-        record = Record(scheduled - start, clock() - scheduled, status, error, index)
+        reply = await client.request()
+        record = Record(scheduled - start, clock() - scheduled, reply.status, reply.error, index, reply.cold)
         result.records.append(record)
         progress.done += 1
-        progress.ok += 200 <= status < 300
+        progress.ok += 200 <= reply.status < 300
         if on_record:
             on_record(record)
 
@@ -464,16 +489,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "phases: " + PHASE_FORMS
     parser.add_argument("url", help="http://HOST:PORT/PATH to load (e.g. the address `kpa up` printed)")
     parser.add_argument("--host", help="Host header (selects the revision on a `kpa up` entry)")
-    parser.add_argument("--phase", action="append", default=[], metavar="SPEC",
-                        help="a traffic phase, repeatable, run in order (e.g. idle:10 rate:50:20 burst:200)")
+    parser.add_argument(
+        "--phase",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a traffic phase, repeatable, run in order (e.g. idle:10 rate:50:20 burst:200)",
+    )
     parser.add_argument("--plan", help="YAML file with 'phases:' and optional method/path/host/body/headers")
     parser.add_argument("--method", default=None, help="HTTP method (default GET, or POST with --data)")
     parser.add_argument("--data", help="request body; @FILE reads it from a file")
-    parser.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
-                        help="extra request header, repeatable")
+    parser.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="extra request header, repeatable",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
-    parser.add_argument("--max-connections", type=int, default=512,
-                        help="cap on open connections; requests beyond it wait (and that wait counts)")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=512,
+        help="cap on open connections; requests beyond it wait (and that wait counts)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write results as JSON ('-' for stdout)")
     parser.add_argument("--records", action="store_true", help="include every request in the JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -491,11 +531,23 @@ def _target_from_args(args: argparse.Namespace, plan_options: Mapping[str, Any])
     if body and not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("Content-Type", "application/json"))
     method = args.method or plan_options.get("method") or ("POST" if body else "GET")
-    target = Target.from_url(args.url, method=method, host_header=args.host or plan_options.get("host"),
-                             body=body, headers=tuple((n.strip(), v.strip()) for n, v in headers))
+    target = Target.from_url(
+        args.url,
+        method=method,
+        host_header=args.host or plan_options.get("host"),
+        body=body,
+        headers=tuple((n.strip(), v.strip()) for n, v in headers),
+    )
     if plan_options.get("path") and urlsplit(args.url).path in ("", "/"):
-        target = Target(target.host, target.port, str(plan_options["path"]), target.method,
-                        target.host_header, target.body, target.headers)
+        target = Target(
+            target.host,
+            target.port,
+            str(plan_options["path"]),
+            target.method,
+            target.host_header,
+            target.body,
+            target.headers,
+        )
     return target
 
 
@@ -507,16 +559,24 @@ async def _run_with_progress(client: Client, phases: list[Phase], quiet: bool) -
     total = sum(p.duration for p in phases) or 1.0
     if quiet:
         return await run_load(client, phases, counters)
-    with Bar(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-             TextColumn("{task.fields[stats]}"), transient=False) as bar:
+    with Bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+        transient=False,
+    ) as bar:
         task = bar.add_task("load", total=total, stats="")
         run = asyncio.create_task(run_load(client, phases, counters))
         started = time.monotonic()
         while not run.done():
-            bar.update(task, completed=min(total, time.monotonic() - started),
-                       description=f"[{counters.phase + 1}/{len(phases)}] {phases[counters.phase].label}",
-                       stats=f"sent {counters.sent} ok {counters.ok} "
-                             f"failed {counters.done - counters.ok} in flight {counters.in_flight}")
+            bar.update(
+                task,
+                completed=min(total, time.monotonic() - started),
+                description=f"[{counters.phase + 1}/{len(phases)}] {phases[counters.phase].label}",
+                stats=f"sent {counters.sent} ok {counters.ok} "
+                f"failed {counters.done - counters.ok} in flight {counters.in_flight}",
+            )
             await asyncio.wait([run], timeout=0.2)
         bar.update(task, completed=total)
         return run.result()
@@ -532,6 +592,8 @@ def print_summary(result: LoadResult, out: Any = None) -> None:
     table.add_row("ok (2xx)", str(s["ok"]))
     table.add_row("failed", str(s["failed"]))
     table.add_row("outcomes", ", ".join(f"{k}: {v}" for k, v in s["outcomes"].items()) or "-")
+    if s["cold_start_requests"]:
+        table.add_row("held for a cold start", str(s["cold_start_requests"]))
     lat = s["latency_ms"]
     table.add_row("latency (2xx)", " ".join(f"{k} {v} ms" for k, v in lat.items()) if lat["p50"] else "-")
     Console(file=out or sys.stdout).print(table)
