@@ -113,8 +113,14 @@ def parse_wrk(output: str) -> WrkResult:
     return WrkResult(rps, p50, p99, requests, errors)
 
 
-def run_wrk(url: str, connections: int, duration: float, threads: int = 1) -> WrkResult:
-    """One wrk run; one thread by default, since more would take CPU from the system under test."""
+def run_wrk(
+    url: str, connections: int, duration: float, threads: int = 1, headers: tuple[str, ...] = ()
+) -> WrkResult:
+    """One wrk run; one thread by default, since more would take CPU from the system under test.
+
+    ``headers`` are ``"Name: value"`` strings sent with every request (e.g. a Host to route by)."""
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
+    for header in headers:
+        args += ["-H", header]
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=duration + 30).stdout
     return parse_wrk(out)
