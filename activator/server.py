@@ -46,8 +46,8 @@ RETRY_AFTER_SECONDS = 1
 REPORT_INTERVAL = 1.0
 _PROXIED = (b"k-proxy-request", b"activator")
 _ROUTE_CACHE_SIZE = 4096  # distinct (Host, revision header, namespace header) triples remembered
-_COLD = ((COLD_START_HEADER, b"true"),)
-_WARM = ((COLD_START_HEADER, b"false"),)
+_COLD_START = {cold: (COLD_START_HEADER, b"true" if cold else b"false") for cold in (True, False)}
+_COLD_START_LINE = {cold: b"%s: %s\r\n" % header for cold, header in _COLD_START.items()}
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -88,13 +88,21 @@ class _Revision:
 
 
 class _Annotated:
-    """Forwards an upstream response to the client, adding the activator's own response headers."""
+    """Forwards an upstream response to the client, adding the cold-start header to its head."""
 
-    __slots__ = ("_extra", "_inner")
+    __slots__ = ("_cold", "_inner")
 
-    def __init__(self, inner: Response, extra: tuple[tuple[bytes, bytes], ...]) -> None:
+    def __init__(self, inner: Response, cold: bool) -> None:
         self._inner = inner
-        self._extra = extra
+        self._cold = cold
+
+    @property
+    def accepts_raw(self) -> bool:
+        return self._inner.accepts_raw
+
+    def start_raw(self, status: int, head: bytes) -> None:
+        # ``head`` is a complete head ending in an empty line: add ours just before it.
+        self._inner.start_raw(status, head[:-2] + _COLD_START_LINE[self._cold] + b"\r\n")
 
     @property
     def started(self) -> bool:
@@ -107,7 +115,7 @@ class _Annotated:
     def start(
         self, status: int, headers: Iterable[tuple[bytes, bytes]] = (), content_length: int | None = None
     ) -> None:
-        self._inner.start(status, [*headers, *self._extra], content_length)
+        self._inner.start(status, [*headers, _COLD_START[self._cold]], content_length)
 
     def write(self, data: bytes) -> None:
         self._inner.write(data)
@@ -396,7 +404,7 @@ class Activator:
                 try:
                     return await revision.pool(grant.address).forward(
                         request,
-                        _Annotated(response, _COLD if cold else _WARM),
+                        _Annotated(response, cold),
                         host=grant.address.encode(),
                         add_headers=add_headers,
                     )
