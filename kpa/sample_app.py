@@ -77,8 +77,10 @@ class _HttpConnection(asyncio.Protocol):
             return
         reason = {200: "OK", 400: "Bad Request"}[status]
         close = "" if keep_alive else "Connection: close\r\n"
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\n{close}\r\n").encode()
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n{close}\r\n"
+        ).encode()
         self.transport.write(head + body)
         if not keep_alive:
             self.transport.close()
@@ -104,8 +106,12 @@ async def serve(port: int, delay: float, name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m kpa.sample_app", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument("--delay", type=float, default=float(os.environ.get("SAMPLE_DELAY", "0")),
-                        help="service time per request, seconds")
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=float(os.environ.get("SAMPLE_DELAY", "0")),
+        help="service time per request, seconds",
+    )
     args = parser.parse_args()
     name = os.environ.get("SERVING_POD", f"sample-app:{args.port}")
     asyncio.run(serve(args.port, args.delay, name))

@@ -127,8 +127,12 @@ def test_percentile_is_nearest_rank():
 def test_summary_counts_non_2xx_and_errors_as_failed():
     result = LoadResult(
         [Phase("rate", 1.0, rate=4.0)],
-        [Record(0.0, 0.010, 200, "", 0), Record(0.25, 0.020, 200, "", 0),
-         Record(0.5, 0.030, 503, "", 0), Record(0.75, 1.0, 0, "timeout", 0)],
+        [
+            Record(0.0, 0.010, 200, "", 0),
+            Record(0.25, 0.020, 200, "", 0),
+            Record(0.5, 0.030, 503, "", 0),
+            Record(0.75, 1.0, 0, "timeout", 0),
+        ],
         duration=1.0,
     )
     summary = result.summary()
