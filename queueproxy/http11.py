@@ -287,6 +287,19 @@ class Response:
             parts.append(b"connection: keep-alive\r\n\r\n")
         self._pending = b"".join(parts)
 
+    @property
+    def accepts_raw(self) -> bool:
+        """Whether an upstream's fixed-length head may be passed through as is (``start_raw``)."""
+        return self.keep_alive and self._conn.http11 and not self._is_head and not self.started
+
+    def start_raw(self, status: int, head: bytes) -> None:
+        """Queue a complete, already framed response head (a proxy's fast path; see ``accepts_raw``)."""
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = True
+        self.status = status
+        self._pending = head
+
     def write(self, data: bytes) -> None:
         if self.finished:
             raise RuntimeError("response already finished")

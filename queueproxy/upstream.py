@@ -38,6 +38,7 @@ in hand. Idle connections are also dropped after ``idle_timeout`` seconds to mak
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable
 
@@ -76,6 +77,15 @@ RESPONSE_DROP = frozenset(
 )
 _NO_DROP: frozenset[bytes] = frozenset()
 
+# The fast path's checks, on the lower-cased head (see ``_Connection._raw_head``).
+_MAX_RAW_HEAD = 16 * 1024
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5]\d\d) [^\r\n]*\r\n")
+_RAW_BLOCKER = re.compile(
+    rb"\r\n(?:transfer-encoding|connection|keep-alive|proxy-[a-z-]*|te|trailer|upgrade)[ \t]*:"
+    rb"|[^\r]\n|\r[^\n]|\n[ \t]"
+)
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*\r\n")
+
 
 class UpstreamError(ConnectionError):
     """The upstream failed this request after it was (at least partly) sent."""
@@ -109,6 +119,11 @@ class BufferedResponse:
     def write(self, data: bytes) -> None:
         self._parts.append(data)
 
+    accepts_raw = False
+
+    def start_raw(self, status: int, head: bytes) -> None:
+        raise NotImplementedError("buffered responses are parsed, never passed through raw")
+
     def flush(self) -> None:
         pass
 
@@ -138,15 +153,18 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body_parts",
+        "_buffer",
         "_close_delimited",
         "_complete",
         "_drain_waiter",
         "_future",
         "_got_bytes",
         "_headers",
+        "_held",
         "_interim",
         "_is_head",
         "_keep_alive",
+        "_raw_left",
         "_request_sent",
         "_response",
         "_started_now",
@@ -172,6 +190,9 @@ class _Connection(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
+        self._buffer = b""  # a response head still incomplete (fast path)
+        self._raw_left = -1  # fast path: body bytes still expected; -1: not on the fast path
+        self._held = b""  # fast path: a head waiting for its first body bytes
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._body_parts: list[bytes] = []
@@ -249,12 +270,70 @@ class _Connection(asyncio.Protocol):
             self.abort()  # bytes nobody asked for: the connection cannot be trusted any more
             return
         self._got_bytes = True
+        if self._raw_left >= 0:
+            self._raw_body(response, data)
+            return
+        if self._status == 0 and response.accepts_raw and not self._is_head:
+            buffered = self._buffer + data if self._buffer else data
+            end = buffered.find(b"\r\n\r\n")
+            if end < 0 and len(buffered) < _MAX_RAW_HEAD:
+                self._buffer = buffered
+                return
+            self._buffer = b""
+            if end >= 0 and self._raw_head(response, buffered, end + 4):
+                return
+            data = buffered
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"malformed response from upstream {self.pool.address}: {exc}"))
             return
         self._deliver(response)
+
+    def _raw_head(self, response: Response, data: bytes, head_end: int) -> bool:
+        """The fast path: pass a plain fixed-length response head through as it came.
+
+        Taken only for ``HTTP/1.1 2xx-5xx`` heads with exactly one Content-Length, no
+        hop-by-hop or framing headers and no oddities (bare CR/LF, folded lines); anything
+        else goes through the full parser. Saves parsing each header and re-serializing them.
+        """
+        head = data[:head_end]
+        status_line = _STATUS_LINE.match(head)
+        if status_line is None:
+            return False
+        lower = head.lower()
+        if _RAW_BLOCKER.search(lower):
+            return False
+        lengths = _CONTENT_LENGTH.findall(lower)
+        if len(lengths) != 1:
+            return False
+        left = int(lengths[0]) - (len(data) - head_end)
+        if left < 0:
+            return False  # more bytes than the response holds: let the parser judge them
+        self._status = int(status_line.group(1))
+        response.start_raw(self._status, head)
+        if left == 0:
+            response.end(data[head_end:])
+            self._finish()
+        else:
+            self._raw_left = left
+            if len(data) > head_end:
+                response.write(data[head_end:])
+            # else: hold the head until the first body bytes, so both leave in one send
+        return True
+
+    def _raw_body(self, response: Response, data: bytes) -> None:
+        left = self._raw_left - len(data)
+        if response.finished:
+            self._fail(UpstreamError("client went away"))
+        elif left > 0:
+            self._raw_left = left
+            response.write(data)
+        elif left == 0:
+            response.end(data)
+            self._finish()
+        else:
+            self._fail(UpstreamError(f"upstream {self.pool.address} sent more bytes than its Content-Length"))
 
     def _deliver(self, response: Response | BufferedResponse) -> None:
         if response.finished:  # the client side gave up (aborted); nothing more to send
@@ -283,7 +362,7 @@ class _Connection(asyncio.Protocol):
         response = self._response
         if response is None:
             return
-        if self._close_delimited:
+        if self._close_delimited and self._raw_left < 0:
             self._complete = True
             self._deliver(response)
         elif not self._got_bytes:
