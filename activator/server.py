@@ -405,7 +405,7 @@ class Activator:
                     return await revision.pool(grant.address).forward(
                         request,
                         _Annotated(response, cold),
-                        host=grant.address.encode(),
+                        host=grant.tracker.host_header,
                         add_headers=add_headers,
                     )
                 except UpstreamConnectError as exc:

@@ -43,6 +43,10 @@ class PodTracker:
     address: str
     breaker: Breaker[None] | None  # None for cc = 0: no per-pod limit
     in_flight: int = 0
+    host_header: bytes = field(init=False)  # the address as a Host header, encoded once
+
+    def __post_init__(self) -> None:
+        self.host_header = self.address.encode()
 
     @classmethod
     def for_concurrency(cls, address: str, container_concurrency: int) -> PodTracker:
@@ -250,7 +254,8 @@ class RevisionThrottler(Generic[T]):
         ``bounded=False`` lets a request that was already admitted once (a retry) in past the bound.
         """
         arrived = now if arrived is None else arrived
-        if bounded and self._breaker.waiting >= self.effective_queue_bound:
+        waiting = self._breaker.waiting
+        if bounded and waiting and waiting >= self.effective_queue_bound:
             return Admission.REJECTED
         if self._breaker.acquire(ticket) is Admission.ADMITTED:
             return self._grant(ticket, waited=now - arrived)
@@ -343,6 +348,8 @@ class RevisionThrottler(Generic[T]):
     # -- internals -----------------------------------------------------------------------------
 
     def _admit(self, tickets: list[T], now: float) -> list[Grant[T]]:
+        if not tickets:
+            return []
         grants = []
         for ticket in tickets:
             waiter = self._waiters.pop(ticket)

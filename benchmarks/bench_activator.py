@@ -4,7 +4,8 @@
 
 (1) **Serve path**: ``wrk -t1 -c16`` against the sample app directly, through ``kpa queue-proxy``, and
     through ``kpa activator`` + ``kpa queue-proxy`` (each a child process, as deployed), the three
-    targets interleaved over ``--rounds`` rounds. Prints req/s, p50 and p99 and the ratios.
+    targets interleaved over ``--rounds`` rounds. Prints req/s, p50, p99, CPU µs per request of each
+    process, and the ratios.
 (2) **Cold start**: a request for a revision at zero is sent to a ``kpa activator`` child; this script
     plays the autoscaler: when the activator's immediate stat arrives it starts the pod (sample app +
     ``kpa queue-proxy``, two child processes) and hands the activator the pod's address. Separately it
@@ -22,16 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import re
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
@@ -41,53 +39,21 @@ from autoscaler.stat import Stat
 from queueproxy.http11 import HttpServer, Request, Response
 from queueproxy.upstream import UpstreamError, UpstreamPool
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import WrkResult, cpu_seconds, ensure_debian_packages, free_port, machine, run_wrk, stop
+
 PY = sys.executable
-console = Console()
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-# -- child processes ---------------------------------------------------------------------------------
+PROCESSES = ("activator", "queue-proxy", "app")
+console = Console(width=150)
 
 
 def spawn(*args: str) -> tuple[subprocess.Popen[str], dict]:
-    """Start a `kpa`/python child that prints a JSON ports line first; return it and that line."""
+    """Start a `kpa` child that prints its bound ports as a JSON line first; return it and that line."""
     proc = subprocess.Popen([PY, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not line:
         raise SystemExit(f"child {' '.join(args)} exited before printing its ports")
     return proc, json.loads(line)
-
-
-def stop(proc: subprocess.Popen[str], sig: int = signal.SIGINT) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen([PY, "-m", "kpa.sample_app", "--port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
 
 
 def queue_proxy_args(serving_port: int, user_port: int) -> list[str]:
@@ -100,57 +66,46 @@ def queue_proxy_args(serving_port: int, user_port: int) -> list[str]:
 
 
 @dataclass
-class WrkResult:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
+class ServeRun:
+    wrk: WrkResult
+    cpu_us: dict[str, float]  # CPU microseconds per request, by process
 
 
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def wrk(url: str, duration: float, host: str | None = None) -> WrkResult:
-    cmd = ["wrk", "-t1", "-c16", f"-d{duration:g}s", "--latency", url]
-    if host:
-        cmd += ["-H", f"Host: {host}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return WrkResult(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0))
-
-
-def serve_path(duration: float, rounds: int) -> dict[str, list[WrkResult]]:
+def serve_path(duration: float, rounds: int) -> dict[str, list[ServeRun]]:
     app_port = free_port()
-    app = start_app(app_port)
+    app = subprocess.Popen([PY, "-m", "kpa.sample_app", "--port", str(app_port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     qp, qp_ports = spawn(*queue_proxy_args(0, app_port))
-    act, act_ports = spawn("-m", "kpa", "activator", "--port", "0", "--admin-port", "0", "--log-level", "warning",
-                           "--revision", f"hello:endpoints=127.0.0.1:{qp_ports['serving_port']}")
+    act, act_ports = spawn(
+        "-m", "kpa", "activator", "--port", "0", "--admin-port", "0", "--log-level", "warning",
+        "--revision", f"hello:endpoints=127.0.0.1:{qp_ports['serving_port']}",
+    )
+    processes = {"app": app, "queue-proxy": qp, "activator": act}
     targets = {
-        "direct": (f"http://127.0.0.1:{app_port}/", None),
-        "queue-proxy": (f"http://127.0.0.1:{qp_ports['serving_port']}/", None),
-        "activator + queue-proxy": (f"http://127.0.0.1:{act_ports['serving_port']}/", "hello"),
+        "direct": (f"http://127.0.0.1:{app_port}/", ()),
+        "queue-proxy": (f"http://127.0.0.1:{qp_ports['serving_port']}/", ()),
+        "activator + queue-proxy": (f"http://127.0.0.1:{act_ports['serving_port']}/", ("Host: hello",)),
     }
-    results: dict[str, list[WrkResult]] = {name: [] for name in targets}
+    results: dict[str, list[ServeRun]] = {name: [] for name in targets}
     try:
         time.sleep(0.5)  # the activator's first probe of the queue-proxy
-        for url, host in targets.values():
-            wrk(url, 1.0, host)  # warm-up: connections, pools, branch caches
+        for url, headers in targets.values():
+            run_wrk(url, 16, 1.0, headers=headers)  # warm-up: connections, pools
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("serve path (wrk -t1 -c16)", total=rounds * len(targets))
             for _ in range(rounds):
-                for name, (url, host) in targets.items():
-                    results[name].append(wrk(url, duration, host))
+                for name, (url, headers) in targets.items():
+                    before = {p: cpu_seconds(proc.pid) for p, proc in processes.items()}
+                    result = run_wrk(url, 16, duration, headers=headers)
+                    spent = {p: cpu_seconds(proc.pid) - before[p] for p, proc in processes.items()}
+                    cpu = {p: 1e6 * seconds / max(1, result.requests) for p, seconds in spent.items()}
+                    results[name].append(ServeRun(result, cpu))
                     progress.advance(task)
     finally:
-        stop(act)
-        stop(qp)
-        stop(app, signal.SIGTERM)
+        for proc in (act, qp):
+            proc.send_signal(signal.SIGINT)
+            proc.wait(10)
+        stop(app)
     return results
 
 
@@ -231,20 +186,22 @@ async def cold_starts(count: int, probe_frequency: str) -> list[ColdStart]:
     return samples
 
 
-async def one_cold_start(name: str, catcher: StatCatcher, admin: UpstreamPool, serving: UpstreamPool) -> ColdStart:
+async def one_cold_start(
+    name: str, catcher: StatCatcher, admin: UpstreamPool, serving: UpstreamPool
+) -> ColdStart:
     path = f"/revisions/default/{name}".encode()
     status, _, body = await admin.request(b"PUT", path, body=b'{"container_concurrency": 1}')
     assert status == 200, body
     catcher.waiters[name] = asyncio.get_running_loop().create_future()
     sent = time.monotonic()
-    reply = asyncio.ensure_future(serving.request(b"GET", b"/", ((b"knative-serving-revision", name.encode()),)))
+    routed = ((b"knative-serving-revision", name.encode()),)
+    reply = asyncio.ensure_future(serving.request(b"GET", b"/", routed))
     await catcher.waiters[name]  # the scale-from-zero signal: "start a pod"
     user_port, qp_port = free_port(), free_port()
     spawned = time.monotonic()
-    app = await asyncio.create_subprocess_exec(PY, "-m", "kpa.sample_app", "--port", str(user_port),
-                                               stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    qp = await asyncio.create_subprocess_exec(PY, *queue_proxy_args(qp_port, user_port),
-                                              stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    quiet = {"stdout": asyncio.subprocess.DEVNULL, "stderr": asyncio.subprocess.DEVNULL}
+    app = await asyncio.create_subprocess_exec(PY, "-m", "kpa.sample_app", "--port", str(user_port), **quiet)
+    qp = await asyncio.create_subprocess_exec(PY, *queue_proxy_args(qp_port, user_port), **quiet)
     endpoints = json.dumps({"addresses": [f"127.0.0.1:{qp_port}"]}).encode()
     status, _, body = await admin.request(b"PUT", path + b"/endpoints", body=endpoints)
     assert status == 200, body
@@ -258,7 +215,9 @@ async def one_cold_start(name: str, catcher: StatCatcher, admin: UpstreamPool, s
         app.send_signal(signal.SIGTERM)
         await asyncio.gather(qp.wait(), app.wait())
         await admin.request(b"DELETE", path)
-    return ColdStart(total=done - sent, pod_own=ready - spawned, wake=spawned - sent, detect_forward=done - ready)
+    return ColdStart(
+        total=done - sent, pod_own=ready - spawned, wake=spawned - sent, detect_forward=done - ready
+    )
 
 
 # -- report --------------------------------------------------------------------------------------------
@@ -269,21 +228,23 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-def report(serve: dict[str, list[WrkResult]], colds: dict[str, list[ColdStart]]) -> None:
+def report(serve: dict[str, list[ServeRun]], colds: dict[str, list[ColdStart]]) -> None:
     console.print(f"[bold]machine[/bold]: {machine()}")
     table = Table(title="(1) serve path, wrk -t1 -c16, trivial upstream (mean over rounds)")
-    for col in ("target", "req/s", "p50 ms", "p99 ms", "errors", "req/s vs queue-proxy", "req/s vs direct"):
+    for col in ("target", "req/s", "p50 ms", "p99 ms", "errors", "vs queue-proxy", "vs direct",
+                "CPU µs/req: activator", "queue-proxy", "app"):
         table.add_column(col, justify="right")
-    mean = {name: statistics.fmean(r.rps for r in rs) for name, rs in serve.items()}
-    for name, rs in serve.items():
+    mean = {name: statistics.fmean(r.wrk.rps for r in runs) for name, runs in serve.items()}
+    for name, runs in serve.items():
         table.add_row(
-            name, f"{mean[name]:,.0f}", f"{statistics.fmean(r.p50_ms for r in rs):.2f}",
-            f"{statistics.fmean(r.p99_ms for r in rs):.2f}", str(sum(r.errors for r in rs)),
+            name, f"{mean[name]:,.0f}", f"{statistics.fmean(r.wrk.p50_ms for r in runs):.2f}",
+            f"{statistics.fmean(r.wrk.p99_ms for r in runs):.2f}", str(sum(r.wrk.errors for r in runs)),
             f"{mean[name] / mean['queue-proxy']:.2f}", f"{mean[name] / mean['direct']:.2f}",
+            *(f"{statistics.fmean(r.cpu_us[p] for r in runs):.0f}" for p in PROCESSES),
         )
     console.print(table)
     ratio = mean["activator + queue-proxy"] / mean["queue-proxy"]
-    console.print(f"activator path / queue-proxy alone = {ratio:.2f} (goal >= 0.50: "
+    console.print(f"activator path / queue-proxy alone = {ratio:.2f} req/s (goal >= 0.50: "
                   f"{'met' if ratio >= 0.5 else 'NOT met'})")
     for label, samples in colds.items():
         table = Table(title=f"(2) cold starts, {len(samples)} runs, activator probe every {label} (ms)")
@@ -300,25 +261,26 @@ def report(serve: dict[str, list[WrkResult]], colds: dict[str, list[ColdStart]])
         console.print(table)
         over = [s.overhead for s in samples]
         met = pct(over, 50) <= 0.050 and pct(over, 95) <= 0.200
-        console.print(f"cold-start overhead p50 {1000 * pct(over, 50):.1f} ms, p95 {1000 * pct(over, 95):.1f} ms "
-                      f"(goal <= 50 / <= 200 ms: {'met' if met else 'NOT met'})")
+        p50, p95 = 1000 * pct(over, 50), 1000 * pct(over, 95)
+        verdict = "met" if met else "NOT met"
+        console.print(f"cold-start overhead p50 {p50:.1f} ms, p95 {p95:.1f} ms "
+                      f"(goal <= 50 / <= 200 ms: {verdict})")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three targets")
-    parser.add_argument("--cold-starts", type=int, default=24)
+    parser.add_argument("--cold-starts", type=int, default=24, help="cold starts per probe period (0: skip)")
     parser.add_argument("--probe-frequency", action="append", default=None,
                         help="activator probe period(s) for the cold starts (default: 200ms, Knative's)")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
-        return 2
+    ensure_debian_packages({"wrk": "wrk"})
     import uvloop
 
     serve = serve_path(args.duration, args.rounds)
-    colds = {f: uvloop.run(cold_starts(args.cold_starts, f)) for f in (args.probe_frequency or ["200ms"])}
+    frequencies = (args.probe_frequency or ["200ms"]) if args.cold_starts > 0 else []
+    colds = {f: uvloop.run(cold_starts(args.cold_starts, f)) for f in frequencies}
     report(serve, colds)
     return 0
 
