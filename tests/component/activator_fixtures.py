@@ -9,30 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
+
+from queueproxy_fixtures import free_port, run
 
 from autoscaler.stat import Stat
 from queueproxy.http11 import HttpServer, Request, Response
 
-T = TypeVar("T")
-
-
-def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:
-    """Run one async test body on uvloop with a hard time limit."""
-    import uvloop
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro_fn(), timeout)
-
-    return uvloop.run(bounded())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["FakeAutoscaler", "Pod", "free_port", "run"]  # run/free_port: shared with the queue-proxy tests
 
 
 class Pod:
