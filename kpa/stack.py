@@ -35,6 +35,7 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_TIMEOUT_SECONDS = 300
 MAX_TIMEOUT_SECONDS = 600
 MAX_CONTAINER_CONCURRENCY = 1000
+MAX_QUEUE_BOUND = 1_000_000
 # How long a new pod may take to answer its readiness probe before it is reported as failed.
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 60.0
 
@@ -55,6 +56,7 @@ _REVISION_KEYS = (
     "idleTimeoutSeconds",
     "startupTimeoutSeconds",
     "readinessProbe",
+    "activatorQueueBound",
 )
 
 
@@ -80,6 +82,7 @@ class RevisionSpec:
     idle_timeout_seconds: int = 0
     startup_timeout_seconds: float = DEFAULT_STARTUP_TIMEOUT_SECONDS
     readiness_probe: str | None = None  # Knative's JSON probe form; None: TCP on the user port
+    activator_queue_bound: int | None = None  # requests the activator may hold; None: its default
     workdir: Path = Path(".")
 
 
@@ -280,6 +283,11 @@ class _Reader:
             response_start_timeout_seconds=response_start,
             idle_timeout_seconds=idle,
             startup_timeout_seconds=startup,
+            activator_queue_bound=self.integer(
+                get("activatorQueueBound"), f"{path}.activatorQueueBound", 1, MAX_QUEUE_BOUND
+            )
+            if get("activatorQueueBound")
+            else None,
             readiness_probe=self.probe(get("readinessProbe"), f"{path}.readinessProbe")
             if get("readinessProbe")
             else None,

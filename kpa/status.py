@@ -17,40 +17,39 @@ from typing import Any
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
 
 
-def status_table(doc: Mapping[str, Any]):
-    """A rich Table of the revisions in a `/status` document."""
+def status_table(doc: Mapping[str, Any], width: int | None = None):
+    """A rich Table of the revisions in a `/status` document; narrow consoles get the core columns."""
     from rich.table import Table
 
+    wide = width is None or width >= 120
+    columns = [
+        (
+            "revision",
+            "left",
+            lambda r: r["name"] if r["namespace"] == "default" else f"{r['namespace']}/{r['name']}",
+        ),
+        ("desired", "right", lambda r: str(r["desired_pods"])),
+        ("ready", "right", lambda r: f"{r['ready_pods']}/{r['pods']}"),
+        (
+            "mode",
+            "left",
+            lambda r: f"[cyan]{r['mode']}[/]" if r["mode"] == "proxy" else f"[green]{r['mode']}[/]",
+        ),
+        ("panic", "left", lambda r: "[bold red]PANIC[/]" if r["panicking"] else "-"),
+        ("stable c", "right", lambda r: f"{r['stable_concurrency']:.2f}"),
+        ("panic c", "right", lambda r: f"{r['panic_concurrency']:.2f}"),
+        ("target/pod", "right", lambda r: f"{r['target']:g}"),
+        ("EBC", "right", lambda r: str(r["excess_burst_capacity"])),
+        ("state", "left", lambda r: r["state"]),
+        ("why", "left", _why),
+    ]
+    if not wide:
+        columns = [c for c in columns if c[0] not in ("target/pod", "why")]
     table = Table(title=_title(doc), title_justify="left", expand=False)
-    for column, justify in (
-        ("revision", "left"),
-        ("desired", "right"),
-        ("ready", "right"),
-        ("mode", "left"),
-        ("panic", "left"),
-        ("stable c", "right"),
-        ("panic c", "right"),
-        ("target/pod", "right"),
-        ("EBC", "right"),
-        ("state", "left"),
-        ("why", "left"),
-    ):
-        table.add_column(column, justify=justify, no_wrap=column != "why")
+    for name, justify, _ in columns:
+        table.add_column(name, justify=justify, no_wrap=name != "why")
     for row in doc.get("revisions", []):
-        mode = row["mode"]
-        table.add_row(
-            row["name"] if row["namespace"] == "default" else f"{row['namespace']}/{row['name']}",
-            str(row["desired_pods"]),
-            f"{row['ready_pods']}/{row['pods']}",
-            f"[cyan]{mode}[/]" if mode == "proxy" else f"[green]{mode}[/]",
-            "[bold red]PANIC[/]" if row["panicking"] else "-",
-            f"{row['stable_concurrency']:.2f}",
-            f"{row['panic_concurrency']:.2f}",
-            f"{row['target']:g}",
-            str(row["excess_burst_capacity"]),
-            row["state"],
-            _why(row),
-        )
+        table.add_row(*(cell(row) for _, _, cell in columns))
     return table
 
 
@@ -111,16 +110,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     if not args.watch:
-        console.print(status_table(doc))
+        console.print(status_table(doc, console.width))
         return 0
     try:
-        with Live(status_table(doc), console=console, refresh_per_second=4) as live:
+        with Live(status_table(doc, console.width), console=console, refresh_per_second=4) as live:
             while True:
                 time.sleep(args.watch)
                 doc = get()
                 if doc is None:
                     return 1
-                live.update(status_table(doc))
+                live.update(status_table(doc, console.width))
     except KeyboardInterrupt:
         return 0
 

@@ -223,7 +223,11 @@ class LocalStack:
         for spec, ref in zip(self.stack.revisions, self.refs, strict=True):
             self.activator.set_revision(
                 RevisionConfig(
-                    spec.name, spec.namespace, spec.container_concurrency, float(spec.timeout_seconds)
+                    spec.name,
+                    spec.namespace,
+                    spec.container_concurrency,
+                    float(spec.timeout_seconds),
+                    queue_bound=spec.activator_queue_bound,
                 )
             )
             self.service.add_revision(ref, spec.settings)
@@ -274,6 +278,7 @@ class LocalStack:
             "revisions": [row.to_json() for row in self.service.status()],
             "activator": [self.activator.revision_status(k) for k in self.activator.revisions()],
             "served": {"direct": self.entry.served_direct, "via_activator": self.entry.served_proxied},
+            "pod_pids": self.actuator.process_ids(),
         }
 
     async def _admin(self, request: Request, response: Response) -> None:
@@ -407,8 +412,8 @@ async def _live_until(stop: asyncio.Event, stack: LocalStack, console) -> None:
 
     from kpa.status import status_table
 
-    with Live(status_table(stack.status()), console=console, refresh_per_second=4) as live:
+    with Live(status_table(stack.status(), console.width), console=console, refresh_per_second=4) as live:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
-            live.update(status_table(stack.status()))
+            live.update(status_table(stack.status(), console.width))
