@@ -38,7 +38,9 @@ def compile_package(job: CompileJob, package: Path) -> dict[str, Any]:
     started = time.perf_counter()
     model_file = Path(job.model_file)
     batched = job.max_batch_size > 0
-    example = _tensors(runners.example_inputs(job.inputs, 2 if batched else None, unknown=2), job.inputs)
+    example = _tensors(
+        runners.example_inputs(job.inputs, 2 if batched else None, unknown=2, seed=1), job.inputs
+    )
     reference = _eager_module(model_file)
     if job.export_file is not None:
         exportable = _eager_module(Path(job.export_file))

@@ -15,6 +15,7 @@ background compile finishes (and every later start loads that package from the c
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +123,8 @@ def save_model(model: DemoModel, path: Path, model_format: str, max_batch_size: 
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # record the plain ops, which compilers can optimise
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation and tracer notices
             if model_format == "torchscript":
                 torch.jit.save(torch.jit.trace(module, example), str(path))
             elif model_format == "export":

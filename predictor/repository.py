@@ -27,7 +27,7 @@ _VERSION = re.compile(r"[1-9][0-9]{0,17}")
 
 
 class InvalidName(ValueError):
-    """A model name that could never be a directory of the repository (HTTP 400)."""
+    """A model name or version that could never be a directory of the repository (HTTP 400)."""
 
 
 def check_model_name(name: str) -> str:
@@ -40,9 +40,9 @@ def check_model_name(name: str) -> str:
 
 
 def parse_version(text: str) -> int:
-    """A version as it appears in a URL or directory name; ValueError when it is not a positive integer."""
+    """A version as it appears in a URL or directory name."""
     if not _VERSION.fullmatch(text):
-        raise ValueError(f"version {text!r} is not a positive integer")
+        raise InvalidName(f"version {text!r} is not a positive integer")
     return int(text)
 
 
