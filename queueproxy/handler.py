@@ -16,6 +16,12 @@ In Knative's order (pkg/queue/sharedmain/handlers.go), outermost first:
    queue-depth more waiting in FIFO order, the rest get ``503`` at once.
 5. Proxy: ``K-Original-Host`` becomes Host again, Knative's revision headers are stripped, and an
    unreachable or failing user container gives ``502``.
+
+Speed: a request that can go at once (a breaker slot free, an idle pooled connection, its body in
+hand) never becomes a task — it is dispatched from the parser callback and finished from the
+upstream's, with no coroutine, future or timer of its own (``_Proxied.dispatch``). Everything else
+(waiting in the queue, connecting, streaming a body) runs as a coroutine (``_Proxied.run``). Timeouts
+for both are checked by one ticker (``Timeouts``) every 50 ms.
 """
 
 from __future__ import annotations
@@ -30,82 +36,195 @@ from queueproxy.http11 import Request, Response
 from queueproxy.metrics import RequestMetrics
 from queueproxy.readiness import Readiness
 from queueproxy.stats import RequestStats
-from queueproxy.upstream import UpstreamError, UpstreamPool
+from queueproxy.upstream import Dispatched, UpstreamError, UpstreamPool
 
 KUBE_PROBE_UA = b"kube-probe/"
 HEALTH_CHECK_UAS = (KUBE_PROBE_UA, b"Knative-Activator-Probe", b"Knative-Autoscaling-Probe")
 # Knative's revision headers are for the activator; the user container never sees them.
 STRIPPED_HEADERS = frozenset({b"knative-serving-revision", b"knative-serving-namespace", b"k-original-host"})
 TIMEOUT_BODY = b"request timeout\n"
+TIMEOUT_TICK = 0.05  # seconds; how late a timeout may fire
 
 
-class BreakerGate:
-    """The asyncio shell around the pure ``Breaker``: a future per waiting request."""
+class Timeouts:
+    """Knative's three request timeouts for every in-flight request, checked on one shared ticker.
 
-    def __init__(self, breaker: Breaker[asyncio.Future[None]]) -> None:
-        self.breaker = breaker
+    A timer per request would cost more than the rest of the proxy's bookkeeping together; the
+    price is that a timeout fires up to ``TIMEOUT_TICK`` late.
+    """
 
-    async def enter(self) -> bool:
-        """Wait for a slot; False when the queue is full (answer 503 at once)."""
-        ticket = asyncio.get_running_loop().create_future()
-        admission = self.breaker.acquire(ticket)
-        if admission is Admission.ADMITTED:
+    def __init__(self, config: QueueProxyConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.revision = config.revision_timeout
+        self.response_start = config.response_start_timeout
+        self.idle = config.idle_timeout
+        self.loop = loop
+        self.active: set[_Proxied] = set()
+        self._ticker: asyncio.TimerHandle | None = None
+
+    def track(self, request: _Proxied) -> None:
+        self.active.add(request)
+        if self._ticker is None:
+            self._ticker = self.loop.call_later(TIMEOUT_TICK, self._tick)
+
+    def expired(self, request: _Proxied, now: float) -> bool:
+        started, response = request.started, request.response
+        if now - started >= self.revision:
             return True
-        if admission is Admission.REJECTED:
-            return False
-        try:
-            await ticket
-        except asyncio.CancelledError:
-            if ticket.cancelled():
-                # Still queued: leave the queue. Already popped by ``leave``: it gave the slot back.
-                self.breaker.cancel(ticket)
-            else:
-                self.leave()  # admitted in the same instant we were cancelled: hand the slot on
-            raise
-        return True
+        if self.response_start and not response.started and now - started >= self.response_start:
+            return True
+        return bool(self.idle) and now - (response.last_write or started) >= self.idle
 
-    def leave(self) -> None:
-        admitted = self.breaker.release()
-        while admitted:
-            ticket = admitted.pop(0)
-            if ticket.done():  # its request gave up while being admitted: pass the slot on
-                admitted.extend(self.breaker.release())
-            else:
-                ticket.set_result(None)
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for request in [r for r in self.active if self.expired(r, now)]:
+            request.expire()
+        self._ticker = self.loop.call_later(TIMEOUT_TICK, self._tick) if self.active else None
 
 
-class _Deadlines:
-    """Knative's three request timeouts on one timer; cancels the request's task when one expires."""
+class _Proxied:
+    """One request on its way to the user container, from arrival to the end of its response."""
 
-    __slots__ = ("expired", "handler", "response", "started", "task", "timer")
+    __slots__ = (
+        "admitted",
+        "dispatched",
+        "expired",
+        "finished",
+        "handler",
+        "holds_slot",
+        "proxied",
+        "request",
+        "response",
+        "started",
+        "task",
+        "waiter",
+    )
 
-    def __init__(self, handler: QueueProxyHandler, response: Response, started: float) -> None:
+    def __init__(
+        self, handler: QueueProxyHandler, request: Request, response: Response, started: float, proxied: bool
+    ) -> None:
         self.handler = handler
+        self.request = request
         self.response = response
         self.started = started
-        self.task = asyncio.current_task()
+        self.proxied = proxied
+        self.admitted = False  # set by the breaker's release when it was queued
+        self.holds_slot = False
         self.expired = False
-        self.timer = handler.loop.call_later(handler.first_deadline, self._check)
+        self.finished = False
+        self.dispatched: Dispatched | None = None
+        self.task: asyncio.Task | None = None
+        self.waiter: asyncio.Future[None] | None = None
 
-    def _check(self) -> None:
-        response = self.response
-        if response.finished:
-            return
+    # -- the fast path: no task -----------------------------------------------------------
+    def dispatch(self) -> bool:
         handler = self.handler
-        now = time.monotonic()
-        due = self.started + handler.revision_timeout
-        if handler.response_start_timeout and not response.started:
-            due = min(due, self.started + handler.response_start_timeout)
-        if handler.idle_timeout:
-            due = min(due, (response.last_write or self.started) + handler.idle_timeout)
-        if now >= due:
-            self.expired = True
-            self.task.cancel()
-        else:
-            self.timer = handler.loop.call_later(due - now, self._check)
+        dispatched = handler.pool.dispatch(
+            self.request,
+            self.response,
+            self._upstream_done,
+            host=self.request.header(b"k-original-host"),
+            drop_headers=STRIPPED_HEADERS,
+        )
+        if dispatched is None:
+            return False
+        self.dispatched = dispatched
+        self.response.on_abort = self._client_gone
+        return True
 
-    def cancel(self) -> None:
-        self.timer.cancel()
+    def _upstream_done(self, result: int | BaseException) -> None:
+        self.dispatched = None
+        if isinstance(result, BaseException):
+            self._upstream_failed(result)
+        self._finish()
+
+    def _client_gone(self) -> None:
+        if self.dispatched is not None:
+            self.dispatched.cancel()
+            self.dispatched = None
+            self._finish()
+
+    # -- the slow path: a coroutine --------------------------------------------------------
+    async def run(self, queued: bool) -> None:
+        handler = self.handler
+        self.task = asyncio.current_task(handler.loop)
+        try:
+            if queued:
+                await self._admission()
+            await handler.pool.forward(
+                self.request,
+                self.response,
+                host=self.request.header(b"k-original-host"),
+                drop_headers=STRIPPED_HEADERS,
+            )
+        except UpstreamError as exc:
+            self._upstream_failed(exc)
+        except asyncio.CancelledError:
+            if not self.expired:
+                raise  # the client went away
+            self.task.uncancel()
+            self._answer_timeout()
+        finally:
+            self._finish()
+
+    async def _admission(self) -> None:
+        if not self.admitted:
+            self.waiter = self.handler.loop.create_future()
+            try:
+                await self.waiter
+            except asyncio.CancelledError:
+                if not self.admitted:
+                    self.handler.breaker.cancel(self)
+                raise
+        self.holds_slot = True
+
+    def admit(self) -> None:
+        """Called when the breaker hands this queued request a slot."""
+        self.admitted = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    # -- either path -----------------------------------------------------------------------
+    def expire(self) -> None:
+        if self.finished or self.expired:
+            return
+        self.expired = True
+        if self.task is not None:
+            self.task.cancel()
+        elif self.dispatched is not None:
+            self.dispatched.cancel()
+            self.dispatched = None
+            self._answer_timeout()
+            self._finish()
+
+    def _answer_timeout(self) -> None:
+        response = self.response
+        if not response.started:
+            response.send(504, TIMEOUT_BODY)
+        elif not response.finished:
+            response.abort()
+
+    def _upstream_failed(self, exc: BaseException) -> None:
+        response = self.response
+        if not response.started:
+            response.send(502, f"{exc}\n".encode())
+        elif not response.finished:
+            response.abort()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        handler = self.handler
+        handler.timeouts.active.discard(self)
+        if self.admitted and not self.holds_slot:
+            self.holds_slot = True  # admitted while being cancelled: the slot is ours to pass on
+        if self.holds_slot:
+            handler.release()
+        ended = time.monotonic()
+        handler.stats.request_out(ended, self.proxied)
+        status = self.response.status
+        if status:
+            handler.metrics.observe(status, (ended - self.started) * 1000.0)
 
 
 class QueueProxyHandler:
@@ -125,82 +244,56 @@ class QueueProxyHandler:
         self.readiness = readiness
         self.drainer = drainer
         self.metrics = metrics
-        self.revision_timeout = config.revision_timeout
-        self.response_start_timeout = config.response_start_timeout
-        self.idle_timeout = config.idle_timeout
-        self.first_deadline = min(t for t in (config.revision_timeout, config.response_start_timeout,
-                                              config.idle_timeout) if t > 0)  # fmt: skip
         self.loop = asyncio.get_running_loop()
+        self.timeouts = Timeouts(config, self.loop)
         cc = config.container_concurrency
-        self.gate: BreakerGate | None = None
+        self.breaker: Breaker[_Proxied] | None = None
         if cc > 0:
             depth = config.effective_queue_depth
-            self.gate = BreakerGate(Breaker(queue_depth=depth, max_concurrency=cc))
+            self.breaker = Breaker(queue_depth=depth, max_concurrency=cc)
             self.queue_full_body = (
                 f"pending request queue full: containerConcurrency={cc}, queue depth={depth}\n".encode()
             )
 
     @property
     def queued(self) -> int:
-        return self.gate.breaker.waiting if self.gate else 0
+        return self.breaker.waiting if self.breaker else 0
 
-    async def __call__(self, request: Request, response: Response) -> None:
+    def __call__(self, request: Request, response: Response):  # -> Awaitable[None] | None
         header = request.header
         user_agent = header(b"user-agent") or b""
         network_probe = header(b"k-network-probe")
         if network_probe == b"queue" or user_agent.startswith(HEALTH_CHECK_UAS) or header(b"k-kubelet-probe"):
             self._health_check(network_probe, response)
-            return
+            return None
         if network_probe == b"probe":
             self._network_probe(request, response)
-            return
+            return None
         started = time.monotonic()
         self.drainer.touch(started)
         proxied = header(b"k-proxy-request") == b"activator"
         self.stats.request_in(started, proxied)
-        try:
-            await self._serve(request, response, started)
-        finally:
-            ended = time.monotonic()
-            self.stats.request_out(ended, proxied)
-            if response.status:
-                self.metrics.observe(response.status, (ended - started) * 1000.0)
-
-    async def _serve(self, request: Request, response: Response, started: float) -> None:
-        deadlines = _Deadlines(self, response, started)
-        try:
-            gate = self.gate
-            if gate is None:
-                await self._forward(request, response)
-            elif await gate.enter():
-                try:
-                    await self._forward(request, response)
-                finally:
-                    gate.leave()
-            else:
+        proxied_request = _Proxied(self, request, response, started, proxied)
+        queued = False
+        breaker = self.breaker
+        if breaker is not None:
+            admission = breaker.acquire(proxied_request)
+            if admission is Admission.REJECTED:
                 self.metrics.reject()
                 response.send(503, self.queue_full_body)
-        except asyncio.CancelledError:
-            if not deadlines.expired:
-                raise
-            deadlines.task.uncancel()
-            if not response.started:
-                response.send(504, TIMEOUT_BODY)
-            elif not response.finished:
-                response.abort()
-        finally:
-            deadlines.cancel()
+                proxied_request._finish()
+                return None
+            queued = admission is Admission.QUEUED
+            proxied_request.holds_slot = not queued
+        self.timeouts.track(proxied_request)
+        if not queued and proxied_request.dispatch():
+            return None
+        return proxied_request.run(queued)
 
-    async def _forward(self, request: Request, response: Response) -> None:
-        try:
-            await self.pool.forward(
-                request, response, host=request.header(b"k-original-host"), drop_headers=STRIPPED_HEADERS
-            )
-        except UpstreamError as exc:
-            if not response.started:
-                response.send(502, f"{exc}\n".encode())
-            elif not response.finished:
-                response.abort()
+    def release(self) -> None:
+        """A request left its breaker slot: admit the next ones in line."""
+        for waiting in self.breaker.release():
+            waiting.admit()
 
     def _health_check(self, network_probe: bytes | None, response: Response) -> None:
         if self.drainer.draining:

@@ -245,6 +245,7 @@ class Response:
         "finished",
         "keep_alive",
         "last_write",
+        "on_abort",
         "started",
         "status",
     )
@@ -259,6 +260,7 @@ class Response:
         self.finished = False
         self.status = 0
         self.last_write = 0.0
+        self.on_abort: Callable[[], None] | None = None
 
     def start(
         self, status: int, headers: Iterable[tuple[bytes, bytes]] = (), content_length: int | None = None
@@ -382,6 +384,7 @@ class _Connection(asyncio.Protocol):
         "_in_head",
         "_pipeline",
         "_pipeline_paused",
+        "_starting",
         "_task",
         "_url",
         "_write_paused",
@@ -407,6 +410,7 @@ class _Connection(asyncio.Protocol):
         self._head_started = 0.0
         self._body: RequestBody = EMPTY_BODY  # body of the request being parsed
         self._current: Response | None = None
+        self._starting: Request | None = None  # parsed, to be run when the current read is parsed
         self._task: asyncio.Task | None = None
         self._pipeline: deque[Request] = deque()
         self._pipeline_paused = False
@@ -433,6 +437,9 @@ class _Connection(asyncio.Protocol):
         for queued in self._pipeline:
             queued.body._fail(gone)
         self._pipeline.clear()
+        current = self._current
+        if current is not None and not current.finished and current.on_abort is not None:
+            current.on_abort()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._wake_drain()
@@ -449,9 +456,10 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # No protocol switching through this proxy; serve the request, then close.
+            self.transport.pause_reading()
+            self._start_parsed()
             if self._current is not None:
                 self._current.keep_alive = False
-            self.transport.pause_reading()
         except HeadTooLarge as exc:
             self._reject(431, str(exc))
         except httptools.HttpParserCallbackError as exc:
@@ -464,6 +472,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
         else:
+            if self._starting is not None:
+                self._start_parsed()
             if self._in_head:
                 self._head_size += len(data)
                 if self._head_size > self.limits.max_head_bytes:
@@ -524,8 +534,8 @@ class _Connection(asyncio.Protocol):
         request = Request(
             parser.get_method(), self._url, headers, version, parser.should_keep_alive(), self.client, body
         )
-        if self._current is None:
-            self._run(request)
+        if self._current is None and self._starting is None and not self._pipeline:
+            self._starting = request  # started once this read is parsed: a small body is then complete
         else:
             self._pipeline.append(request)
             if not self._pipeline_paused:
@@ -539,33 +549,57 @@ class _Connection(asyncio.Protocol):
         self._body._finish()
 
     # -- running requests ------------------------------------------------------------------
+    def _start_parsed(self) -> None:
+        request = self._starting
+        if request is not None:
+            self._starting = None
+            self._run(request)
+
     def _run(self, request: Request) -> None:
         response = Response(self, request)
         self._current = response
-        self._task = self.server._loop.create_task(self._handle(request, response))
-
-    async def _handle(self, request: Request, response: Response) -> None:
         try:
-            await self.server.handler(request, response)
+            pending = self.server.handler(request, response)
+        except Exception:
+            self._handler_failed(request, response)
+            return
+        if pending is not None:
+            self._task = self.server._loop.create_task(self._handle(pending, request, response))
+
+    async def _handle(self, pending: Awaitable[None], request: Request, response: Response) -> None:
+        try:
+            await pending
         except asyncio.CancelledError:
             if not response.finished and not self._closed:
                 response.abort()
             raise
         except Exception:
-            log.exception("handler failed for %s %s", request.method.decode(), request.target[:200])
-            if response.finished:
-                return
-            if response.started:
-                response.abort()
-            else:
-                response.keep_alive = False
-                response.send(500, b"internal error in the proxy; see its log\n")
+            self._handler_failed(request, response)
         else:
             if not response.finished:
                 if response.started:
                     response.end()
                 else:
                     response.send(500, b"handler returned without a response\n")
+
+    def _handler_failed(self, request: Request, response: Response) -> None:
+        log.exception("handler failed for %s %s", request.method.decode(), request.target[:200])
+        if response.finished:
+            return
+        if response.started:
+            response.abort()
+        else:
+            response.keep_alive = False
+            response.send(500, b"internal error in the proxy; see its log\n")
+
+    def _run_next(self) -> None:
+        if self._closed or self._current is not None or not self._pipeline:
+            return
+        self._run(self._pipeline.popleft())
+        if not self._pipeline and self._pipeline_paused:
+            self._pipeline_paused = False
+            if not self._body_paused:
+                self.transport.resume_reading()
 
     def _response_done(self, response: Response) -> None:
         if response is not self._current:
@@ -582,17 +616,14 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
             return
         if self._pipeline:
-            self._run(self._pipeline.popleft())
-            if not self._pipeline and self._pipeline_paused:
-                self._pipeline_paused = False
-                if not self._body_paused:
-                    self.transport.resume_reading()
+            self.server._loop.call_soon(self._run_next)  # not recursively: a pipeline may be long
         else:
             self._idle_since = time.monotonic()
 
     def _reject(self, status: int, message: str) -> None:
         """Answer a request we could not parse, then close; an in-flight response finishes first."""
         self._in_head = False
+        self._starting = None
         self.transport.pause_reading()
         body = (message + "\n").encode()
         data = status_line(status) + (

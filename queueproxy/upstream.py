@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import httptools
 
@@ -157,13 +157,13 @@ class _Connection(asyncio.Protocol):
         "_close_delimited",
         "_complete",
         "_drain_waiter",
-        "_future",
         "_got_bytes",
         "_headers",
         "_held",
         "_interim",
         "_is_head",
         "_keep_alive",
+        "_on_done",
         "_raw_left",
         "_request_sent",
         "_response",
@@ -184,7 +184,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.last_used = 0.0
         self._response: Response | BufferedResponse | None = None
-        self._future: asyncio.Future[int] | None = None
+        self._on_done: Callable[[int | BaseException], None] | None = None
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reset()
@@ -207,14 +207,23 @@ class _Connection(asyncio.Protocol):
 
     # -- exchange --------------------------------------------------------------------------
     def begin(
-        self, response: Response | BufferedResponse, is_head: bool, request_sent: bool
-    ) -> asyncio.Future[int]:
+        self,
+        response: Response | BufferedResponse,
+        is_head: bool,
+        request_sent: bool,
+        on_done: Callable[[int | BaseException], None],
+    ) -> None:
+        """Start an exchange; ``on_done`` gets the status when the response is complete, or the error."""
         self._response = response
         self._is_head = is_head
         self._request_sent = request_sent
-        self._future = future = self.pool._loop.create_future()
+        self._on_done = on_done
         response.link_flow(self.transport)
-        return future
+
+    def cancel_exchange(self) -> None:
+        """Drop the exchange in progress without reporting it (its owner gave up); closes the connection."""
+        self._response = self._on_done = None
+        self.abort()
 
     async def pump(self, head: bytes, body: RequestBody) -> None:
         """Send a head and then a body that is still arriving from the client."""
@@ -236,24 +245,24 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
     def _finish(self) -> None:
-        future, status = self._future, self._status
+        on_done, status = self._on_done, self._status
         reusable = self._keep_alive and self._request_sent and not self.closed
-        self._response = self._future = None
+        self._response = self._on_done = None
         self._reset()
         if reusable:
             self.pool._release(self)
         else:
             self.abort()
-        if future is not None and not future.done():
-            future.set_result(status)
+        if on_done is not None:
+            on_done(status)
 
     def _fail(self, exc: BaseException) -> None:
-        future = self._future
-        self._response = self._future = None
+        on_done = self._on_done
+        self._response = self._on_done = None
         self._reset()
         self.abort()
-        if future is not None and not future.done():
-            future.set_exception(exc)
+        if on_done is not None:
+            on_done(exc)
 
     def abort(self) -> None:
         if not self.closed:
@@ -428,6 +437,66 @@ class _Connection(asyncio.Protocol):
             self._complete = True
 
 
+def _settle(future: asyncio.Future[int]) -> Callable[[int | BaseException], None]:
+    def settle(result: int | BaseException) -> None:
+        if not future.done():
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    return settle
+
+
+class Dispatched:
+    """A request ``UpstreamPool.dispatch`` sent on a pooled connection; ``cancel()`` abandons it."""
+
+    __slots__ = ("conn", "head", "is_head", "on_done", "pool", "response", "task")
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        conn: _Connection,
+        head: bytes,
+        response: Response,
+        is_head: bool,
+        on_done: Callable[[int | BaseException], None],
+    ) -> None:
+        self.pool = pool
+        self.conn: _Connection | None = conn
+        self.head = head  # request head and framed body: kept to replay once on a stale connection
+        self.response = response
+        self.is_head = is_head
+        self.on_done = on_done
+        self.task: asyncio.Task | None = None
+
+    def _settle(self, result: int | BaseException) -> None:
+        self.conn = None
+        if isinstance(result, _StaleConnection) and self.task is None and not self.response.started:
+            self.task = self.pool._loop.create_task(self._replay())
+            return
+        if isinstance(result, _StaleConnection):
+            result = UpstreamError(str(result))
+        self.on_done(result)
+
+    async def _replay(self) -> None:
+        try:
+            conn = self.pool._checkout() or await self.pool._connect()
+        except UpstreamConnectError as exc:
+            self.on_done(exc)
+            return
+        self.conn = conn
+        conn.begin(self.response, self.is_head, True, self._settle)
+        conn.transport.write(self.head)
+
+    def cancel(self) -> None:
+        if self.conn is not None:
+            self.conn.cancel_exchange()
+            self.conn = None
+        if self.task is not None:
+            self.task.cancel()
+
+
 class UpstreamPool:
     """Connections to one upstream; see the module docstring."""
 
@@ -540,6 +609,35 @@ class UpstreamPool:
                 parts = [p for p in parts if p.partition(b":")[0] not in named]
         return b"".join(parts)
 
+    def dispatch(
+        self,
+        request: Request,
+        response: Response,
+        on_done: Callable[[int | BaseException], None],
+        *,
+        host: bytes | None = None,
+        add_headers: Iterable[tuple[bytes, bytes]] = (),
+        drop_headers: frozenset[bytes] = _NO_DROP,
+    ) -> Dispatched | None:
+        """``forward`` without a coroutine, when it can start at once: an idle pooled connection and
+        the whole request body in hand. Returns None otherwise (then ``await forward(...)``).
+        ``on_done`` later gets the status or the error (``UpstreamError``); it is never called
+        after ``cancel()``. A stale pooled connection is replayed once, as in ``forward``.
+        """
+        body = request.body
+        if not body.complete or not self._idle:
+            return None
+        conn = self._checkout()
+        if conn is None:
+            return None
+        head = self._head(request, host, add_headers, drop_headers)
+        if body.buffered or body.chunked:
+            head += _frame(body.take_buffered(), body.chunked)
+        dispatched = Dispatched(self, conn, head, response, request.method == b"HEAD", on_done)
+        conn.begin(response, dispatched.is_head, True, dispatched._settle)
+        conn.transport.write(head)
+        return dispatched
+
     async def forward(
         self,
         request: Request,
@@ -564,7 +662,8 @@ class UpstreamPool:
                 conn = await self._connect()
             if payload is None and body.complete:  # taken once connected: a refused request keeps its body
                 payload = _frame(body.take_buffered(), body.chunked)
-            future = conn.begin(response, is_head, request_sent=payload is not None)
+            future = self._loop.create_future()
+            conn.begin(response, is_head, payload is not None, _settle(future))
             pump = None
             if payload is not None:
                 conn.transport.write(head + payload if payload else head)

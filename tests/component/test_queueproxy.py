@@ -49,7 +49,7 @@ def test_concurrency_at_the_user_container_never_exceeds_cc_under_ten_times_cc_c
         answers = await asyncio.gather(*(client.get("/sleep?s=0.05") for _ in range(10 * cc)))
         assert [a.status_code for a in answers] == [200] * (10 * cc)
         assert user.max_in_flight == cc
-        assert await settled(proxy.handler.gate.breaker) == (0, 0, 0)
+        assert await settled(proxy.handler.breaker) == (0, 0, 0)
         await teardown(user, proxy, client)
 
     run(body)
@@ -67,7 +67,7 @@ def test_the_request_past_cc_plus_queue_depth_gets_503_at_once(cc, depth, admitt
     async def body():
         user, proxy, ports, client = await stack(container_concurrency=cc, queue_depth=depth)
         held = [asyncio.ensure_future(client.get("/sleep?s=0.25")) for _ in range(admitted)]
-        breaker = proxy.handler.gate.breaker
+        breaker = proxy.handler.breaker
         while breaker.in_flight < admitted:
             await asyncio.sleep(0.005)
         began = time.monotonic()
@@ -89,7 +89,7 @@ def test_the_request_past_cc_plus_queue_depth_gets_503_at_once(cc, depth, admitt
 def test_without_container_concurrency_there_is_no_breaker():
     async def body():
         user, proxy, _, client = await stack(container_concurrency=0)
-        assert proxy.handler.gate is None
+        assert proxy.handler.breaker is None
         answers = await asyncio.gather(*(client.get("/sleep?s=0.1") for _ in range(60)))
         assert {a.status_code for a in answers} == {200}
         assert user.max_in_flight == 60
@@ -304,7 +304,7 @@ def test_requests_timing_out_while_holding_or_awaiting_a_breaker_slot_get_504_an
         assert [a.status_code for a in answers] == [504] * 4
         assert all(a.content == b"request timeout\n" for a in answers)
         assert user.max_in_flight == 1
-        assert await settled(proxy.handler.gate.breaker) == (0, 0, 0)
+        assert await settled(proxy.handler.breaker) == (0, 0, 0)
         assert (await client.get("/sleep?s=0.01")).status_code == 200  # no slot leaked
         await teardown(user, proxy, client)
 
@@ -315,7 +315,7 @@ def test_a_client_leaving_while_queued_gives_its_place_back():
     async def body():
         user, proxy, ports, client = await stack(container_concurrency=1)
         holder = asyncio.ensure_future(client.get("/sleep?s=0.3"))
-        breaker = proxy.handler.gate.breaker
+        breaker = proxy.handler.breaker
         while breaker.executing < 1:
             await asyncio.sleep(0.005)
         _, writer = await asyncio.open_connection("127.0.0.1", ports["serving_port"])
