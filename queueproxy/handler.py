@@ -122,7 +122,7 @@ class _Proxied:
             self.request,
             self.response,
             self._upstream_done,
-            host=self.request.header(b"k-original-host"),
+            host=self.request.index.get(b"k-original-host"),
             drop_headers=STRIPPED_HEADERS,
         )
         if dispatched is None:
@@ -260,10 +260,14 @@ class QueueProxyHandler:
         return self.breaker.waiting if self.breaker else 0
 
     def __call__(self, request: Request, response: Response):  # -> Awaitable[None] | None
-        header = request.header
-        user_agent = header(b"user-agent") or b""
-        network_probe = header(b"k-network-probe")
-        if network_probe == b"queue" or user_agent.startswith(HEALTH_CHECK_UAS) or header(b"k-kubelet-probe"):
+        index = request.index
+        network_probe = index.get(b"k-network-probe")
+        user_agent = index.get(b"user-agent")
+        if (
+            network_probe == b"queue"
+            or (user_agent is not None and user_agent.startswith(HEALTH_CHECK_UAS))
+            or index.get(b"k-kubelet-probe")
+        ):
             self._health_check(network_probe, response)
             return None
         if network_probe == b"probe":
@@ -271,7 +275,7 @@ class QueueProxyHandler:
             return None
         started = time.monotonic()
         self.drainer.touch(started)
-        proxied = header(b"k-proxy-request") == b"activator"
+        proxied = index.get(b"k-proxy-request") == b"activator"
         self.stats.request_in(started, proxied)
         proxied_request = _Proxied(self, request, response, started, proxied)
         queued = False

@@ -197,7 +197,7 @@ EMPTY_BODY = RequestBody(None, 0, False)
 
 
 class Request:
-    __slots__ = ("_index", "body", "client", "headers", "http_version", "keep_alive", "method", "target")
+    __slots__ = ("body", "client", "headers", "http_version", "index", "keep_alive", "method", "target")
 
     def __init__(
         self,
@@ -208,6 +208,7 @@ class Request:
         keep_alive: bool,
         client: str,
         body: RequestBody,
+        index: dict[bytes, bytes] | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -216,14 +217,11 @@ class Request:
         self.keep_alive = keep_alive
         self.client = client
         self.body = body
-        self._index: dict[bytes, bytes] | None = None
+        self.index = dict(reversed(headers)) if index is None else index  # lower-case name -> first value
 
     def header(self, name: bytes) -> bytes | None:
         """First value of header ``name`` (lower-case bytes), or None."""
-        index = self._index
-        if index is None:
-            index = self._index = dict(reversed(self.headers))
-        return index.get(name)
+        return self.index.get(name)
 
     @property
     def path(self) -> str:
@@ -384,6 +382,7 @@ class _Connection(asyncio.Protocol):
         "_in_head",
         "_pipeline",
         "_pipeline_paused",
+        "_read_size",
         "_starting",
         "_task",
         "_url",
@@ -405,7 +404,8 @@ class _Connection(asyncio.Protocol):
         self.http11 = True
         self._url = b""
         self._headers: Headers = []
-        self._head_size = 0
+        self._head_size = 0  # bytes of earlier reads that ended inside the current request head
+        self._read_size = 0
         self._in_head = False
         self._head_started = 0.0
         self._body: RequestBody = EMPTY_BODY  # body of the request being parsed
@@ -452,6 +452,7 @@ class _Connection(asyncio.Protocol):
         return False
 
     def data_received(self, data: bytes) -> None:
+        self._read_size = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -510,29 +511,33 @@ class _Connection(asyncio.Protocol):
         limits = self.limits
         if len(headers) > limits.max_headers:
             raise HeadTooLarge(f"more than {limits.max_headers} request headers")
-        size = len(self._url) + sum(len(n) + len(v) + 4 for n, v in headers)
-        if size > limits.max_head_bytes:
-            raise HeadTooLarge(f"request head larger than {limits.max_head_bytes} bytes")
+        if self._head_size + self._read_size > limits.max_head_bytes:  # only then count exactly
+            size = len(self._url) + sum(len(n) + len(v) + 4 for n, v in headers)
+            if size > limits.max_head_bytes:
+                raise HeadTooLarge(f"request head larger than {limits.max_head_bytes} bytes")
         parser = self.parser
         version = parser.get_http_version()
         self.http11 = version != "1.0"
-        content_length = None
-        chunked = False
-        for name, value in headers:
-            if name == b"content-length":
-                content_length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-        if chunked or content_length:
-            body = RequestBody(self, None if chunked else content_length, chunked)
-            if self.http11:
-                expect = next((v for n, v in headers if n == b"expect"), None)
-                body._continue = expect is not None and expect.lower() == b"100-continue"
+        index = dict(reversed(headers))
+        encoding = index.get(b"transfer-encoding")
+        length = index.get(b"content-length")
+        if encoding is not None or (length is not None and length != b"0"):
+            chunked = encoding is not None and b"chunked" in encoding.lower()
+            body = RequestBody(self, None if chunked else int(length or 0), chunked)
+            expect = index.get(b"expect")
+            body._continue = self.http11 and expect is not None and expect.lower() == b"100-continue"
         else:
             body = EMPTY_BODY
         self._body = body
         request = Request(
-            parser.get_method(), self._url, headers, version, parser.should_keep_alive(), self.client, body
+            parser.get_method(),
+            self._url,
+            headers,
+            version,
+            parser.should_keep_alive(),
+            self.client,
+            body,
+            index,
         )
         if self._current is None and self._starting is None and not self._pipeline:
             self._starting = request  # started once this read is parsed: a small body is then complete

@@ -520,6 +520,7 @@ class UpstreamPool:
         self._host_header = self.address.encode()
         self._idle: list[_Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._skip: dict[frozenset[bytes], frozenset[bytes]] = {}  # drop_headers -> all names not copied
 
     # -- pool ------------------------------------------------------------------------------
     def _checkout(self) -> _Connection | None:
@@ -576,38 +577,34 @@ class UpstreamPool:
         add_headers: Iterable[tuple[bytes, bytes]],
         drop_headers: frozenset[bytes],
     ) -> bytes:
-        parts = [b"%s %s HTTP/1.1\r\n" % (request.method, request.target)]
-        xff = None
-        connection = None
-        for name, value in request.headers:
-            if name in REQUEST_DROP or name in drop_headers:
-                if name == b"connection":
-                    connection = value
-                continue
-            if name == b"host":
-                if host is not None:
-                    continue
-            elif name == b"x-forwarded-for" and self.forwarded_for:
-                xff = value
-                continue
-            parts.append(b"%s: %s\r\n" % (name, value))
+        skip = self._skip.get(drop_headers)
+        if skip is None:
+            skip = self._skip[drop_headers] = REQUEST_DROP | drop_headers | {b"host", b"x-forwarded-for"}
+        headers = request.headers
+        index = request.index
+        lines = [b"%s %s HTTP/1.1\r\n" % (request.method, request.target)]
+        lines += [b"%s: %s\r\n" % header for header in headers if header[0] not in skip]
+        if host is None:
+            host = index.get(b"host")
         if host is not None:
-            parts.append(b"host: %s\r\n" % host)
+            lines.append(b"host: %s\r\n" % host)
         if self.forwarded_for and request.client:
             client = request.client.encode()
-            parts.append(
-                b"x-forwarded-for: %s, %s\r\n" % (xff, client) if xff else b"x-forwarded-for: %s\r\n" % client
-            )
-        for name, value in add_headers:
-            parts.append(b"%s: %s\r\n" % (name, value))
+            if b"x-forwarded-for" in index:
+                client = b", ".join([*(v for n, v in headers if n == b"x-forwarded-for"), client])
+            lines.append(b"x-forwarded-for: %s\r\n" % client)
+        elif b"x-forwarded-for" in index:
+            lines += [b"x-forwarded-for: %s\r\n" % v for n, v in headers if n == b"x-forwarded-for"]
+        lines += [b"%s: %s\r\n" % header for header in add_headers]
         if request.body.chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
-        parts.append(b"\r\n")
-        if connection is not None:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        connection = index.get(b"connection")
+        if connection is not None:  # headers named in Connection are hop-by-hop too
             named = {token.strip().lower() for token in connection.split(b",")} - {b"close", b"keep-alive"}
             if named:
-                parts = [p for p in parts if p.partition(b":")[0] not in named]
-        return b"".join(parts)
+                lines = [line for line in lines if line.partition(b":")[0] not in named]
+        return b"".join(lines)
 
     def dispatch(
         self,
