@@ -53,6 +53,7 @@ class CompileJob:
 
         return cls(
             doc["model_file"],
+            doc["export_file"],
             doc["backend"],
             doc["max_batch_size"],
             specs(doc["inputs"]),

@@ -69,7 +69,8 @@ class VersionLoader:
             key = self._key(job)
             hit = self.cache.lookup(key)
             if hit is not None:
-                runner, cache_state = PackageRunner(hit[0], choice.backend, config.instance_count), "hit"
+                runner = PackageRunner(hit[0], choice.backend, config.instance_count, hit[1])
+                cache_state = "hit"
             elif config.backend == "auto":
                 runner, cache_state = load_eager(source.model_file), "none"
                 pending = PendingCompile(config, source, choice)
@@ -84,6 +85,7 @@ class VersionLoader:
             load_seconds=time.perf_counter() - started,
             cache=cache_state,
             compiling=pending is not None,
+            record=runner.record,
         )
         log.info(
             "model %s version %s: backend %s (%s), ready in %.2f s",
@@ -102,9 +104,10 @@ class VersionLoader:
         job = self._job(pending.config, pending.source, pending.choice.backend)
         runner = self._compile(job, self._key(job), pending.config.instance_count)
         warm_up(runner, pending.config)
-        return runner, BackendInfo(
-            runner.backend, pending.choice.reason, time.perf_counter() - started, "miss"
+        info = BackendInfo(
+            runner.backend, pending.choice.reason, time.perf_counter() - started, "miss", record=runner.record
         )
+        return runner, info
 
     def close(self) -> None:
         """Stop compiler children this loader started (shutdown)."""
@@ -144,7 +147,7 @@ class VersionLoader:
                     raise CompileFailed(
                         f"the compiler reported success but {self.cache.package_path(key)} is missing"
                     )
-        return PackageRunner(hit[0], job.backend, instances)
+        return PackageRunner(hit[0], job.backend, instances, hit[1])
 
     def _run_compiler(self, job: CompileJob, key: str) -> None:
         log.info("compiling %s for %s (cache key %s); this takes a while", job.model_file, job.backend, key)

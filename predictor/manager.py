@@ -111,7 +111,7 @@ class ModelManager:
         loop = asyncio.get_running_loop()
         entry.fingerprint = source.fingerprint()
         if source.config is None or not source.versions:
-            self._failed(entry, source.problem or "no versions")
+            self._failed(entry, source.problem or "no versions", source.config)
             return
         config = source.config
         versions: dict[int, ModelVersion] = {}
@@ -139,7 +139,9 @@ class ModelManager:
                 if compile_later is not None:
                     pending.append((loaded, compile_later))
         if not versions:
-            self._failed(entry, "; ".join(f"version {v}: {why}" for v, why in sorted(failures.items())))
+            self._failed(
+                entry, "; ".join(f"version {v}: {why}" for v, why in sorted(failures.items())), config
+            )
             return
         retired = [v for v in entry.versions.values() if v not in versions.values()]
         entry.versions, entry.failures, entry.config = versions, failures, config
@@ -151,11 +153,11 @@ class ModelManager:
         for version, job in pending:
             self._start_background_compile(entry.name, version, job)
 
-    def _failed(self, entry: ModelEntry, reason: str) -> None:
+    def _failed(self, entry: ModelEntry, reason: str, config: ModelConfig | None = None) -> None:
         if entry.versions:  # keep serving what worked before; say why the change did not apply
             entry.reason = f"change not applied, still serving versions {sorted(entry.versions)}: {reason}"
         else:
-            entry.state, entry.reason = UNAVAILABLE, reason
+            entry.state, entry.reason, entry.config = UNAVAILABLE, reason, config
         log.warning("model %s: %s", entry.name, entry.reason)
 
     def _drop(self, name: str) -> None:

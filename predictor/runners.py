@@ -26,6 +26,7 @@ from predictor.config import ModelConfig, TensorSpec
 
 class Runner(Protocol):
     backend: str
+    record: dict[str, Any] | None  # how a compiled package was built (compile seconds, zentorch kernels)
 
     def run(self, inputs: list[torch.Tensor]) -> Any: ...
 
@@ -36,6 +37,7 @@ class InferenceError(RuntimeError):
 
 class TorchScriptRunner:
     backend = EAGER
+    record = None
 
     def __init__(self, path: Path):
         self.module = torch.jit.load(str(path), map_location="cpu").eval()
@@ -47,6 +49,7 @@ class TorchScriptRunner:
 
 class ExportRunner:
     backend = EAGER
+    record = None
 
     def __init__(self, path: Path):
         self.module = torch.export.load(str(path)).module()
@@ -57,10 +60,11 @@ class ExportRunner:
 
 
 class PackageRunner:
-    def __init__(self, path: Path, backend: str, instances: int):
+    def __init__(self, path: Path, backend: str, instances: int, record: dict[str, Any] | None = None):
         if backend == ZENTORCH:
             load_zentorch_kernels()
         self.backend = backend
+        self.record = record
         # (package, model name inside it, run single-threaded, concurrent runners, device index -1 = CPU)
         self.loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, instances, -1)
         self.out_spec = pytree.treespec_loads(self.loader.get_call_spec()[1])

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,15 +67,20 @@ class BackendInfo:
     load_seconds: float
     cache: str = "none"  # none | hit | miss (compiled now)
     compiling: bool = False  # an auto model serving eager while its compiled package is built
+    record: Mapping[str, Any] | None = None  # the compile record of a package
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "backend": self.backend,
             "backend_reason": self.reason,
             "load_seconds": round(self.load_seconds, 3),
             "compile_cache": self.cache,
             "compiling": self.compiling,
         }
+        if self.record:
+            doc["compile_seconds"] = self.record.get("compile_seconds")
+            doc["zentorch_kernels"] = self.record.get("zentorch_kernels")
+        return doc
 
 
 class ModelVersion:
