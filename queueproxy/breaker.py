@@ -58,7 +58,7 @@ class Breaker(Generic[T]):
 
     def acquire(self, ticket: T) -> Admission:
         """Admit, queue (FIFO) or reject one request identified by ``ticket``."""
-        if self.in_flight >= self.total_slots:
+        if self.in_flight >= self.queue_depth + self.max_concurrency:
             return Admission.REJECTED
         self.in_flight += 1
         if not self._waiters and self.executing < self.capacity:
@@ -81,7 +81,7 @@ class Breaker(Generic[T]):
             raise RuntimeError("breaker release() without a matching admission")
         self.executing -= 1
         self.in_flight -= 1
-        return self._admit_waiters()
+        return self._admit_waiters() if self._waiters else []
 
     def cancel(self, ticket: T) -> bool:
         """A waiter gave up (timeout, client gone). Returns False if it was not waiting."""

@@ -361,7 +361,11 @@ class Response:
 
     def link_flow(self, transport: asyncio.ReadTransport | None) -> None:
         """Pause ``transport``'s reading whenever this client stops reading (None unlinks)."""
-        self._conn._link_flow(transport)
+        conn = self._conn
+        if conn._flow_paused or (transport is not None and conn._write_paused):
+            conn._link_flow(transport)
+        else:
+            conn._flow = transport
 
 
 class _Connection(asyncio.Protocol):
@@ -473,8 +477,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
         else:
-            if self._starting is not None:
-                self._start_parsed()
+            request = self._starting
+            if request is not None:
+                self._starting = None
+                self._run(request)
             if self._in_head:
                 self._head_size += len(data)
                 if self._head_size > self.limits.max_head_bytes:
@@ -551,7 +557,8 @@ class _Connection(asyncio.Protocol):
         self._body._feed(chunk)
 
     def on_message_complete(self) -> None:
-        self._body._finish()
+        if self._body is not EMPTY_BODY:
+            self._body._finish()
 
     # -- running requests ------------------------------------------------------------------
     def _start_parsed(self) -> None:
@@ -612,7 +619,9 @@ class _Connection(asyncio.Protocol):
         self._current = None
         self._task = None
         if self._flow is not None:
-            self._link_flow(None)
+            if self._flow_paused:
+                self._resume_flow()
+            self._flow = None
         if self._closed:
             return
         request_body = self._body if not self._pipeline else None

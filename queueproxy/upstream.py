@@ -628,7 +628,7 @@ class UpstreamPool:
         if conn is None:
             return None
         head = self._head(request, host, add_headers, drop_headers)
-        if body.buffered or body.chunked:
+        if body._size or body.chunked:
             head += _frame(body.take_buffered(), body.chunked)
         dispatched = Dispatched(self, conn, head, response, request.method == b"HEAD", on_done)
         conn.begin(response, dispatched.is_head, True, dispatched._settle)
