@@ -1,22 +1,29 @@
-"""A small, fast HTTP/1.1 server core: an asyncio Protocol driving httptools, one coroutine per request.
+"""A small, fast HTTP/1.1 server core: an asyncio Protocol driving httptools.
 
 Why not uvicorn or a framework: the queue-proxy and the activator sit on the hot path of every
 request, and every microsecond of Python there is paid twice (once per hop). This core does only
-what a proxy needs — parse, stream, frame — and hands each request to an async handler.
+what a proxy needs — parse, stream, frame — and hands each request to a handler.
 
 API (shared by the queue-proxy and the activator; keep it stable)::
 
     async def handler(request: Request, response: Response) -> None: ...
+    # or, for a hot path that should not pay for a task per request:
+    def handler(request: Request, response: Response) -> Awaitable[None] | None: ...
 
     server = HttpServer(handler, limits=Limits(), name="serving")
     host, port = await server.start("127.0.0.1", 0)       # port 0 picks a free port
     ...
     await server.shutdown(grace=30.0)                       # stop accepting, let requests finish
 
+A plain (non-async) handler runs as soon as the request's read is parsed. It returns None once it
+has answered or has arranged to answer later from callbacks (then ``response.on_abort`` is how it
+learns that the client left), or an awaitable, which is run as a task like an async handler's.
+
 ``Request``: ``method`` (bytes, e.g. b"GET"), ``target`` (raw request-target bytes, path and query),
 ``path`` (str, no query), ``headers`` (list of ``(name, value)`` bytes, names lower-cased, in arrival
-order), ``header(name)`` (first value or None; ``name`` lower-case bytes), ``http_version`` ("1.1"),
-``keep_alive``, ``client`` (peer "ip" string) and ``body`` (a ``RequestBody``).
+order), ``index`` (dict: lower-case name -> first value), ``header(name)`` (the same lookup),
+``http_version`` ("1.1"), ``keep_alive``, ``client`` (peer "ip" string) and ``body`` (a
+``RequestBody``).
 
 ``RequestBody``: ``await body.read()`` returns the next chunk, ``b""`` at the end; ``await
 body.read_all(limit)``; ``complete`` is True once the whole body has arrived; ``chunked`` and
@@ -35,11 +42,14 @@ headers, content_type)`` does all three, ``abort()`` drops the connection (for f
 went out). ``await drain()`` waits while the client is not reading; ``link_flow(transport)`` pauses and
 resumes another transport's reading with this client's write buffer (a proxy's backpressure).
 ``started``, ``finished``, ``status`` and ``last_write`` (monotonic seconds) describe progress.
+``on_abort`` (a callable, default None) is called if the client goes away before the response is
+finished. ``accepts_raw``/``start_raw(status, head)`` let a proxy pass an upstream's complete,
+fixed-length head through unchanged.
 
 Connections are persistent and pipelining-safe: a pipelined request waits until the previous
 response is finished. Malformed requests get 400, oversized heads 431 (and the connection closes);
 other connections are not affected. A handler that raises gets 500 (or an aborted connection if its
-response had started); a handler that returns without finishing its response has it finished.
+response had started); an async handler that returns without finishing its response has it finished.
 If the client goes away (closes or half-closes its connection), the handler's task is cancelled.
 """
 
@@ -58,7 +68,7 @@ import httptools
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["Request", "Response"], Awaitable[None]]
+Handler = Callable[["Request", "Response"], "Awaitable[None] | None"]
 Headers = list[tuple[bytes, bytes]]
 
 _STATUS_LINES: dict[int, bytes] = {

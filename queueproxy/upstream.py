@@ -12,12 +12,17 @@ API (shared by the queue-proxy and the activator; keep it stable)::
                                 add_headers=((b"k-proxy-request", b"activator"),),
                                 drop_headers=frozenset({b"knative-serving-revision"}))
     status, headers, body = await pool.request(b"GET", b"/healthz", headers=((b"k-network-probe", b"queue"),))
+    dispatched = pool.dispatch(request, response, on_done, host=..., drop_headers=...)  # no coroutine
     pool.close()
 
 ``forward`` sends the request upstream (hop-by-hop headers removed, including those named in
 ``Connection``; ``X-Forwarded-For`` extended with the client address), streams the request body as
 it arrives, and streams the response into ``response`` (re-framed for the client; the head and the
-first body bytes leave in one send). It returns the status once the response is complete. The
+first body bytes leave in one send; a plain fixed-length upstream head is passed through unparsed).
+It returns the status once the response is complete. ``dispatch`` does the same without a
+coroutine when it can start at once (an idle pooled connection, the whole body in hand): it returns
+a ``Dispatched`` handle (``cancel()`` abandons the request) and calls ``on_done(status_or_error)``
+later; otherwise it returns None and the caller awaits ``forward``. The
 client's slowness pauses reading from the upstream and the upstream's slowness pauses reading from
 the client, so neither body is ever held whole.
 
