@@ -46,6 +46,7 @@ class UserContainer:
         self.max_in_flight = 0
         self.served = 0
         self.seen_headers: list[dict[str, str]] = []
+        self.ready_status = 503  # what GET /ready answers (an HTTP readiness probe's target)
         self.server = HttpServer(self.handle, name="user-container")
         self.port = 0
 
@@ -93,6 +94,8 @@ class UserContainer:
                     await asyncio.sleep(float(query.get("gap", "0.05")))
                 response.write(b"part%d\n" % i)
             response.end()
+        elif path == "/ready":
+            response.send(self.ready_status, b"")
         elif path == "/die":
             response.abort()
         else:

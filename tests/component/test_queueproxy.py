@@ -10,6 +10,8 @@ import httpx
 import pytest
 from queueproxy_fixtures import UserContainer, free_port, run, start_queue_proxy, wait_ready
 
+from queueproxy.config import ProbeSpec
+
 pytestmark = pytest.mark.timeout(30)
 
 
@@ -203,6 +205,30 @@ def test_queue_probe_fails_until_the_user_container_listens_then_passes_within_a
         assert time.monotonic() - began < 0.5  # aggressive probing: every 50 ms
         assert answer.content == b"queue"
         assert user.served == 0  # the TCP probe opened connections; no request reached the container
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
+def test_http_readiness_probe_counts_2xx_and_3xx_as_ready():
+    async def body():
+        user = await UserContainer().start()
+        probe = ProbeSpec(kind="http", host="127.0.0.1", port=user.port, path="/ready")
+        proxy, ports = await start_queue_proxy(user.port, probes=(probe,))
+        client = client_for(ports["serving_port"])
+        await asyncio.sleep(0.2)
+        answer = await client.get("/", headers={"K-Network-Probe": "queue"})
+        assert answer.status_code == 503
+        assert b"/ready answered 503" in answer.content
+        user.ready_status = 302
+        began = time.monotonic()
+        await wait_ready(proxy, timeout=2)
+        assert time.monotonic() - began < 0.5
+        assert (await client.get("/", headers={"K-Network-Probe": "queue"})).status_code == 200
+        probe_headers = next(
+            h for h in user.seen_headers if h.get("user-agent", "").startswith("kube-probe/")
+        )
+        assert "k-network-probe" not in probe_headers
         await teardown(user, proxy, client)
 
     run(body)
