@@ -186,6 +186,14 @@ class LocalActuator:
         """Pods including those being drained (for status views)."""
         return [p.info() for p in self._revisions[revision].pods.values() if p.serving_port]
 
+    def user_container_addresses(self, revision: RevisionRef) -> dict[str, str]:
+        """Pod name -> the user container's own address (behind the queue-proxy), for diagnostics."""
+        return {p.name: f"127.0.0.1:{p.user_port}" for p in self._revisions[revision].live() if p.user_port}
+
+    def process_groups(self, revision: RevisionRef) -> dict[str, list[int]]:
+        """Pod name -> process ids (queue-proxy, user container); each leads its own process group."""
+        return {p.name: [proc.pid for proc in p.processes()] for p in self._revisions[revision].live()}
+
     def process_ids(self) -> list[int]:
         return [
             proc.pid
@@ -319,7 +327,13 @@ class LocalActuator:
     async def _launch(self, pod: _Pod) -> None:
         template = pod.template
         pod.user_port = _free_port()
-        user_env = {**os.environ, **template.env, template.port_env: str(pod.user_port)}
+        # Knative gives the user container PORT and K_REVISION/K_CONFIGURATION/K_SERVICE.
+        user_env = {
+            **os.environ,
+            "K_REVISION": template.revision.name,
+            **template.env,
+            template.port_env: str(pod.user_port),
+        }
         with pod.log_path.open("ab") as out:
             pod.user = await asyncio.create_subprocess_exec(
                 *template.command,

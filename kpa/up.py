@@ -215,6 +215,7 @@ class LocalStack:
         max_idle = {RevisionRef(s.namespace, s.name): s.container_concurrency or 100 for s in stack.revisions}
         self.entry = Entry(self.activator, self.refs, max_idle)
         self._servers: list[HttpServer] = []
+        self._stopping = False
         self.started_at = time.time()
         self.entry_url = ""
         self.admin_url = ""
@@ -251,6 +252,7 @@ class LocalStack:
 
     async def stop(self) -> None:
         """Stop serving (held requests get 503), stop deciding, then stop every pod."""
+        self._stopping = True
         for server in self._servers:
             server.stop_accepting()
         await self.service.close()
@@ -261,6 +263,8 @@ class LocalStack:
             backends.set_pods([], 0)
 
     def _pods_changed(self, ref: RevisionRef, pods: Sequence[PodInfo]) -> None:
+        if self._stopping:
+            return  # the activator already let go of its revisions
         key = RevisionKey(ref.namespace, ref.name)
         self.activator.set_endpoints(key, [p.address for p in pods])  # it probes the new ones itself
         self.entry.set_ready_pods(ref, ready_pods(pods))
