@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import textwrap
 import time
@@ -32,6 +33,7 @@ def stack_text(
     cc: int,
     annotations: dict[str, str] | None = None,
     config: dict[str, str] | None = None,
+    command: list[str] | None = None,
 ) -> str:
     """A one-revision stack file for the sample app; short windows so tests run in seconds."""
     base = {"stable-window": "6s", "scale-to-zero-grace-period": "1s", "panic-window-percentage": "50"}
@@ -40,7 +42,7 @@ def stack_text(
     lines += [
         "revisions:",
         "  - name: hello",
-        f"    command: python -m kpa.sample_app --delay {delay}",
+        f"    command: {json.dumps(command or ['python', '-m', 'kpa.sample_app', '--delay', str(delay)])}",
         f"    containerConcurrency: {cc}",
         "    timeoutSeconds: 30",
         "    startupTimeoutSeconds: 20",

@@ -95,3 +95,98 @@ def test_sigkill_of_a_pod_mid_load_fails_fast_and_the_pod_is_replaced(tmp_path):
             assert kill_at > 0
 
     run(scenario())
+
+
+def test_a_user_command_that_cannot_start_is_reported_and_retried_with_backoff(tmp_path):
+    """A container that exits at once is reported with its exit code and output, and retried with
+    growing delays (like CrashLoopBackOff), not in a hot loop; the stack itself keeps running."""
+
+    async def scenario():
+        crash = "import sys; print('boom: no model here', file=sys.stderr); sys.exit(3)"
+        text = stack_text(delay=0.0, cc=1, command=["python", "-c", crash])
+        async with running_stack(text, tmp_path) as stack:
+            await wait_until(
+                lambda: stack.actuator.last_failure(REVISION) is not None, 10, "a reported failure"
+            )
+            await asyncio.sleep(6.0)
+            failure = stack.actuator.last_failure(REVISION)
+            assert "user container exited with code 3 before becoming ready" in failure.reason
+            assert "boom: no model here" in failure.output_tail
+            assert row(stack)["pod_failure"].endswith(failure.reason)
+            attempts = len(list(tmp_path.glob("hello-*.queue-proxy.log")))
+            assert 3 <= attempts <= 5, f"{attempts} attempts in ~6 s: backoff is not working"
+            assert row(stack)["ready_pods"] == 0 and row(stack)["desired_pods"] == 1
+
+    run(scenario())
+
+
+def test_a_failing_scrape_records_nothing_and_the_revision_keeps_its_decision(tmp_path):
+    """Scrapes of a pod whose stats endpoint fails raise ScrapeError naming the pod and the reason;
+    the next decision still uses the windows' earlier data."""
+    from autoscaler.actuator import PodInfo
+    from autoscaler.revision import settings_from
+    from autoscaler.service import AutoscalerService, ScrapeError
+    from autoscaler.stat import Stat
+    from queueproxy.http11 import HttpServer
+
+    class OnePod:
+        """An actuator with one ready pod whose stats URL the test controls."""
+
+        def __init__(self, stats_url: str) -> None:
+            self.pod = PodInfo("hello-1", REVISION, "127.0.0.1:9", stats_url, 0.0, True)
+            self.desired: list[int] = []
+
+        def set_desired_scale(self, revision, desired):
+            self.desired.append(desired)
+
+        def desired_scale(self, revision):
+            return self.desired[-1] if self.desired else 1
+
+        def pods(self, revision):
+            return [self.pod]
+
+        def subscribe(self, listener):
+            pass
+
+    healthy = True
+
+    async def stats(request, response):
+        if healthy:
+            body = Stat("hello-1", average_concurrent_requests=7.0, request_count=7.0).to_json()
+            response.send(200, str(body).replace("'", '"').encode(), content_type=b"application/json")
+        else:
+            response.send(500, b"stats broken\n")
+
+    async def scenario():
+        nonlocal healthy
+        server = HttpServer(stats)
+        _, port = await server.start("127.0.0.1", 0)
+        actuator = OnePod(f"http://127.0.0.1:{port}/stats")
+        settings = settings_from({"autoscaling.knative.dev/target": "1"}, {"stable-window": "6s"}, 0)
+        service = AutoscalerService(actuator)
+        service.add_revision(REVISION, settings)
+        await service.start()
+        try:
+            stat = await service.scrape(actuator.pods(REVISION), settings.stable_window)
+            assert stat.pod_name == "service-scraper" and stat.average_concurrent_requests == 7.0
+            service.record_pushed([(REVISION, stat)])
+            first = service.decide_now(REVISION)
+            assert first.valid and first.desired_pods == 10  # ceil(7 / 0.7)
+            healthy = False
+            try:
+                await service.scrape(actuator.pods(REVISION), settings.stable_window)
+            except ScrapeError as exc:
+                assert "hello-1: HTTP 500" in str(exc) and "0 of 1 sampled pods answered" in str(exc)
+            else:
+                raise AssertionError("a failing scrape must raise ScrapeError")
+            await server.shutdown(0.1)
+            try:
+                await service.scrape(actuator.pods(REVISION), settings.stable_window)
+            except ScrapeError as exc:
+                assert "connection refused" in str(exc)
+            later = service.decide_now(REVISION)
+            assert later.valid and later.desired_pods == 10
+        finally:
+            await service.close()
+
+    run(scenario())
