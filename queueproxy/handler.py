@@ -39,6 +39,7 @@ from queueproxy.stats import RequestStats
 from queueproxy.upstream import Dispatched, UpstreamError, UpstreamPool
 
 KUBE_PROBE_UA = b"kube-probe/"
+PROBE_HOLD_SECONDS = 0.25  # a cold pod's health check waits this long for readiness
 HEALTH_CHECK_UAS = (KUBE_PROBE_UA, b"Knative-Activator-Probe", b"Knative-Autoscaling-Probe")
 # Knative's revision headers are for the activator; the user container never sees them.
 STRIPPED_HEADERS = frozenset({b"knative-serving-revision", b"knative-serving-namespace", b"k-original-host"})
@@ -268,8 +269,7 @@ class QueueProxyHandler:
             or (user_agent is not None and user_agent.startswith(HEALTH_CHECK_UAS))
             or index.get(b"k-kubelet-probe")
         ):
-            self._health_check(network_probe, response)
-            return None
+            return self._health_check(network_probe, response)
         if network_probe == b"probe":
             self._network_probe(request, response)
             return None
@@ -299,15 +299,35 @@ class QueueProxyHandler:
         for waiting in self.breaker.release():
             waiting.admit()
 
-    def _health_check(self, network_probe: bytes | None, response: Response) -> None:
+    def _health_check(self, network_probe: bytes | None, response: Response):  # -> Awaitable | None
         if self.drainer.draining:
             response.send(503, b"shutting down\n")
         elif network_probe != b"queue":
             response.send(400, b"unexpected probe header value: %s\n" % (network_probe or b""))
         elif not self.readiness.ready:
-            response.send(503, f"user container not ready: {self.readiness.last_error}\n".encode())
+            return self._hold_probe(response)
         else:
             response.send(200, b"queue")
+        return None
+
+    async def _hold_probe(self, response: Response) -> None:
+        """Answer a probe of a cold pod the moment the user container becomes ready.
+
+        Like Knative's queue-proxy, which runs the readiness probe inside the health check: the
+        activator then learns of a new pod within one aggressive probe interval instead of at its
+        next 200 ms probe tick. The hold stays below the activator's 300 ms probe timeout.
+        """
+        try:
+            async with asyncio.timeout(PROBE_HOLD_SECONDS):
+                await self.readiness.wait_ready()
+        except TimeoutError:
+            pass
+        if self.drainer.draining:
+            response.send(503, b"shutting down\n")
+        elif self.readiness.ready:
+            response.send(200, b"queue")
+        else:
+            response.send(503, f"user container not ready: {self.readiness.last_error}\n".encode())
 
     def _network_probe(self, request: Request, response: Response) -> None:
         if self.drainer.draining:

@@ -210,6 +210,26 @@ def test_queue_probe_fails_until_the_user_container_listens_then_passes_within_a
     run(body)
 
 
+def test_probe_of_a_cold_pod_is_held_and_answered_the_moment_the_container_listens():
+    async def body():
+        user_port = free_port()
+        proxy, ports = await start_queue_proxy(user_port)
+        client = client_for(ports["serving_port"])
+        probe = {"K-Network-Probe": "queue", "User-Agent": "Knative-Activator-Probe"}
+        began = time.monotonic()
+        held = asyncio.ensure_future(client.get("/", headers=probe))
+        await asyncio.sleep(0.05)
+        user = await UserContainer().start(user_port)
+        started = time.monotonic()
+        answer = await held
+        assert (answer.status_code, answer.content) == (200, b"queue")
+        assert time.monotonic() - started < 0.15  # one aggressive probe interval, not a new probe tick
+        assert time.monotonic() - began < 0.3  # within the hold: the activator's 300 ms timeout
+        await teardown(user, proxy, client)
+
+    run(body)
+
+
 def test_http_readiness_probe_counts_2xx_and_3xx_as_ready():
     async def body():
         user = await UserContainer().start()
