@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ from predictor.batch_planner import BatchPolicy, Dispatch, Queued, Wait, plan
 from predictor.signature import BoundInputs
 
 Execute = Callable[[list[np.ndarray], int], list[np.ndarray]]  # (inputs, number of requests) -> outputs
+Submit = Callable[..., asyncio.Future]  # (function, *args) -> a loop future of function(*args), off the loop
 
 
 @dataclass
@@ -29,10 +29,10 @@ class _Pending:
 
 
 class DynamicBatcher:
-    def __init__(self, policy: BatchPolicy, execute: Execute, executor: Executor, instances: int):
+    def __init__(self, policy: BatchPolicy, execute: Execute, submit: Submit, instances: int):
         self.policy = policy
         self._execute = execute
-        self._executor = executor
+        self._submit = submit
         self._idle = instances
         self._queue: deque[_Pending] = deque()
         self._timer: asyncio.TimerHandle | None = None
@@ -58,7 +58,7 @@ class DynamicBatcher:
             if isinstance(decision, Dispatch):
                 batch = [self._queue.popleft() for _ in range(decision.count)]
                 self._idle -= 1
-                done = loop.run_in_executor(self._executor, self._run, [p.inputs for p in batch])
+                done = self._submit(self._run, [p.inputs for p in batch])
                 done.add_done_callback(lambda finished, batch=batch: self._finished(batch, finished))
                 continue
             if isinstance(decision, Wait):

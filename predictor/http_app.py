@@ -1,4 +1,4 @@
-"""The HTTP face of the predictor: a plain ASGI app (no framework) for KServe V2, V1 and Triton extras.
+"""The HTTP face of the predictor: request routing and handlers for KServe V2, V1 and Triton extras.
 
 Routes (``{v}`` optional everywhere it appears as ``[/versions/{v}]``):
 
@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 from predictor import datatypes
+from predictor.http_server import Request, Response
 from predictor.manager import ModelManager, ModelNotFound, ModelNotReady
 from predictor.protocol import (
     HEADER_LENGTH,
@@ -52,9 +53,6 @@ SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
-MAX_BODY_BYTES = 256 << 20
-
-Response = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
 class HTTPError(Exception):
@@ -72,41 +70,35 @@ def error_response(status: int, message: str) -> Response:
 
 
 class PredictorApp:
-    def __init__(self, manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES):
+    def __init__(self, manager: ModelManager):
         self.manager = manager
-        self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
-        if scope["type"] != "http":
-            return
+    async def __call__(self, request: Request) -> Response:
         try:
-            response = await self._dispatch(scope, receive)
+            return await self._dispatch(request)
         except HTTPError as exc:
-            response = error_response(exc.status, str(exc))
+            return error_response(exc.status, str(exc))
         except (ProtocolError, InvalidName) as exc:
-            response = error_response(400, str(exc))
+            return error_response(400, str(exc))
         except ModelNotFound as exc:
-            response = error_response(404, str(exc))
+            return error_response(404, str(exc))
         except ModelNotReady as exc:
-            response = error_response(503, str(exc))
+            return error_response(503, str(exc))
         except InferenceError as exc:
-            response = error_response(500, f"inference failed: {exc}")
+            return error_response(500, f"inference failed: {exc}")
         except Exception as exc:
-            log.exception("unexpected error for %s %s", scope["method"], scope["path"])
-            response = error_response(500, f"{type(exc).__name__}: {exc}")
-        status, body, headers = response
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            log.exception("unexpected error for %s %r", request.method, request.target)
+            return error_response(500, f"{type(exc).__name__}: {exc}")
 
-    async def _dispatch(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> Response:
-        method = scope["method"]
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        path = raw_path.split(b"?", 1)[0].decode("latin-1")
-        try:
-            parts = [unquote(p, errors="strict") for p in path.split("/")[1:]]
-        except UnicodeDecodeError:
-            raise HTTPError(400, f"path {path!r} is not valid percent-encoded UTF-8") from None
+    async def _dispatch(self, request: Request) -> Response:
+        method = request.method
+        path = request.target.split(b"?", 1)[0].decode("latin-1")
+        parts = path.split("/")[1:]
+        if "%" in path:
+            try:
+                parts = [unquote(p, errors="strict") for p in parts]
+            except UnicodeDecodeError:
+                raise HTTPError(400, f"path {path!r} is not valid percent-encoded UTF-8") from None
         if parts and parts[-1] == "":
             parts.pop()
         match parts:
@@ -129,9 +121,9 @@ class PredictorApp:
                 _allow(method, "GET")
                 return json_response({"model_stats": self._stats(None, None)})
             case ["v2", "models", name, "versions", version, *action] if len(action) <= 1:
-                return await self._model(method, name, version, action, scope, receive)
+                return await self._model(request, name, version, action)
             case ["v2", "models", name, *action] if len(action) <= 1:
-                return await self._model(method, name, None, action, scope, receive)
+                return await self._model(request, name, None, action)
             case ["v2", "repository", "index"]:
                 _allow(method, "POST", "GET")
                 return json_response(self.manager.index())
@@ -145,15 +137,13 @@ class PredictorApp:
             case ["v1", "models", target]:
                 if target.endswith(":predict"):
                     _allow(method, "POST")
-                    body = await self._body(scope, receive)
-                    return await self._v1_predict(target.removesuffix(":predict"), body)
+                    return await self._v1_predict(target.removesuffix(":predict"), _body(request))
                 _allow(method, "GET")
                 return self._v1_status(target)
         raise HTTPError(404, f"no route for {method} {path}; see docs/predictor.md for the endpoints")
 
-    async def _model(
-        self, method: str, name: str, version: str | None, action: list[str], scope, receive
-    ) -> Response:
+    async def _model(self, request: Request, name: str, version: str | None, action: list[str]) -> Response:
+        method = request.method
         match action:
             case []:
                 _allow(method, "GET")
@@ -167,8 +157,7 @@ class PredictorApp:
                 return json_response({"name": name, "ready": True})
             case ["infer"]:
                 _allow(method, "POST")
-                body = await self._body(scope, receive)
-                return await self._v2_infer(name, version, scope, body)
+                return await self._v2_infer(name, version, request)
             case ["config"]:
                 _allow(method, "GET")
                 entry = self.manager.entry(name)
@@ -182,11 +171,10 @@ class PredictorApp:
 
     # --- inference -------------------------------------------------------------------------------
 
-    async def _v2_infer(
-        self, name: str, version: str | None, scope: dict, body: bytearray | bytes
-    ) -> Response:
-        header_length = _header_length(scope)
+    async def _v2_infer(self, name: str, version: str | None, request: Request) -> Response:
+        header_length = _header_length(request)
         model = self.manager.lookup(name, version)
+        body = _body(request)
 
         def decode() -> tuple[BoundInputs, InferRequest]:
             request = decode_infer_request(body, header_length)
@@ -285,30 +273,6 @@ class PredictorApp:
                 )
         return rows
 
-    async def _body(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> bytearray | bytes:
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HTTPError(400, "client disconnected before sending the whole body")
-            body += message.get("body", b"")
-            if len(body) > self.max_body_bytes:
-                raise HTTPError(413, f"request body exceeds {self.max_body_bytes} bytes")
-            if not message.get("more_body", False):
-                break
-        encoding = _header(scope, b"content-encoding")
-        if encoding in (None, b"identity"):
-            return body
-        if encoding not in (b"gzip", b"deflate"):
-            raise HTTPError(
-                400,
-                f"Content-Encoding {encoding.decode(errors='replace')!r} not supported; use gzip or deflate",
-            )
-        try:
-            return zlib.decompress(body, 31 if encoding == b"gzip" else 15)
-        except zlib.error as exc:
-            raise HTTPError(400, f"body is not valid {encoding.decode()} data: {exc}") from None
-
 
 async def _run(
     model: ModelVersion,
@@ -334,15 +298,8 @@ def _allow(method: str, *allowed: str) -> None:
         raise HTTPError(405, f"method {method} not allowed here; use {' or '.join(allowed)}")
 
 
-def _header(scope: dict, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.lower() if name == b"content-encoding" else value
-    return None
-
-
-def _header_length(scope: dict) -> int | None:
-    raw = _header(scope, HEADER_LENGTH.encode())
+def _header_length(request: Request) -> int | None:
+    raw = request.headers.get(HEADER_LENGTH.encode())
     if raw is None:
         return None
     try:
@@ -351,3 +308,17 @@ def _header_length(scope: dict) -> int | None:
         raise ProtocolError(
             f"Inference-Header-Content-Length {raw.decode(errors='replace')!r} is not an integer"
         ) from None
+
+
+def _body(request: Request) -> bytearray | bytes:
+    """The request body, inflated when the client compressed it."""
+    encoding = request.headers.get(b"content-encoding", b"identity").lower()
+    if encoding == b"identity":
+        return request.body
+    if encoding not in (b"gzip", b"deflate"):
+        shown = encoding.decode(errors="replace")
+        raise HTTPError(400, f"Content-Encoding {shown!r} not supported; use gzip or deflate")
+    try:
+        return zlib.decompress(request.body, 31 if encoding == b"gzip" else 15)
+    except zlib.error as exc:
+        raise HTTPError(400, f"body is not valid {encoding.decode()} data: {exc}") from None

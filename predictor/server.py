@@ -3,7 +3,8 @@
 The socket is bound before any model loads, so the caller learns the port at once (one JSON line on
 stdout: ``{"event": "listening", "port": ...}``) and can poll ``/v2/health/ready``; a second line
 ``{"event": "ready", ...}`` reports start-to-ready time. SIGTERM/SIGINT stop accepting, finish
-responses in flight, and stop any compiler child this process started.
+responses in flight (up to ``grace_s``), and stop any compiler child this process started — even
+while the first models are still loading or compiling.
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from predictor.backends import probe_platform
 from predictor.compile_cache import CompileCache
 from predictor.http_app import PredictorApp
+from predictor.http_server import HttpServer
 from predictor.loader import VersionLoader
 from predictor.manager import ModelManager
 from predictor.repository import Repository
@@ -44,14 +44,7 @@ class ServerOptions:
     watch: bool = False
     watch_quiet_ms: int = 200
     keep_alive_s: float = 75.0
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # serve() installs our own handlers instead: uvicorn's re-raise the signal after shutdown, which
-        # would kill the process before it stops its compiler children.
-        yield
+    grace_s: float = 30.0  # how long requests in flight may take to finish at shutdown
 
 
 def announce(event: dict[str, Any]) -> None:
@@ -90,42 +83,35 @@ async def serve(options: ServerOptions, on_event: Callable[[dict[str, Any]], Non
         Repository(options.repository), VersionLoader(CompileCache(options.cache_dir), probe_platform())
     )
     sock = bind(options.host, options.port)
-    config = uvicorn.Config(
-        PredictorApp(manager),
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-        http="httptools",
-        timeout_keep_alive=int(options.keep_alive_s),
-    )
-    server = _Server(config)
+    server = HttpServer(PredictorApp(manager), keep_alive_s=options.keep_alive_s)
+    await server.start(sock)
     stop = asyncio.Event()
-
-    def request_stop() -> None:
-        server.should_exit = True
-        stop.set()
-
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, request_stop)
-    serving = loop.create_task(server.serve(sockets=[sock]))
+            loop.add_signal_handler(sig, stop.set)
     host, port = sock.getsockname()[:2]
     on_event({"event": "listening", "host": host, "port": port, "pid": os.getpid()})
     watcher = None
+    starting = loop.create_task(manager.load_repository())
+    stopping = loop.create_task(stop.wait())
     try:
-        await manager.load_repository()
-        seconds = process_age_s()
-        log.info("ready %.2f s after process start: %s", seconds, ", ".join(manager.names()) or "no models")
-        on_event({"event": "ready", "seconds_since_start": round(seconds, 3), "models": manager.index()})
-        if options.watch:
-            watcher = loop.create_task(watch_repository(manager, stop, options.watch_quiet_ms))
-        await serving
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            seconds = process_age_s()
+            log.info(
+                "ready %.2f s after process start: %s", seconds, ", ".join(manager.names()) or "no models"
+            )
+            on_event({"event": "ready", "seconds_since_start": round(seconds, 3), "models": manager.index()})
+            if options.watch:
+                watcher = loop.create_task(watch_repository(manager, stop, options.watch_quiet_ms))
+            await stopping
     finally:
-        request_stop()
+        stop.set()
+        starting.cancel()
+        log.info("shutting down")
+        await server.shutdown(grace=options.grace_s)
         if watcher is not None:
             await asyncio.gather(watcher, return_exceptions=True)
         await manager.close()
-        if not serving.done():
-            await serving
         sock.close()

@@ -13,7 +13,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from predictor.config import ModelConfig
 from predictor.repository import VersionSource
 from predictor.runners import Runner, run_model
 from predictor.signature import BoundInputs
+from predictor.workers import Workers
 
 T = TypeVar("T")
 
@@ -91,9 +91,7 @@ class ModelVersion:
         self.runner = runner
         self.info = info
         self.stats = VersionStats()
-        self.executor = ThreadPoolExecutor(
-            config.instance_count, thread_name_prefix=f"{config.name}-v{self.version}"
-        )
+        self.workers = Workers(config.instance_count, f"{config.name}-v{self.version}")
         self.batcher: DynamicBatcher | None = None
         if config.dynamic_batching is not None:
             policy = BatchPolicy(
@@ -101,7 +99,7 @@ class ModelVersion:
                 config.dynamic_batching.max_queue_delay_s,
                 config.dynamic_batching.preferred_batch_sizes,
             )
-            self.batcher = DynamicBatcher(policy, self.execute, self.executor, config.instance_count)
+            self.batcher = DynamicBatcher(policy, self.execute, self.workers.submit, config.instance_count)
         self._in_flight = 0
         self._retired = False
 
@@ -145,7 +143,7 @@ class ModelVersion:
 
     def call(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run ``function`` on this version's worker threads."""
-        return asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+        return self.workers.submit(function, *args)
 
     def upgrade(self, runner: Runner, info: BackendInfo) -> None:
         """Swap in a faster runner (a compiled package) for the same model file; calls in progress finish."""
@@ -168,4 +166,4 @@ class ModelVersion:
             self._close()
 
     def _close(self) -> None:
-        self.executor.shutdown(wait=False)
+        self.workers.shutdown()

@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from predictor.batch_planner import BatchPolicy, Dispatch, Queued, Wait, plan
 from predictor.batcher import DynamicBatcher
 from predictor.signature import BoundInputs
+from predictor.workers import Workers
 
 POLICY = BatchPolicy(max_batch_size=8, max_queue_delay_s=0.010)
 
@@ -78,17 +78,18 @@ def test_shell_runs_one_model_call_for_concurrent_requests_and_splits_the_answer
         return [arrays[0] * 10]
 
     async def scenario() -> list[list[np.ndarray]]:
-        with ThreadPoolExecutor(1) as pool:
-            batcher = DynamicBatcher(BatchPolicy(8, 0.0), execute, pool, instances=1)
-            first = asyncio.ensure_future(batcher.submit(_bound(1.0)))
-            await asyncio.sleep(0.01)  # the first call is running (held at the gate) ...
-            rest = [
-                asyncio.ensure_future(batcher.submit(_bound(v, rows))) for v, rows in ((2.0, 2), (3.0, 1))
-            ]
-            await asyncio.sleep(0.01)
-            assert batcher.queued == 2  # ... so these queue up and go together
-            gate.set()
+        workers = Workers(1, "test")
+        batcher = DynamicBatcher(BatchPolicy(8, 0.0), execute, workers.submit, instances=1)
+        first = asyncio.ensure_future(batcher.submit(_bound(1.0)))
+        await asyncio.sleep(0.01)  # the first call is running (held at the gate) ...
+        rest = [asyncio.ensure_future(batcher.submit(_bound(v, rows))) for v, rows in ((2.0, 2), (3.0, 1))]
+        await asyncio.sleep(0.01)
+        assert batcher.queued == 2  # ... so these queue up and go together
+        gate.set()
+        try:
             return await asyncio.gather(first, *rest)
+        finally:
+            workers.shutdown()
 
     first, second, third = asyncio.run(scenario())
     assert calls == [1, 3]
@@ -104,13 +105,15 @@ def test_shell_fails_every_request_of_a_failed_batch_and_keeps_serving():
         return [arrays[0]]
 
     async def scenario():
-        with ThreadPoolExecutor(1) as pool:
-            batcher = DynamicBatcher(BatchPolicy(8, 0.020), execute, pool, instances=1)
+        workers = Workers(1, "test")
+        batcher = DynamicBatcher(BatchPolicy(8, 0.020), execute, workers.submit, instances=1)
+        try:
             bad = await asyncio.gather(
                 batcher.submit(_bound(-1.0)), batcher.submit(_bound(2.0)), return_exceptions=True
             )
-            good = await batcher.submit(_bound(4.0))
-            return bad, good
+            return bad, await batcher.submit(_bound(4.0))
+        finally:
+            workers.shutdown()
 
     bad, good = asyncio.run(scenario())
     assert all(isinstance(result, ValueError) for result in bad)
