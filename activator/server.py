@@ -536,16 +536,18 @@ class Activator:
             revision.probe_timer = loop.call_at(due, self._schedule_probes, revision)
 
     async def _probe(self, revision: _Revision, address: str) -> None:
-        ok = False
+        ok = refused = False
         try:
             async with asyncio.timeout(self.probe_timeout):
                 status, _, body = await revision.pool(address).request(b"GET", PROBE_PATH, PROBE_HEADERS)
             ok = status == 200 and body == b"queue"
+        except UpstreamConnectError:
+            refused = True
         except (UpstreamError, TimeoutError, OSError):
             ok = False
         if revision.removed:
             return
-        if revision.health.record(address, ok, self._now()):
+        if revision.health.record(address, ok, self._now(), refused=refused):
             log.info("pod %s of %s passed its probe", address, revision.config.key)
             self._update_backends(revision)
         self._schedule_probes(revision)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from activator.probing import PodHealth
+from activator.probing import REFUSED_RETRY, PodHealth
 
 A, B = "127.0.0.1:9001", "127.0.0.1:9002"
 
@@ -62,3 +62,12 @@ def test_a_pod_that_refuses_traffic_is_distrusted_and_probed_at_once():
 def test_probe_frequency_must_be_positive(frequency):
     with pytest.raises(ValueError, match="probe frequency"):
         PodHealth(frequency=frequency)
+
+
+def test_a_refused_probe_is_retried_sooner_than_the_period():
+    h = PodHealth(frequency=0.2)
+    h.set_endpoints([A], now=0.0)
+    assert h.due(0.0) == [A]
+    h.record(A, ok=False, now=0.01, refused=True)
+    assert h.next_due() == pytest.approx(0.01 + REFUSED_RETRY)
+    assert h.due(0.01 + REFUSED_RETRY) == [A]
