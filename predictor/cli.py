@@ -24,6 +24,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--interop-threads", type=int, default=1, help="torch inter-op threads (default 1)")
     parser.add_argument(
+        "--cpu-affinity",
+        metavar="CPUS",
+        default=None,
+        help="run on these CPUs only, e.g. 1 or 0-1 or 0,2 (default: wherever the OS schedules); "
+        "with one intra-op thread, one CPU makes the event loop and the model's thread hand off requests "
+        "without cross-CPU wake-ups",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
@@ -56,6 +64,20 @@ def run(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else _env_port()
     if port is None:
         return 2
+    if args.cpu_affinity is not None:
+        allowed = sorted(os.sched_getaffinity(0))
+        try:
+            os.sched_setaffinity(0, parse_cpus(args.cpu_affinity))
+        except ValueError as exc:
+            print(f"kpa predictor: --cpu-affinity {args.cpu_affinity!r}: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(
+                f"kpa predictor: --cpu-affinity {args.cpu_affinity!r}: {exc.strerror}; "
+                f"this process may use CPUs {','.join(map(str, allowed))}",
+                file=sys.stderr,
+            )
+            return 2
     import torch  # after argument checks: importing torch takes a second or two
 
     torch.set_num_threads(args.threads)
@@ -107,3 +129,16 @@ def _env_port() -> int | None:
         print(f"kpa predictor: environment PORT={raw!r} is not a port number (0-65535)", file=sys.stderr)
         return None
     return port
+
+
+def parse_cpus(text: str) -> set[int]:
+    """CPU numbers from a list like ``0,2-3``."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError("expected CPU numbers and ranges like 0,2-3")
+        cpus.update(range(int(first), int(last or first) + 1))
+    if not cpus:
+        raise ValueError("no CPUs given")
+    return cpus

@@ -190,14 +190,17 @@ class ModelManager:
         version.upgrade(runner, info)
         log.info("model %s version %s: upgraded to %s", name, version.version, info.backend)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 10.0) -> None:
+        """Shutdown: stop compiler children, retire every version and wait for their threads."""
         self.loader.close()
         for task in list(self._background):
             task.cancel()
-        for entry in self._entries.values():
-            self._retire(entry.versions.values())
         self._load_pool.shutdown(wait=False, cancel_futures=True)
         self._compile_pool.shutdown(wait=False, cancel_futures=True)
+        loop = asyncio.get_running_loop()
+        for entry in self._entries.values():
+            for version in entry.versions.values():
+                await loop.run_in_executor(None, version.stop, timeout)
 
     # --- queries ---------------------------------------------------------------------------------
 

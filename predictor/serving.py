@@ -102,6 +102,7 @@ class ModelVersion:
             self.batcher = DynamicBatcher(policy, self.execute, self.workers.submit, config.instance_count)
         self._in_flight = 0
         self._retired = False
+        self._closed = False
 
     @property
     def name(self) -> str:
@@ -166,4 +167,12 @@ class ModelVersion:
             self._close()
 
     def _close(self) -> None:
-        self.workers.shutdown()
+        if not self._closed:
+            self._closed = True
+            self.workers.shutdown()
+
+    def stop(self, timeout: float) -> None:
+        """Server shutdown (blocking): no new work; wait for the worker threads to finish what they hold."""
+        self._retired = True
+        self._close()
+        self.workers.join(timeout)

@@ -47,6 +47,11 @@ class Workers:
         for _ in self._threads:
             self._jobs.put(None)
 
+    def join(self, timeout: float) -> None:
+        """Wait for the threads to exit (after ``shutdown``): none may still run torch at interpreter exit."""
+        for thread in self._threads:
+            thread.join(timeout)
+
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             loop, future, function, args = job
