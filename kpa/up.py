@@ -40,7 +40,7 @@ from activator.routing import RevisionRouter, RouteMiss
 from activator.server import Activator
 from activator.sinks import CallbackStatSink, RevisionStat
 from autoscaler.actuator import PodInfo, RevisionRef, ready_pods
-from autoscaler.lifecycle import SERVE
+from autoscaler.lifecycle import PROXY, SERVE
 from autoscaler.local_actuator import LocalActuator, PodTemplate
 from autoscaler.service import AutoscalerService, parse_stat_push
 from autoscaler.stat import StatError
@@ -77,7 +77,7 @@ class _Backends:
     """Where serve mode sends a revision's requests: its ready pods, round robin."""
 
     def __init__(self) -> None:
-        self.mode = "proxy"
+        self.mode = PROXY
         self.pools: dict[str, UpstreamPool] = {}
         self._turn = itertools.count()
 
