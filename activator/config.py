@@ -19,8 +19,9 @@ DEFAULT_NAMESPACE = "default"
 # A held request for a cc=0 revision stands for "up to 100 in flight per pod" when sizing the queue:
 # Knative's container-concurrency-target-default, the load one pod is expected to carry.
 _UNLIMITED_CC_SIZING = 100
-# Never bound the queue below this: a cold revision with cc=1 must still absorb a modest burst.
-MIN_QUEUE_BOUND = 100
+# Never bound the queue below this: a cold revision must absorb the burst that woke it while its first
+# pods start (Knative's activator never rejects at all; a held request costs one socket).
+MIN_QUEUE_BOUND = 1000
 # Like the queue-proxy's breaker (queue depth 10·cc), but per revision and counted in pods.
 QUEUE_DEPTH_PER_SLOT = 10
 

@@ -29,7 +29,7 @@ def test_an_autoscaler_can_drive_a_revision_from_zero_through_the_admin_api():
             status = created.json()
             assert (status["name"], status["namespace"], status["capacity"], status["held"]) == (
                 "predictor", "ml", 0, 0)
-            assert status["effective_queue_bound"] == 100
+            assert status["effective_queue_bound"] == 1000
             held = asyncio.ensure_future(data.get("/", headers={"host": "predictor.ml.svc.cluster.local"}))
             await asyncio.sleep(0.1)
             assert (await admin.get("/revisions/ml/predictor")).json()["held"] == 1

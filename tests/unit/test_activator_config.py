@@ -53,9 +53,9 @@ def test_key_mismatch_is_refused():
 @pytest.mark.parametrize(
     ("cc", "pods", "bound"),
     [
-        (1, 0, MIN_QUEUE_BOUND),  # cold cc=1 revision still holds a burst of 100
-        (10, 0, 100),
-        (10, 3, 300),
+        (1, 0, MIN_QUEUE_BOUND),  # cold cc=1 revision still holds a burst of 1000
+        (10, 0, 1000),
+        (10, 30, 3000),
         (0, 0, 1000),  # unlimited cc is sized as 100 per pod
         (0, 2, 2000),
     ],
@@ -66,4 +66,4 @@ def test_default_queue_bound_grows_with_revision_capacity(cc, pods, bound):
 
 def test_explicit_queue_bound_overrides_the_default():
     assert RevisionConfig("h", queue_bound=3).queue_bound_for(pods=10) == 3
-    assert RevisionConfig("h", container_concurrency=10).queue_bound_for(pods=3) == 300
+    assert RevisionConfig("h", container_concurrency=10).queue_bound_for(pods=30) == 3000

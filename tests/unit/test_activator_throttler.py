@@ -139,9 +139,9 @@ def test_held_requests_are_admitted_fifo_the_moment_a_pod_becomes_healthy():
     ("cc", "queue_bound", "pods", "held_before_reject"),
     [
         (1, 2, 0, 2),  # explicit bound
-        (1, None, 0, 100),  # default: at least 100
-        (10, None, 0, 100),
-        (20, None, 0, 200),  # 10 × cc × max(1, pods)
+        (1, None, 0, 1000),  # default: at least 1000
+        (10, None, 0, 1000),
+        (200, None, 0, 2000),  # 10 × cc × max(1, pods)
     ],
 )
 def test_wait_queue_is_bounded_and_rejects_at_once_past_the_bound(cc, queue_bound, pods, held_before_reject):
