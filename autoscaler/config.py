@@ -9,6 +9,7 @@ and what is allowed — e.g. ``annotation autoscaling.knative.dev/target="abc": 
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -192,13 +193,26 @@ _CONFIG_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 
 
-def parse_config(data: Mapping[str, str] | None = None) -> AutoscalerConfig:
+# Keys Knative's own config-autoscaler may carry that mean nothing to the decision.
+_IGNORED_CONFIG_KEYS = frozenset({"_example", "tick-interval", "panic-window"})
+CONFIG_KEYS = frozenset(_CONFIG_KEYS)
+
+
+def parse_config(data: Mapping[str, str] | None = None, *, strict: bool = False) -> AutoscalerConfig:
     """Parse config-autoscaler data (string values, as in a ConfigMap) over Knative's defaults.
 
     Unknown keys are ignored, as Knative ignores them (its retired ``tick-interval``/``panic-window``
     keys and ``_example`` included); ``progress-deadline`` from config-deployment is read here too.
+    ``strict`` rejects unknown keys instead: for files a person writes for us (a stack file, a
+    scenario), where an unknown key is a typo that would otherwise change nothing, silently.
     """
     data = dict(data or {})
+    if strict:
+        for key in sorted(set(data) - CONFIG_KEYS - _IGNORED_CONFIG_KEYS):
+            close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            known = ", ".join(sorted(CONFIG_KEYS))
+            raise ConfigError(f'config-autoscaler {key}="{data[key]}": unknown key; {hint}known: {known}')
     reader = _Reader(lambda key: f"config-autoscaler {key}", data)
     values: dict[str, object] = {}
     for key, (name, parse) in _CONFIG_KEYS.items():

@@ -109,11 +109,13 @@ def settings_from(
     container_concurrency: int = 0,
     *,
     reachable: bool = True,
+    strict_config: bool = False,
 ) -> RevisionSettings:
     """Resolve a revision's settings; raises :class:`ConfigError` naming any bad key or value.
 
     ``config`` is config-autoscaler's data (or an already parsed :class:`AutoscalerConfig`);
-    ``reachable`` is False for a revision no route sends traffic to (min-scale and retention are ignored).
+    ``reachable`` is False for a revision no route sends traffic to (min-scale and retention are ignored);
+    ``strict_config`` rejects unknown config keys (see :func:`parse_config`).
     """
     if isinstance(container_concurrency, bool) or not isinstance(container_concurrency, int):
         raise ConfigError(f"containerConcurrency={container_concurrency!r}: must be an integer")
@@ -122,7 +124,7 @@ def settings_from(
             f"containerConcurrency={container_concurrency}: must be in [0, {CONTAINER_CONCURRENCY_MAX}]"
             " (0 means no limit)"
         )
-    cfg = config if isinstance(config, AutoscalerConfig) else parse_config(config)
+    cfg = config if isinstance(config, AutoscalerConfig) else parse_config(config, strict=strict_config)
     ann = parse_annotations(annotations, cfg)
     target_value, total_value = resolve_metric_target(cfg, ann, container_concurrency)
     stable = ann.window if ann.window is not None else cfg.stable_window

@@ -336,7 +336,7 @@ class _Reader:
         cc: int,
     ) -> RevisionSettings:
         try:
-            return settings_from(annotations, config, cc)
+            return settings_from(annotations, config, cc, strict_config=True)
         except ConfigError as exc:
             message = str(exc)
             node, where = self._culprit(message, fields_, path)

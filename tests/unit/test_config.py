@@ -336,3 +336,17 @@ def test_panic_window_rounds_to_the_second_with_a_one_second_floor(stable, perce
 def test_initial_scale_is_the_annotation_else_the_config(config, annotations, want):
     parsed = parse_annotations({A + k: v for k, v in annotations.items()})
     assert initial_scale(parse_config(config), parsed) == want
+
+
+def test_strict_config_rejects_an_unknown_key_with_a_suggestion():
+    expected = r"config-autoscaler stable-windw=\"6s\": unknown key; did you mean 'stable-window'"
+    with pytest.raises(ConfigError, match=expected):
+        parse_config({"stable-windw": "6s"}, strict=True)
+
+
+def test_lenient_config_ignores_unknown_keys_as_knative_does():
+    assert parse_config({"stable-windw": "6s", "_example": "x"}).stable_window == 60.0
+
+
+def test_strict_config_still_ignores_knatives_retired_keys():
+    assert parse_config({"tick-interval": "2s", "_example": "..."}, strict=True).stable_window == 60.0

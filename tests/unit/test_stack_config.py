@@ -115,6 +115,11 @@ BAD_FILES = [
         "must be greater than 1",
     ),
     (
+        "config:\n      stable-windw: 6s",
+        'stack.yaml:6: revisions[0].config: config-autoscaler stable-windw="6s": '
+        "unknown key; did you mean 'stable-window'?",
+    ),
+    (
         "readinessProbe: {httpGet: {path: ready}}",
         "stack.yaml:5: revisions[0].readinessProbe: httpGet.path='ready': must start with /",
     ),
