@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from activator.config import ConfigError, RevisionConfig, RevisionKey
+from activator.config import ConfigError, RevisionConfig
 from activator.server import Activator
+from autoscaler.stat import RevisionKey
 from queueproxy.http11 import Request, Response
 
 MAX_BODY = 1 << 20

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from autoscaler.stat import RevisionKey
+
 # Knative's defaults: revision timeoutSeconds 300, containerConcurrency 0 (unlimited).
 DEFAULT_TIMEOUT_SECONDS = 300.0
 DEFAULT_NAMESPACE = "default"
@@ -48,15 +50,6 @@ def check_activator_slot(index: int, count: int) -> None:
     """A replica's place among ``count`` activators; index -1 means "not in the list: use every pod"."""
     if count < 1 or not -1 <= index < count:
         raise ConfigError(f"activator index={index} count={count}: need count >= 1 and -1 <= index < count")
-
-
-@dataclass(frozen=True, slots=True)
-class RevisionKey:
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)

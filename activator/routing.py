@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from activator.config import RevisionKey
+from autoscaler.stat import RevisionKey
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,13 +25,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from activator.config import ConfigError, RevisionConfig, RevisionKey, check_activator_slot
+from activator.config import ConfigError, RevisionConfig, check_activator_slot
 from activator.metrics import ActivatorMetrics, RevisionGauges
 from activator.probing import DEFAULT_PROBE_FREQUENCY, DEFAULT_PROBE_TIMEOUT, PodHealth
 from activator.reporter import ConcurrencyReporter
 from activator.routing import RevisionRouter, RouteMiss
 from activator.sinks import RevisionStat, StatSink
 from activator.throttler import Expired, Grant, RevisionThrottler
+from autoscaler.stat import RevisionKey
 from queueproxy.breaker import Admission
 from queueproxy.http11 import Handler, HttpServer, Limits, Request, Response
 from queueproxy.upstream import UpstreamConnectError, UpstreamError, UpstreamPool

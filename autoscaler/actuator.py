@@ -11,14 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-
-@dataclass(frozen=True, slots=True, order=True)
-class RevisionRef:
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+from autoscaler.stat import RevisionKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +24,7 @@ class PodInfo:
     """
 
     name: str
-    revision: RevisionRef
+    revision: RevisionKey
     address: str
     stats_url: str
     started_at: float
@@ -39,17 +32,17 @@ class PodInfo:
     terminating: bool = False
 
 
-PodsListener = Callable[[RevisionRef, Sequence[PodInfo]], None]
+PodsListener = Callable[[RevisionKey, Sequence[PodInfo]], None]
 
 
 class Actuator(Protocol):
-    def set_desired_scale(self, revision: RevisionRef, desired: int) -> None:
+    def set_desired_scale(self, revision: RevisionKey, desired: int) -> None:
         """Ask for ``desired`` pods; returns at once, the actuator converges in the background."""
 
-    def desired_scale(self, revision: RevisionRef) -> int:
+    def desired_scale(self, revision: RevisionKey) -> int:
         """The scale last asked for (what the backend is converging to)."""
 
-    def pods(self, revision: RevisionRef) -> Sequence[PodInfo]:
+    def pods(self, revision: RevisionKey) -> Sequence[PodInfo]:
         """Pods that exist now, ready or not, excluding those already being stopped."""
 
     def subscribe(self, listener: PodsListener) -> None:

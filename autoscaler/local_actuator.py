@@ -29,7 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from autoscaler.actuator import PodInfo, PodsListener, RevisionRef
+from autoscaler.actuator import PodInfo, PodsListener
+from autoscaler.stat import RevisionKey
 
 log = logging.getLogger("kpa.actuator")
 
@@ -48,7 +49,7 @@ TAIL_BYTES = 2000
 class PodTemplate:
     """How to start one pod of a revision (built by `kpa up` from the stack file)."""
 
-    revision: RevisionRef
+    revision: RevisionKey
     command: tuple[str, ...]
     port_env: str = "PORT"
     env: Mapping[str, str] = field(default_factory=dict)
@@ -161,17 +162,17 @@ class LocalActuator:
 
     # ---- the Actuator interface -----------------------------------------------------------------
 
-    def set_desired_scale(self, revision: RevisionRef, desired: int) -> None:
+    def set_desired_scale(self, revision: RevisionKey, desired: int) -> None:
         state = self._revisions[revision]
         if desired != state.desired:
             log.info("%s: desired scale %d -> %d", revision, state.desired, desired)
         state.desired = max(0, desired)
         state.wake.set()
 
-    def desired_scale(self, revision: RevisionRef) -> int:
+    def desired_scale(self, revision: RevisionKey) -> int:
         return self._revisions[revision].desired
 
-    def pods(self, revision: RevisionRef) -> list[PodInfo]:
+    def pods(self, revision: RevisionKey) -> list[PodInfo]:
         return [p.info() for p in self._revisions[revision].live() if p.serving_port]
 
     def subscribe(self, listener: PodsListener) -> None:
@@ -179,18 +180,18 @@ class LocalActuator:
 
     # ---- extras for status views ------------------------------------------------------------------
 
-    def last_failure(self, revision: RevisionRef) -> PodFailure | None:
+    def last_failure(self, revision: RevisionKey) -> PodFailure | None:
         return self._revisions[revision].last_failure
 
-    def all_pods(self, revision: RevisionRef) -> list[PodInfo]:
+    def all_pods(self, revision: RevisionKey) -> list[PodInfo]:
         """Pods including those being drained (for status views)."""
         return [p.info() for p in self._revisions[revision].pods.values() if p.serving_port]
 
-    def user_container_addresses(self, revision: RevisionRef) -> dict[str, str]:
+    def user_container_addresses(self, revision: RevisionKey) -> dict[str, str]:
         """Pod name -> the user container's own address (behind the queue-proxy), for diagnostics."""
         return {p.name: f"127.0.0.1:{p.user_port}" for p in self._revisions[revision].live() if p.user_port}
 
-    def process_groups(self, revision: RevisionRef) -> dict[str, list[int]]:
+    def process_groups(self, revision: RevisionKey) -> dict[str, list[int]]:
         """Pod name -> process ids (queue-proxy, user container); each leads its own process group."""
         return {p.name: [proc.pid for proc in p.processes()] for p in self._revisions[revision].live()}
 

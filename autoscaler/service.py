@@ -29,12 +29,12 @@ from typing import Any
 
 import httpx
 
-from autoscaler.actuator import Actuator, PodInfo, RevisionRef, ready_pods
+from autoscaler.actuator import Actuator, PodInfo, ready_pods
 from autoscaler.collection import PodInfo as ScrapePod
 from autoscaler.collection import extrapolate, sample_size, scrape_order
 from autoscaler.lifecycle import PROXY
 from autoscaler.revision import RevisionAutoscaler, RevisionSettings, ScaleDecision
-from autoscaler.stat import Stat, StatError
+from autoscaler.stat import RevisionKey, Stat, StatError
 
 log = logging.getLogger("kpa.autoscaler")
 
@@ -42,7 +42,7 @@ SCRAPE_INTERVAL = 1.0  # Knative's scrapeTickInterval
 DECIDE_INTERVAL = 2.0  # Knative's tickInterval
 SCRAPE_TIMEOUT = 3.0  # Knative's scraper HTTP timeout
 
-ModeListener = Callable[[RevisionRef, str], None]
+ModeListener = Callable[[RevisionKey, str], None]
 
 
 class ScrapeError(Exception):
@@ -74,7 +74,7 @@ class RevisionStatus:
         return {field: getattr(self, field) for field in self.__dataclass_fields__}
 
 
-def parse_stat_push(doc: Any) -> list[tuple[RevisionRef, Stat]]:
+def parse_stat_push(doc: Any) -> list[tuple[RevisionKey, Stat]]:
     """Read the activator's push body, ``[{namespace, revision, stat}, ...]``; raises StatError."""
     if not isinstance(doc, list):
         raise StatError(
@@ -91,12 +91,12 @@ def parse_stat_push(doc: Any) -> list[tuple[RevisionRef, Stat]]:
             stat = Stat.from_json(item["stat"])
         except StatError as exc:
             raise StatError(f"stat push [{index}]: {exc}") from None
-        entries.append((RevisionRef(namespace, revision), stat))
+        entries.append((RevisionKey(namespace, revision), stat))
     return entries
 
 
 class _Revision:
-    def __init__(self, ref: RevisionRef, settings: RevisionSettings, now: float, ready: int) -> None:
+    def __init__(self, ref: RevisionKey, settings: RevisionSettings, now: float, ready: int) -> None:
         self.ref = ref
         self.settings = settings
         self.core = RevisionAutoscaler(settings, now, ready)
@@ -127,7 +127,7 @@ class AutoscalerService:
         self.scrape_interval = scrape_interval
         self.decide_interval = decide_interval
         self.scrape_timeout = scrape_timeout
-        self._revisions: dict[RevisionRef, _Revision] = {}
+        self._revisions: dict[RevisionKey, _Revision] = {}
         self._mode_listeners: list[ModeListener] = []
         self._http: httpx.AsyncClient | None = None
         self._running = False
@@ -137,7 +137,7 @@ class AutoscalerService:
 
     # ---- configuration ----------------------------------------------------------------------------
 
-    def add_revision(self, ref: RevisionRef, settings: RevisionSettings) -> None:
+    def add_revision(self, ref: RevisionKey, settings: RevisionSettings) -> None:
         if ref in self._revisions:
             self._revisions[ref].core.update(settings, self.clock())
             self._revisions[ref].settings = settings
@@ -151,15 +151,15 @@ class AutoscalerService:
         """``listener(revision, "serve" | "proxy")`` after each flip (and once per revision at start)."""
         self._mode_listeners.append(listener)
 
-    def mode(self, ref: RevisionRef) -> str:
+    def mode(self, ref: RevisionKey) -> str:
         return self._revisions[ref].mode
 
-    def revisions(self) -> list[RevisionRef]:
+    def revisions(self) -> list[RevisionKey]:
         return sorted(self._revisions)
 
     # ---- stats in ---------------------------------------------------------------------------------
 
-    def record_pushed(self, entries: Iterable[tuple[RevisionRef, Stat]]) -> None:
+    def record_pushed(self, entries: Iterable[tuple[RevisionKey, Stat]]) -> None:
         """Record stats the activator pushed; unknown revisions are counted and skipped."""
         now = self.clock()
         for ref, stat in entries:
@@ -197,7 +197,7 @@ class AutoscalerService:
             asyncio.create_task(self._decide_loop(revision), name=f"decide {revision.ref}"),
         ]
 
-    def _pods_changed(self, ref: RevisionRef, pods: Sequence[PodInfo]) -> None:
+    def _pods_changed(self, ref: RevisionKey, pods: Sequence[PodInfo]) -> None:
         # Knative reconciles the PodAutoscaler when endpoints change: serve mode can begin as soon
         # as a pod is ready, not at the next tick.
         revision = self._revisions.get(ref)
@@ -290,7 +290,7 @@ class AutoscalerService:
                 else self.decide_interval
             )
 
-    def decide_now(self, ref: RevisionRef) -> ScaleDecision:
+    def decide_now(self, ref: RevisionKey) -> ScaleDecision:
         """One decision for ``ref``: actuate and flip the mode if it says so."""
         revision = self._revisions[ref]
         now = self.clock()

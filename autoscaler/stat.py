@@ -20,6 +20,17 @@ _NUMBER_FIELDS = (
 )
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class RevisionKey:
+    """A revision's identity wherever stats and endpoints are exchanged (``{namespace, revision}``)."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
 class StatError(ValueError):
     """A stat document that cannot be used; the message names the field and what was wrong."""
 

@@ -39,12 +39,13 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, machine
 
-from autoscaler.actuator import PodInfo, RevisionRef
+from autoscaler.actuator import PodInfo
+from autoscaler.stat import RevisionKey
 from kpa.load import Client, Target, parse_phases, percentile, run_load
 from kpa.stack import parse_stack
 from kpa.up import LocalStack
 
-REVISION = RevisionRef("default", "bench")
+REVISION = RevisionKey("default", "bench")
 COLD_STACK = """
 config: {stable-window: 6s, scale-to-zero-grace-period: 1s}
 revisions:
@@ -112,12 +113,12 @@ async def cold_starts(count: int, log_dir: Path) -> list[ColdStart]:
     events = Events()
     set_scale = stack.actuator.set_desired_scale
 
-    def recording_set_scale(revision: RevisionRef, desired: int) -> None:
+    def recording_set_scale(revision: RevisionKey, desired: int) -> None:
         if desired > 0 and events.desired is None:
             events.desired = loop.time()
         set_scale(revision, desired)
 
-    def pods_changed(revision: RevisionRef, pods: list[PodInfo]) -> None:
+    def pods_changed(revision: RevisionKey, pods: list[PodInfo]) -> None:
         if pods and events.launched is None:
             events.launched = loop.time()
         if any(p.ready for p in pods) and events.ready is None:

@@ -35,15 +35,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from activator.config import RevisionConfig, RevisionKey
+from activator.config import RevisionConfig
 from activator.routing import RevisionRouter, RouteMiss
 from activator.server import Activator
 from activator.sinks import CallbackStatSink, RevisionStat
-from autoscaler.actuator import PodInfo, RevisionRef, ready_pods
+from autoscaler.actuator import PodInfo, ready_pods
 from autoscaler.lifecycle import PROXY, SERVE
 from autoscaler.local_actuator import LocalActuator, PodTemplate
 from autoscaler.service import AutoscalerService, parse_stat_push
-from autoscaler.stat import StatError
+from autoscaler.stat import RevisionKey, StatError
 from kpa.stack import RevisionSpec, StackConfig, StackConfigError, load_stack
 from queueproxy.http11 import HttpServer, Limits, Request, Response
 from queueproxy.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
@@ -59,7 +59,7 @@ _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 
 def pod_template(spec: RevisionSpec) -> PodTemplate:
     return PodTemplate(
-        revision=RevisionRef(spec.namespace, spec.name),
+        revision=RevisionKey(spec.namespace, spec.name),
         command=spec.command,
         port_env=spec.port_env,
         env=dict(spec.env),
@@ -102,7 +102,7 @@ class Entry:
     """The stack's front door: route by Host or ``/r/<revision>/``, then activator or pods."""
 
     def __init__(
-        self, activator: Activator, refs: Sequence[RevisionRef], max_idle: dict[RevisionRef, int]
+        self, activator: Activator, refs: Sequence[RevisionKey], max_idle: dict[RevisionKey, int]
     ) -> None:
         self.activator = activator
         self.router = RevisionRouter(RevisionKey(r.namespace, r.name) for r in refs)
@@ -111,10 +111,10 @@ class Entry:
         self.served_direct = 0
         self.served_proxied = 0
 
-    def set_mode(self, ref: RevisionRef, mode: str) -> None:
+    def set_mode(self, ref: RevisionKey, mode: str) -> None:
         self.backends[RevisionKey(ref.namespace, ref.name)].mode = mode
 
-    def set_ready_pods(self, ref: RevisionRef, pods: Sequence[PodInfo]) -> None:
+    def set_ready_pods(self, ref: RevisionKey, pods: Sequence[PodInfo]) -> None:
         key = RevisionKey(ref.namespace, ref.name)
         self.backends[key].set_pods([p.address for p in pods], self.max_idle[key])
 
@@ -206,13 +206,13 @@ class LocalStack:
         self.port = port
         self.admin_port = admin_port
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="kpa-up-"))
-        self.refs = [RevisionRef(s.namespace, s.name) for s in stack.revisions]
+        self.refs = [RevisionKey(s.namespace, s.name) for s in stack.revisions]
         self.actuator = LocalActuator([pod_template(s) for s in stack.revisions], self.log_dir)
         self.activator = Activator(
             pod_name="kpa-up-activator", stat_sink=CallbackStatSink(self._activator_stats)
         )
         self.service = AutoscalerService(self.actuator)
-        max_idle = {RevisionRef(s.namespace, s.name): s.container_concurrency or 100 for s in stack.revisions}
+        max_idle = {RevisionKey(s.namespace, s.name): s.container_concurrency or 100 for s in stack.revisions}
         self.entry = Entry(self.activator, self.refs, max_idle)
         self._servers: list[HttpServer] = []
         self._stopping = False
@@ -262,7 +262,7 @@ class LocalStack:
         for backends in self.entry.backends.values():
             backends.set_pods([], 0)
 
-    def _pods_changed(self, ref: RevisionRef, pods: Sequence[PodInfo]) -> None:
+    def _pods_changed(self, ref: RevisionKey, pods: Sequence[PodInfo]) -> None:
         if self._stopping:
             return  # the activator already let go of its revisions
         # The activator gets the ready pods and probes each new one at once. (Knative hands it not-ready
@@ -274,7 +274,7 @@ class LocalStack:
         self.entry.set_ready_pods(ref, ready)
 
     def _activator_stats(self, stats: Sequence[RevisionStat]) -> None:
-        self.service.record_pushed((RevisionRef(s.namespace, s.revision), s.stat) for s in stats)
+        self.service.record_pushed((RevisionKey(s.namespace, s.revision), s.stat) for s in stats)
 
     def status(self) -> dict[str, Any]:
         return {

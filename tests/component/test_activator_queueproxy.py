@@ -10,9 +10,10 @@ import httpx
 import pytest
 from activator_fixtures import FakeAutoscaler, free_port, run
 
-from activator.config import RevisionConfig, RevisionKey
+from activator.config import RevisionConfig
 from activator.server import Activator
 from activator.sinks import HttpStatSink
+from autoscaler.stat import RevisionKey
 
 pytestmark = pytest.mark.timeout(40)
 

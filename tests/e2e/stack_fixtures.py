@@ -19,12 +19,12 @@ from typing import Any
 
 import uvloop
 
-from autoscaler.actuator import RevisionRef
+from autoscaler.stat import RevisionKey
 from kpa.load import Client, Target
 from kpa.stack import parse_stack
 from kpa.up import LocalStack
 
-REVISION = RevisionRef("default", "hello")
+REVISION = RevisionKey("default", "hello")
 
 
 def stack_text(

@@ -2,8 +2,8 @@
 
 import pytest
 
-from activator.config import RevisionKey
 from activator.routing import RevisionRouter, RouteMiss, parse_host
+from autoscaler.stat import RevisionKey
 
 ROUTER = RevisionRouter(
     [RevisionKey("default", "hello-00001"), RevisionKey("ml", "predictor-00001"), RevisionKey("a", "dup"),
