@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from predictor.signature import BoundInputs
 from predictor.workers import Workers
 
 T = TypeVar("T")
+RECENT_CALLS = 1024  # model calls kept for the latency percentiles in /stats
 
 
 @dataclass
@@ -37,6 +38,7 @@ class VersionStats:
     execution_count: int = 0
     batch_sizes: Counter = field(default_factory=Counter)  # examples per model call -> calls
     compute_seconds: float = 0.0
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_CALLS), repr=False)  # seconds per call
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, requests: int, batch_size: int | None, seconds: float) -> None:
@@ -49,15 +51,25 @@ class VersionStats:
             self.execution_count += 1
             self.request_count += requests
             self.batch_sizes[batch_size] += 1
+            self.recent.append(seconds)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        with self._lock:
+            recent = sorted(self.recent)
+        doc: dict[str, Any] = {
             "request_count": self.request_count,
             "failure_count": self.failure_count,
             "execution_count": self.execution_count,
             "batch_sizes": {str(size): count for size, count in sorted(self.batch_sizes.items())},
             "compute_seconds": round(self.compute_seconds, 6),
         }
+        if recent:  # model time per call (convert, run, convert back), over the latest calls
+            doc["recent_compute_ms"] = {
+                "calls": len(recent),
+                "p50": round(recent[len(recent) // 2] * 1e3, 4),
+                "p99": round(recent[min(len(recent) - 1, len(recent) * 99 // 100)] * 1e3, 4),
+            }
+        return doc
 
 
 @dataclass

@@ -381,6 +381,8 @@ def test_dynamic_batching_combines_concurrent_requests(client, server):
     assert stats["request_count"] == 12
     assert stats["execution_count"] < 12
     assert max(int(size) for size in stats["batch_sizes"]) > 1
+    assert stats["recent_compute_ms"]["calls"] == stats["execution_count"]
+    assert 0 < stats["recent_compute_ms"]["p50"] <= stats["recent_compute_ms"]["p99"]
 
 
 def test_unload_then_load_through_the_repository_api(client):
