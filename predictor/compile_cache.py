@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -61,20 +62,41 @@ class CompileJob:
         )
 
 
-def file_digest(path: str | Path) -> str:
+def model_digest(path: str | Path) -> str:
+    """A digest of what a model file holds, stable across saves of the same model.
+
+    Both torch formats are zip archives, and ``torch.jit.save`` writes a random ``serialization_id``
+    into each one and names the top folder after the file: hashing raw bytes would make every re-save
+    of an unchanged model (every fresh demo repository) a cache miss. So entries are hashed by name,
+    below the top folder, and content, without the serialization id. Other files are hashed whole.
+    """
     digest = hashlib.sha256()
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for name in sorted(archive.namelist(), key=_below_top_folder):
+                if name.endswith("/.data/serialization_id"):
+                    continue
+                digest.update(_below_top_folder(name).encode() + b"\0")
+                with archive.open(name) as member:
+                    while chunk := member.read(1 << 20):
+                        digest.update(chunk)
+        return digest.hexdigest()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+def _below_top_folder(name: str) -> str:
+    return name.split("/", 1)[1] if "/" in name else name
+
+
 def cache_key(job: CompileJob, environment: dict[str, Any]) -> str:
     """Everything the compiled package depends on, except the path the model happens to live at."""
     material = {
         "recipe": RECIPE,
-        "model": file_digest(job.model_file),
-        "export": file_digest(job.export_file) if job.export_file else None,
+        "model": model_digest(job.model_file),
+        "export": model_digest(job.export_file) if job.export_file else None,
         "backend": job.backend,
         "max_batch_size": job.max_batch_size,
         "inputs": [asdict(spec) for spec in job.inputs],

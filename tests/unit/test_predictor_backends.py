@@ -1,12 +1,13 @@
 """Backend choice (pure, over a described platform) and the compile-cache key."""
 
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from predictor.backends import BackendChoice, BackendUnavailable, Platform, resolve_backend
-from predictor.compile_cache import CompileCache, CompileJob, cache_key
+from predictor.compile_cache import CompileCache, CompileJob, cache_key, model_digest
 from predictor.config import TensorSpec
 
 EVERYTHING = Platform(
@@ -86,3 +87,20 @@ def test_cache_lookup_needs_both_package_and_record(tmp_path):
     assert cache.lookup("k") == (cache.package_path("k"), {"backend": "zentorch"})
     with cache.exclusive("k"):
         assert (tmp_path / "cache" / "k.lock").exists()
+
+
+def _archive(path: Path, top: str, serialization_id: bytes, weights: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{top}/data.pkl", b"structure")
+        archive.writestr(f"{top}/data/0", weights)
+        archive.writestr(f"{top}/.data/serialization_id", serialization_id)
+    return path
+
+
+def test_model_digest_ignores_what_every_save_changes_but_not_the_weights(tmp_path):
+    first = model_digest(_archive(tmp_path / "model.pt", "model", b"1111", b"w"))
+    assert model_digest(_archive(tmp_path / "copy.pt", "copy", b"2222", b"w")) == first
+    assert model_digest(_archive(tmp_path / "other.pt", "model", b"1111", b"x")) != first
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"not a zip")
+    assert len(model_digest(plain)) == 64
