@@ -110,10 +110,10 @@ class Activator:
     # -- requests ---------------------------------------------------------------------------------
 
     def accept(self, request: Request, now: float) -> None:
-        self.stats.request_in(now)
-        self.in_flight += 1
         if not self._tracked:
+            # A fresh entry per tracking period, as Knative creates one on the first request.
             self._tracked = True
+            self.stats = RequestStats(now)
             self._first_request = 1.0
             self._sim.push_stat(
                 Stat(
@@ -121,6 +121,8 @@ class Activator:
                 ),
                 now,
             )
+        self.stats.request_in(now)
+        self.in_flight += 1
         request.proxied = True
         breaker = self._breaker
         if breaker is None:

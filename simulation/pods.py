@@ -176,6 +176,7 @@ class Pod:
         self.gone_at: float | None = None
         self.state = STARTING
         self.in_flight = 0
+        self.accepted = 0  # requests routed here over the pod's life, for balance checks
         spec = sim.scenario.revision
         cc = spec.container_concurrency
         # cc = 0 means no breaker at all in the queue-proxy: requests go straight through.
@@ -194,6 +195,7 @@ class Pod:
     def accept(self, request: Request, now: float) -> bool:
         """The queue-proxy's handler: count the request, then admit, queue or reject it (503)."""
         self.stats.request_in(now, request.proxied)
+        self.accepted += 1
         request.pod = self
         breaker = self.breaker
         if breaker is None:

@@ -203,7 +203,8 @@ def set_path(document: dict[str, Any], dotted: str, value: Any) -> None:
 
 def _index(part: str, items: list[Any], where: str) -> int:
     if not part.isdigit() or int(part) >= len(items):
-        raise ScenarioError(f"{join(where, part)}: no such list item (there are {len(items)})")
+        where = join(where, int(part)) if part.isdigit() else join(where, part)
+        raise ScenarioError(f"{where}: no such list item (there are {len(items)})")
     return int(part)
 
 

@@ -1,0 +1,118 @@
+"""Arrival processes and service-time distributions: the numbers users put in are the numbers they get."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simulation.distributions import parse_distribution
+from simulation.schema import Node, ScenarioError
+from simulation.workloads import load_trace, parse_workload
+
+TRACE = Path("/work/shared/data/azure2019-sample200/200_inv.csv")
+
+
+def arrivals(phases, seed=7):
+    workload = parse_workload(phases, Path("."))
+    blocks = list(workload.arrivals(np.random.default_rng(seed)))
+    return workload, np.concatenate(blocks) if blocks else np.array([])
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [
+        {"type": "poisson", "rate": 50, "duration": 200},
+        {"type": "step", "from": 10, "to": 80, "at": 50, "duration": 200},
+        {"type": "ramp", "from": 0, "to": 100, "duration": 200},
+        {"type": "burst", "base": 5, "rate": 200, "every": 20, "length": 2, "duration": 200},
+        {"type": "sinusoid", "mean": 40, "amplitude": 30, "period": 100, "duration": 200},
+        {"type": "on_off", "rate": 60, "on": 10, "off": 30, "duration": 200},
+    ],
+    ids=lambda p: p["type"],
+)
+def test_poisson_phases_deliver_their_expected_count(phase):
+    workload, times = arrivals([phase])
+    expected = workload.expected_requests(math.inf)
+    assert abs(times.size - expected) < 4.5 * math.sqrt(expected)  # Poisson: sd = sqrt(mean)
+    assert np.all(np.diff(times) >= 0)
+    assert times.min() >= 0 and times.max() < phase["duration"]
+
+
+def test_step_sends_nothing_before_the_step_from_zero():
+    _, times = arrivals([{"type": "step", "to": 100, "at": 30, "duration": 60}])
+    assert times.min() >= 30
+
+
+def test_on_off_is_silent_while_off():
+    _, times = arrivals([{"type": "on_off", "rate": 100, "on": 5, "off": 15, "duration": 100}])
+    assert np.all(np.mod(times, 20) < 5)
+
+
+def test_constant_rate_is_evenly_spaced():
+    _, times = arrivals([{"type": "constant", "rate": 4, "duration": 10}])
+    assert times.size == 40
+    assert np.allclose(np.diff(times), 0.25)
+
+
+def test_phases_play_in_order_with_offsets():
+    _, times = arrivals([
+        {"type": "poisson", "rate": 0, "duration": 100},
+        {"type": "constant", "rate": 1, "duration": 3},
+    ])
+    assert times.tolist() == [100.0, 101.0, 102.0]
+
+
+@pytest.mark.skipif(not TRACE.exists(), reason="Azure 2019 sample not present")
+def test_trace_replays_each_minute_count_exactly():
+    table = load_trace(TRACE)
+    busiest = int(np.argmax(table.counts.sum(axis=1)))
+    phase = {"type": "trace", "file": str(TRACE), "function": table.functions[busiest][:10],
+             "start_minute": 61, "duration": 600}
+    _, times = arrivals([phase])
+    per_minute = np.bincount((times // 60).astype(int), minlength=10)
+    assert per_minute.tolist() == table.counts[busiest, 60:70].tolist()
+
+
+@pytest.mark.skipif(not TRACE.exists(), reason="Azure 2019 sample not present")
+def test_trace_sums_chosen_functions_and_scales():
+    table = load_trace(TRACE)
+    phase = {"type": "trace", "file": str(TRACE), "functions": [0, 1, 2], "duration": 300}
+    _, times = arrivals([phase])
+    assert times.size == int(table.counts[:3, :5].sum())
+    _, halved = arrivals([{**phase, "scale": 0.5}])
+    assert abs(halved.size - times.size / 2) <= 5 * math.sqrt(times.size / 4) + 1
+
+
+@pytest.mark.skipif(not TRACE.exists(), reason="Azure 2019 sample not present")
+@pytest.mark.parametrize(
+    ("selection", "message"),
+    [
+        ({"function": "zzzz"}, 'function="zzzz": no function with that HashFunction prefix'),
+        ({"function": 999}, "function=999: row index out of range 0..199"),
+        ({"functions": []}, 'expected a non-empty list of functions or "all"'),
+        ({}, "trace needs exactly one of function or functions"),
+    ],
+)
+def test_trace_selection_errors_name_the_key(selection, message):
+    with pytest.raises(ScenarioError) as info:
+        parse_workload([{"type": "trace", "file": str(TRACE), **selection}], Path("."))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "mean", "sd"),
+    [
+        ({"dist": "exponential", "mean": 0.2}, 0.2, 0.2),
+        ({"dist": "constant", "value": 1.5}, 1.5, 0.0),
+        ({"dist": "lognormal", "mean": 2.0, "sd": 0.5}, 2.0, 0.5),
+        ({"dist": "empirical", "values": [1, 2, 3, 6]}, 3.0, math.sqrt(3.5)),
+    ],
+    ids=lambda v: v["dist"] if isinstance(v, dict) else "",
+)
+def test_distributions_have_the_requested_mean_and_spread(spec, mean, sd):
+    sample = parse_distribution(Node(spec, "service_time"), Path(".")).sampler(np.random.default_rng(3))
+    values = np.array([sample() for _ in range(40_000)])
+    assert values.mean() == pytest.approx(mean, rel=0.02)
+    assert values.std() == pytest.approx(sd, rel=0.05, abs=1e-12)
+    assert values.min() >= 0
