@@ -30,13 +30,14 @@ class PredictorProcess:
         self.port = 0
         self.ready_event: dict = {}
 
-    def start(self, ready_timeout: float = 60.0) -> PredictorProcess:
+    def start(self, ready_timeout: float = 60.0, wait_ready: bool = True) -> PredictorProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "a")  # noqa: SIM115 - lives as long as the child
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=log, text=True)
         threading.Thread(target=self._read_events, daemon=True).start()
         self.port = self.wait_event("listening", ready_timeout)["port"]
-        self.ready_event = self.wait_event("ready", ready_timeout)
+        if wait_ready:
+            self.ready_event = self.wait_event("ready", ready_timeout)
         return self
 
     def _read_events(self) -> None:

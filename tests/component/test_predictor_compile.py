@@ -5,6 +5,7 @@ cache instead of compiling again."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -123,3 +124,37 @@ def test_auto_serves_eager_at_once_then_upgrades_and_the_next_start_hits_the_cac
     finally:
         assert second.stop() == 0
     assert sorted(cache.glob("*.pt2")) == packages
+
+
+def _children(pid: int) -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+    return found
+
+
+def test_stopping_during_a_compile_stops_the_compiler_too(repository, tmp_path):
+    explicit = tmp_path / "repo"
+    shutil.copytree(repository / "mlp", explicit / "mlp")
+    config = (explicit / "mlp" / "config.pbtxt").read_text().replace('"auto"', f'"{EXPECTED.backend}"')
+    (explicit / "mlp" / "config.pbtxt").write_text(config)
+    server = PredictorProcess(explicit, tmp_path / "cache").start(wait_ready=False)
+    try:
+        assert (
+            server.request("GET", "/v2/health/ready")[0] == 503
+        )  # an explicit backend waits for its compile
+        deadline = time.monotonic() + 60
+        while not (
+            compilers := [
+                p for p, cmd in _children(server.process.pid).items() if "predictor.compiler" in cmd
+            ]
+        ):
+            assert time.monotonic() < deadline, "no compiler child appeared"
+            time.sleep(0.1)
+    finally:
+        assert server.stop() == 0
+    assert not Path(f"/proc/{compilers[0]}").exists()
