@@ -117,7 +117,9 @@ def _platform(node: Node) -> PlatformSpec:
 
 def _settings(annotations: Mapping[str, str], config: Mapping[str, str], cc: int) -> RevisionSettings:
     try:
-        return settings_from(annotations=annotations, config=config, container_concurrency=cc)
+        return settings_from(
+            annotations=annotations, config=config, container_concurrency=cc, strict_config=True
+        )
     except ConfigError as exc:
         text = str(exc)
         where = "config" if text.startswith("config-autoscaler") else "revision.annotations"

@@ -2,13 +2,10 @@
 
 import itertools
 
-from collections import Counter
-
 import numpy as np
 import pytest
 
 from simulation.engine import Simulation
-from simulation.pods import Pod
 from simulation.queueing import erlang_c, mmck
 from simulation.report import summarize
 from simulation.scenario import parse_scenario

@@ -110,3 +110,12 @@ def test_yaml_that_is_not_a_mapping_is_rejected(tmp_path):
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_scenarios_are_valid(path):
     assert load_scenario(path).duration > 0
+
+
+def test_misspelt_config_key_is_rejected_with_a_suggestion():
+    doc = base(config={"stable-windw": "30s"})
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(doc)
+    message = str(info.value)
+    assert message.startswith('config: config-autoscaler stable-windw="30s": unknown key')
+    assert "did you mean 'stable-window'?" in message
