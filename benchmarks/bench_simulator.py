@@ -1,0 +1,104 @@
+"""Simulator throughput: simulated requests per wall-second, ours against SimFaaS 0.2.2, in one run.
+
+Ours: one hour of 200 req/s Poisson arrivals against an autoscaled revision (cc 10, 0.1 s
+exponential service, scale from zero through the activator), with the real autoscaler core
+deciding every 2 s and the real queue-proxy breaker in every pod. SimFaaS: its README's default
+scenario (arrival rate 0.9/s, warm 1.991 s, cold 2.244 s, 600 s expiration), run long enough to
+see about the same number of requests. SimFaaS models no autoscaler, no queues and no
+concurrency limit, so it does strictly less work per request; the ratio is what it costs us to run
+Knative's real decisions.
+
+    .venv/bin/pip install simfaas==0.2.2   # benchmark only, not a project dependency
+    .venv/bin/python benchmarks/bench_simulator.py [--hours 1] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+
+from _common import machine
+
+from simulation.engine import Simulation
+from simulation.scenario import parse_scenario
+
+RATE = 200.0
+
+
+def scenario(hours: float) -> dict:
+    seconds = hours * 3600
+    return {
+        "duration": seconds,
+        "seed": 1,
+        "revision": {
+            "container_concurrency": 10,
+            "service_time": {"dist": "exponential", "mean": 0.1},
+            "cold_start": {"dist": "constant", "value": 2.0},
+        },
+        "workload": [{"type": "poisson", "rate": RATE, "duration": seconds}],
+    }
+
+
+def run_ours(hours: float) -> tuple[int, float, Simulation]:
+    sim = Simulation(parse_scenario(scenario(hours)), 1)
+    started = time.perf_counter()
+    sim.run()
+    wall = time.perf_counter() - started
+    return sum(sim.arrivals_per_second), wall, sim
+
+
+def run_simfaas(requests: int) -> tuple[int, float]:
+    from simfaas.ServerlessSimulator import ServerlessSimulator
+
+    arrival_rate = 0.9
+    sim = ServerlessSimulator(
+        arrival_rate=arrival_rate,
+        warm_service_rate=1 / 1.991,
+        cold_service_rate=1 / 2.244,
+        expiration_threshold=600,
+        max_time=requests / arrival_rate,
+    )
+    started = time.perf_counter()
+    sim.generate_trace(debug_print=False, progress=False)
+    return sim.total_req_count, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=1.0, help="simulated hours of 200 req/s (default 1)")
+    parser.add_argument("--profile", action="store_true", help="also print where our time goes (cProfile)")
+    args = parser.parse_args()
+
+    print(machine())
+    requests, wall, sim = run_ours(args.hours)
+    ours = requests / wall
+    print(
+        f"ours:    {requests:,} requests in {wall:.2f} s wall = {ours:,.0f} simulated requests / wall-s "
+        f"(completed {sim.counters.completed:,}, peak {max(r.ready_pods for r in sim.timeline)} pods, "
+        f"{sim.scale_events} scale events)"
+    )
+    try:
+        theirs_requests, theirs_wall = run_simfaas(requests)
+    except ImportError:
+        print("SimFaaS not installed: .venv/bin/pip install simfaas==0.2.2")
+        return 1
+    theirs = theirs_requests / theirs_wall
+    print(
+        f"SimFaaS: {theirs_requests:,} requests in {theirs_wall:.2f} s wall = "
+        f"{theirs:,.0f} simulated requests / wall-s"
+    )
+    print(f"ratio ours / SimFaaS: {ours / theirs:.2f}x (goals: >= 100,000 req/wall-s and >= 5x)")
+
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run_ours(min(args.hours, 0.25))
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
