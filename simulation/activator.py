@@ -195,8 +195,8 @@ class Activator:
             tracker.in_flight -= 1
             if tracker.breaker is not None:
                 tracker.breaker.release()
-                self._list_free(tracker)
-            if self._breaker is not None:
+                if not tracker.listed:
+                    self._list_free(tracker)
                 for waiter in self._breaker.release():
                     self._send(waiter, now)
         self.stats.request_out(now)

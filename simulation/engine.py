@@ -174,15 +174,7 @@ class Simulation:
             counters.requests += 1
             if request.cold:
                 counters.cold += 1
-        # Next arrival (inlined: this runs once per request).
-        index = self._block_index
-        if index >= len(self._block):
-            self._schedule_next_arrival(now)
-            return
-        at = self._block[index]
-        self._block_index = index + 1
-        if at < self.duration:
-            self.env.timeout(at - now).callbacks.append(self._on_arrival)
+        self._schedule_next_arrival(now)
 
     def watch_deadline(self, request: Request, expire: Callable[[Request], None]) -> None:
         """Call ``expire(request)`` at its deadline; the callee ignores it if the request moved on."""
@@ -191,21 +183,8 @@ class Simulation:
 
     # -- outcomes -------------------------------------------------------------------------------------
 
-    def completed(self, request: Request, now: float) -> None:
-        request.outcome = COMPLETED
-        if request.proxied:
-            self.activator.finished(request, now)
-        self.outstanding -= 1
-        second = int(now)
-        if second < self._seconds:
-            self.completions_per_second[second] += 1
-        if request.arrival >= self.warmup:
-            counters = self.counters
-            counters.completed += 1
-            counters.latencies.append(now - request.arrival)
-            counters.waits.append(request.start - request.arrival)
-
-    def _failed(self, request: Request, outcome: str, now: float, per_second: list[int]) -> bool:
+    def _settle(self, request: Request, outcome: str, now: float, per_second: list[int]) -> bool:
+        """Book the request's outcome; True when it counts in the report (arrived after the warm-up)."""
         request.outcome = outcome
         if request.proxied:
             self.activator.finished(request, now)
@@ -215,12 +194,19 @@ class Simulation:
             per_second[second] += 1
         return request.arrival >= self.warmup
 
+    def completed(self, request: Request, now: float) -> None:
+        if self._settle(request, COMPLETED, now, self.completions_per_second):
+            counters = self.counters
+            counters.completed += 1
+            counters.latencies.append(now - request.arrival)
+            counters.waits.append(request.start - request.arrival)
+
     def rejected(self, request: Request, now: float) -> None:
-        if self._failed(request, REJECTED, now, self.rejections_per_second):
+        if self._settle(request, REJECTED, now, self.rejections_per_second):
             self.counters.rejected += 1
 
     def timed_out(self, request: Request, now: float) -> None:
-        if self._failed(request, TIMED_OUT, now, self.timeouts_per_second):
+        if self._settle(request, TIMED_OUT, now, self.timeouts_per_second):
             self.counters.timed_out += 1
 
     # -- autoscaler -----------------------------------------------------------------------------------

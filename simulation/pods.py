@@ -57,26 +57,20 @@ class ParallelService:
         self._timeout = pod.sim.env.timeout
         self._finished = pod.finished
         self._expired = pod.expired
-        self.busy = 0
 
     def start(self, request: Request, now: float) -> None:
         request.start = now
         work = self._sample()
         left = request.deadline - now
         if work < left:
-            event = self._timeout(work, request)
-            event.callbacks.append(self._on_finish)
+            self._timeout(work, request).callbacks.append(self._on_finish)
         else:
-            event = self._timeout(max(left, 0.0), request)
-            event.callbacks.append(self._on_expire)
-        self.busy += 1
+            self._timeout(max(left, 0.0), request).callbacks.append(self._on_expire)
 
     def _on_finish(self, event) -> None:
-        self.busy -= 1
         self._finished(event._value, self._env._now)
 
     def _on_expire(self, event) -> None:
-        self.busy -= 1
         self._expired(event._value, self._env._now)
 
 
@@ -227,11 +221,9 @@ class Pod:
         self.stats.request_out(now, request.proxied)
         self.in_flight -= 1
         breaker = self.breaker
-        if breaker is not None and breaker.waiting:
+        if breaker is not None:
             for waiter in breaker.release():
                 self.service.start(waiter, now)
-        elif breaker is not None:
-            breaker.release()
         if self._drain_over and self.in_flight == 0 and self.state is DRAINING:
             self.sim.pod_gone(self, now)
 
