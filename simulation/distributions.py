@@ -134,12 +134,5 @@ def parse_distribution(node: Node, base_dir: Path) -> Distribution:
             raise node.error("values", "expected a non-empty list of numbers")
         items = Node.of(dict(enumerate(raw)), join(node.path, "values"))
         return Empirical(tuple(items.number(i, minimum=0) for i in range(len(raw))), "inline")
-    name = node.string("file")
-    path = (base_dir / name).resolve()
-    try:
-        values = read_values(path)
-    except OSError as exc:
-        raise node.unreadable("file", path, exc) from None
-    except ValueError as exc:
-        raise node.error("file", str(exc)) from None
+    values, path = node.load("file", base_dir, read_values)
     return Empirical(values, path.name)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ScenarioError(ValueError):
@@ -68,8 +71,17 @@ class Node:
                     f"{join(self.path, str(key))}: unknown key; expected one of {', '.join(allowed)}"
                 )
 
-    def unreadable(self, key: str, path: object, exc: OSError) -> ScenarioError:
-        return self.error(key, f"cannot read {path}: {exc.strerror}")
+    def load(
+        self, key: str, base_dir: Path, reader: Callable[[Path], T], problem: str = ""
+    ) -> tuple[T, Path]:
+        """Read the file named by ``key`` (relative to the scenario); errors name the key and the file."""
+        path = (base_dir / self.string(key)).resolve()
+        try:
+            return reader(path), path
+        except OSError as exc:
+            raise self.error(key, f"cannot read {path}: {exc.strerror}") from None
+        except (ValueError, StopIteration) as exc:
+            raise self.error(key, f"{problem}{exc}") from None
 
     def has(self, key: str) -> bool:
         return key in self.value

@@ -298,14 +298,7 @@ def parse_phase(node: Node, base_dir: Path) -> Phase:
 
 def _parse_trace(node: Node, base_dir: Path) -> Trace:
     node.only(("type", "file", "function", "functions", "start_minute", "scale", "duration"))
-    name = node.string("file")
-    path = (base_dir / name).resolve()
-    try:
-        table = load_trace(path)
-    except OSError as exc:
-        raise node.unreadable("file", path, exc) from None
-    except (ValueError, StopIteration) as exc:
-        raise node.error("file", f"not a per-minute trace: {exc}") from None
+    table, _ = node.load("file", base_dir, load_trace, "not a per-minute trace: ")
     if node.has("function") == node.has("functions"):
         raise ScenarioError(f"{node.path}: trace needs exactly one of function or functions")
     if node.has("function"):
