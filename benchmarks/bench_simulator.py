@@ -1,7 +1,8 @@
 """Simulator throughput: simulated requests per wall-second, ours against SimFaaS 0.2.2, in one run.
 
 Ours: one hour of 200 req/s Poisson arrivals against an autoscaled revision (cc 10, 0.1 s
-exponential service, scale from zero through the activator), with the real autoscaler core
+exponential service), once with Knative's defaults (TBC 211 keeps the activator in the path at this
+size, so every request passes two breakers) and once with TBC 0, with the real autoscaler core
 deciding every 2 s and the real queue-proxy breaker in every pod. SimFaaS: its README's default
 scenario (arrival rate 0.9/s, warm 1.991 s, cold 2.244 s, 600 s expiration), run long enough to
 see about the same number of requests. SimFaaS models no autoscaler, no queues and no
@@ -27,8 +28,12 @@ from simulation.scenario import parse_scenario
 RATE = 200.0
 
 
-def scenario(hours: float) -> dict:
+def scenario(hours: float, burst_capacity: str | None = None) -> dict:
+    """Knative's defaults, or a given target-burst-capacity ("0": the activator leaves the path)."""
     seconds = hours * 3600
+    annotations = {}
+    if burst_capacity is not None:
+        annotations["autoscaling.knative.dev/target-burst-capacity"] = burst_capacity
     return {
         "duration": seconds,
         "seed": 1,
@@ -36,13 +41,14 @@ def scenario(hours: float) -> dict:
             "container_concurrency": 10,
             "service_time": {"dist": "exponential", "mean": 0.1},
             "cold_start": {"dist": "constant", "value": 2.0},
+            "annotations": annotations,
         },
         "workload": [{"type": "poisson", "rate": RATE, "duration": seconds}],
     }
 
 
-def run_ours(hours: float) -> tuple[int, float, Simulation]:
-    sim = Simulation(parse_scenario(scenario(hours)), 1)
+def run_ours(hours: float, burst_capacity: str | None = None) -> tuple[int, float, Simulation]:
+    sim = Simulation(parse_scenario(scenario(hours, burst_capacity)), 1)
     started = time.perf_counter()
     sim.run()
     wall = time.perf_counter() - started
@@ -65,6 +71,14 @@ def run_simfaas(requests: int) -> tuple[int, float]:
     return sim.total_req_count, time.perf_counter() - started
 
 
+def _show(title: str, requests: int, wall: float, sim: Simulation) -> None:
+    print(
+        f"{title}: {requests:,} requests in {wall:.2f} s wall = {requests / wall:,.0f} simulated requests / "
+        f"wall-s (completed {sim.counters.completed:,}, peak {max(r.ready_pods for r in sim.timeline)} pods, "
+        f"{sim.scale_events} scale events)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=1.0, help="simulated hours of 200 req/s (default 1)")
@@ -74,11 +88,9 @@ def main() -> int:
     print(machine())
     requests, wall, sim = run_ours(args.hours)
     ours = requests / wall
-    print(
-        f"ours:    {requests:,} requests in {wall:.2f} s wall = {ours:,.0f} simulated requests / wall-s "
-        f"(completed {sim.counters.completed:,}, peak {max(r.ready_pods for r in sim.timeline)} pods, "
-        f"{sim.scale_events} scale events)"
-    )
+    _show("ours, Knative defaults (activator in the path)", requests, wall, sim)
+    direct = run_ours(args.hours, "0")
+    _show("ours, TBC 0 (straight to the pods)", *direct)
     try:
         theirs_requests, theirs_wall = run_simfaas(requests)
     except ImportError:
@@ -89,7 +101,8 @@ def main() -> int:
         f"SimFaaS: {theirs_requests:,} requests in {theirs_wall:.2f} s wall = "
         f"{theirs:,.0f} simulated requests / wall-s"
     )
-    print(f"ratio ours / SimFaaS: {ours / theirs:.2f}x (goals: >= 100,000 req/wall-s and >= 5x)")
+    print(f"ratio ours (defaults) / SimFaaS: {ours / theirs:.2f}x (goals: >= 100,000 req/wall-s and >= 5x)")
+    print(f"ratio ours (TBC 0) / SimFaaS: {direct[0] / direct[1] / theirs:.2f}x")
 
     if args.profile:
         profiler = cProfile.Profile()
