@@ -73,6 +73,14 @@ class TimelineRow:
     in_flight: int
 
 
+def random_streams(seed: int) -> list[np.random.SeedSequence]:
+    """Independent streams for arrivals, service times, start-up times and routing, in that order.
+
+    Separate streams mean changing one knob does not reshuffle the others (common random numbers).
+    """
+    return np.random.SeedSequence(seed).spawn(4)
+
+
 class Simulation:
     """Build once per run: ``Simulation(scenario, seed).run()``."""
 
@@ -81,9 +89,8 @@ class Simulation:
         self.seed = scenario.seed if seed is None else seed
         self.settings = scenario.settings
         self.env = simpy.Environment()
-        streams = np.random.SeedSequence(self.seed).spawn(4)
+        streams = random_streams(self.seed)
         revision = scenario.revision
-        # Separate streams: changing one knob does not reshuffle the arrivals (common random numbers).
         self._arrival_blocks = scenario.workload.arrivals(np.random.default_rng(streams[0]))
         self.service_time = revision.service_time.sampler(np.random.default_rng(streams[1]))
         self._cold_start = revision.cold_start.sampler(np.random.default_rng(streams[2]))

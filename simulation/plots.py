@@ -88,3 +88,50 @@ def plot_cost_vs_p99(results: list[dict[str, Any]], path: Path, title: str) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_live_vs_simulated(
+    live: list[dict[str, Any]], simulated: list[dict[str, Any]], path: Path, title: str
+) -> None:
+    """Ready and desired pods over time, the live stack against the simulation of the same scenario."""
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    ax.step(
+        [r["second"] for r in live],
+        [r["ready_pods"] for r in live],
+        where="post",
+        label="ready, live",
+        color="tab:blue",
+    )
+    ax.step(
+        [r["second"] for r in simulated],
+        [r["ready_pods"] for r in simulated],
+        where="post",
+        label="ready, simulated",
+        color="tab:orange",
+    )
+    ax.step(
+        [r["second"] for r in live],
+        [r["desired_pods"] for r in live],
+        where="post",
+        label="desired, live",
+        color="tab:blue",
+        ls=":",
+        lw=0.8,
+    )
+    ax.step(
+        [r["second"] for r in simulated],
+        [r["desired_pods"] for r in simulated],
+        where="post",
+        label="desired, simulated",
+        color="tab:orange",
+        ls=":",
+        lw=0.8,
+    )
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("pods")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,276 @@
+"""``kpa validate SCENARIO.yaml --out DIR [--seed N]``: the scenario live and simulated, side by side.
+
+Live: ``kpa up``'s local stack (autoscaler, activator, real queue-proxy processes) in this process,
+one revision whose user container (:mod:`simulation.synthetic_app`) starts and serves with the
+scenario's distributions, driven open-loop with the scenario's own arrival times. Simulated: the same
+scenario and seed through :class:`~simulation.engine.Simulation`. Compared: ready pods over time,
+latency p50/p95, pod-seconds, cold starts; the goal is agreement within 15 %.
+
+This is a CLI shell (it may use every package); the simulator itself imports only the autoscaler core
+and the queue-proxy breaker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kpa.load import Client, Target
+from kpa.stack import parse_stack
+from kpa.up import LocalStack
+from simulation.distributions import Constant, Empirical, Exponential, LogNormal
+from simulation.engine import Simulation, random_streams
+from simulation.plots import plot_live_vs_simulated
+from simulation.report import summarize
+from simulation.scenario import Scenario, ScenarioError, load_scenario
+
+REVISION = "scenario"
+GOAL = 0.15
+MAX_LIVE_SECONDS = 1800  # a live run takes its duration in wall time
+LOCAL_DRAIN_SECONDS = 0.5  # kpa up's queue-proxy quiet period (Knative's 30 s covers endpoint propagation)
+
+
+def distribution_json(dist: Exponential | Constant | LogNormal | Empirical) -> str:
+    if isinstance(dist, Exponential):
+        return json.dumps({"dist": "exponential", "mean": dist.mean})
+    if isinstance(dist, Constant):
+        return json.dumps({"dist": "constant", "value": dist.value})
+    if isinstance(dist, LogNormal):
+        return json.dumps({"dist": "lognormal", "mean": dist.mean, "sd": dist.sd})
+    return json.dumps({"dist": "empirical", "values": list(dist.values)})
+
+
+def stack_yaml(scenario: Scenario, seed: int) -> str:
+    """The local-stack config for the scenario's revision."""
+    rev = scenario.revision
+    command = [
+        sys.executable, "-m", "simulation.synthetic_app",
+        "--service", distribution_json(rev.service_time),
+        "--startup", distribution_json(rev.cold_start),
+        "--seed", str(seed),
+    ]  # fmt: skip
+    doc = {
+        "config": dict(scenario.config),
+        "revisions": [
+            {
+                "name": REVISION,
+                "command": shlex.join(command),
+                "containerConcurrency": rev.container_concurrency,
+                "annotations": dict(rev.annotations),
+                "timeoutSeconds": min(600, math.ceil(rev.timeout)),
+                "startupTimeoutSeconds": 600,
+            }
+        ],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def unsupported(scenario: Scenario) -> list[str]:
+    """What the live stack cannot reproduce; the run is refused if anything is listed."""
+    rev = scenario.revision
+    problems = []
+    if rev.service_model != "parallel":
+        problems.append("revision.service_model: the live user container sleeps; only parallel can run live")
+    if rev.container_concurrency and rev.queue_depth != 10 * rev.container_concurrency:
+        problems.append("revision.queue_depth: the live queue-proxy always queues 10 x cc")
+    if rev.timeout > 600:
+        problems.append("revision.timeout: the live stack allows at most 600 s")
+    if scenario.duration > MAX_LIVE_SECONDS:
+        problems.append(f"duration: a live run takes its duration in wall time; at most {MAX_LIVE_SECONDS} s")
+    return problems
+
+
+@dataclass
+class LiveRow:
+    second: int
+    desired_pods: int
+    ready_pods: int
+    pods: int
+    mode: str
+    panicking: bool
+
+
+@dataclass
+class LiveResult:
+    rows: list[LiveRow]
+    arrivals: list[float]  # offsets from the start, seconds
+    latencies: list[float]  # -1 for failures
+    statuses: list[int]
+    cold: list[bool]
+
+
+async def run_live(scenario: Scenario, seed: int, on_second=None) -> LiveResult:
+    stack = LocalStack(parse_stack(stack_yaml(scenario, seed), source="<validate>"), port=0, admin_port=0)
+    await stack.start()
+    client = Client(
+        Target.from_url(stack.entry_url + "/", host_header=REVISION), timeout=scenario.revision.timeout + 5
+    )
+    arrivals = scenario.workload.arrivals(
+        np.random.default_rng(random_streams(seed)[0])
+    )  # the simulation's own
+    times = np.concatenate(list(arrivals) or [np.empty(0)])
+    times = times[times < scenario.duration]
+    result = LiveResult([], times.tolist(), [0.0] * len(times), [0] * len(times), [False] * len(times))
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+
+    async def one(i: int, due: float) -> None:
+        reply = await client.request()
+        result.latencies[i] = time.perf_counter() - due if 200 <= reply.status < 300 else -1.0
+        result.statuses[i], result.cold[i] = reply.status, reply.cold
+
+    async def sample() -> None:
+        second = 0
+        while second < math.ceil(scenario.duration):
+            await asyncio.sleep(max(0.0, start + second - time.perf_counter()))
+            row = stack.status()["revisions"][0]
+            result.rows.append(
+                LiveRow(
+                    second, row["desired_pods"], row["ready_pods"], row["pods"], row["mode"], row["panicking"]
+                )
+            )
+            if on_second:
+                on_second(second)
+            second += 1
+
+    sampler = loop.create_task(sample())
+    tasks = []
+    try:
+        for i, offset in enumerate(result.arrivals):
+            due = start + offset
+            delay = due - time.perf_counter()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            tasks.append(loop.create_task(one(i, due)))
+        await sampler
+        await asyncio.gather(*tasks)
+    finally:
+        sampler.cancel()
+        client.close()
+        await stack.stop()
+    return result
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def live_summary(scenario: Scenario, live: LiveResult) -> dict[str, Any]:
+    counted = [i for i, t in enumerate(live.arrivals) if t >= scenario.warmup]
+    ok = [live.latencies[i] for i in counted if live.latencies[i] >= 0]
+    rows = [r for r in live.rows if r.second >= scenario.warmup]
+    return {
+        "requests": len(counted),
+        "failed": len(counted) - len(ok),
+        "latency_p50": _percentile(ok, 50),
+        "latency_p95": _percentile(ok, 95),
+        "cold_start_requests": sum(live.cold[i] for i in counted),
+        "pod_seconds": float(sum(r.pods for r in rows)),  # pods sampled each second ≈ pod-seconds
+        "ready_pods_mean": float(np.mean([r.ready_pods for r in rows])) if rows else 0.0,
+        "ready_pods_max": max((r.ready_pods for r in rows), default=0),
+    }
+
+
+def sim_summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requests": report["requests"],
+        "failed": report["rejected"] + report["timed_out"],
+        "latency_p50": report["latency"]["p50"],
+        "latency_p95": report["latency"]["p95"],
+        "cold_start_requests": report["cold_start_requests"],
+        "pod_seconds": report["pod_seconds"],
+        "ready_pods_mean": report["ready_pods"]["mean"],
+        "ready_pods_max": report["ready_pods"]["max"],
+    }
+
+
+def difference(live: float | None, simulated: float | None) -> float | None:
+    if live is None or simulated is None:
+        return None
+    if live == simulated:
+        return 0.0
+    return abs(simulated - live) / max(abs(live), 1e-9)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", type=Path, help="scenario YAML (format: docs/simulation.md)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="directory for validate.json and comparison.png"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        console.print(f"[red]kpa validate: {args.scenario}: {exc}[/red]")
+        return 2
+    problems = unsupported(scenario)
+    if problems:
+        for problem in problems:
+            console.print(f"[red]kpa validate: {args.scenario}: {problem}[/red]")
+        return 2
+    seed = scenario.seed if args.seed is None else args.seed
+    args.out.mkdir(parents=True, exist_ok=True)
+    columns = (
+        TextColumn("[bold]live run"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+    )
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("live", total=math.ceil(scenario.duration))
+        live = asyncio.run(run_live(scenario, seed, lambda s: progress.update(task, completed=s + 1)))
+    # The local stack drains a pod in half a second; simulate the same platform, not Knative's 30 s.
+    matched = dataclasses.replace(
+        scenario, platform=dataclasses.replace(scenario.platform, drain_period=LOCAL_DRAIN_SECONDS)
+    )
+    sim = Simulation(matched, seed).run()
+    summaries = {"live": live_summary(scenario, live), "simulated": sim_summary(summarize(sim))}
+    compared = ("latency_p50", "latency_p95", "pod_seconds", "ready_pods_mean", "cold_start_requests")
+    diffs = {key: difference(summaries["live"][key], summaries["simulated"][key]) for key in compared}
+    document = {**summaries, "difference": diffs, "goal": GOAL, "seed": seed, "scenario": str(args.scenario)}
+    (args.out / "validate.json").write_text(json.dumps(document, indent=2) + "\n")
+    with (args.out / "live_timeline.json").open("w") as handle:
+        json.dump([asdict(row) for row in live.rows], handle)
+    plot_live_vs_simulated(
+        [asdict(r) for r in live.rows],
+        [
+            {"second": r.second, "ready_pods": r.ready_pods, "desired_pods": r.desired_pods}
+            for r in sim.timeline
+        ],
+        args.out / "comparison.png",
+        f"{args.scenario.name}: live (kpa up) vs simulated, seed {seed}",
+    )
+    table = Table(title=f"{args.scenario.name}: live vs simulated (goal: within {GOAL:.0%})")
+    for column in ("", "live", "simulated", "difference"):
+        table.add_column(column, justify="right")
+    for key in summaries["live"]:
+        diff = diffs.get(key)
+        mark = "" if diff is None else (f"{diff:.1%}" + (" ✓" if diff <= GOAL else " ✗"))
+        table.add_row(key, _show(summaries["live"][key]), _show(summaries["simulated"][key]), mark)
+    Console().print(table)
+    console.print(f"wrote validate.json, live_timeline.json, comparison.png to {args.out}")
+    return 0
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
