@@ -1,0 +1,58 @@
+"""`kpa validate`: a short scenario run live on the local stack (real processes) and simulated."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from simulation.scenario import parse_scenario
+from simulation.validate_cli import unsupported
+
+SCENARIO = """\
+duration: 20
+seed: 2
+revision:
+  container_concurrency: 2
+  service_time: {dist: constant, value: 0.1}
+  cold_start: {dist: constant, value: 0.5}
+  timeout: 30
+  annotations: {"autoscaling.knative.dev/target-burst-capacity": "0"}
+config: {"stable-window": "6s", "scale-to-zero-grace-period": "1s"}
+workload:
+  - {type: constant, rate: 8, duration: 12}
+  - {type: poisson, rate: 0, duration: 8}
+"""
+
+
+def test_validate_runs_the_scenario_live_and_simulated(tmp_path):
+    path = tmp_path / "scenario.yaml"
+    path.write_text(SCENARIO)
+    result = subprocess.run(
+        [sys.executable, "-m", "kpa", "validate", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads((tmp_path / "out" / "validate.json").read_text())
+    live, simulated = doc["live"], doc["simulated"]
+    assert live["requests"] == simulated["requests"] == 96  # the same arrival times on both sides
+    assert live["failed"] == simulated["failed"] == 0
+    assert live["ready_pods_max"] >= 1 and simulated["ready_pods_max"] >= 1
+    # 0.1 s of service plus a proxy hop or two on loopback: the live median cannot be far off.
+    assert simulated["latency_p50"] == pytest.approx(0.1, abs=0.01)
+    assert 0.1 <= live["latency_p50"] < 0.5
+    assert set(doc["difference"]) >= {"latency_p50", "latency_p95", "pod_seconds", "cold_start_requests"}
+    assert (tmp_path / "out" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ("  service_model: shared\n", "revision.service_model"),
+        ("  queue_depth: 5\n", "revision.queue_depth"),
+    ],
+)
+def test_validate_refuses_what_the_live_stack_cannot_reproduce(change, problem):
+    doc = yaml.safe_load(SCENARIO.replace("revision:\n", "revision:\n" + change))
+    assert any(p.startswith(problem) for p in unsupported(parse_scenario(doc)))
