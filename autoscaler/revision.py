@@ -27,6 +27,7 @@ Pure: no I/O, no clock; ``now`` is seconds (unix epoch in the live system, any o
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -288,6 +289,31 @@ class RevisionAutoscaler:
             desired, ebc = self._autoscaler.decide(now, ready_pods, stable, panic)
             changed = desired != self._desired or (ebc < 0) != (self._ebc < 0)
             valid, self._desired, self._ebc = True, desired, ebc
+        return self._reconcile(now, ready_pods, activator_in_path, valid, stable, panic, changed)
+
+    def reconcile(self, now: float, ready_pods: int, activator_in_path: bool = True) -> ScaleDecision:
+        """Re-apply bounds, scale-to-zero sequencing and the mode to the last KPA result.
+
+        What Knative's PodAutoscaler reconciler does when endpoints change or a requeue fires: it
+        reads the decider's stored status and does not run ``Scale`` again, so the scale-down rate
+        limit still applies once per 2 s decision, not once per pod that goes away.
+        """
+        stable = panic = 0.0
+        with contextlib.suppress(NoDataError):
+            stable, panic = self.observe(now)
+        return self._reconcile(now, ready_pods, activator_in_path, self._desired >= 0, stable, panic, False)
+
+    def _reconcile(
+        self,
+        now: float,
+        ready_pods: int,
+        activator_in_path: bool,
+        valid: bool,
+        stable: float,
+        panic: float,
+        changed: bool,
+    ) -> ScaleDecision:
+        lifecycle = self._lifecycle
         step = lifecycle.step(now, self._desired, self._ebc, ready_pods, activator_in_path)
         self._want = step.want
         requeue = ACTIVATOR_PROBE_PERIOD if step.probe_activator else step.requeue_after

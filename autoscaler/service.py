@@ -101,7 +101,8 @@ class _Revision:
         self.settings = settings
         self.core = RevisionAutoscaler(settings, now, ready)
         self.mode = self.core.mode
-        self.poke = asyncio.Event()
+        self.poke = asyncio.Event()  # wakes the decision loop
+        self.scale_now = False  # a stat poked: run the decider, not just the reconciler
         self.last: ScaleDecision | None = None
         self.scrape_error: str | None = None
         self.scrape_failures = 0
@@ -170,6 +171,7 @@ class AutoscalerService:
             self.stats_received += 1
             at = stat.timestamp or now
             if revision.core.record(stat.with_timestamp(at), at):
+                revision.scale_now = True
                 revision.poke.set()
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -233,6 +235,7 @@ class AutoscalerService:
         now = self.clock()
         revision.scrape_error = None
         if revision.core.record(stat.with_timestamp(now), now):
+            revision.scale_now = True
             revision.poke.set()
 
     async def scrape(self, pods: Sequence[PodInfo], stable_window: float) -> Stat:
@@ -272,30 +275,44 @@ class AutoscalerService:
     # ---- deciding ---------------------------------------------------------------------------------
 
     async def _decide_loop(self, revision: _Revision) -> None:
-        timeout = self.decide_interval
+        """The decider on its 2 s tick and on stat pokes; the reconciler alone on anything else.
+
+        As in Knative, a pod coming or going, or a requeue for scale-to-zero sequencing, re-applies
+        bounds and the mode to the last decision without running the decider again: otherwise each
+        pod that leaves would allow another halving within one tick.
+        """
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.decide_interval
+        wait = self.decide_interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(revision.poke.wait(), timeout)
+                await asyncio.wait_for(revision.poke.wait(), max(0.0, wait))
             revision.poke.clear()
+            scale = revision.scale_now or loop.time() >= next_tick
+            revision.scale_now = False
+            if scale:
+                next_tick = loop.time() + self.decide_interval
             try:
-                decision = self.decide_now(revision.ref)
+                decision = self.decide_now(revision.ref, scale=scale)
             except Exception:
                 log.exception("%s: decision failed; keeping the previous one", revision.ref)
-                timeout = self.decide_interval
-                continue
-            requeue = decision.requeue_after
-            timeout = (
-                min(self.decide_interval, requeue)
-                if requeue is not None and requeue > 0
-                else self.decide_interval
-            )
+                decision = None
+            requeue = decision.requeue_after if decision is not None else None
+            wait = next_tick - loop.time()
+            if requeue is not None and requeue > 0:
+                wait = min(wait, requeue)
 
-    def decide_now(self, ref: RevisionKey) -> ScaleDecision:
-        """One decision for ``ref``: actuate and flip the mode if it says so."""
+    def decide_now(self, ref: RevisionKey, *, scale: bool = True) -> ScaleDecision:
+        """One decision for ``ref`` (``scale=False``: reconcile only); actuate and flip the mode."""
         revision = self._revisions[ref]
         now = self.clock()
         ready = len(ready_pods(self.actuator.pods(ref)))
-        decision = revision.core.decide(now, ready, activator_in_path=revision.mode == PROXY)
+        in_path = revision.mode == PROXY
+        decision = (
+            revision.core.decide(now, ready, activator_in_path=in_path)
+            if scale
+            else revision.core.reconcile(now, ready, activator_in_path=in_path)
+        )
         previous = revision.last
         revision.last = decision
         if decision.apply and decision.desired_pods >= 0:

@@ -273,3 +273,19 @@ def test_weighted_exponential_aggregation_reads_recent_load_faster():
         for t in range(60):
             rev.record(load(0 if t < 55 else 140), T0 + t)
     assert weighted.decide(T0 + 59, 1).stable > linear.decide(T0 + 59, 1).stable
+
+
+def test_reconcile_after_pods_leave_keeps_the_last_decision_and_its_rate_limit():
+    """Pods leaving between ticks must not let the scale drop by another half (max-scale-down-rate 2)."""
+    settings = settings_from({A + "target": "10"}, {"target-burst-capacity": "0"})
+    core = RevisionAutoscaler(settings, T0, ready_pods=12)
+    now = T0
+    for second in range(1, 75):  # quiet load after a restart: panic (start-in-panic) ends after 60 s
+        now = T0 + second
+        core.record(load(concurrency=7.0), now)
+    first = core.decide(now, ready_pods=12)
+    assert first.desired_pods == 6  # wants 1, limited to floor(12 / 2)
+    again = core.reconcile(now + 0.5, ready_pods=6)
+    assert (again.desired_pods, again.valid) == (6, True)
+    later = core.decide(now + 2, ready_pods=6)
+    assert later.desired_pods == 3  # the next tick may halve again
