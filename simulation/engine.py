@@ -266,8 +266,14 @@ class Simulation:
             timestamp=now,
         )
 
-    def _decide(self, now: float) -> None:
-        decision = self.autoscaler.decide(now, len(self.ready), activator_in_path=not self._serve)
+    def _decide(self, now: float, scale: bool = True) -> None:
+        """The decider on a tick or a poke; ``scale=False`` re-applies the last decision (a requeue)."""
+        ready, in_path = len(self.ready), not self._serve
+        decision = (
+            self.autoscaler.decide(now, ready, activator_in_path=in_path)
+            if scale
+            else self.autoscaler.reconcile(now, ready, activator_in_path=in_path)
+        )
         self.decision = decision
         self._maybe_requeue(decision.requeue_after, now)
         delay = self.scenario.platform.actuation_delay
@@ -293,7 +299,7 @@ class Simulation:
         now = self.env.now
         if now >= self._requeue_at - 1e-9:
             self._requeue_at = math.inf
-            self._decide(now)
+            self._decide(now, scale=False)
 
     def _actuate(self, desired: int | None, serve: bool, now: float) -> None:
         self._serve = serve
