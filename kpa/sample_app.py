@@ -1,9 +1,11 @@
-"""A tiny user container for the local stack: answers every request after a fixed service time.
+"""A tiny user container for the local stack: answers every request after a service time.
 
 It stands in for a real workload where the point is the scaling machinery (tests, the cold-start
 benchmark, the demo when no model can be served). It counts its own concurrency so a test can check
 from the container's side that the queue-proxy never let more than containerConcurrency in at once:
 ``GET /_stats`` answers ``{"in_flight", "max_in_flight", "served"}`` and is not counted itself.
+The service time is fixed here (``--delay``); :func:`serve` takes any per-request draw, which is how
+``simulation.synthetic_app`` replays a scenario's distribution.
 
     python -m kpa.sample_app [--port N] [--delay SECONDS]     (PORT and SAMPLE_DELAY env work too)
 """
@@ -15,8 +17,11 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Callable
 
 import httptools
+
+ServiceTime = Callable[[], float]
 
 
 class _Counters:
@@ -27,14 +32,14 @@ class _Counters:
 
 
 class _HttpConnection(asyncio.Protocol):
-    def __init__(self, counters: _Counters, delay: float, name: str) -> None:
+    def __init__(self, counters: _Counters, service_time: ServiceTime, name: str) -> None:
         self.counters = counters
-        self.delay = delay
+        self.service_time = service_time
         self.name = name
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
-        self.pending: list[asyncio.Task[None]] = []
+        self.pending: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -58,15 +63,17 @@ class _HttpConnection(asyncio.Protocol):
             self._write(200, body.encode(), keep_alive, "application/json")
             return
         # requests on one connection are sequential (no pipelining from our proxies), so one task at a time
-        self.pending.append(asyncio.get_running_loop().create_task(self._serve(keep_alive)))
+        task = asyncio.get_running_loop().create_task(self._serve(keep_alive, self.service_time()))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
 
-    async def _serve(self, keep_alive: bool) -> None:
+    async def _serve(self, keep_alive: bool, delay: float) -> None:
         c = self.counters
         c.in_flight += 1
         c.max_in_flight = max(c.max_in_flight, c.in_flight)
         try:
-            if self.delay > 0:
-                await asyncio.sleep(self.delay)
+            if delay > 0:
+                await asyncio.sleep(delay)
         finally:
             c.in_flight -= 1
         c.served += 1
@@ -86,15 +93,16 @@ class _HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for task in self.pending:
+        for task in list(self.pending):
             task.cancel()
 
 
-async def serve(port: int, delay: float, name: str) -> None:
+async def serve(port: int, service_time: ServiceTime, name: str) -> None:
+    """Listen on 127.0.0.1:``port`` until SIGTERM/SIGINT; each request waits one ``service_time()`` draw."""
     loop = asyncio.get_running_loop()
     counters = _Counters()
     server = await loop.create_server(
-        lambda: _HttpConnection(counters, delay, name), "127.0.0.1", port, backlog=1024
+        lambda: _HttpConnection(counters, service_time, name), "127.0.0.1", port, backlog=1024
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,7 +122,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     name = os.environ.get("SERVING_POD", f"sample-app:{args.port}")
-    asyncio.run(serve(args.port, args.delay, name))
+    delay = args.delay
+    asyncio.run(serve(args.port, lambda: delay, name))
 
 
 if __name__ == "__main__":

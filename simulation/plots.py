@@ -91,42 +91,30 @@ def plot_cost_vs_p99(results: list[dict[str, Any]], path: Path, title: str) -> N
 
 
 def plot_live_vs_simulated(
-    live: list[dict[str, Any]], simulated: list[dict[str, Any]], path: Path, title: str
+    live: list[dict[str, Any]],
+    simulated: list[dict[str, Any]],
+    path: Path,
+    title: str,
+    band: tuple[list[float], list[float]] | None = None,
 ) -> None:
-    """Ready and desired pods over time, the live stack against the simulation of the same scenario."""
+    """Ready and desired pods over time, the live stack against the simulation of the same scenario.
+
+    ``band`` is the lowest and highest simulated ready count per second across replicates: how far
+    chance alone moves the simulated line, so a live line inside it agrees with the model.
+    """
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    ax.step(
-        [r["second"] for r in live],
-        [r["ready_pods"] for r in live],
-        where="post",
-        label="ready, live",
-        color="tab:blue",
-    )
-    ax.step(
-        [r["second"] for r in simulated],
-        [r["ready_pods"] for r in simulated],
-        where="post",
-        label="ready, simulated",
-        color="tab:orange",
-    )
-    ax.step(
-        [r["second"] for r in live],
-        [r["desired_pods"] for r in live],
-        where="post",
-        label="desired, live",
-        color="tab:blue",
-        ls=":",
-        lw=0.8,
-    )
-    ax.step(
-        [r["second"] for r in simulated],
-        [r["desired_pods"] for r in simulated],
-        where="post",
-        label="desired, simulated",
-        color="tab:orange",
-        ls=":",
-        lw=0.8,
-    )
+    if band is not None:
+        low, high = band
+        ax.fill_between(
+            range(len(low)), low, high, step="post", color="tab:orange", alpha=0.18,
+            label="ready, simulated (range over replicates)",
+        )  # fmt: skip
+    for rows, side, color in ((live, "live", "tab:blue"), (simulated, "simulated", "tab:orange")):
+        seconds = [r["second"] for r in rows]
+        ax.step(seconds, [r["ready_pods"] for r in rows], where="post", label=f"ready, {side}", color=color)
+        # Desired -1 is the autoscaler's "no decision yet": drawn as 0.
+        desired = [max(r["desired_pods"], 0) for r in rows]
+        ax.step(seconds, desired, where="post", label=f"desired, {side}", color=color, ls=":", lw=0.8)
     ax.set_xlabel("seconds")
     ax.set_ylabel("pods")
     ax.set_title(title, fontsize=10)

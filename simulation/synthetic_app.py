@@ -1,11 +1,17 @@
 """A user container whose timing follows a scenario: for running a simulated scenario live.
 
-It waits a ``--startup`` draw before it listens (the model load a real predictor does), then answers
-each request after a ``--service`` draw — both distributions in the scenario's own JSON form, e.g.
-``'{"dist": "exponential", "mean": 0.1}'``. Requests are served side by side (the ``parallel``
-service model): it sleeps, it does not burn CPU. It is the kpa sample app with a drawn delay per request.
+It becomes ready a ``--startup`` draw after its process was created (the model load a real predictor
+does), then answers each request after a ``--service`` draw — both distributions in the scenario's
+own JSON form, e.g. ``'{"dist": "exponential", "mean": 0.1}'``. Requests are served side by side (the
+``parallel`` service model): it sleeps, it does not burn CPU. It is the kpa sample app with a drawn
+delay per request.
 
-    python -m simulation.synthetic_app --service JSON [--startup JSON] [--port N]
+The start-up draw counts from process creation, as the simulator counts a pod's start-up from the
+pod's creation: the interpreter's own start and imports (slower when many pods start at once on a
+small machine) are part of the draw, not added to it. Only when they take longer than the draw is
+the pod late, and then by exactly that much.
+
+    python -m simulation.synthetic_app --service JSON [--startup JSON] [--port N] [--seed N]
 """
 
 from __future__ import annotations
@@ -14,47 +20,42 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from kpa.sample_app import _Counters, _HttpConnection
-from simulation.distributions import parse_distribution
-from simulation.schema import Node
+from kpa.sample_app import serve
+from simulation.distributions import Sampler, parse_distribution
+from simulation.schema import Node, ScenarioError
+
+EXAMPLE = '{"dist": "exponential", "mean": 0.1}'
 
 
-class _DrawnDelay(_HttpConnection):
-    """The sample app's connection with a fresh service-time draw before each request is served."""
-
-    def __init__(self, counters: _Counters, sample: Callable[[], float], name: str) -> None:
-        super().__init__(counters, 0.0, name)
-        self._sample = sample
-
-    def on_message_complete(self) -> None:
-        # Requests on one connection are sequential, so the delay is read before the next one arrives.
-        self.delay = self._sample()
-        super().on_message_complete()
-
-
-def sampler(spec: str, what: str, rng: np.random.Generator) -> Callable[[], float]:
+def sampler(spec: str, what: str, rng: np.random.Generator) -> Sampler:
+    """A distribution given as scenario JSON (``what`` names it in errors), drawing from ``rng``."""
     return parse_distribution(Node.of(json.loads(spec), what), Path(".")).sampler(rng)
 
 
-async def serve(port: int, service: Callable[[], float], name: str) -> None:
-    loop = asyncio.get_running_loop()
-    counters = _Counters()
-    server = await loop.create_server(
-        lambda: _DrawnDelay(counters, service, name), "127.0.0.1", port, backlog=1024
-    )
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
+def process_age() -> float:
+    """Seconds since this process was created; 0 where the kernel does not say (non-Linux)."""
+    try:
+        # Field 22 of /proc/self/stat: starttime, in clock ticks after boot (field 2 may hold spaces).
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def _option_sampler(
+    parser: argparse.ArgumentParser, option: str, spec: str, what: str, rng: np.random.Generator
+) -> Sampler:
+    try:
+        return sampler(spec, what, rng)
+    except (ValueError, ScenarioError) as exc:  # json.JSONDecodeError is a ValueError
+        parser.error(f"{option} {spec!r}: {exc}; expected e.g. {EXAMPLE!r}")
 
 
 def main() -> None:
@@ -69,8 +70,9 @@ def main() -> None:
     name = os.environ.get("SERVING_POD", f"synthetic:{args.port}")
     # Each pod draws its own numbers: the seed is mixed with the pod's name.
     rng = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
-    service = sampler(args.service, "service_time", rng)
-    time.sleep(sampler(args.startup, "cold_start", rng)())
+    service = _option_sampler(parser, "--service", args.service, "service_time", rng)
+    startup = _option_sampler(parser, "--startup", args.startup, "cold_start", rng)
+    time.sleep(max(0.0, startup() - process_age()))
     asyncio.run(serve(args.port, service, name))
 
 
