@@ -1,12 +1,12 @@
-"""The activator in simulated time: hold requests while no pod can take them, throttle to pod capacity.
+"""The activator in simulated time: the live activator's throttler, driven by simpy's clock.
 
-Mirrors Knative's throttler for one revision behind one activator (pkg/activator/net/throttler.go):
-
-* cc > 0: a revision breaker (the real :class:`~queueproxy.breaker.Breaker`: FIFO queue of
-  ``queue_depth``, capacity ``cc × pods``) in front of per-pod trackers (breakers used only through
-  ``reserve``), picked first-available for cc 1–3 and round-robin above 3;
-* cc = 0: an "infinite" breaker that only blocks while there is no pod at all, then power of two
-  choices by in-flight count, ties broken at random.
+Capacity, the pooled wait queue and the choice of pod are the real
+:class:`activator.throttler.RevisionThrottler` — the same pure core ``activator/server.py`` runs —
+with the pods' names as addresses and the simulation's requests as tickets. This module is only its
+shell: it hands admitted requests to the chosen pod, gives the grant back when the response goes
+out, and keeps one simpy timer on the throttler's earliest deadline to answer 504 to waiters whose
+``timeout`` ran out. The wait queue is bounded by ``platform.activator_queue_depth``; past it a
+request gets a 503 at once.
 
 Its stats follow pkg/activator/handler/concurrency_reporter.go: one time-weighted
 :class:`~queueproxy.stats.RequestStats` counting every request from arrival to response (queueing
@@ -17,13 +17,15 @@ request is reported at once again.
 
 from __future__ import annotations
 
-import heapq
+import math
 import random
-from collections import deque
 from typing import TYPE_CHECKING
 
+import simpy
+
+from activator.throttler import Grant, RevisionThrottler
 from autoscaler.stat import Stat
-from queueproxy.breaker import Admission, Breaker
+from queueproxy.breaker import Admission
 from queueproxy.stats import RequestStats
 
 if TYPE_CHECKING:
@@ -32,80 +34,36 @@ if TYPE_CHECKING:
 
 ACTIVATOR_NAME = "activator-0"
 REPORT_INTERVAL = 1.0
-TRACKER_QUEUE_DEPTH = 10_000  # Knative's pod trackers never queue: they are used through reserve()
-UNBOUNDED = 2**31 - 1  # the revision breaker's MaxConcurrency (MaxInt32)
-
-
-class _Tracker:
-    """A pod as the activator sees it: a reserve-only breaker for cc > 0, an in-flight count for cc = 0."""
-
-    __slots__ = ("active", "breaker", "in_flight", "listed", "pod")
-
-    def __init__(self, pod: Pod, cc: int) -> None:
-        self.pod = pod
-        self.in_flight = 0
-        self.active = True  # still among the revision's endpoints
-        self.listed = False  # in the first-available heap of trackers with a free slot
-        self.breaker: Breaker[Request] | None = Breaker(TRACKER_QUEUE_DEPTH, cc) if cc > 0 else None
+_QUEUED = Admission.QUEUED
 
 
 class Activator:
     def __init__(self, sim: Simulation, queue_depth: int, rng: random.Random) -> None:
         self._sim = sim
-        self._rng = rng
-        self._cc = cc = sim.scenario.revision.container_concurrency
-        self._trackers: list[_Tracker] = []  # in pod order (Knative sorts trackers by address)
-        self._by_pod: dict[Pod, _Tracker] = {}
-        self._next = 0  # round-robin position
-        # First-available (cc 1–3) scans trackers in order for the first free one; a heap of the free
-        # ones keyed by position gives the same pick without the scan.
-        self._free: list[tuple[int, _Tracker]] = []
-        self._breaker: Breaker[Request] | None = (
-            Breaker(queue_depth, UNBOUNDED, initial_capacity=0) if cc > 0 else None
-        )
-        self._held: deque[Request] = deque()  # cc = 0: requests held while there is no pod
+        self._env = sim.env
+        cc = sim.scenario.revision.container_concurrency
+        self._throttler: RevisionThrottler[Request] = RevisionThrottler(cc, queue_bound=queue_depth, rng=rng)
+        self._pods: dict[str, Pod] = {}  # the revision's endpoints, by the address the throttler knows
+        self._expiry: simpy.Event | None = None  # the timer for the earliest waiter's deadline
+        self._expiry_at = math.inf
         self.stats = RequestStats(sim.env.now)
         self._tracked = False
         self._first_request = 0.0
-        self.in_flight = 0
-
-    # -- capacity ---------------------------------------------------------------------------------
-
-    @property
-    def capacity(self) -> int:
-        return self._breaker.capacity if self._breaker is not None else (1 if self._trackers else 0)
 
     @property
     def waiting(self) -> int:
-        return self._breaker.waiting if self._breaker is not None else len(self._held)
+        return self._throttler.waiting
+
+    # -- pods -------------------------------------------------------------------------------------
 
     def add_pod(self, pod: Pod, now: float) -> None:
-        tracker = _Tracker(pod, self._cc)
-        self._trackers.append(tracker)
-        self._trackers.sort(key=lambda t: t.pod.index)
-        self._by_pod[pod] = tracker
-        self._list_free(tracker)
-        self._capacity_changed(now)
+        self._pods[pod.name] = pod
+        self._send_all(self._throttler.update_backends(self._pods, now), now)
 
     def remove_pod(self, pod: Pod, now: float) -> None:
-        tracker = self._by_pod.pop(pod, None)
-        if tracker is not None:
-            tracker.active = False
-            self._trackers.remove(tracker)
-            self._capacity_changed(now)
-
-    def _list_free(self, tracker: _Tracker) -> None:
-        if 0 < self._cc <= 3 and tracker.active and not tracker.listed:
-            tracker.listed = True
-            heapq.heappush(self._free, (tracker.pod.index, tracker))
-
-    def _capacity_changed(self, now: float) -> None:
-        if self._breaker is not None:
-            for request in self._breaker.update_concurrency(min(self._cc * len(self._trackers), UNBOUNDED)):
-                self._send(request, now)
-        elif self._trackers:
-            while self._held:
-                self._send(self._held.popleft(), now)
+        """Out of the endpoints: no new requests; those it holds finish and give their slots back."""
+        if self._pods.pop(pod.name, None) is not None:
+            self._send_all(self._throttler.update_backends(self._pods, now), now)
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -122,98 +80,56 @@ class Activator:
                 now,
             )
         self.stats.request_in(now)
-        self.in_flight += 1
         request.proxied = True
-        breaker = self._breaker
-        if breaker is None:
-            if self._trackers:
-                self._send(request, now)
-            else:
-                request.cold = True
-                self._held.append(request)
-                self._sim.watch_deadline(request, self._hold_timeout)
-            return
-        cold = breaker.capacity == 0
-        admission = breaker.acquire(request)
-        if admission is Admission.ADMITTED:
-            self._send(request, now)
-        elif admission is Admission.QUEUED:
+        throttler = self._throttler
+        cold = throttler.capacity == 0
+        outcome = throttler.acquire(request, now, request.deadline)
+        if outcome.__class__ is Grant:
+            self._send(outcome, now)
+        elif outcome is _QUEUED:
             request.cold = cold
-            self._sim.watch_deadline(request, self._hold_timeout)
+            if request.deadline < self._expiry_at:
+                self._arm(request.deadline)
         else:
             self._sim.rejected(request, now)
 
-    def _pick(self) -> _Tracker | None:
-        trackers = self._trackers
-        n = len(trackers)
-        if not n:
-            return None
-        cc = self._cc
-        if cc == 0:
-            if n == 1:
-                return trackers[0]
-            first, second = self._rng.sample(trackers, 2)
-            if first.in_flight == second.in_flight:
-                return first  # sample() already ordered them at random
-            return first if first.in_flight < second.in_flight else second
-        if cc <= 3:
-            free = self._free
-            while free:
-                tracker = free[0][1]
-                if tracker.active and tracker.breaker.reserve():
-                    if tracker.breaker.executing >= cc:
-                        heapq.heappop(free)
-                        tracker.listed = False
-                    return tracker
-                heapq.heappop(free)
-                tracker.listed = False
-            return None
-        start = self._next
-        for offset in range(n):
-            i = (start + offset) % n
-            if trackers[i].breaker.reserve():
-                self._next = i + 1
-                return trackers[i]
-        return None
-
-    def _send(self, request: Request, now: float) -> None:
-        tracker = self._pick()
-        if tracker is None:
-            # Tokens never exceed free pod slots with one activator: capacity is cc × pods and every
-            # executing request, on a current pod or a draining one, holds a token.
-            raise RuntimeError("activator: a revision token but no pod with a free slot")
-        tracker.in_flight += 1
-        request.tracker = tracker
-        if not tracker.pod.accept(request, now):
+    def _send(self, grant: Grant[Request], now: float) -> None:
+        request = grant.ticket
+        request.grant = grant
+        if not self._pods[grant.tracker.address].accept(request, now):
             self._sim.rejected(request, now)
+
+    def _send_all(self, grants: list[Grant[Request]], now: float) -> None:
+        for grant in grants:
+            self._send(grant, now)
 
     def finished(self, request: Request, now: float) -> None:
-        """The response (any status) went back through the activator: free its slots."""
-        tracker: _Tracker | None = request.tracker
-        if tracker is not None:
-            request.tracker = None
-            tracker.in_flight -= 1
-            if tracker.breaker is not None:
-                tracker.breaker.release()
-                if not tracker.listed:
-                    self._list_free(tracker)
-                for waiter in self._breaker.release():
-                    self._send(waiter, now)
+        """The response (any status) went back through the activator: give its slot back."""
+        grant = request.grant
+        if grant is not None:
+            request.grant = None
+            self._send_all(self._throttler.release(grant, now), now)
         self.stats.request_out(now)
-        self.in_flight -= 1
 
-    def _hold_timeout(self, request: Request) -> None:
-        if request.start >= 0 or request.pod is not None or request.outcome is not None:
-            return
-        if self._breaker is not None:
-            if not self._breaker.cancel(request):
-                return
-        else:
-            try:
-                self._held.remove(request)
-            except ValueError:
-                return
-        self._sim.timed_out(request, self._sim.env.now)
+    # -- deadlines --------------------------------------------------------------------------------
+
+    def _arm(self, deadline: float) -> None:
+        self._expiry_at = deadline
+        self._expiry = timer = self._env.timeout(max(deadline - self._env.now, 0.0), deadline)
+        timer.callbacks.append(self._on_expiry)
+
+    def _on_expiry(self, timer: simpy.Event) -> None:
+        if timer is not self._expiry:
+            return  # superseded by an earlier deadline; that timer re-arms for the rest
+        self._expiry = None
+        self._expiry_at = math.inf
+        now = self._env.now
+        # The timer is due at its deadline even where float rounding put simpy's clock a hair before it.
+        for expired in self._throttler.expire(max(now, timer.value)):
+            self._sim.timed_out(expired.ticket, now)
+        deadline = self._throttler.next_deadline()
+        if deadline is not None:
+            self._arm(deadline)
 
     # -- stats ------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from queueproxy.breaker import Admission, Breaker
 from queueproxy.stats import RequestStats, StatsReport
 
 if TYPE_CHECKING:
+    from activator.throttler import Grant
     from simulation.engine import Simulation
 
 STARTING, READY, DRAINING, GONE = "starting", "ready", "draining", "gone"
@@ -35,7 +36,7 @@ _EPSILON = 1e-9
 class Request:
     """One request's journey; times are simulated seconds."""
 
-    __slots__ = ("arrival", "cold", "deadline", "outcome", "pod", "proxied", "start", "tracker")
+    __slots__ = ("arrival", "cold", "deadline", "grant", "outcome", "pod", "proxied", "start")
 
     def __init__(self, arrival: float, deadline: float) -> None:
         self.arrival = arrival
@@ -44,7 +45,7 @@ class Request:
         self.pod: Pod | None = None
         self.proxied = False  # came through the activator (K-Proxy-Request)
         self.cold = False  # waited for a pod to start
-        self.tracker: object = None  # the activator's pod tracker holding a slot for it
+        self.grant: Grant[Request] | None = None  # the activator's throttler slot it holds
         self.outcome: str | None = None
 
 
