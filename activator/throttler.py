@@ -34,9 +34,11 @@ T = TypeVar("T")
 UNLIMITED = 2**31 - 1
 # Knative's pod-tracker breaker queue depth; trackers are only used through reserve(), so it never queues.
 _TRACKER_QUEUE_DEPTH = 10_000
+# acquire() runs per request; an enum member looked up on its class costs ~80 ns in CPython 3.11.
+_ADMITTED, _QUEUED, _REJECTED = Admission.ADMITTED, Admission.QUEUED, Admission.REJECTED
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PodTracker:
     """One pod's in-flight count, and for cc > 0 a breaker that refuses past cc."""
 
@@ -256,13 +258,13 @@ class RevisionThrottler(Generic[T]):
         arrived = now if arrived is None else arrived
         waiting = self._breaker.waiting
         if bounded and waiting and waiting >= self.effective_queue_bound:
-            return Admission.REJECTED
-        if self._breaker.acquire(ticket) is Admission.ADMITTED:
-            return self._grant(ticket, waited=now - arrived)
+            return _REJECTED
+        if self._breaker.acquire(ticket) is _ADMITTED:
+            return self._grant(ticket, now - arrived)
         self._seq += 1
         self._waiters[ticket] = _Waiter(arrived, deadline, self._seq)
         heapq.heappush(self._deadlines, (deadline, self._seq, ticket))
-        return Admission.QUEUED
+        return _QUEUED
 
     def release(self, grant: Grant[T], now: float) -> list[Grant[T]]:
         """The request behind ``grant`` finished (or failed); returns the waiters admitted now."""
@@ -272,7 +274,8 @@ class RevisionThrottler(Generic[T]):
         gone = address not in self._assigned_set and self._trackers.get(address) is tracker
         if gone and tracker.in_flight == 0:
             del self._trackers[address]  # a pod that left while busy: forget it once idle
-        return self._admit(self._breaker.release(), now)
+        admitted = self._breaker.release()
+        return self._admit(admitted, now) if admitted else []
 
     def retry(
         self, grant: Grant[T], now: float, deadline: float
@@ -348,8 +351,6 @@ class RevisionThrottler(Generic[T]):
     # -- internals -----------------------------------------------------------------------------
 
     def _admit(self, tickets: list[T], now: float) -> list[Grant[T]]:
-        if not tickets:
-            return []
         grants = []
         for ticket in tickets:
             waiter = self._waiters.pop(ticket)

@@ -26,7 +26,12 @@ class Admission(enum.Enum):
     REJECTED = "rejected"  # the queue is full: answer 503 at once
 
 
-@dataclass
+# Module-level aliases: an enum member looked up on its class costs ~80 ns in CPython 3.11, and
+# acquire() runs once or twice per simulated request.
+_ADMITTED, _QUEUED, _REJECTED = Admission.ADMITTED, Admission.QUEUED, Admission.REJECTED
+
+
+@dataclass(slots=True)
 class Breaker(Generic[T]):
     queue_depth: int
     max_concurrency: int
@@ -59,17 +64,21 @@ class Breaker(Generic[T]):
     def acquire(self, ticket: T) -> Admission:
         """Admit, queue (FIFO) or reject one request identified by ``ticket``."""
         if self.in_flight >= self.queue_depth + self.max_concurrency:
-            return Admission.REJECTED
+            return _REJECTED
         self.in_flight += 1
         if not self._waiters and self.executing < self.capacity:
             self.executing += 1
-            return Admission.ADMITTED
+            return _ADMITTED
         self._waiters.append(ticket)
-        return Admission.QUEUED
+        return _QUEUED
 
     def reserve(self) -> bool:
         """Take a slot and a token only if both are free right now (the activator's pod trackers)."""
-        if self.in_flight >= self.total_slots or self._waiters or self.executing >= self.capacity:
+        if (
+            self.in_flight >= self.queue_depth + self.max_concurrency
+            or self._waiters
+            or self.executing >= self.capacity
+        ):
             return False
         self.in_flight += 1
         self.executing += 1

@@ -17,7 +17,7 @@ class StatsReport:
     proxied_request_count: float
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestStats:
     """Integrates in-flight counts over time between reports.
 
@@ -39,8 +39,8 @@ class RequestStats:
         self._last_change = self.now
 
     def _advance(self, now: float) -> None:
-        if now > self._last_change:
-            dt = now - self._last_change
+        dt = now - self._last_change
+        if dt > 0:
             self._seconds_in_use += dt
             self._integral += self.concurrency * dt
             self._proxied_integral += self.proxied_concurrency * dt

@@ -82,12 +82,11 @@ class Activator:
         self.stats.request_in(now)
         request.proxied = True
         throttler = self._throttler
-        cold = throttler.capacity == 0
         outcome = throttler.acquire(request, now, request.deadline)
         if outcome.__class__ is Grant:
             self._send(outcome, now)
         elif outcome is _QUEUED:
-            request.cold = cold
+            request.cold = throttler.capacity == 0  # waits for a pod to start (acquire leaves capacity alone)
             if request.deadline < self._expiry_at:
                 self._arm(request.deadline)
         else:
@@ -108,7 +107,9 @@ class Activator:
         grant = request.grant
         if grant is not None:
             request.grant = None
-            self._send_all(self._throttler.release(grant, now), now)
+            admitted = self._throttler.release(grant, now)
+            if admitted:
+                self._send_all(admitted, now)
         self.stats.request_out(now)
 
     # -- deadlines --------------------------------------------------------------------------------

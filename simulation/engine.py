@@ -16,6 +16,7 @@ microseconds of wall time.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -91,7 +92,10 @@ class Simulation:
         self.env = simpy.Environment()
         streams = random_streams(self.seed)
         revision = scenario.revision
-        self._arrival_blocks = scenario.workload.arrivals(np.random.default_rng(streams[0]))
+        # Arrival times one by one, drawn block by block as the run reaches them.
+        self._arrival_times = itertools.chain.from_iterable(
+            block.tolist() for block in scenario.workload.arrivals(np.random.default_rng(streams[0]))
+        )
         self.service_time = revision.service_time.sampler(np.random.default_rng(streams[1]))
         self._cold_start = revision.cold_start.sampler(np.random.default_rng(streams[2]))
         self.rng = random.Random(int(streams[3].generate_state(1)[0]))
@@ -122,8 +126,6 @@ class Simulation:
         self.decision: ScaleDecision | None = None
         self.replicas = 0
         self._requeue_at = math.inf
-        self._block: list[float] = []
-        self._block_index = 0
         self.wall_seconds = 0.0
         self.drain_seconds = 0.0
 
@@ -148,15 +150,7 @@ class Simulation:
     # -- arrivals -------------------------------------------------------------------------------------
 
     def _schedule_next_arrival(self, now: float) -> None:
-        index = self._block_index
-        if index >= len(self._block):
-            block = next(self._arrival_blocks, None)
-            if block is None:
-                return
-            self._block = block.tolist()
-            index = 0
-        at = self._block[index]
-        self._block_index = index + 1
+        at = next(self._arrival_times, math.inf)
         if at < self.duration:
             self.env.timeout(at - now).callbacks.append(self._on_arrival)
 
