@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL
 
 from autoscaler import collection
 from autoscaler.revision import RevisionAutoscaler, ScaleDecision
@@ -32,7 +33,7 @@ from autoscaler.scaling import TICK_INTERVAL
 from autoscaler.stat import Stat
 from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
 from simulation.activator import Activator
-from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod, Request
+from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod, Request, reusable_event
 from simulation.scenario import Scenario
 
 CONTROL_INTERVAL = 1.0  # Knative's scrape period; timeline rows are taken at the same ticks
@@ -96,6 +97,9 @@ class Simulation:
         self._arrival_times = itertools.chain.from_iterable(
             block.tolist() for block in scenario.workload.arrivals(np.random.default_rng(streams[0]))
         )
+        self._arrival = reusable_event(self.env)  # one arrival pending at a time: one event, rescheduled
+        self._on_arrival_callbacks = [self._on_arrival]
+        self._schedule = self.env.schedule
         self.service_time = revision.service_time.sampler(np.random.default_rng(streams[1]))
         self._cold_start = revision.cold_start.sampler(np.random.default_rng(streams[2]))
         self.rng = random.Random(int(streams[3].generate_state(1)[0]))
@@ -152,7 +156,8 @@ class Simulation:
     def _schedule_next_arrival(self, now: float) -> None:
         at = next(self._arrival_times, math.inf)
         if at < self.duration:
-            self.env.timeout(at - now).callbacks.append(self._on_arrival)
+            self._arrival.callbacks = self._on_arrival_callbacks
+            self._schedule(self._arrival, NORMAL, at - now)
 
     def _on_arrival(self, event: simpy.Event) -> None:
         now = self.env._now
