@@ -240,7 +240,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str
         if not values:
             mean[key] = None
             continue
-        mean[key] = float(np.mean(values))
+        mean[key] = values[0] if len(set(values)) == 1 else float(np.mean(values))
         spread[key] = (min(values), max(values))
     return mean, spread
 

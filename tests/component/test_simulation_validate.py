@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from simulation.scenario import parse_scenario
-from simulation.validate_cli import unsupported
+from simulation.validate_cli import aggregate, simulate_replicates, unsupported
 
 SCENARIO = """\
 duration: 20
@@ -30,13 +30,17 @@ def test_validate_runs_the_scenario_live_and_simulated(tmp_path):
     path = tmp_path / "scenario.yaml"
     path.write_text(SCENARIO)
     result = subprocess.run(
-        [sys.executable, "-m", "kpa", "validate", str(path), "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "kpa", "validate", str(path), "--out", str(tmp_path / "out"),
+         "--replicates", "3"],
         capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads((tmp_path / "out" / "validate.json").read_text())
     live, simulated = doc["live"], doc["simulated"]
     assert live["requests"] == simulated["requests"] == 96  # the same arrival times on both sides
+    assert doc["replicates"] == 3
+    low, high = doc["simulated_range"]["latency_p95"]
+    assert low <= simulated["latency_p95"] <= high
     assert live["failed"] == simulated["failed"] == 0
     assert live["ready_pods_max"] >= 1 and simulated["ready_pods_max"] >= 1
     # 0.1 s of service plus a proxy hop or two on loopback: the live median cannot be far off.
@@ -56,3 +60,32 @@ def test_validate_runs_the_scenario_live_and_simulated(tmp_path):
 def test_validate_refuses_what_the_live_stack_cannot_reproduce(change, problem):
     doc = yaml.safe_load(SCENARIO.replace("revision:\n", "revision:\n" + change))
     assert any(p.startswith(problem) for p in unsupported(parse_scenario(doc)))
+
+
+def test_every_replicate_replays_the_given_arrivals_and_draws_the_rest_anew():
+    exponential = SCENARIO.replace("constant, value: 0.1", "exponential, mean: 0.1")
+    scenario = parse_scenario(yaml.safe_load(exponential))
+    arrivals = [0.5 + 0.25 * i for i in range(40)]  # not what the scenario's own workload would draw
+    sims = simulate_replicates(scenario, arrivals, seed=7, replicates=3)
+    assert [sum(sim.arrivals_per_second) for sim in sims] == [40, 40, 40]
+    assert all(sim.arrivals_per_second[1] == 4 for sim in sims)  # 1.0, 1.25, 1.5, 1.75
+    latencies = [tuple(sim.counters.latencies) for sim in sims]
+    assert len(set(latencies)) == 3  # service times differ between replicates
+
+
+def test_aggregate_gives_the_mean_and_the_range_and_keeps_figures_every_replicate_agrees_on():
+    mean, spread = aggregate(
+        [{"requests": 10, "p95": 1.0, "p50": None}, {"requests": 10, "p95": 3.0, "p50": None}]
+    )
+    assert mean == {"requests": 10, "p95": 2.0, "p50": None}
+    assert spread == {"requests": (10, 10), "p95": (1.0, 3.0)}
+
+
+def test_replicates_must_be_a_positive_whole_number(tmp_path):
+    path = tmp_path / "scenario.yaml"
+    path.write_text(SCENARIO)
+    result = subprocess.run(
+        [sys.executable, "-m", "kpa", "validate", str(path), "--out", str(tmp_path), "--replicates", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--replicates" in result.stderr and "at least 1" in result.stderr
