@@ -10,7 +10,21 @@ from simulation.distributions import parse_distribution
 from simulation.schema import Node, ScenarioError
 from simulation.workloads import load_trace, parse_workload
 
-TRACE = Path("/work/shared/data/azure2019-sample200/200_inv.csv")
+REPO_TRACE = Path(__file__).parents[2] / "examples/data/azure2019/busiest_function_inv.csv"
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory) -> Path:
+    """A 200-function, 20-minute file in the Azure 2019 ``*_inv.csv`` layout, with fixed random counts."""
+    rng = np.random.default_rng(2019)
+    minutes = [f"minute_{m}" for m in range(1, 21)]
+    lines = [",".join(["HashFunction", "HashApp", "HashOwner", *minutes])]
+    for row in range(200):
+        counts = rng.poisson(rng.uniform(0, 300), size=len(minutes))
+        lines.append(",".join([f"{row:04x}{'f' * 60}", "app", "owner", *map(str, counts)]))
+    path = tmp_path_factory.mktemp("azure") / "200_inv.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def arrivals(phases, seed=7):
@@ -63,28 +77,35 @@ def test_phases_play_in_order_with_offsets():
     assert times.tolist() == [100.0, 101.0, 102.0]
 
 
-@pytest.mark.skipif(not TRACE.exists(), reason="Azure 2019 sample not present")
-def test_trace_replays_each_minute_count_exactly():
-    table = load_trace(TRACE)
+def test_trace_replays_each_minute_count_exactly(trace):
+    table = load_trace(trace)
     busiest = int(np.argmax(table.counts.sum(axis=1)))
-    phase = {"type": "trace", "file": str(TRACE), "function": table.functions[busiest][:10],
-             "start_minute": 61, "duration": 600}
+    phase = {"type": "trace", "file": str(trace), "function": table.functions[busiest][:10],
+             "start_minute": 6, "duration": 600}
     _, times = arrivals([phase])
     per_minute = np.bincount((times // 60).astype(int), minlength=10)
-    assert per_minute.tolist() == table.counts[busiest, 60:70].tolist()
+    assert per_minute.tolist() == table.counts[busiest, 5:15].tolist()
 
 
-@pytest.mark.skipif(not TRACE.exists(), reason="Azure 2019 sample not present")
-def test_trace_sums_chosen_functions_and_scales():
-    table = load_trace(TRACE)
-    phase = {"type": "trace", "file": str(TRACE), "functions": [0, 1, 2], "duration": 300}
+def test_trace_replays_the_real_azure_row_kept_in_the_repository():
+    table = load_trace(REPO_TRACE)
+    assert table.counts.shape == (1, 1440)
+    phase = {"type": "trace", "file": str(REPO_TRACE), "function": 0, "start_minute": 601, "duration": 180}
+    _, times = arrivals([phase])
+    per_minute = np.bincount((times // 60).astype(int), minlength=3)
+    assert per_minute.tolist() == table.counts[0, 600:603].tolist()
+    assert per_minute.sum() > 0
+
+
+def test_trace_sums_chosen_functions_and_scales(trace):
+    table = load_trace(trace)
+    phase = {"type": "trace", "file": str(trace), "functions": [0, 1, 2], "duration": 300}
     _, times = arrivals([phase])
     assert times.size == int(table.counts[:3, :5].sum())
     _, halved = arrivals([{**phase, "scale": 0.5}])
     assert abs(halved.size - times.size / 2) <= 5 * math.sqrt(times.size / 4) + 1
 
 
-@pytest.mark.skipif(not TRACE.exists(), reason="Azure 2019 sample not present")
 @pytest.mark.parametrize(
     ("selection", "message"),
     [
@@ -94,9 +115,9 @@ def test_trace_sums_chosen_functions_and_scales():
         ({}, "trace needs exactly one of function or functions"),
     ],
 )
-def test_trace_selection_errors_name_the_key(selection, message):
+def test_trace_selection_errors_name_the_key(trace, selection, message):
     with pytest.raises(ScenarioError) as info:
-        parse_workload([{"type": "trace", "file": str(TRACE), **selection}], Path("."))
+        parse_workload([{"type": "trace", "file": str(trace), **selection}], Path("."))
     assert message in str(info.value)
 
 
