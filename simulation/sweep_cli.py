@@ -12,11 +12,13 @@ import csv
 import itertools
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import yaml
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -113,11 +115,23 @@ def _run_cell(
     }
 
 
+# Report figures in the printed table, with short headers so a grid still fits 80 columns.
+SUMMARY_COLUMNS = (
+    ("requests", "requests"),
+    ("rejected", "503"),
+    ("timed_out", "504"),
+    ("p50", "p50 s"),
+    ("p99", "p99 s"),
+    ("pod_seconds", "pod-s"),
+    ("ready_mean", "ready"),
+)
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     return str(value)
 
 
@@ -162,29 +176,18 @@ def run(args: argparse.Namespace) -> int:
         writer.writeheader()
         for i, row in enumerate(done):
             writer.writerow({"cell": f"{i:03d}", **row})
-    table = Table(title=f"{args.scenario.name}: {len(done)} cells")
-    for name in [
-        "cell",
-        *keys,
-        "requests",
-        "rejected",
-        "timed_out",
-        "p50",
-        "p99",
-        "pod_seconds",
-        "ready_mean",
-    ]:
-        table.add_column(name.rsplit("/", 1)[-1], justify="right")
+    table = Table(title=f"{args.scenario.name}: {len(done)} cells", box=box.SIMPLE_HEAD)
+    table.add_column("cell", justify="right", no_wrap=True)
+    for key in keys:  # the knob's own name; the full path is in sweep.csv
+        table.add_column(key.rsplit("/", 1)[-1].rsplit(".", 1)[-1], justify="right", overflow="fold")
+    for _, header in SUMMARY_COLUMNS:
+        table.add_column(header, justify="right", no_wrap=True)
     for i, row in enumerate(done):
         table.add_row(
-            f"{i:03d}",
-            *(_show(row[k]) for k in keys),
-            *(
-                _show(row[k])
-                for k in ("requests", "rejected", "timed_out", "p50", "p99", "pod_seconds", "ready_mean")
-            ),
+            f"{i:03d}", *(_show(row[k]) for k in keys), *(_show(row[k]) for k, _ in SUMMARY_COLUMNS)
         )
-    Console().print(table)
+    # A terminal sets its own width; into a file or pipe the table is printed whole, not squeezed to 80.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     plot_cost_vs_p99(
         [
             {"label": label({k: row[k] for k in keys}), "pod_seconds": row["pod_seconds"], "p99": row["p99"]}
