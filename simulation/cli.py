@@ -97,12 +97,19 @@ def report_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def load_or_explain(path: Path, command: str, console: Console) -> Scenario | None:
+    """The scenario at ``path``, or None after printing why it cannot run (the caller exits 2)."""
+    try:
+        return load_scenario(path)
+    except ScenarioError as exc:
+        console.print(f"[red]kpa {command}: {path}: {exc}[/red]")
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    try:
-        scenario = load_scenario(args.scenario)
-    except ScenarioError as exc:
-        console.print(f"[red]kpa simulate: {args.scenario}: {exc}[/red]")
+    scenario = load_or_explain(args.scenario, "simulate", console)
+    if scenario is None:
         return 2
     report = simulate(scenario, args.out, args.seed, plot=not args.no_plot, console=console)
     Console(file=sys.stdout).print(report_table(report))

@@ -36,11 +36,12 @@ from rich.table import Table
 from kpa.load import Client, Target
 from kpa.stack import parse_stack
 from kpa.up import LocalStack
+from simulation.cli import load_or_explain
 from simulation.distributions import Constant, Empirical, Exponential, LogNormal
 from simulation.engine import Simulation, random_streams
 from simulation.plots import plot_live_vs_simulated
 from simulation.report import summarize
-from simulation.scenario import Scenario, ScenarioError, load_scenario
+from simulation.scenario import Scenario
 from simulation.workloads import Workload
 
 REVISION = "scenario"
@@ -285,10 +286,8 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    try:
-        scenario = load_scenario(args.scenario)
-    except ScenarioError as exc:
-        console.print(f"[red]kpa validate: {args.scenario}: {exc}[/red]")
+    scenario = load_or_explain(args.scenario, "validate", console)
+    if scenario is None:
         return 2
     problems = unsupported(scenario)
     if problems:
