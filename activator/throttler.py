@@ -10,7 +10,7 @@ request always finds a pod — Knative's "release and re-enqueue" race cannot ha
 Nothing here blocks or reads a clock. ``acquire`` says run now (a ``Grant`` naming the pod), wait,
 or reject; ``release``, ``update_backends`` and ``retry`` return the waiters admitted as a result;
 ``expire(now)`` hands back the waiters whose deadline passed. The asyncio shell parks a future per
-ticket; a simulator could park a simpy event.
+ticket; the simulator (``simulation/activator.py``) runs the same core under simpy's clock.
 
 Unlike Knative, whose revision queue is effectively unbounded (its queue-full 503 is unreachable),
 the wait queue here is bounded: ``RevisionConfig.queue_bound_for(pods)``; past it ``acquire``
