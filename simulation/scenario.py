@@ -156,17 +156,18 @@ def parse_scenario(document: Any, base_dir: Path | str = ".", source: str = "") 
 
 
 def read_document(path: Path | str) -> dict[str, Any]:
+    """The YAML document at ``path``; errors leave the path out, as every caller already names it."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ScenarioError(f"cannot read: {exc.strerror}") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+        raise ScenarioError(f"not valid YAML: {exc}") from None
     if not isinstance(document, dict):
-        raise ScenarioError(f"{path}: expected a mapping at the top level")
+        raise ScenarioError("expected a mapping at the top level")
     return document
 
 
