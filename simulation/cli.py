@@ -58,12 +58,15 @@ def simulate(
     return report
 
 
-def _fmt(value: Any, unit: str = "") -> str:
+def figure(value: Any, unit: str = "") -> str:
+    """A report figure for people: four significant digits, whole thousands, "—" for none."""
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:,.4g}{unit}"
-    return f"{value:,}{unit}"
+        return f"{value:,.0f}{unit}" if abs(value) >= 1000 else f"{value:.4g}{unit}"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    return f"{value}{unit}"
 
 
 def report_table(report: dict[str, Any]) -> Table:
@@ -78,21 +81,21 @@ def report_table(report: dict[str, Any]) -> Table:
     )
     table.add_row(
         "latency",
-        f"mean {_fmt(latency['mean'], ' s')}, p50 {_fmt(latency['p50'], ' s')}, "
-        f"p95 {_fmt(latency['p95'], ' s')}, p99 {_fmt(latency['p99'], ' s')}",
+        f"mean {figure(latency['mean'], ' s')}, p50 {figure(latency['p50'], ' s')}, "
+        f"p95 {figure(latency['p95'], ' s')}, p99 {figure(latency['p99'], ' s')}",
     )
-    table.add_row("wait", f"mean {_fmt(wait['mean'], ' s')}, p95 {_fmt(wait['p95'], ' s')}")
-    table.add_row("cold-start requests", _fmt(report["cold_start_requests"]))
+    table.add_row("wait", f"mean {figure(wait['mean'], ' s')}, p95 {figure(wait['p95'], ' s')}")
+    table.add_row("cold-start requests", figure(report["cold_start_requests"]))
     table.add_row(
         "pods",
-        f"{_fmt(report['pod_seconds'])} pod-seconds, ready mean "
-        f"{_fmt(report['ready_pods']['mean'])}, max {_fmt(report['ready_pods']['max'])}, "
+        f"{figure(report['pod_seconds'])} pod-seconds, ready mean "
+        f"{figure(report['ready_pods']['mean'])}, max {figure(report['ready_pods']['max'])}, "
         f"{report['scale_events']} scale events",
     )
     table.add_row(
         "run",
-        f"{_fmt(report['simulated_seconds'])} simulated s in {report['wall_seconds']:.2f} wall s "
-        f"({_fmt(report['requests_per_wall_second'])} requests / wall s)",
+        f"{figure(report['simulated_seconds'])} simulated s in {report['wall_seconds']:.2f} wall s "
+        f"({figure(report['requests_per_wall_second'])} requests / wall s)",
     )
     return table
 

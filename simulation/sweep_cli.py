@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simulation.cli import simulate
+from simulation.cli import figure, simulate
 from simulation.plots import plot_cost_vs_p99
 from simulation.scenario import ScenarioError, load_scenario
 
@@ -127,14 +127,6 @@ SUMMARY_COLUMNS = (
 )
 
 
-def _show(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return str(value)
-
-
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
@@ -184,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(header, justify="right", no_wrap=True)
     for i, row in enumerate(done):
         table.add_row(
-            f"{i:03d}", *(_show(row[k]) for k in keys), *(_show(row[k]) for k, _ in SUMMARY_COLUMNS)
+            f"{i:03d}", *(figure(row[k]) for k in keys), *(figure(row[k]) for k, _ in SUMMARY_COLUMNS)
         )
     # A terminal sets its own width; into a file or pipe the table is printed whole, not squeezed to 80.
     Console(width=None if sys.stdout.isatty() else 200).print(table)

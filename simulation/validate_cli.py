@@ -36,7 +36,7 @@ from rich.table import Table
 from kpa.load import Client, Target
 from kpa.stack import parse_stack
 from kpa.up import LocalStack
-from simulation.cli import load_or_explain
+from simulation.cli import figure, load_or_explain
 from simulation.distributions import Constant, Empirical, Exponential, LogNormal
 from simulation.engine import Simulation, random_streams
 from simulation.plots import plot_live_vs_simulated
@@ -337,14 +337,8 @@ def run(args: argparse.Namespace) -> int:
         diff = diffs.get(key)
         mark = "" if diff is None else (f"{diff:.1%}" + (" ✓" if diff <= GOAL else " ✗"))
         low_high = spread.get(key)
-        shown_range = "" if low_high is None else f"{_show(low_high[0])} – {_show(low_high[1])}"
-        table.add_row(key, _show(summaries["live"][key]), _show(simulated[key]), shown_range, mark)
+        shown_range = "" if low_high is None else f"{figure(low_high[0])} – {figure(low_high[1])}"
+        table.add_row(key, figure(summaries["live"][key]), figure(simulated[key]), shown_range, mark)
     Console().print(table)
     console.print(f"wrote validate.json, live_timeline.json, comparison.png to {args.out}")
     return 0
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
