@@ -43,7 +43,9 @@ class Activator:
         self._env = sim.env
         cc = sim.scenario.revision.container_concurrency
         self._throttler: RevisionThrottler[Request] = RevisionThrottler(cc, queue_bound=queue_depth, rng=rng)
-        self._pods: dict[str, Pod] = {}  # the revision's endpoints, by the address the throttler knows
+        self._endpoints: dict[str, Pod] = {}  # the revision's ready pods, by the address the throttler knows
+        self._pods: dict[str, Pod] = {}  # every pod the throttler may still name in a grant
+        self._endpoints_update_due = False
         self._expiry: simpy.Event | None = None  # the timer for the earliest waiter's deadline
         self._expiry_at = math.inf
         self.stats = RequestStats(sim.env.now)
@@ -57,13 +59,26 @@ class Activator:
     # -- pods -------------------------------------------------------------------------------------
 
     def add_pod(self, pod: Pod, now: float) -> None:
-        self._pods[pod.name] = pod
-        self._send_all(self._throttler.update_backends(self._pods, now), now)
+        self._endpoints[pod.name] = self._pods[pod.name] = pod
+        self._endpoints_changed()
 
     def remove_pod(self, pod: Pod, now: float) -> None:
         """Out of the endpoints: no new requests; those it holds finish and give their slots back."""
-        if self._pods.pop(pod.name, None) is not None:
-            self._send_all(self._throttler.update_backends(self._pods, now), now)
+        if self._endpoints.pop(pod.name, None) is not None:
+            self._endpoints_changed()
+
+    def _endpoints_changed(self) -> None:
+        """Like Knative's activator, which watches endpoints through an informer, take the changes of
+        one instant as one update: a scale-up of a thousand pods that start together costs one
+        update of the throttler, not a thousand."""
+        if not self._endpoints_update_due:
+            self._endpoints_update_due = True
+            self._env.timeout(0).callbacks.append(self._update_endpoints)
+
+    def _update_endpoints(self, _event: simpy.Event) -> None:
+        self._endpoints_update_due = False
+        now = self._env.now
+        self._send_all(self._throttler.update_backends(self._endpoints, now), now)
 
     # -- requests ---------------------------------------------------------------------------------
 

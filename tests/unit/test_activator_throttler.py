@@ -231,6 +231,33 @@ def _count_per_pod(live):
     return per_pod
 
 
+@pytest.mark.parametrize("cc", [1, 2, 3])
+def test_first_available_always_picks_the_first_pod_with_a_free_slot_as_a_full_scan_would(cc):
+    """The heap of maybe-free pods must choose exactly what Knative's scan from the first pod chooses."""
+    rng = random.Random(10 + cc)
+    pods = [f"10.0.{i // 256}.{i % 256}:8012" for i in range(40)]
+    t = throttler(cc, pods[:20])
+    live: list[Grant] = []
+    for step in range(4000):
+        now = float(step)
+        roll = rng.random()
+        if roll < 0.55:
+            in_use = {}
+            for grant in live:
+                in_use[grant.address] = in_use.get(grant.address, 0) + 1
+            first_free = next((a for a in t.assigned if in_use.get(a, 0) < cc), None)
+            outcome = send(t, step, now=now)
+            if isinstance(outcome, Grant):
+                assert outcome.address == first_free, step
+                live.append(outcome)
+            else:  # held: the revision's tokens are all out (a pod that left while busy still holds its own)
+                assert t.executing >= t.capacity, step
+        elif roll < 0.97 and live:
+            live.extend(t.release(live.pop(rng.randrange(len(live))), now))
+        else:
+            live.extend(t.update_backends(rng.sample(pods, rng.randint(1, len(pods))), now))
+
+
 @pytest.mark.parametrize("cc", [1, 2, 3, 5])
 def test_random_traffic_and_pod_churn_never_exceed_cc_at_any_pod(cc):
     rng = random.Random(cc)
