@@ -1,0 +1,85 @@
+"""The rooms table of docs/design.md, enforced: which of our packages each module may import.
+
+Dependencies point inward — pure cores import no shell, the simulator imports only cores — so the
+simulator can run the live decisions unchanged. A new import that crosses a wall fails here, naming
+the module, the import and what the room allows.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+OURS = ("autoscaler", "queueproxy", "activator", "predictor", "simulation", "kpa")
+
+AUTOSCALER_CORE = {
+    "autoscaler.stat", "autoscaler.scaling", "autoscaler.aggregation", "autoscaler.config",
+    "autoscaler.collection", "autoscaler.lifecycle", "autoscaler.revision",
+}  # fmt: skip
+# Command-line shells inside a package: like kpa/, they may use every package.
+CLI_SHELLS = {
+    "simulation.cli", "simulation.sweep_cli", "simulation.validate_cli", "simulation.synthetic_app",
+    "simulation.validation", "queueproxy.cli", "activator.cli", "predictor.cli",
+}  # fmt: skip
+
+
+def allowed(module: str) -> set[str] | None:
+    """Modules of ours (other than its own package's) that ``module`` may import; None: any."""
+    package = module.split(".")[0]
+    if module in CLI_SHELLS or package == "kpa":
+        return None
+    if package == "autoscaler":
+        return set()
+    if package == "queueproxy":
+        return {"autoscaler.stat"}
+    if package == "activator":
+        return {"autoscaler.stat", "queueproxy.breaker", "queueproxy.stats", "queueproxy.http11",
+                "queueproxy.upstream"}  # fmt: skip
+    if package == "predictor":
+        return set()
+    if package == "simulation":
+        return AUTOSCALER_CORE | {"queueproxy.breaker", "queueproxy.stats", "activator.throttler"}
+    raise AssertionError(f"{module}: no room in the table")
+
+
+def imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            # "from autoscaler import collection" imports the module autoscaler.collection.
+            names.update(f"{node.module}.{alias.name}" for alias in node.names if node.module in OURS)
+    return {name for name in names if name.split(".")[0] in OURS}
+
+
+MODULES = sorted(
+    ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    for package in OURS
+    for path in (ROOT / package).glob("*.py")
+    if path.name != "__init__.py"
+)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_imports_only_what_its_room_allows(module):
+    rule = allowed(module)
+    if rule is None:
+        return
+    own = module.split(".")[0]
+    imported = imports_of(ROOT / (module.replace(".", "/") + ".py"))
+    outside = {name for name in imported if name.split(".")[0] != own and name not in OURS}
+    assert outside <= rule, f"{module} imports {sorted(outside - rule)}; its room allows {sorted(rule)}"
+
+
+@pytest.mark.parametrize("module", sorted(AUTOSCALER_CORE))
+def test_autoscaler_core_imports_no_shell(module):
+    imported = imports_of(ROOT / (module.replace(".", "/") + ".py"))
+    shells = {name for name in imported if name.startswith("autoscaler.") and name not in AUTOSCALER_CORE}
+    assert not shells, f"{module} (pure core) imports the shell {sorted(shells)}"
+
+
+def test_every_package_of_ours_has_modules_checked():
+    assert {module.split(".")[0] for module in MODULES} == set(OURS)
