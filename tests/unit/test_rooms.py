@@ -20,7 +20,7 @@ AUTOSCALER_CORE = {
 # Command-line shells inside a package: like kpa/, they may use every package.
 CLI_SHELLS = {
     "simulation.cli", "simulation.sweep_cli", "simulation.validate_cli", "simulation.synthetic_app",
-    "simulation.validation", "queueproxy.cli", "activator.cli", "predictor.cli",
+    "queueproxy.cli", "activator.cli", "predictor.cli",
 }  # fmt: skip
 
 
