@@ -83,3 +83,22 @@ def test_autoscaler_core_imports_no_shell(module):
 
 def test_every_package_of_ours_has_modules_checked():
     assert {module.split(".")[0] for module in MODULES} == set(OURS)
+
+
+PURE_CORES = sorted(
+    AUTOSCALER_CORE
+    | {"queueproxy.breaker", "queueproxy.stats"}
+    | {"activator.throttler", "activator.routing", "activator.config"}
+)
+CLOCKS_AND_IO = {"time", "datetime", "asyncio", "socket", "subprocess", "threading", "httpx", "uvloop"}
+
+
+@pytest.mark.parametrize("module", PURE_CORES)
+def test_pure_cores_read_no_clock_and_do_no_io(module):
+    """Time is a parameter: the simulator and the live loop hand these the same ``now``."""
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}  # fmt: skip
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}  # fmt: skip
+    assert not imported & CLOCKS_AND_IO, f"{module} imports {sorted(imported & CLOCKS_AND_IO)}"
