@@ -48,6 +48,7 @@ REVISION = "scenario"
 GOAL = 0.15
 MAX_LIVE_SECONDS = 1800  # a live run takes its duration in wall time
 LOCAL_DRAIN_SECONDS = 0.5  # kpa up's queue-proxy quiet period (Knative's 30 s covers endpoint propagation)
+LOCAL_ROUTING = "round_robin"  # kpa up's serve mode (activator out of the path) over the ready pods
 DEFAULT_REPLICATES = 10
 COMPARED = ("latency_p50", "latency_p95", "pod_seconds", "ready_pods_mean", "cold_start_requests")
 
@@ -222,10 +223,12 @@ def simulate_replicates(
 ) -> list[Simulation]:
     """The scenario on the local stack's platform, over the given arrivals, with seeds seed, seed+1, ...
 
-    The local stack drains a pod in half a second; this simulates that platform, not Knative's 30 s.
+    The local stack drains a pod in half a second and routes round robin once the activator leaves the
+    path; this simulates that platform, not Knative's 30 s drain and the scenario's routing.
     """
     matched = dataclasses.replace(
         scenario,
+        revision=dataclasses.replace(scenario.revision, routing=LOCAL_ROUTING),
         platform=dataclasses.replace(scenario.platform, drain_period=LOCAL_DRAIN_SECONDS),
         workload=ReplayedArrivals(scenario.workload.phases, tuple(arrivals)),
     )
@@ -294,6 +297,11 @@ def run(args: argparse.Namespace) -> int:
         for problem in problems:
             console.print(f"[red]kpa validate: {args.scenario}: {problem}[/red]")
         return 2
+    if scenario.revision.routing != LOCAL_ROUTING:
+        console.print(
+            f"kpa validate: note: revision.routing: {scenario.revision.routing} — the local stack routes "
+            f"{LOCAL_ROUTING} when the activator is out of the path, so both sides run {LOCAL_ROUTING}"
+        )
     seed = scenario.seed if args.seed is None else args.seed
     args.out.mkdir(parents=True, exist_ok=True)
     columns = (
