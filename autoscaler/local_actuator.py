@@ -183,10 +183,6 @@ class LocalActuator:
     def last_failure(self, revision: RevisionKey) -> PodFailure | None:
         return self._revisions[revision].last_failure
 
-    def all_pods(self, revision: RevisionKey) -> list[PodInfo]:
-        """Pods including those being drained (for status views)."""
-        return [p.info() for p in self._revisions[revision].pods.values() if p.serving_port]
-
     def user_container_addresses(self, revision: RevisionKey) -> dict[str, str]:
         """Pod name -> the user container's own address (behind the queue-proxy), for diagnostics."""
         return {p.name: f"127.0.0.1:{p.user_port}" for p in self._revisions[revision].live() if p.user_port}

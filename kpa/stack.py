@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
 import re
 import shlex
 import sys
@@ -365,11 +364,3 @@ def _resolve_python(words: list[str]) -> list[str]:
     if words and words[0] in ("python", "python3"):
         return [sys.executable, *words[1:]]
     return words
-
-
-def user_environment(spec: RevisionSpec, port: int) -> dict[str, str]:
-    """The user container's environment: ours, the revision's ``env``, and the port variable."""
-    env = dict(os.environ)
-    env.update(spec.env)
-    env[spec.port_env] = str(port)
-    return env
