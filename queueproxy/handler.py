@@ -274,7 +274,9 @@ class QueueProxyHandler:
             self._network_probe(request, response)
             return None
         started = time.monotonic()
-        self.drainer.touch(started)
+        drainer = self.drainer
+        if drainer.draining_since is not None:  # only a drain's quiet period depends on request times
+            drainer.touch(started)
         proxied = index.get(b"k-proxy-request") == b"activator"
         self.stats.request_in(started, proxied)
         proxied_request = _Proxied(self, request, response, started, proxied)

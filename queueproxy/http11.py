@@ -325,7 +325,9 @@ class Response:
             self._pending = None
         if data:
             self.last_write = time.monotonic()
-            self._conn._write(data)
+            conn = self._conn
+            if not conn._closed:
+                conn.transport.write(data)
 
     def flush(self) -> None:
         """Send a queued head now (streaming responses whose first body bytes may be late)."""
@@ -345,10 +347,12 @@ class Response:
             data = self._pending + data
             self._pending = None
         self.finished = True
+        conn = self._conn
         if data:
             self.last_write = time.monotonic()
-            self._conn._write(data)
-        self._conn._response_done(self)
+            if not conn._closed:
+                conn.transport.write(data)
+        conn._response_done(self)
 
     def send(
         self,
@@ -491,7 +495,9 @@ class _Connection(asyncio.Protocol):
             if request is not None:
                 self._starting = None
                 self._run(request)
-            if self._in_head:
+            if self._in_head:  # the read ended inside a request head
+                if not self._head_size:
+                    self._head_started = time.monotonic()  # it began in this read: its timeout starts now
                 self._head_size += len(data)
                 if self._head_size > self.limits.max_head_bytes:
                     self._reject(431, f"request head larger than {self.limits.max_head_bytes} bytes")
@@ -511,9 +517,8 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
-        self._head_size = 0
+        self._head_size = 0  # also says that the head began in the read being parsed (see data_received)
         self._in_head = True
-        self._head_started = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -661,17 +666,14 @@ class _Connection(asyncio.Protocol):
             self._current.keep_alive = False
 
     # -- writing and flow control ----------------------------------------------------------
-    def _write(self, data: bytes) -> None:
-        if not self._closed:
-            self.transport.write(data)
-
     def _abort(self) -> None:
         self._current = None
         if not self._closed:
             self.transport.abort()
 
     def _send_continue(self) -> None:
-        self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not self._closed:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _pause_for_body(self) -> None:
         if not self._body_paused:

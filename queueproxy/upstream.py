@@ -286,8 +286,10 @@ class _Connection(asyncio.Protocol):
             self._status = 0
             self._raw_left = -1
             self._got_bytes = False
-        if reusable:
-            self.pool._release(self)
+        idle = self.pool._idle
+        if reusable and len(idle) < self.pool.max_idle:
+            self.last_used = time.monotonic()
+            idle.append(self)
         else:
             self.abort()
         if on_done is not None:
@@ -581,13 +583,6 @@ class UpstreamPool:
             return conn
         return None
 
-    def _release(self, conn: _Connection) -> None:
-        if len(self._idle) < self.max_idle:
-            conn.last_used = time.monotonic()
-            self._idle.append(conn)
-        else:
-            conn.abort()
-
     def _forget(self, conn: _Connection) -> None:
         if conn in self._idle:
             self._idle.remove(conn)
@@ -625,29 +620,32 @@ class UpstreamPool:
             skip = self._skip[drop_headers] = REQUEST_DROP | drop_headers | {b"host", b"x-forwarded-for"}
         headers = request.headers
         index = request.index
-        lines = [b"%s %s HTTP/1.1\r\n" % (request.method, request.target)]
-        lines += [b"%s: %s\r\n" % header for header in headers if header[0] not in skip]
+        lines = [b"%s %s HTTP/1.1" % (request.method, request.target)]
+        for header in headers:  # a loop and a join: about half the time of formatting each line
+            if header[0] not in skip:
+                lines.append(b": ".join(header))
         if host is None:
             host = index.get(b"host")
         if host is not None:
-            lines.append(b"host: %s\r\n" % host)
+            lines.append(b"host: " + host)
         if self.forwarded_for and request.client:
             client = request.client.encode()
             if b"x-forwarded-for" in index:
                 client = b", ".join([*(v for n, v in headers if n == b"x-forwarded-for"), client])
-            lines.append(b"x-forwarded-for: %s\r\n" % client)
+            lines.append(b"x-forwarded-for: " + client)
         elif b"x-forwarded-for" in index:
-            lines += [b"x-forwarded-for: %s\r\n" % v for n, v in headers if n == b"x-forwarded-for"]
-        lines += [b"%s: %s\r\n" % header for header in add_headers]
+            lines += [b"x-forwarded-for: " + v for n, v in headers if n == b"x-forwarded-for"]
+        for header in add_headers:
+            lines.append(b": ".join(header))
         if request.body.chunked:
-            lines.append(b"transfer-encoding: chunked\r\n")
-        lines.append(b"\r\n")
+            lines.append(b"transfer-encoding: chunked")
         connection = index.get(b"connection")
         if connection is not None:  # headers named in Connection are hop-by-hop too
             named = {token.strip().lower() for token in connection.split(b",")} - {b"close", b"keep-alive"}
             if named:
                 lines = [line for line in lines if line.partition(b":")[0] not in named]
-        return b"".join(lines)
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines)
 
     def dispatch(
         self,
