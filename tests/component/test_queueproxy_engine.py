@@ -225,6 +225,52 @@ def test_close_delimited_upstream_response_is_rechunked_for_the_client():
     run(body)
 
 
+def test_a_pooled_connection_alternating_plain_and_special_heads_frames_each_one_right():
+    """The pool remembers its verdict on the last plain head: a different head must be judged anew."""
+    plain = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nplain"
+    answers = [
+        plain,
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"7\r\nchunked\r\n0\r\n\r\n",
+        plain,
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nKeep-Alive: timeout=5\r\n\r\n"
+        b"kept!",
+        plain,
+    ]
+    expected = [b"plain", b"chunked", b"plain", b"kept!", b"plain"]
+
+    async def body():
+        connections = []
+
+        async def one_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(writer)
+            for answer in answers:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(answer)
+                await writer.drain()
+            writer.close()
+
+        upstream = await asyncio.start_server(one_connection, "127.0.0.1", 0)
+        server, port, _ = await start_forwarder(upstream.sockets[0].getsockname()[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for want in expected:  # one client connection, so the client side may take raw heads too
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            head = (await reader.readuntil(b"\r\n\r\n")).lower()
+            assert head.startswith(b"http/1.1 200") and b"keep-alive" not in head
+            if b"transfer-encoding: chunked" in head:
+                got = (await reader.readuntil(b"0\r\n\r\n")).split(b"\r\n")[1]
+            else:
+                assert head.count(b"content-length: 5\r\n") == 1
+                got = await reader.readexactly(5)
+            assert got == want
+        assert len(connections) == 1
+        writer.close()
+        await server.shutdown(0)
+        upstream.close()
+
+    run(body)
+
+
 def test_hop_by_hop_headers_are_not_forwarded():
     async def body():
         user = await UserContainer().start()
