@@ -54,10 +54,6 @@ class Breaker(Generic[T]):
         self.capacity = initial
 
     @property
-    def total_slots(self) -> int:
-        return self.queue_depth + self.max_concurrency
-
-    @property
     def waiting(self) -> int:
         return len(self._waiters)
 

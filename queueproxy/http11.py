@@ -751,10 +751,6 @@ class HttpServer:
         self._sweeper = self._loop.call_later(1.0, self._sweep)
         return self.host, self.port
 
-    @property
-    def active_requests(self) -> int:
-        return sum(1 for c in self._connections if c._current is not None or c._pipeline)
-
     def _sweep(self) -> None:
         now = time.monotonic()
         for conn in [c for c in self._connections if c._expired(now)]:
