@@ -382,6 +382,45 @@ def bench_servers(
     return results
 
 
+def bench_overhead(demo: Path, work: Path, cache_dir: Path, duration: float, rounds: int) -> dict:
+    """Only the protocol overhead: our eager CNN server, unpinned and pinned, binary at 1 connection."""
+    body = cnn_bodies(work)["binary"]
+    plain = cnn_repository(demo, work / "ours-plain", "eager", batching=False)
+    servers = {
+        "ours": start_ours(plain, cache_dir),
+        "ours@cpu1": start_ours(plain, cache_dir, extra=("--cpu-affinity", "1")),
+    }
+    results: dict = {}
+    try:
+        for _ in range(rounds):
+            for label, server in servers.items():
+                console.print(f"[dim]wrk {label} binary c=1 ...[/dim]")
+                result = wrk(server, body, 1, duration, work)
+                model_ms = model_p50_ms(server)
+                assert model_ms is not None
+                results.setdefault(label, []).append(
+                    {"p50_ms": result.p50_ms, "model_p50_ms": model_ms, "errors": result.errors}
+                )
+    finally:
+        for server in servers.values():
+            server.stop()
+    return results
+
+
+def report_overhead(results: dict) -> None:
+    for label, runs in results.items():
+        overheads = [r["p50_ms"] - r["model_p50_ms"] for r in runs]
+        shares = [r["p50_ms"] / r["model_p50_ms"] - 1 for r in runs]
+        errors = sum(r["errors"] for r in runs)
+        console.print(
+            f"protocol overhead, {label} binary c=1, median of {len(runs)} rounds: "
+            f"{statistics.median(overheads):.3f} ms = {statistics.median(shares):.1%} of model time "
+            f"(model p50 {statistics.median(r['model_p50_ms'] for r in runs):.3f} ms; rounds: "
+            f"{', '.join(f'{o:.3f}' for o in overheads)} ms; {errors} errors)"
+        )
+    console.print(f"machine: {machine()}")
+
+
 def model_p50_ms(server: Server) -> float | None:
     """Median model time per call over the latest calls, from our server's statistics; None for KServe."""
     if server.name != "kpa predictor":
@@ -506,6 +545,12 @@ def main() -> int:
         "--overhead-rounds", type=int, default=5, help="extra 1-connection runs for the overhead"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument(
+        "--only",
+        choices=["overhead"],
+        default=None,
+        help="overhead: just the protocol overhead rounds (our CNN server, binary, 1 connection)",
+    )
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
     from predictor.demo_models import build_demo_repository
@@ -514,6 +559,13 @@ def main() -> int:
         work = Path(temporary)
         cache_dir = args.cache_dir or work / "cache"
         demo = build_demo_repository(work / "demo", backend="eager")
+        if args.only == "overhead":
+            rounds = max(1, args.overhead_rounds)
+            results = bench_overhead(demo, work, cache_dir, args.duration / 2, rounds)
+            report_overhead(results)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
+            return 0
         results = {
             "backends": bench_backends(demo, cache_dir, seconds=1.5),
             "protocol": bench_protocol(work, requests=15),
