@@ -35,7 +35,7 @@ from activator.throttler import Expired, Grant, RevisionThrottler
 from autoscaler.stat import RevisionKey
 from queueproxy.breaker import Admission
 from queueproxy.http11 import Handler, HttpServer, Limits, Request, Response
-from queueproxy.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
+from queueproxy.upstream import Dispatched, UpstreamConnectError, UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,123 @@ class _Deadline:
 
     def cancel(self) -> None:
         self.handle.cancel()
+
+
+def _proxy_headers(host: bytes | None) -> tuple[tuple[bytes, bytes], ...]:
+    """What the activator adds to a forwarded request: K-Proxy-Request and the client's Host."""
+    return (_PROXIED, (b"k-original-host", host)) if host is not None else (_PROXIED,)
+
+
+class _Exchange:
+    """A request granted a pod at once and sent on an idle pooled connection, finished from callbacks.
+
+    The same outcomes as :meth:`Activator._serve`, without a task per request: the pod's status, a 502
+    when the pod fails it, a 504 at the revision timeout, nothing when the client goes away; a pod that
+    refuses a replayed request sends it back through ``_serve`` to another pod.
+    """
+
+    __slots__ = (
+        "activator", "deadline", "dispatched", "grant", "host", "request", "response", "revision",
+        "routed", "timer",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        activator: Activator,
+        revision: _Revision,
+        routed: RevisionKey,
+        grant: Grant[_Held],
+        request: Request,
+        response: Response,
+        host: bytes | None,
+        deadline: float,
+    ) -> None:
+        self.activator = activator
+        self.revision = revision
+        self.routed = routed
+        self.grant = grant
+        self.request = request
+        self.response = response
+        self.host = host
+        self.deadline = deadline
+        self.dispatched: Dispatched | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def dispatch(self) -> bool:
+        """Send now if the pod's pool has an idle connection; False leaves the grant to ``_serve``."""
+        grant = self.grant
+        dispatched = self.revision.pool(grant.address).dispatch(
+            self.request,
+            _Annotated(self.response, False),
+            self._upstream_done,
+            host=grant.tracker.host_header,
+            add_headers=_proxy_headers(self.host),
+        )
+        if dispatched is None:
+            return False
+        self.dispatched = dispatched
+        self.response.on_abort = self._client_gone
+        self.timer = self.activator._loop.call_at(self.deadline, self._expired)
+        return True
+
+    def _upstream_done(self, result: int | BaseException) -> None:
+        self.dispatched = None
+        if isinstance(result, UpstreamConnectError) and not self.response.started:
+            self._retry_elsewhere(result)
+            return
+        if isinstance(result, BaseException):
+            message = f"activator: pod {self.grant.address} failed: {result}"
+            result = Activator._answer_failure(self.response, 502, message)
+        self._finish(result)
+
+    def _retry_elsewhere(self, error: UpstreamConnectError) -> None:
+        """The pod refused the replay of a request a stale connection dropped: as ``_serve`` does."""
+        activator, revision, grant = self.activator, self.revision, self.grant
+        self.timer.cancel()
+        log.info("pod %s of %s refused a request (%s); retrying", grant.address, revision.config.key, error)
+        activator._pod_refused(revision, grant.address)
+        if revision.removed:
+            key = str(revision.config.key).encode()
+            self.response.send(503, b"activator: revision %s was removed\n" % key)
+            self._finish(503)
+            return
+        outcome, others = revision.throttler.retry(grant, activator._now(), self.deadline)
+        activator._dispatch(revision, others)
+        self.response.on_abort = None
+        task = activator._loop.create_task(
+            activator._serve_in_task(
+                revision, self.routed, grant.ticket, False, outcome, self.request, self.response, self.host,
+                self.deadline,
+            )
+        )  # fmt: skip
+        self.response.on_abort = task.cancel
+        activator._tasks.add(task)
+        task.add_done_callback(activator._tasks.discard)
+
+    def _client_gone(self) -> None:
+        if self.dispatched is not None:
+            self.dispatched.cancel()
+            self.dispatched = None
+            self._finish(500)
+
+    def _expired(self) -> None:
+        if self.dispatched is None:
+            return
+        self.dispatched.cancel()
+        self.dispatched = None
+        message = (
+            f"activator request timeout: pod {self.grant.address} did not answer within the revision "
+            f"timeout of {self.revision.config.timeout_seconds:g}s"
+        )
+        self._finish(Activator._answer_failure(self.response, 504, message))
+
+    def _finish(self, code: int) -> None:
+        activator, revision, routed = self.activator, self.revision, self.routed
+        self.timer.cancel()
+        activator._release(revision, self.grant)
+        activator.metrics.observe_wait(revision.config.namespace, revision.config.name, self.grant.waited)
+        activator._reporter.request_out(routed, activator._now())
+        activator.metrics.count_request(routed.namespace, routed.name, code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,8 +448,17 @@ class Activator:
 
     # -- data path -----------------------------------------------------------------------------
 
-    async def handle(self, request: Request, response: Response) -> None:
-        """The serving handler: health checks, routing, then throttled forwarding."""
+    def handle(
+        self, request: Request, response: Response, *, in_task: bool = False
+    ):  # -> Awaitable[None] | None
+        """The serving handler: health checks, routing, then throttled forwarding.
+
+        A request that gets a pod at once and finds an idle pooled connection to it is sent from here
+        and finished from the pool's callbacks (:class:`_Exchange`): no task, coroutine or future, and
+        None is returned before the response is complete. A caller already running in a task (whose
+        end would end the response) passes ``in_task=True`` and always gets an awaitable for forwarded
+        requests. Any other request goes through :meth:`_serve` in a task.
+        """
         probe = request.header(b"k-network-probe")
         if probe is not None:
             if probe == b"activator":
@@ -366,22 +492,50 @@ class Activator:
         immediate = self._reporter.request_in(routed, arrived)
         if immediate is not None and self.stat_sink is not None:
             self.stat_sink.send([RevisionStat(routed.namespace, routed.name, immediate)])
+        throttler = revision.throttler
+        ticket = _Held()
+        cold = throttler.capacity == 0
+        deadline = arrived + revision.config.timeout_seconds
+        outcome = throttler.acquire(ticket, arrived, deadline)
+        if outcome.__class__ is Grant and not in_task:
+            exchange = _Exchange(self, revision, routed, outcome, request, response, host, deadline)
+            if exchange.dispatch():
+                return None
+        return self._serve_in_task(revision, routed, ticket, cold, outcome, request, response, host, deadline)
+
+    async def _serve_in_task(
+        self,
+        revision: _Revision,
+        routed: RevisionKey,
+        ticket: _Held,
+        cold: bool,
+        outcome: Grant[_Held] | Admission,
+        request: Request,
+        response: Response,
+        host: bytes | None,
+        deadline: float,
+    ) -> None:
         code = 500
         try:
-            code = await self._serve(revision, request, response, host, arrived)
+            code = await self._serve(revision, ticket, cold, outcome, request, response, host, deadline)
         finally:
             self._reporter.request_out(routed, self._now())
             self.metrics.count_request(routed.namespace, routed.name, code)
 
     async def _serve(
-        self, revision: _Revision, request: Request, response: Response, host: bytes | None, arrived: float
+        self,
+        revision: _Revision,
+        ticket: _Held,
+        cold: bool,
+        outcome: Grant[_Held] | Admission,
+        request: Request,
+        response: Response,
+        host: bytes | None,
+        deadline: float,
     ) -> int:
+        """The throttled forwarding of one request that cannot go at once (or whose pod refused it)."""
         config = revision.config
         throttler = revision.throttler
-        deadline = arrived + config.timeout_seconds
-        ticket = _Held()
-        cold = throttler.capacity == 0
-        outcome = throttler.acquire(ticket, arrived, deadline)
         if outcome is Admission.REJECTED:
             body = (
                 f"activator: revision {config.key} already holds {throttler.waiting} requests waiting for "
@@ -389,7 +543,7 @@ class Activator:
             )
             response.send(503, body.encode(), [(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)])
             return 503
-        add_headers = (_PROXIED, (b"k-original-host", host)) if host is not None else (_PROXIED,)
+        add_headers = _proxy_headers(host)
         waited = 0.0
         try:
             while True:

@@ -118,7 +118,7 @@ class Entry:
         key = RevisionKey(ref.namespace, ref.name)
         self.backends[key].set_pods([p.address for p in pods], self.max_idle[key])
 
-    async def handle(self, request: Request, response: Response) -> None:
+    def handle(self, request: Request, response: Response):  # -> Awaitable[None] | None
         routed = self._route(request)
         if isinstance(routed, RouteMiss):
             body = (
@@ -126,22 +126,31 @@ class Entry:
                 f"or by path prefix /r/<revision>/...\n"
             )
             response.send(404, body.encode())
-            return
+            return None
         key, request = routed
         backends = self.backends[key]
         if backends.mode == SERVE:
-            for pool in backends.candidates():
-                try:
-                    await pool.forward(request, response)
-                    self.served_direct += 1
-                    return
-                except UpstreamConnectError:
-                    continue  # nothing was sent: try the next pod, then the activator
-                except UpstreamError as exc:
-                    _fail(response, 502, f"kpa up: pod {pool.address} of {key} failed: {exc}")
-                    return
+            return self._serve_direct(key, backends, request, response)
         self.served_proxied += 1
-        await self.activator.handle(request, response)
+        return self.activator.handle(request, response)  # None: sent at once, finished from callbacks
+
+    async def _serve_direct(
+        self, key: RevisionKey, backends: _Backends, request: Request, response: Response
+    ) -> None:
+        for pool in backends.candidates():
+            try:
+                await pool.forward(request, response)
+                self.served_direct += 1
+                return
+            except UpstreamConnectError:
+                continue  # nothing was sent: try the next pod, then the activator
+            except UpstreamError as exc:
+                _fail(response, 502, f"kpa up: pod {pool.address} of {key} failed: {exc}")
+                return
+        self.served_proxied += 1
+        pending = self.activator.handle(request, response, in_task=True)
+        if pending is not None:
+            await pending
 
     def _route(self, request: Request) -> tuple[RevisionKey, Request] | RouteMiss:
         target = request.target

@@ -1,0 +1,108 @@
+"""Requests the activator sends at once on an idle pooled connection (no task per request).
+
+Once a pod has answered, the next request that gets a slot at once goes out from the activator's
+parser callback on the connection the last one left in the pool, and is finished from the pool's
+callbacks. Every outcome must be the same as on the path that waits: the pod's answer with the
+activator's headers, 502 when the pod fails it, 504 at the revision timeout, and the slot back in all
+cases, including when the client gives up.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from activator_fixtures import Pod, run
+from test_activator import KEY, start_activator, wait_until
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def warmed(pod_kwargs=None, **activator_kwargs):
+    """An activator with one pod (cc 1) that has served one request: its connection is in the pool."""
+    pod = await Pod(**(pod_kwargs or {})).start()
+    activator, client = await start_activator(**activator_kwargs)
+    activator.set_endpoints(KEY, [pod.address])
+    await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
+    first = await client.get("/warm")
+    assert first.status_code == 200
+    return pod, activator, client
+
+
+async def close(pod, activator, client):
+    await client.aclose()
+    await activator.stop()
+    await pod.stop()
+
+
+def test_pooled_request_carries_the_activators_headers_both_ways():
+    async def body():
+        pod, activator, client = await warmed(cc=1)
+        try:
+            replies = [await client.post("/again", content=b"abc") for _ in range(5)]
+            assert [r.status_code for r in replies] == [200] * 5
+            assert all(r.headers["x-kpa-cold-start"] == "false" for r in replies)
+            seen = pod.seen[-1]
+            assert seen[b"k-proxy-request"] == b"activator" and seen[b"k-original-host"] == b"hello"
+            assert pod.bodies[-5:] == [b"abc"] * 5
+            assert activator.revision_status(KEY)["in_flight"] == 0
+        finally:
+            await close(pod, activator, client)
+
+    run(body)
+
+
+@pytest.mark.parametrize("mode", ["die-mid-stream", "die-before-head"])
+def test_pod_failing_a_pooled_request_gives_a_clean_error_and_the_slot_back(mode):
+    async def body():
+        pod, activator, client = await warmed(cc=1)
+        pod.mode = mode
+        try:
+            if mode == "die-mid-stream":
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await client.get("/stream")
+            else:
+                reply = await client.get("/x")
+                assert reply.status_code == 502 and f"pod {pod.address} failed" in reply.text
+            assert activator.revision_status(KEY)["in_flight"] == 0
+            pod.mode = "ok"
+            assert (await client.get("/after")).status_code == 200
+        finally:
+            await close(pod, activator, client)
+
+    run(body)
+
+
+def test_pooled_request_slower_than_the_revision_timeout_gets_504_and_the_slot_back():
+    async def body():
+        pod, activator, client = await warmed(cc=1, timeout=0.3)
+        pod.delay = 2.0
+        try:
+            started = time.monotonic()
+            reply = await client.get("/slow")
+            assert 0.25 < time.monotonic() - started < 1.5
+            assert reply.status_code == 504
+            assert reply.text.startswith(f"activator request timeout: pod {pod.address} did not answer")
+            assert activator.revision_status(KEY)["in_flight"] == 0
+        finally:
+            await close(pod, activator, client)
+
+    run(body)
+
+
+def test_client_giving_up_on_a_pooled_request_frees_the_slot_for_the_next():
+    async def body():
+        pod, activator, client = await warmed(cc=1)
+        pod.delay = 1.0
+        try:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get("/abandoned", timeout=0.2)
+            await wait_until(lambda: activator.revision_status(KEY)["in_flight"] == 0, timeout=3.0)
+            pod.delay = 0.0
+            reply = await client.get("/next")
+            assert reply.status_code == 200
+        finally:
+            await close(pod, activator, client)
+
+    run(body)
