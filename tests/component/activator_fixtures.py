@@ -21,7 +21,8 @@ __all__ = ["FakeAutoscaler", "Pod", "free_port", "run"]  # run/free_port: shared
 
 
 class Pod:
-    """A pod as the activator sees it. ``mode``: "ok", "die-mid-stream" or "die-before-head"."""
+    """A pod as the activator sees it. ``mode``: "ok", "die-mid-stream", "die-before-head" or "vanish"
+    (drop the request unanswered and stop listening at once, as a pod killed between requests does)."""
 
     def __init__(self, delay: float = 0.0, mode: str = "ok") -> None:
         self.delay = delay
@@ -57,6 +58,10 @@ class Pod:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if self.mode == "die-before-head":
+                response.abort()
+                return
+            if self.mode == "vanish":
+                self.server.stop_accepting()
                 response.abort()
                 return
             if self.mode == "die-mid-stream":

@@ -106,3 +106,27 @@ def test_client_giving_up_on_a_pooled_request_frees_the_slot_for_the_next():
             await close(pod, activator, client)
 
     run(body)
+
+
+def test_pooled_request_dropped_by_a_pod_that_vanished_is_retried_on_another_pod():
+    async def body():
+        pods = [await Pod().start() for _ in range(2)]
+        activator, client = await start_activator(cc=1)
+        activator.set_endpoints(KEY, [p.address for p in pods])
+        first = min(pods, key=lambda p: p.address)  # first-available picks the lowest address
+        other = pods[1] if first is pods[0] else pods[0]
+        try:
+            await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 2)
+            assert (await client.get("/warm")).text == f"served by {first.port}\n"
+            first.mode = "vanish"  # the pooled connection dies unanswered; a new one is refused
+            reply = await client.get("/again")  # no body: it goes out from the parser callback
+            assert reply.status_code == 200 and reply.text == f"served by {other.port}\n", reply.text
+            assert activator.revision_status(KEY)["healthy"] == [other.address]
+            assert activator.revision_status(KEY)["in_flight"] == 0
+        finally:
+            await client.aclose()
+            await activator.stop()
+            for pod in pods:
+                await pod.stop()
+
+    run(body)
