@@ -68,6 +68,7 @@ class HttpServer:
         self.keep_alive_s = keep_alive_s
         self.max_body_bytes = max_body_bytes
         self.connections: set[_Connection] = set()
+        self.in_progress = 0  # requests handed to the handler and not yet answered, on all connections
         self._server: asyncio.AbstractServer | None = None
         self.stopping = False
 
@@ -184,11 +185,13 @@ class _Connection(asyncio.Protocol):
         if self.paused and len(self.pending) < _PIPELINE_LIMIT // 2 and self.transport is not None:
             self.transport.resume_reading()
             self.paused = False
+        self.server.in_progress += 1
         task = self.loop.create_task(self.server.handler(request))
         task.add_done_callback(lambda done: self._answer(request, done))
 
     def _answer(self, request: Request, done: asyncio.Task) -> None:
         self.busy = False
+        self.server.in_progress -= 1
         if self.closed or self.transport is None:
             return
         if done.cancelled():

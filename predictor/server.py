@@ -83,7 +83,9 @@ async def serve(options: ServerOptions, on_event: Callable[[dict[str, Any]], Non
         Repository(options.repository), VersionLoader(CompileCache(options.cache_dir), probe_platform())
     )
     sock = bind(options.host, options.port)
-    server = HttpServer(PredictorApp(manager), keep_alive_s=options.keep_alive_s)
+    app = PredictorApp(manager)
+    server = HttpServer(app, keep_alive_s=options.keep_alive_s)
+    app.requests_in_progress = lambda: server.in_progress
     await server.start(sock)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

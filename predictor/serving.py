@@ -29,6 +29,7 @@ from predictor.workers import Workers
 
 T = TypeVar("T")
 RECENT_CALLS = 1024  # model calls kept for the latency percentiles in /stats
+INLINE_BUDGET_S = 0.005  # a call expected to take this long at most may run on the event loop thread
 
 
 @dataclass
@@ -112,6 +113,7 @@ class ModelVersion:
                 config.dynamic_batching.preferred_batch_sizes,
             )
             self.batcher = DynamicBatcher(policy, self.execute, self.workers.submit, config.instance_count)
+        self._seconds_per_example: float | None = None  # of the latest successful call
         self._in_flight = 0
         self._retired = False
         self._closed = False
@@ -138,8 +140,10 @@ class ModelVersion:
         except Exception:
             self.stats.record(requests, None, time.perf_counter() - started)
             raise
+        seconds = time.perf_counter() - started
         batch_size = len(arrays[0]) if self.config.batched else 1
-        self.stats.record(requests, batch_size, time.perf_counter() - started)
+        self.stats.record(requests, batch_size, seconds)
+        self._seconds_per_example = seconds / max(batch_size, 1)
         return [self._present(array, spec_index) for spec_index, array in enumerate(outputs)]
 
     def _present(self, array: np.ndarray, index: int) -> np.ndarray:
@@ -147,6 +151,12 @@ class ModelVersion:
         if spec.reshape is None:
             return array
         return array.reshape((len(array), *spec.dims) if self.config.batched else spec.dims)
+
+    def fits_inline(self, batch_size: int) -> bool:
+        """Whether a call of ``batch_size`` examples is short enough to run on the event loop thread:
+        judged by the latest call, so a model that has never run (or ran slowly) goes to its workers."""
+        per_example = self._seconds_per_example
+        return per_example is not None and per_example * max(batch_size, 1) <= INLINE_BUDGET_S
 
     async def infer(self, inputs: BoundInputs) -> list[np.ndarray]:
         """Run one request, through the dynamic batcher when the model has one."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,6 +47,17 @@ ALL_TYPES = [  # (name, config type, V2 datatype)
 ]
 
 
+class Slow(nn.Module):
+    """Half a second of matrix products per call: far too slow to run on the event loop."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = torch.full((384, 384), 1e-3)
+        work = torch.ones(384, 384)
+        for _ in range(300):
+            work = torch.tanh(work @ weight)
+        return x + work[0, 0]
+
+
 class Fragile(nn.Module):
     """Fails inside the model for negative inputs: a 500 that must carry the exception text."""
 
@@ -72,6 +84,12 @@ def repository(tmp_path_factory) -> Path:
         'output [{ name: "y" data_type: TYPE_FP32 dims: [2] }]\n' + EAGER,
     )
     save_torchscript(Fragile(), root / "fragile" / "1" / "model.pt")
+    write_config(
+        root / "slow",
+        'max_batch_size: 0\ninput [{ name: "x" data_type: TYPE_FP32 dims: [1] }]\n'
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }]\n' + EAGER,
+    )
+    save_torchscript(Slow(), root / "slow" / "1" / "model.pt")
     # batches requests that arrive within 50 ms of each other
     write_scale_model(
         root,
@@ -362,6 +380,18 @@ def test_concurrent_requests_all_get_their_own_answers(server):
         results = dict(pool.map(call, batches))
     for i, got in results.items():
         np.testing.assert_allclose(got, _eager("transformer", batches[i]), rtol=1e-5, atol=1e-6)
+
+
+def test_health_probes_are_answered_while_a_slow_model_computes(server):
+    doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}
+    assert server.json("POST", "/v2/models/slow/infer", doc)[0] == 200  # now its call time is known
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(server.json, "POST", "/v2/models/slow/infer", doc)
+        time.sleep(0.1)  # the slow request is being computed
+        assert server.request("GET", "/v2/health/live")[0] == 200
+        assert not slow.done(), "the probe waited for the model: it ran on the event loop"
+        status, body = slow.result()
+    assert status == 200 and len(body["outputs"][0]["data"]) == 1
 
 
 def test_dynamic_batching_combines_concurrent_requests(client, server):
