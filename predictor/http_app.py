@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -54,6 +54,8 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 JSON = b"application/json"
 INLINE_BODY_BYTES = 256 << 10  # larger bodies are decoded off the event loop (JSON parsing takes a while)
 OCTET_STREAM = b"application/octet-stream"
+Decode = Callable[[], tuple[BoundInputs, Any]]  # request -> model inputs and what encoding needs of it
+Encode = Callable[[Any, list], Response]  # (that, the model's outputs) -> the answer
 
 
 class HTTPError(Exception):
@@ -77,24 +79,18 @@ class PredictorApp:
         # Until then every request counts as having company, so inference never runs on the loop.
         self.requests_in_progress: Callable[[], int] = lambda: 2
 
-    async def __call__(self, request: Request) -> Response:
+    def __call__(self, request: Request) -> Response | Awaitable[Response]:
+        """The answer, at once where it needs no waiting (most routes, and inference run inline), else
+        an awaitable of it."""
         try:
-            return await self._dispatch(request)
-        except HTTPError as exc:
-            return error_response(exc.status, str(exc))
-        except (ProtocolError, InvalidName) as exc:
-            return error_response(400, str(exc))
-        except ModelNotFound as exc:
-            return error_response(404, str(exc))
-        except ModelNotReady as exc:
-            return error_response(503, str(exc))
-        except InferenceError as exc:
-            return error_response(500, f"inference failed: {exc}")
+            outcome = self._dispatch(request)
         except Exception as exc:
-            log.exception("unexpected error for %s %r", request.method, request.target)
-            return error_response(500, f"{type(exc).__name__}: {exc}")
+            return _error_response(request, exc)
+        if isinstance(outcome, tuple):
+            return outcome
+        return _awaited(request, outcome)
 
-    async def _dispatch(self, request: Request) -> Response:
+    def _dispatch(self, request: Request) -> Response | Awaitable[Response]:
         method = request.method
         path = request.target.split(b"?", 1)[0].decode("latin-1")
         parts = path.split("/")[1:]
@@ -125,28 +121,26 @@ class PredictorApp:
                 _allow(method, "GET")
                 return json_response({"model_stats": self._stats(None, None)})
             case ["v2", "models", name, "versions", version, *action] if len(action) <= 1:
-                return await self._model(request, name, version, action)
+                return self._model(request, name, version, action)
             case ["v2", "models", name, *action] if len(action) <= 1:
-                return await self._model(request, name, None, action)
+                return self._model(request, name, None, action)
             case ["v2", "repository", "index"]:
                 _allow(method, "POST", "GET")
                 return json_response(self.manager.index())
             case ["v2", "repository", "models", name, ("load" | "unload") as action]:
                 _allow(method, "POST")
-                if action == "load":
-                    await self.manager.load(name)
-                else:
-                    await self.manager.unload(name)
-                return 200, b"", [(b"content-type", JSON)]
+                return self._load_or_unload(name, action)
             case ["v1", "models", target]:
                 if target.endswith(":predict"):
                     _allow(method, "POST")
-                    return await self._v1_predict(target.removesuffix(":predict"), _body(request))
+                    return self._v1_predict(target.removesuffix(":predict"), _body(request))
                 _allow(method, "GET")
                 return self._v1_status(target)
         raise HTTPError(404, f"no route for {method} {path}; see docs/predictor.md for the endpoints")
 
-    async def _model(self, request: Request, name: str, version: str | None, action: list[str]) -> Response:
+    def _model(
+        self, request: Request, name: str, version: str | None, action: list[str]
+    ) -> Response | Awaitable[Response]:
         method = request.method
         match action:
             case []:
@@ -161,7 +155,7 @@ class PredictorApp:
                 return json_response({"name": name, "ready": True})
             case ["infer"]:
                 _allow(method, "POST")
-                return await self._v2_infer(name, version, request)
+                return self._v2_infer(name, version, request)
             case ["config"]:
                 _allow(method, "GET")
                 entry = self.manager.entry(name)
@@ -173,9 +167,16 @@ class PredictorApp:
                 return json_response({"model_stats": self._stats(name, version)})
         raise HTTPError(404, f"no route for {method} /v2/models/{name}/{'/'.join(action)}")
 
+    async def _load_or_unload(self, name: str, action: str) -> Response:
+        if action == "load":
+            await self.manager.load(name)
+        else:
+            await self.manager.unload(name)
+        return 200, b"", [(b"content-type", JSON)]
+
     # --- inference -------------------------------------------------------------------------------
 
-    async def _v2_infer(self, name: str, version: str | None, request: Request) -> Response:
+    def _v2_infer(self, name: str, version: str | None, request: Request) -> Response | Awaitable[Response]:
         header_length = _header_length(request)
         model = self.manager.lookup(name, version)
         body = _body(request)
@@ -208,9 +209,9 @@ class PredictorApp:
                 [(b"content-type", OCTET_STREAM), (HEADER_LENGTH.encode(), str(json_length).encode())],
             )
 
-        return await _run(model, decode, encode, self._may_inline(body))
+        return _run(model, decode, encode, self._may_inline(body))
 
-    async def _v1_predict(self, name: str, body: bytearray | bytes) -> Response:
+    def _v1_predict(self, name: str, body: bytearray | bytes) -> Response | Awaitable[Response]:
         model = self.manager.lookup(name)
         types = {spec.name: datatypes.BY_NAME[spec.datatype] for spec in model.config.inputs}
 
@@ -224,7 +225,7 @@ class PredictorApp:
             ]
             return 200, encode_v1_response(tensors, row_format), [(b"content-type", JSON)]
 
-        return await _run(model, decode, encode, self._may_inline(body))
+        return _run(model, decode, encode, self._may_inline(body))
 
     def _may_inline(self, body: bytearray | bytes) -> bool:
         """A request may run on the event loop thread only while it is the server's sole request in
@@ -283,33 +284,67 @@ class PredictorApp:
         return rows
 
 
-async def _run(
+def _run(
     model: ModelVersion,
-    decode: Callable[[], tuple[BoundInputs, Any]],
-    encode: Callable[[Any, list], Response],
+    decode: Decode,
+    encode: Encode,
     may_inline: bool,
-) -> Response:
+) -> Response | Awaitable[Response]:
     """Decode, infer, encode. Without a batcher the whole pipeline runs on the model's worker thread (one
     hop, and a big JSON body never stalls the event loop); with one, requests meet in the loop's queue.
 
     A lone small request to a model without a batcher whose calls take a few milliseconds at most runs
     right here on the event loop thread: the two thread hops cost ~0.1 ms of wake-ups, a sizeable share
-    of such a call, and with no other request in progress there is nothing for the loop to do meanwhile."""
+    of such a call, and with no other request in progress there is nothing for the loop to do meanwhile.
+
+    A job handed to the workers is queued while the version is held, so a version retired meanwhile
+    still runs it before its threads stop; the batcher's queue is not, so that path holds the version
+    until its answer is back."""
+    if model.batcher is not None:
+        return _batched(model, decode, encode)
     with model.in_use():
-        if model.batcher is None:
-            if may_inline:
-                inputs, context = decode()
-                if model.fits_inline(inputs.batch_size):
-                    return encode(context, model.execute(inputs.arrays))
-                return await model.call(lambda: encode(context, model.execute(inputs.arrays)))
+        if not may_inline:
 
             def pipeline() -> Response:
                 inputs, context = decode()
                 return encode(context, model.execute(inputs.arrays))
 
-            return await model.call(pipeline)
+            return model.call(pipeline)
+        inputs, context = decode()
+        if model.fits_inline(inputs.batch_size):
+            return encode(context, model.execute(inputs.arrays))
+        return model.call(lambda: encode(context, model.execute(inputs.arrays)))
+
+
+async def _batched(model: ModelVersion, decode: Decode, encode: Encode) -> Response:
+    assert model.batcher is not None
+    with model.in_use():
         inputs, context = decode()
         return encode(context, await model.batcher.submit(inputs))
+
+
+async def _awaited(request: Request, outcome: Awaitable[Response]) -> Response:
+    try:
+        return await outcome
+    except Exception as exc:
+        return _error_response(request, exc)
+
+
+def _error_response(request: Request, exc: Exception) -> Response:
+    """What a failure means to the client: 400 its mistake, 404/503 the model's state, 500 ours."""
+    match exc:
+        case HTTPError():
+            return error_response(exc.status, str(exc))
+        case ProtocolError() | InvalidName():
+            return error_response(400, str(exc))
+        case ModelNotFound():
+            return error_response(404, str(exc))
+        case ModelNotReady():
+            return error_response(503, str(exc))
+        case InferenceError():
+            return error_response(500, f"inference failed: {exc}")
+    log.error("unexpected error for %s %r", request.method, request.target, exc_info=exc)
+    return error_response(500, f"{type(exc).__name__}: {exc}")
 
 
 def _allow(method: str, *allowed: str) -> None:

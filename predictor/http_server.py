@@ -12,8 +12,9 @@ a graceful shutdown that lets requests in flight finish.
     ...
     await server.shutdown(grace=30)
 
-``handler(request) -> Awaitable[(status, body, headers)]``; headers are ``(name, value)`` bytes pairs
-without Content-Length or Connection, which the server adds.
+``handler(request) -> (status, body, headers)``, or an awaitable of it when the answer has to wait;
+headers are ``(name, value)`` bytes pairs without Content-Length or Connection, which the server adds.
+An answer given at once goes out without a task or a trip through the event loop's ready queue.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Request:
     keep_alive: bool = True
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Response | Awaitable[Response]]
 
 
 def render(status: int, body: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> list[bytes]:
@@ -88,6 +89,12 @@ class HttpServer:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
             connection.abort()
+
+
+def _last_resort(error: BaseException) -> Response:
+    """The handler maps errors to responses itself; one that escapes it still gets an answer."""
+    log.error("request handler failed", exc_info=error)
+    return 500, orjson.dumps({"error": repr(error)}), [(b"content-type", b"application/json")]
 
 
 class _Connection(asyncio.Protocol):
@@ -178,44 +185,51 @@ class _Connection(asyncio.Protocol):
     # --- answering -------------------------------------------------------------------------------
 
     def _next(self) -> None:
-        if not self.pending or self.closed:
+        """Answer the queued requests in order: those answered at once in this loop (not by recursion,
+        so a long pipeline cannot overflow the stack), until one has to wait for its task."""
+        while self.pending and not self.closed and not self.busy:
+            request = self.pending.popleft()
+            if self.paused and len(self.pending) < _PIPELINE_LIMIT // 2 and self.transport is not None:
+                self.transport.resume_reading()
+                self.paused = False
+            self.server.in_progress += 1
+            try:
+                outcome = self.server.handler(request)
+            except Exception as error:
+                outcome = _last_resort(error)
+            if isinstance(outcome, tuple):
+                if not self._respond(request, outcome):
+                    return
+                continue
+            self.busy = True
+            task = asyncio.ensure_future(outcome, loop=self.loop)
+            task.add_done_callback(lambda done, request=request: self._answer(request, done))
             return
-        self.busy = True
-        request = self.pending.popleft()
-        if self.paused and len(self.pending) < _PIPELINE_LIMIT // 2 and self.transport is not None:
-            self.transport.resume_reading()
-            self.paused = False
-        self.server.in_progress += 1
-        task = self.loop.create_task(self.server.handler(request))
-        task.add_done_callback(lambda done: self._answer(request, done))
+        if not self.busy and not self.pending and not self.closed:
+            self._arm_idle_timer()
 
-    def _answer(self, request: Request, done: asyncio.Task) -> None:
+    def _answer(self, request: Request, done: asyncio.Future) -> None:
         self.busy = False
-        self.server.in_progress -= 1
-        if self.closed or self.transport is None:
-            return
         if done.cancelled():
+            self.server.in_progress -= 1
             self.abort()
             return
         error = done.exception()
-        if error is not None:  # the handler maps errors to responses; this is a last resort
-            log.error("request handler failed", exc_info=error)
-            status, body, headers = (
-                500,
-                orjson.dumps({"error": repr(error)}),
-                [(b"content-type", b"application/json")],
-            )
-        else:
-            status, body, headers = done.result()
+        if self._respond(request, done.result() if error is None else _last_resort(error)):
+            self._next()
+
+    def _respond(self, request: Request, response: Response) -> bool:
+        """Write one answer; False when the connection is done with (closed now or before)."""
+        self.server.in_progress -= 1
+        if self.closed or self.transport is None:
+            return False
+        status, body, headers = response
         keep_alive = request.keep_alive and not self.server.stopping
         self.transport.writelines(render(status, body, headers, keep_alive))
         if not keep_alive:
             self.transport.close()
-            return
-        if self.pending:
-            self._next()
-        else:
-            self._arm_idle_timer()
+            return False
+        return True
 
     def _fail(self, status: int, message: str) -> None:
         if self.transport is None or self.closed:

@@ -16,9 +16,16 @@ from predictor.server import bind
 pytestmark = pytest.mark.timeout(30)
 
 
-async def echo(request: Request):
+def echo(request: Request):
+    """Answers at once, except /slow (awaited) and /boom (the handler itself fails)."""
+    if request.target == b"/boom":
+        raise RuntimeError("boom")
     if request.target == b"/slow":
-        await asyncio.sleep(0.3)
+        return _later(request)
+    return _echoed(request)
+
+
+def _echoed(request: Request):
     body = b"%s %s %d %s" % (
         request.method.encode(),
         request.target,
@@ -26,6 +33,11 @@ async def echo(request: Request):
         bytes(request.body[:16]),
     )
     return 200, body, [(b"content-type", b"text/plain")]
+
+
+async def _later(request: Request):
+    await asyncio.sleep(0.3)
+    return _echoed(request)
 
 
 class Running:
@@ -92,6 +104,24 @@ def test_pipelined_requests_are_answered_in_order(server):
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
         assert _read_response(sock)[2].startswith(b"GET /slow")
         assert _read_response(sock)[2].startswith(b"GET /fast")
+
+
+def test_a_long_pipeline_behind_a_slow_request_is_answered_in_order(server):
+    with _connect(server.port) as sock:
+        fast = b"".join(b"GET /fast%d HTTP/1.1\r\nHost: t\r\n\r\n" % index for index in range(2000))
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n" + fast)
+        assert _read_response(sock)[2].startswith(b"GET /slow")
+        for index in range(2000):
+            assert _read_response(sock)[2].startswith(b"GET /fast%d " % index)
+
+
+def test_a_failing_handler_gets_a_500_and_the_connection_keeps_serving(server):
+    with _connect(server.port) as sock:
+        sock.sendall(b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, _, body = _read_response(sock)
+        assert status == b"HTTP/1.1 500 Internal Server Error" and b"boom" in body
+        sock.sendall(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _read_response(sock)[2].startswith(b"GET /after")
 
 
 def test_chunked_request_bodies_are_reassembled(server):
