@@ -54,6 +54,7 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 JSON = b"application/json"
 INLINE_BODY_BYTES = 256 << 10  # larger bodies are decoded off the event loop (JSON parsing takes a while)
 OCTET_STREAM = b"application/octet-stream"
+HEADER_LENGTH_NAME = HEADER_LENGTH.encode()
 Decode = Callable[[], tuple[BoundInputs, Any]]  # request -> model inputs and what encoding needs of it
 Encode = Callable[[Any, list], Response]  # (that, the model's outputs) -> the answer
 
@@ -206,7 +207,7 @@ class PredictorApp:
             return (
                 200,
                 payload,
-                [(b"content-type", OCTET_STREAM), (HEADER_LENGTH.encode(), str(json_length).encode())],
+                [(b"content-type", OCTET_STREAM), (HEADER_LENGTH_NAME, b"%d" % json_length)],
             )
 
         return _run(model, decode, encode, self._may_inline(body))
@@ -353,7 +354,7 @@ def _allow(method: str, *allowed: str) -> None:
 
 
 def _header_length(request: Request) -> int | None:
-    raw = request.headers.get(HEADER_LENGTH.encode())
+    raw = request.headers.get(HEADER_LENGTH_NAME)
     if raw is None:
         return None
     try:

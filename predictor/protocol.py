@@ -163,11 +163,13 @@ def _decode_input(raw: Any, index: int, binary: memoryview, offset: int) -> tupl
 
 
 def _shape(raw: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
-    ):
-        raise ProtocolError(f"{where}: 'shape' must be a list of non-negative integers, got {raw!r}")
-    return tuple(raw)
+    if type(raw) is list:
+        for d in raw:
+            if type(d) is not int or d < 0:  # JSON integers only: neither booleans nor floats
+                break
+        else:
+            return tuple(raw)
+    raise ProtocolError(f"{where}: 'shape' must be a list of non-negative integers, got {raw!r}")
 
 
 def _from_binary(dtype: DataType, chunk: memoryview, count: int, name: str) -> np.ndarray:
@@ -180,7 +182,7 @@ def _from_binary(dtype: DataType, chunk: memoryview, count: int, name: str) -> n
             f"take {expected}"
         )
     values = np.frombuffer(chunk, dtype=dtype.numpy)
-    if values.ctypes.data % dtype.itemsize:  # the JSON header has any length: realign for the kernels
+    if not values.flags.aligned:  # the JSON header has any length: realign for the kernels
         values = values.copy()
     return values
 

@@ -165,6 +165,21 @@ def test_output_binary_flags_follow_output_then_request_defaults():
             None,
             "non-negative integers",
         ),
+        (
+            _request([{"name": "x", "datatype": "FP32", "shape": [True], "data": [1]}]),
+            None,
+            "non-negative integers",
+        ),
+        (
+            _request([{"name": "x", "datatype": "FP32", "shape": [1.0], "data": [1]}]),
+            None,
+            "non-negative integers",
+        ),
+        (
+            _request([{"name": "x", "datatype": "FP32", "shape": 1, "data": [1]}]),
+            None,
+            "non-negative integers",
+        ),
         (_request([{"name": "x", "datatype": "FP32", "shape": [3], "data": [1, 2]}]), None, "needs 3 values"),
         (
             _request([{"name": "x", "datatype": "FP32", "shape": [2], "data": [[1], [2, 3]]}]),
