@@ -62,11 +62,24 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@dataclass(eq=False, slots=True)
 class _Held:
-    """A request's place in its revision's wait queue: the throttler's ticket."""
+    """A request's place in its revision's wait queue (the throttler's ticket) and what reached it.
 
-    future: asyncio.Future[Grant[_Held] | Expired[_Held]] | None = None
+    A request is queued in the throttler before the code that waits for it runs, so capacity freed in
+    between (a release, a new pod, a config change in the same loop turn) can admit it first: the
+    grant is kept in ``result`` for the waiter to find, never mistaken for a client that left. ``gone``
+    marks a client that left: anything reaching the ticket afterwards goes straight back. ``started``
+    says whether the request's task has begun, so a client leaving before then is handled by that task
+    when it starts instead of by cancelling a coroutine that never ran (which would skip its cleanup).
+    """
+
+    __slots__ = ("future", "gone", "result", "started")
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] | None = None
+        self.result: Grant[_Held] | Expired[_Held] | None = None
+        self.gone = False
+        self.started = False
 
 
 @dataclass(eq=False)
@@ -78,6 +91,7 @@ class _Revision:
     expiry: asyncio.TimerHandle | None = None
     probe_timer: asyncio.TimerHandle | None = None
     removed: bool = False
+    failure: str | None = None  # why its last pod failed, told to requests that waited in vain
 
     def pool(self, address: str) -> UpstreamPool:
         pool = self.pools.get(address)
@@ -231,17 +245,11 @@ class _Exchange:
             self._finish(503)
             return
         outcome, others = revision.throttler.retry(grant, activator._now(), self.deadline)
-        activator._dispatch(revision, others)
-        self.response.on_abort = None
-        task = activator._loop.create_task(
-            activator._serve_in_task(
-                revision, self.routed, grant.ticket, False, outcome, self.request, self.response, self.host,
-                self.deadline,
-            )
+        activator._dispatch(revision, others)  # may admit the retried ticket: its result waits for it
+        activator._start_serving(
+            revision, self.routed, grant.ticket, False, outcome, self.request, self.response, self.host,
+            self.deadline,
         )  # fmt: skip
-        self.response.on_abort = task.cancel
-        activator._tasks.add(task)
-        task.add_done_callback(activator._tasks.discard)
 
     def _client_gone(self) -> None:
         if self.dispatched is not None:
@@ -342,6 +350,14 @@ class Activator:
             revision.pools.pop(address).close()
         self._schedule_probes(revision)
 
+    def set_revision_failure(self, key: RevisionKey, reason: str | None) -> None:
+        """Why the revision's last pod failed (a crash, a failed start), or None once a pod is ready.
+
+        A request that waited in vain for capacity is told this reason with its 504, so a crash-looping
+        revision says it is crashing instead of only that there was no capacity.
+        """
+        self._revision(key).failure = reason
+
     def remove_revision(self, key: RevisionKey) -> None:
         """Forget a revision; requests it still holds are answered 503."""
         revision = self._revision(key)
@@ -382,6 +398,7 @@ class Activator:
             "held": throttler.waiting,
             "in_flight": throttler.executing,
             "effective_queue_bound": throttler.effective_queue_bound,
+            "last_failure": revision.failure,
         }
 
     def metrics_text(self) -> str:
@@ -497,11 +514,41 @@ class Activator:
         cold = throttler.capacity == 0
         deadline = arrived + revision.config.timeout_seconds
         outcome = throttler.acquire(ticket, arrived, deadline)
-        if outcome.__class__ is Grant and not in_task:
+        if in_task:
+            return self._serve_in_task(
+                revision, routed, ticket, cold, outcome, request, response, host, deadline
+            )
+        if outcome.__class__ is Grant:
             exchange = _Exchange(self, revision, routed, outcome, request, response, host, deadline)
             if exchange.dispatch():
                 return None
-        return self._serve_in_task(revision, routed, ticket, cold, outcome, request, response, host, deadline)
+        self._start_serving(revision, routed, ticket, cold, outcome, request, response, host, deadline)
+        return None
+
+    def _start_serving(
+        self,
+        revision: _Revision,
+        routed: RevisionKey,
+        ticket: _Held,
+        cold: bool,
+        outcome: Grant[_Held] | Admission,
+        request: Request,
+        response: Response,
+        host: bytes | None,
+        deadline: float,
+    ) -> None:
+        """Serve in a task of our own that always runs, so its accounting does too.
+
+        A task cancelled before its first step never runs its coroutine (no ``finally``), which would
+        leave the ticket queued or its grant and the reported concurrency held for good; so a client
+        that leaves before the task starts only marks the ticket, and the task cleans up when it starts.
+        """
+        task = self._loop.create_task(
+            self._serve_in_task(revision, routed, ticket, cold, outcome, request, response, host, deadline)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        response.on_abort = lambda: task.cancel() if ticket.started else _mark_gone(ticket)
 
     async def _serve_in_task(
         self,
@@ -515,9 +562,16 @@ class Activator:
         host: bytes | None,
         deadline: float,
     ) -> None:
+        ticket.started = True
         code = 500
         try:
+            if ticket.gone:  # the client left before this task began
+                self._abandon(revision, ticket, outcome)
+                return
             code = await self._serve(revision, ticket, cold, outcome, request, response, host, deadline)
+        except Exception:  # a bug must still answer the client, not leave it waiting
+            log.exception("activator failed serving a request for %s", revision.config.key)
+            self._answer_failure(response, 500, "activator: internal error; see its log")
         finally:
             self._reporter.request_out(routed, self._now())
             self.metrics.count_request(routed.namespace, routed.name, code)
@@ -593,16 +647,27 @@ class Activator:
             self.metrics.observe_wait(config.namespace, config.name, waited)
 
     async def _wait(self, revision: _Revision, ticket: _Held) -> Grant[_Held] | Expired[_Held]:
-        future = ticket.future = asyncio.get_running_loop().create_future()
-        self._arm_expiry(revision)
-        try:
-            return await future
-        except asyncio.CancelledError:  # the client went away while held
-            if not revision.throttler.cancel(ticket) and future.done() and not future.cancelled():
-                result = future.result()
-                if isinstance(result, Grant):
-                    self._release(revision, result)
-            raise
+        if ticket.result is None:  # not admitted or expired yet: wait for either
+            future = ticket.future = self._loop.create_future()
+            self._arm_expiry(revision)
+            try:
+                await future
+            except asyncio.CancelledError:  # the client went away while held
+                self._abandon(revision, ticket, Admission.QUEUED)
+                raise
+            finally:
+                ticket.future = None
+        result, ticket.result = ticket.result, None
+        return result
+
+    def _abandon(self, revision: _Revision, ticket: _Held, outcome: Grant[_Held] | Admission) -> None:
+        """The client left: give back its place in the queue, or the slot it was granted."""
+        ticket.gone = True
+        if outcome.__class__ is Grant:
+            self._release(revision, outcome)
+        elif not revision.throttler.cancel(ticket) and isinstance(ticket.result, Grant):
+            self._release(revision, ticket.result)
+        ticket.result = None
 
     def _answer_expired(self, revision: _Revision, response: Response, expired: Expired[_Held]) -> int:
         if self._draining:
@@ -612,7 +677,10 @@ class Activator:
             body = f"activator: revision {revision.config.key} was removed while this request waited\n"
         else:
             status = 504
-            body = f"activator request timeout: waited {expired.waited:.1f}s for capacity\n"
+            body = f"activator request timeout: waited {expired.waited:.1f}s for capacity"
+            if revision.failure is not None:
+                body += f"; last pod failure: {revision.failure}"
+            body += "\n"
         response.send(status, body.encode())
         return status
 
@@ -640,10 +708,13 @@ class Activator:
 
     @staticmethod
     def _resolve(ticket: _Held, result: Grant[_Held] | Expired[_Held]) -> bool:
-        future = ticket.future
-        if future is None or future.done():
+        """Hand ``result`` to the ticket's waiter, even one whose code has not started; False if gone."""
+        if ticket.gone or ticket.result is not None:
             return False
-        future.set_result(result)
+        ticket.result = result
+        future = ticket.future
+        if future is not None and not future.done():
+            future.set_result(None)
         return True
 
     def _arm_expiry(self, revision: _Revision) -> None:
@@ -746,3 +817,7 @@ class Activator:
 
 def _text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
+
+
+def _mark_gone(ticket: _Held) -> None:
+    ticket.gone = True
