@@ -1,7 +1,8 @@
 """One revision's autoscaler: stats in, scaling decisions out — the composition every shell calls.
 
 The live autoscaler service and the simulator both drive :class:`RevisionAutoscaler` the same way:
-``record`` each stat as it arrives (and decide at once when it returns True: the scale-from-zero poke),
+``record`` each stat as it arrives (and decide at once when it returns True: the scale-from-zero poke,
+also for a revision that has not decided yet),
 and ``decide`` every 2 seconds. One decision is Knative's whole chain for a revision:
 
 1. the stable and panic windows are averaged (``collection``),
@@ -16,8 +17,8 @@ Example, under simulated time::
     >>> from autoscaler.stat import Stat
     >>> settings = settings_from({"autoscaling.knative.dev/target": "10"})  # target value 10 × 0.7 = 7
     >>> rev = RevisionAutoscaler(settings, now=1000.0, ready_pods=0)
-    >>> rev.record(Stat("activator", average_concurrent_requests=25.0), 1000.0)
-    False
+    >>> rev.record(Stat("activator", average_concurrent_requests=25.0), 1000.0)  # poke: decide now
+    True
     >>> d = rev.decide(1000.0, ready_pods=0)
     >>> (d.desired_pods, d.apply, d.mode, d.panicking)
     (4, True, 'proxy', True)
@@ -252,11 +253,13 @@ class RevisionAutoscaler:
     def record(self, stat: Stat, now: float) -> bool:
         """Add a stat to the windows; True means "decide now" (the scale-from-zero poke).
 
-        The poke fires only when the last desired scale is 0 and the stat carries concurrency: an
-        unknown scale (-1, e.g. just after a restart) waits for the next tick, as in Knative.
+        The poke fires when the last desired scale is 0 or still unknown (-1) and the stat carries
+        concurrency. Knative pokes only at a known 0, so a revision that never decided (initial scale 0,
+        just started) holds its first request until the next 2 s tick; deciding at once costs one
+        early decision and serves that request as fast as any later cold start.
         """
         self._collection.record(stat, now)
-        return self._desired == 0 and stat.average_concurrent_requests != 0
+        return self._desired <= 0 and stat.average_concurrent_requests != 0
 
     def observe(self, now: float) -> tuple[float, float]:
         """The revision-wide (stable, panic) values of the scaling metric; raises NoDataError when empty."""

@@ -145,13 +145,31 @@ def test_unknown_ready_count_changes_nothing():
     )
 
 
-def test_poke_only_when_scaled_to_zero_and_the_stat_carries_concurrency():  # §9.17, §6.4
+def test_poke_when_scaled_to_zero_or_unknown_and_the_stat_carries_concurrency():  # §9.17, §6.4
     rev = RevisionAutoscaler(settings_from({A + "target-burst-capacity": "-1"}), T0, ready_pods=0)
-    assert rev.record(load(1), T0) is False  # desired scale unknown (-1): wait for the tick
+    # Deliberately unlike Knative (whose multiscaler pokes only at a known 0): an unknown scale (-1)
+    # decides at once too, so a never-active revision's first request does not wait for a tick.
+    assert rev.desired_scale == -1
+    assert rev.record(load(0, requests=3), T0) is False  # no concurrency: nothing to wake up for
+    assert rev.record(load(1), T0) is True
     rev.decide(T0 + 100, 0)  # window empty, no scrape target: a valid 0
     assert rev.desired_scale == 0
     assert rev.record(load(0, requests=3), T0 + 101) is False
     assert rev.record(load(1, name="activator"), T0 + 101) is True
+    rev.decide(T0 + 101, 0)
+    assert rev.desired_scale == 1
+    assert rev.record(load(5, name="activator"), T0 + 102) is False  # scaled up: the tick decides
+
+
+def test_never_active_revision_scales_from_zero_on_its_first_stat():  # issue 11 item 9
+    """Initial scale 0, no decision yet (-1): the activator's first-request stat decides 1 pod at once."""
+    settings = settings_from({A + "initial-scale": "0"}, {"allow-zero-initial-scale": "true"})
+    rev = RevisionAutoscaler(settings, T0, ready_pods=0)
+    d = rev.decide(T0 + 2, 0)  # the first tick: no stats at all
+    assert (d.valid, d.desired_pods, d.apply, d.state) == (False, -1, False, "inactive")
+    assert rev.record(load(1, name="activator"), T0 + 2.5) is True
+    d = rev.decide(T0 + 2.5, 0)
+    assert (d.valid, d.desired_pods, d.apply, d.mode) == (True, 1, True, "proxy")
 
 
 def test_scale_from_zero_on_the_first_request():  # §6.4, §9.1, §9.14
