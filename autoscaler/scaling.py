@@ -29,6 +29,12 @@ class DeciderSpec:
 
     Defaults are Knative's for a revision with containerConcurrency 0. ``panic_threshold`` is a ratio
     (2.0 = 200 %); ``stable_window`` and ``scale_down_delay`` are seconds.
+
+    Only values that would break the arithmetic are rejected (a zero target or scale-down rate divides
+    by zero). ``total_value`` and ``stable_window`` may be 0, as in Knative, whose own decider tests
+    leave them unset: zero total capacity just makes the EBC ``-TBC - panic``, and a zero stable window
+    ends a panic at the first decision below the threshold. Configuration and annotations keep their
+    own, stricter ranges (:mod:`autoscaler.config`).
     """
 
     scaling_metric: str = CONCURRENCY
@@ -47,10 +53,10 @@ class DeciderSpec:
     def __post_init__(self) -> None:
         checks = (
             ("target_value", self.target_value > 0, "must be > 0"),
-            ("total_value", self.total_value > 0, "must be > 0"),
+            ("total_value", self.total_value >= 0, "must be >= 0"),
             ("max_scale_up_rate", self.max_scale_up_rate > 0, "must be > 0"),
             ("max_scale_down_rate", self.max_scale_down_rate > 0, "must be > 0"),
-            ("stable_window", self.stable_window > 0, "must be > 0"),
+            ("stable_window", self.stable_window >= 0, "must be >= 0"),
             ("scale_down_delay", self.scale_down_delay >= 0, "must be >= 0"),
             (
                 "target_burst_capacity",
