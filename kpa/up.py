@@ -53,6 +53,8 @@ log = logging.getLogger("kpa.up")
 DEFAULT_PORT = 8080
 DEFAULT_ADMIN_PORT = 8081
 PATH_PREFIX = b"/r/"
+DIRECT_DEADLINE_MARGIN = 1.0  # seconds past the revision timeout before the entry gives up on a pod
+DEFAULT_DIRECT_DEADLINE = 300.0 + DIRECT_DEADLINE_MARGIN  # Knative's default revision timeout
 _JSON = b"application/json"
 _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -102,12 +104,19 @@ class Entry:
     """The stack's front door: route by Host or ``/r/<revision>/``, then activator or pods."""
 
     def __init__(
-        self, activator: Activator, refs: Sequence[RevisionKey], max_idle: dict[RevisionKey, int]
+        self,
+        activator: Activator,
+        refs: Sequence[RevisionKey],
+        max_idle: dict[RevisionKey, int],
+        timeouts: dict[RevisionKey, float] | None = None,
     ) -> None:
         self.activator = activator
         self.router = RevisionRouter(RevisionKey(r.namespace, r.name) for r in refs)
         self.backends = {RevisionKey(r.namespace, r.name): _Backends() for r in refs}
         self.max_idle = {RevisionKey(r.namespace, r.name): n for r, n in max_idle.items()}
+        # Serve mode's own bound: the pod's queue-proxy answers 504 at the revision timeout; this
+        # answers for a pod that cannot (hung, stopped) a little later, so no request waits forever.
+        self.deadlines = {key: t + DIRECT_DEADLINE_MARGIN for key, t in (timeouts or {}).items()}
         self.served_direct = 0
         self.served_proxied = 0
 
@@ -137,15 +146,21 @@ class Entry:
     async def _serve_direct(
         self, key: RevisionKey, backends: _Backends, request: Request, response: Response
     ) -> None:
+        limit = self.deadlines.get(key, DEFAULT_DIRECT_DEADLINE)
         for pool in backends.candidates():
             try:
-                await pool.forward(request, response)
+                async with asyncio.timeout(limit):
+                    await pool.forward(request, response)
                 self.served_direct += 1
                 return
             except UpstreamConnectError:
                 continue  # nothing was sent: try the next pod, then the activator
             except UpstreamError as exc:
                 _fail(response, 502, f"kpa up: pod {pool.address} of {key} failed: {exc}")
+                return
+            except TimeoutError:
+                message = f"kpa up: pod {pool.address} of {key} did not answer within {limit:g}s"
+                _fail(response, 504, message)
                 return
         self.served_proxied += 1
         pending = self.activator.handle(request, response, in_task=True)
@@ -222,7 +237,8 @@ class LocalStack:
         )
         self.service = AutoscalerService(self.actuator)
         max_idle = {RevisionKey(s.namespace, s.name): s.container_concurrency or 100 for s in stack.revisions}
-        self.entry = Entry(self.activator, self.refs, max_idle)
+        timeouts = {RevisionKey(s.namespace, s.name): float(s.timeout_seconds) for s in stack.revisions}
+        self.entry = Entry(self.activator, self.refs, max_idle, timeouts)
         self._servers: list[HttpServer] = []
         self._stopping = False
         self.started_at = time.time()
