@@ -99,6 +99,37 @@ def test_one_decision_matches_knative(label, target, tbc, stable, panic, ready, 
     assert result == ScaleResult(desired_pods=want_pods, excess_burst_capacity=ebc, valid=True), label
 
 
+# Knative's multi-step autoscaler_test.go cases, named after their Go tests. Each step is
+# (seconds after creation, ready pods, stable, panic, desired pods); the EBC is checked too. As in
+# Knative's helper, the decider is created with one ready pod (so it does not start in panic).
+KNATIVE_SEQUENCES = [
+    ("TestAutoscalerStableModeIncreaseWithConcurrencyDefault", 10, 101, "concurrency",
+     [(0, 1, 50, 10, 5), (0, 1, 100, 10, 10)]),
+    ("TestAutoscalerStableModeIncreaseWithRPS", 10, 101, "rps", [(0, 1, 50, 50, 5), (0, 1, 100, 99, 10)]),
+    ("TestAutoscalerMetricsWithRPS: still over the threshold a stable window later", 10, 100, "rps",
+     [(0, 1, 100, 99, 10), (61, 1, 100, 99, 10)]),
+    ("TestAutoscalerStableModeDecrease", 10, 98, "concurrency", [(0, 8, 100, 100, 10), (0, 8, 50, 50, 5)]),
+    ("TestAutoscalerStableModeNoTrafficScaleToZero", 10, 75, "concurrency",
+     [(0, 1, 1, 0, 1), (0, 1, 0, 0, 0)]),
+    ("AutoscalerNoDataAtZeroNoAutoscale", 10, 100, "concurrency", [(0, 1, 0, 0, 0)]),
+    ("TestAutoscalerRateLimitScaleUp: ten times per step", 10, 61, "concurrency",
+     [(0, 1, 1000, 1001, 10), (0, 10, 1000, 1001, 100)]),
+    ("TestAutoscalerRateLimitScaleDown: a tenth per step", 10, 61, "concurrency",
+     [(0, 100, 1, 1, 10), (0, 10, 1, 1, 1)]),
+    ("TestAutoscalerPanicThenUnPanicScaleDown", 10, 93, "concurrency",
+     [(0, 1, 100, 100, 10), (0, 10, 100, 1000, 100), (30, 10, 1, 1, 100), (61, 10, 1, 1, 1)]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("label", "target", "tbc", "metric", "steps"), KNATIVE_SEQUENCES)
+def test_decision_sequences_match_knative(label, target, tbc, metric, steps):
+    scaler = Autoscaler(spec_for(target, tbc, scaling_metric=metric), T0, ready_pods=1)
+    for at, ready, stable, panic, want in steps:
+        result = scaler.scale(T0 + at, ready, stable, panic)
+        want_result = ScaleResult(want, expected_ebc(target, tbc, panic, ready), True)
+        assert result == want_result, (label, at, ready, stable, panic)
+
+
 @pytest.mark.parametrize(
     ("label", "stable", "panic", "want"),
     [
