@@ -6,7 +6,7 @@ scaling/multiscaler.go):
 * every second it scrapes a sample of the ready pods' queue-proxy ``/stats`` in parallel (sample
   size, old pods first, 3 s timeout), extrapolates the sample to the whole revision and records it;
   stats the activator pushes are recorded as they come;
-* every 2 seconds — and at once when a stat pokes a revision that is at zero — it runs
+* every 2 seconds — and at once when a stat pokes a revision at zero or not yet decided — it runs
   ``RevisionAutoscaler.decide``, sets the desired scale on the actuator when the decision says to
   apply it, and tells its listeners when the revision flips between serve and proxy mode.
 
