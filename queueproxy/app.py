@@ -4,7 +4,14 @@ Ports (Knative's defaults): serving 8012 (proxy to the user container), admin 80
 (``GET /wait-for-drain`` for the user container's preStop hook), stats 9090 (``GET /stats``: the
 last one-second ``Stat`` as JSON, the autoscaler's scrape target) and metrics 9091 (``GET /metrics``:
 Prometheus text). Any port may be 0; ``start`` returns the bound ones and the CLI prints them as
-one JSON line so a parent process can find them.
+one JSON line so a parent process can find them. Only serving listens on ``host``: admin and
+metrics listen on ``admin_host``, stats on ``stats_host``, both loopback unless configured (none of
+them changes state, so none needs a token; see docs/security.md).
+
+``/wait-for-drain`` changes nothing by itself: it waits for the SIGTERM the kubelet sends right
+after the preStop hook and then for the drain that SIGTERM starts. Called without a SIGTERM
+following within ``SIGTERM_GRACE_FOR_PRESTOP`` (a container restart, or anyone who can reach the
+admin port) it answers at once and the pod stays ready: a GET cannot fail its health checks.
 
 Shutdown: SIGTERM starts the drain — health checks fail with 503 at once, traffic is still served,
 and once no request has arrived for the drain timeout the serving port stops accepting, in-flight
@@ -21,8 +28,10 @@ import signal
 import time
 
 from autoscaler.stat import Stat
-from queueproxy.config import QueueProxyConfig
+from queueproxy.auth import AuthConfigError
+from queueproxy.config import ConfigError, QueueProxyConfig
 from queueproxy.drain import Drainer, DrainWaiter
+from queueproxy.gate import AuthGate
 from queueproxy.handler import QueueProxyHandler
 from queueproxy.http11 import HttpServer, Request, Response
 from queueproxy.metrics import RequestMetrics
@@ -55,29 +64,38 @@ class QueueProxy:
         self.serving = self.admin = self.stats_server = self.metrics_server = None
 
     async def start(self) -> dict[str, int]:
-        """Bind all four ports and start probing and reporting; returns the bound ports."""
+        """Bind all four ports and start probing and reporting; returns the bound ports.
+
+        Raises ConfigError when the data-path authentication settings cannot be used (an unreadable
+        tokens file), OSError when a port cannot be bound.
+        """
         config = self.config
+        gate = None
+        if config.auth is not None:
+            try:
+                gate = AuthGate.load(config.revision or config.pod_name, config.auth)
+            except AuthConfigError as exc:
+                raise ConfigError(str(exc)) from None
+            gate.prefetch()
         self.handler = QueueProxyHandler(
-            config, self.pool, self.stats, self.readiness, self.drain.drainer, self.metrics
+            config, self.pool, self.stats, self.readiness, self.drain.drainer, self.metrics, gate
         )
         self.serving = HttpServer(self.handler, name="serving")
         self.admin = HttpServer(self._admin, name="admin")
         self.stats_server = HttpServer(self._stats, name="stats")
         self.metrics_server = HttpServer(self._metrics, name="metrics")
         ports = {}
-        for key, server, port in (
-            ("serving_port", self.serving, config.serving_port),
-            ("admin_port", self.admin, config.admin_port),
-            ("stats_port", self.stats_server, config.stats_port),
-            ("metrics_port", self.metrics_server, config.metrics_port),
+        for key, server, host, port in (
+            ("serving_port", self.serving, config.host, config.serving_port),
+            ("admin_port", self.admin, config.admin_host, config.admin_port),
+            ("stats_port", self.stats_server, config.stats_host, config.stats_port),
+            ("metrics_port", self.metrics_server, config.admin_host, config.metrics_port),
         ):
             try:
-                _, ports[key] = await server.start(config.host, port)
+                _, ports[key] = await server.start(host, port)
             except OSError as exc:
                 await self._close_servers(0.0)
-                raise OSError(
-                    f"cannot listen on {config.host}:{port} ({key}): {exc.strerror or exc}"
-                ) from exc
+                raise OSError(f"cannot listen on {host}:{port} ({key}): {exc.strerror or exc}") from exc
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.readiness.run()), loop.create_task(self._report_loop())]
         return ports
@@ -103,8 +121,7 @@ class QueueProxy:
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT and the drain completes; returns the exit status."""
         await self._stopping.wait()
-        while not await self.drain.wait():
-            self.drain.start()  # a preStop reset raced the SIGTERM: drain anyway
+        await self.drain.wait()
         log.info("drained; finishing in-flight requests")
         await self._close_servers(self.config.revision_timeout)
         return 0
@@ -178,16 +195,15 @@ class QueueProxy:
             response.send(404, b"not found; the admin port serves GET /wait-for-drain\n")
             return
         log.info("preStop: /wait-for-drain called")
-        self.drain.start()
-        if not self._sigterm:
-            asyncio.get_running_loop().call_later(SIGTERM_GRACE_FOR_PRESTOP, self._reset_unless_terminating)
-        drained = await self.drain.wait()
-        response.send(200, b"drained\n" if drained else b"drain reset: no SIGTERM followed\n")
-
-    def _reset_unless_terminating(self) -> None:
-        if not self._sigterm:
-            log.info("no SIGTERM after preStop: a container restart; serving normally again")
-            self.drain.reset()
+        if not self._stopping.is_set():
+            try:
+                async with asyncio.timeout(SIGTERM_GRACE_FOR_PRESTOP):
+                    await self._stopping.wait()
+            except TimeoutError:
+                response.send(200, b"not draining: no SIGTERM followed\n")
+                return
+        await self.drain.wait()
+        response.send(200, b"drained\n")
 
 
 async def serve(config: QueueProxyConfig, announce=print) -> int:

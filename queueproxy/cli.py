@@ -23,7 +23,10 @@ _HELP = {
     "admin_port": "port of GET /wait-for-drain (default 8022)",
     "stats_port": "port of GET /stats, the autoscaler's JSON stat (default 9090)",
     "metrics_port": "port of GET /metrics, Prometheus text (default 9091)",
-    "host": "address to listen on (default 127.0.0.1; use 0.0.0.0 in a pod)",
+    "host": "address the serving port listens on (default 127.0.0.1; use 0.0.0.0 in a pod)",
+    "admin_host": "address of the admin and metrics ports (default 127.0.0.1, whatever --host is)",
+    "stats_host": "address of the stats port (default 127.0.0.1; the pod IP or 0.0.0.0 on Kubernetes, "
+    "where the autoscaler scrapes it; it serves read-only GET /stats)",
     "user_host": "address of the user container (default 127.0.0.1)",
     "user_port": "port of the user container (default 8080)",
     "revision_timeout": "seconds a request may take in all before 504 (default 300)",
@@ -31,6 +34,11 @@ _HELP = {
     "idle_timeout": "seconds without a response byte before 504 (default 0 = off)",
     "drain_timeout": "quiet period after SIGTERM before stopping (default 30)",
     "pod_name": "pod name reported in stats (default: the host name)",
+    "revision": "revision name, the realm of authentication challenges",
+    "auth_bearer_tokens_file": "file of bearer tokens (one a line) a request may carry (docs/security.md)",
+    "auth_jwks_url": "JWKS URL whose keys sign the JWTs a request may carry instead",
+    "auth_jwt_issuer": "required JWT iss claim (with --auth-jwks-url)",
+    "auth_jwt_audience": "required JWT aud claim (with --auth-jwks-url)",
 }
 
 
@@ -71,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return uvloop.run(serve(config, announce))
+    except ConfigError as exc:
+        print(f"kpa queue-proxy: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"kpa queue-proxy: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from queueproxy.auth import ENV_OF_ANNOTATION, AuthConfigError, AuthSpec
+
 DEFAULT_SERVING_PORT = 8012
 DEFAULT_ADMIN_PORT = 8022
 DEFAULT_STATS_PORT = 9090
@@ -22,6 +24,9 @@ DEFAULT_METRICS_PORT = 9091
 DEFAULT_USER_PORT = 8080
 DEFAULT_REVISION_TIMEOUT = 300.0
 DEFAULT_DRAIN_TIMEOUT = 30.0  # Knative's drain quiet period
+# Admin (/wait-for-drain), stats and metrics listen on loopback unless told otherwise, whatever the
+# serving address: nothing but the pod itself needs them (see docs/security.md for the stats scrape).
+LOOPBACK = "127.0.0.1"
 QUEUE_DEPTH_PER_SLOT = 10  # Knative: queue depth = 10 × containerConcurrency
 
 
@@ -68,6 +73,8 @@ class QueueProxyConfig:
     stats_port: int = DEFAULT_STATS_PORT
     metrics_port: int = DEFAULT_METRICS_PORT
     host: str = "127.0.0.1"
+    admin_host: str = LOOPBACK  # admin and metrics ports
+    stats_host: str = LOOPBACK  # the autoscaler scrapes it; on Kubernetes bind the pod IP or 0.0.0.0
     user_host: str = "127.0.0.1"
     user_port: int = DEFAULT_USER_PORT
     revision_timeout: float = DEFAULT_REVISION_TIMEOUT
@@ -75,6 +82,8 @@ class QueueProxyConfig:
     idle_timeout: float = 0.0  # 0 disables
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     pod_name: str = ""
+    revision: str = ""  # the realm of data-path authentication challenges
+    auth: AuthSpec | None = None  # data-path authentication; None: every request passes
     probes: tuple[ProbeSpec, ...] = field(default=())
 
     @property
@@ -123,6 +132,8 @@ _SETTINGS: tuple[tuple[str | None, str, Any], ...] = (
     (None, "stats_port", _port),
     (None, "metrics_port", _port),
     (None, "host", lambda n, r: r),
+    ("KPA_ADMIN_HOST", "admin_host", lambda n, r: r),
+    ("KPA_STATS_HOST", "stats_host", lambda n, r: r),
     (None, "user_host", lambda n, r: r),
     ("USER_PORT", "user_port", lambda n, r: _int(n, r, 1, 65535)),
     ("REVISION_TIMEOUT_SECONDS", "revision_timeout", lambda n, r: _seconds(n, r, positive=True)),
@@ -130,7 +141,11 @@ _SETTINGS: tuple[tuple[str | None, str, Any], ...] = (
     ("REVISION_IDLE_TIMEOUT_SECONDS", "idle_timeout", _seconds),
     (None, "drain_timeout", _seconds),
     ("SERVING_POD", "pod_name", lambda n, r: r),
-)
+    ("SERVING_REVISION", "revision", lambda n, r: r),
+    *((env, "auth_" + key.removeprefix("kpa.dev/auth-").replace("-", "_"), lambda n, r: r)
+      for key, env in ENV_OF_ANNOTATION.items()),
+)  # fmt: skip
+_AUTH_FIELDS = tuple(dest for _, dest, _ in _SETTINGS if dest.startswith("auth_"))
 
 FLAG_NAMES = {dest: "--" + dest.replace("_", "-") for _, dest, _ in _SETTINGS}
 ENV_NAMES = {dest: env for env, dest, _ in _SETTINGS if env}
@@ -148,7 +163,15 @@ def load_config(
             values[dest] = parse(FLAG_NAMES[dest], str(flag_value))
         elif env_name and env.get(env_name, "") != "":
             values[dest] = parse(env_name, env[env_name])
-    config = QueueProxyConfig(**values)
+    auth_values = [values.pop(dest, None) for dest in _AUTH_FIELDS]
+    try:
+        auth = AuthSpec(*auth_values) if any(auth_values) else None
+    except AuthConfigError as exc:
+        message = str(exc)
+        for annotation, env_name in ENV_OF_ANNOTATION.items():
+            message = message.replace(annotation, env_name)
+        raise ConfigError(message) from None
+    config = QueueProxyConfig(**values, auth=auth)
     if not config.pod_name:
         config = replace(config, pod_name=socket.gethostname())
     if config.queue_depth and not config.container_concurrency:

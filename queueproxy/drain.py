@@ -32,10 +32,6 @@ class Drainer:
         if self.draining_since is None:
             self.draining_since = now
 
-    def reset(self) -> None:
-        """Stop draining (the preStop hook fired without a SIGTERM: a container restart, not a stop)."""
-        self.draining_since = None
-
     def drained_at(self) -> float | None:
         """When the drain completes if no further request arrives; None when not draining."""
         if self.draining_since is None:
@@ -44,33 +40,21 @@ class Drainer:
 
 
 class DrainWaiter:
-    """Waits on a ``Drainer`` with the monotonic clock; wakes early when it is reset."""
+    """Waits on a ``Drainer`` with the monotonic clock."""
 
     def __init__(self, drainer: Drainer) -> None:
         self.drainer = drainer
-        self._reset = asyncio.Event()
 
     def start(self) -> None:
         self.drainer.start(time.monotonic())
 
-    def reset(self) -> None:
-        self.drainer.reset()
-        self._reset.set()
-        self._reset = asyncio.Event()
-
-    async def wait(self) -> bool:
-        """Block until drained (True) or until the drain is reset (False)."""
-        reset = self._reset
+    async def wait(self) -> None:
+        """Block until drained; returns at once when no drain was started."""
         while True:
             done_at = self.drainer.drained_at()
             if done_at is None:
-                return False
+                return
             left = done_at - time.monotonic()
             if left <= 0:
-                return True
-            try:
-                async with asyncio.timeout(left):
-                    await reset.wait()
-                return False
-            except TimeoutError:
-                continue
+                return
+            await asyncio.sleep(left)  # a request in the meantime moves done_at: look again

@@ -7,14 +7,16 @@ In Knative's order (pkg/queue/sharedmain/handlers.go), outermost first:
    the cached readiness: ``200 queue``, ``503`` while not ready or draining, ``400`` for a probe whose
    ``K-Network-Probe`` is not ``queue``. ``K-Network-Probe: probe`` echoes ``K-Network-Hash``.
    None of them count as traffic or reach the user container.
-2. Every other request restarts the drain quiet period and is counted in the request stats
+2. Data-path authentication, when the revision asks for it (``queueproxy.gate``): a request
+   without valid credentials is answered 401/403 here and is neither counted nor proxied.
+3. Every other request restarts the drain quiet period and is counted in the request stats
    (proxied apart when ``K-Proxy-Request: activator``) from arrival to the end of its response —
    time spent queued in the breaker included, as Knative does.
-3. Timeouts: the revision timeout always, the response-start and idle timeouts when set. Before
+4. Timeouts: the revision timeout always, the response-start and idle timeouts when set. Before
    any byte of the response: ``504 request timeout``; after: the connection is dropped.
-4. Breaker (``containerConcurrency`` > 0): at most cc requests at the user container, at most
+5. Breaker (``containerConcurrency`` > 0): at most cc requests at the user container, at most
    queue-depth more waiting in FIFO order, the rest get ``503`` at once.
-5. Proxy: ``K-Original-Host`` becomes Host again, Knative's revision headers are stripped, and an
+6. Proxy: ``K-Original-Host`` becomes Host again, Knative's revision headers are stripped, and an
    unreachable or failing user container gives ``502``.
 
 Speed: a request that can go at once (a breaker slot free, an idle pooled connection, its body in
@@ -32,6 +34,7 @@ import time
 from queueproxy.breaker import Admission, Breaker
 from queueproxy.config import QueueProxyConfig
 from queueproxy.drain import Drainer
+from queueproxy.gate import PASS, AuthGate
 from queueproxy.http11 import Request, Response
 from queueproxy.metrics import RequestMetrics
 from queueproxy.readiness import Readiness
@@ -239,8 +242,10 @@ class QueueProxyHandler:
         readiness: Readiness,
         drainer: Drainer,
         metrics: RequestMetrics,
+        gate: AuthGate | None = None,
     ) -> None:
         self.pool = pool
+        self.gate = gate
         self.stats = stats
         self.readiness = readiness
         self.drainer = drainer
@@ -260,7 +265,10 @@ class QueueProxyHandler:
     def queued(self) -> int:
         return self.breaker.waiting if self.breaker else 0
 
-    def __call__(self, request: Request, response: Response):  # -> Awaitable[None] | None
+    def __call__(
+        self, request: Request, response: Response, *, in_task: bool = False
+    ):  # -> Awaitable[None] | None
+        """Serve one request; ``in_task`` (a caller already in a task) rules out the no-task fast path."""
         index = request.index
         network_probe = index.get(b"k-network-probe")
         user_agent = index.get(b"user-agent")
@@ -273,6 +281,9 @@ class QueueProxyHandler:
         if network_probe == b"probe":
             self._network_probe(request, response)
             return None
+        gate = self.gate
+        if gate is not None and (screened := gate.screen(request, response, self)) is not PASS:
+            return screened
         started = time.monotonic()
         drainer = self.drainer
         if drainer.draining_since is not None:  # only a drain's quiet period depends on request times
@@ -292,7 +303,7 @@ class QueueProxyHandler:
             queued = admission is Admission.QUEUED
             proxied_request.holds_slot = not queued
         self.timeouts.track(proxied_request)
-        if not queued and proxied_request.dispatch():
+        if not queued and not in_task and proxied_request.dispatch():
             return None
         return proxied_request.run(queued)
 

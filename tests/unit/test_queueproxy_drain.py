@@ -25,11 +25,9 @@ def test_drain_completes_a_quiet_period_after_the_last_request(requests_at, drai
     assert drainer.drained_at() == expected
 
 
-def test_not_draining_has_no_end_and_a_reset_stops_the_drain():
+def test_not_draining_has_no_end_and_a_second_start_keeps_the_first():
     drainer = Drainer(quiet_period=30.0)
     assert drainer.drained_at() is None and not drainer.draining
     drainer.start(1.0)
-    drainer.start(5.0)  # a second start (preStop then SIGTERM) keeps the first
+    drainer.start(5.0)  # a second start (SIGTERM then SIGINT) keeps the first
     assert drainer.drained_at() == 31.0
-    drainer.reset()
-    assert drainer.drained_at() is None and not drainer.draining

@@ -1,0 +1,117 @@
+"""Per-revision authentication of the data path, applied to one HTTP request.
+
+The same gate stands in front of every way into a revision: the queue-proxy (serve and proxy mode
+alike), `kpa up`'s entry and the standalone activator (before a request can be held, counted or
+reported, so an unauthenticated request never wakes a revision from zero). The verdict is the pure
+``queueproxy.auth.verify_request``; this shell reads the tokens file once, holds the JWKS cache and
+writes the answer. Health checks and network probes are answered before the gate and stay open.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Literal
+
+from queueproxy.auth import (
+    TOKENS_FILE,
+    AuthConfigError,
+    AuthSpec,
+    Denial,
+    NeedKeys,
+    TokenSet,
+    parse_tokens,
+    verify_request,
+)
+from queueproxy.http11 import Request, Response
+from queueproxy.jwks import JwksCache
+
+PASS: Literal[True] = True
+RETRY_AFTER_SECONDS = b"5"
+
+# How a gate hands an authorized request back to its server: called again from inside a task.
+Again = Callable[..., Awaitable[None] | None]
+
+
+class AuthGate:
+    """One revision's credentials check; call :meth:`screen` from the event loop's thread."""
+
+    def __init__(self, realm: str, spec: AuthSpec, tokens: TokenSet | None, jwks: JwksCache | None) -> None:
+        self.realm = realm
+        self.spec = spec
+        self.tokens = tokens
+        self.jwks = jwks
+        self._resuming: Request | None = None
+
+    @classmethod
+    def load(cls, realm: str, spec: AuthSpec, base: Path | None = None) -> AuthGate:
+        """Read the tokens file (relative paths from ``base``) and set up the JWKS cache."""
+        tokens = None
+        if spec.bearer_tokens_file is not None:
+            path = Path(spec.bearer_tokens_file)
+            if base is not None and not path.is_absolute():
+                path = base / path
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise AuthConfigError(
+                    f'{TOKENS_FILE}="{spec.bearer_tokens_file}": cannot read {path}: {exc.strerror or exc}'
+                ) from None
+            tokens = parse_tokens(text, f'{TOKENS_FILE}="{spec.bearer_tokens_file}"')
+        jwks = JwksCache(spec.jwks_url) if spec.jwks_url is not None else None
+        return cls(realm, spec, tokens, jwks)
+
+    def prefetch(self) -> None:
+        """Start fetching the JWKS now so the first request finds the keys (call in a running loop)."""
+        if self.jwks is not None:
+            self.jwks.current()
+
+    def verdict(self, authorization: bytes | None, *, refreshed: bool = False) -> Denial | NeedKeys | None:
+        keys = self.jwks.current() if self.jwks is not None else None
+        return verify_request(authorization, self.spec, self.tokens, keys, time.time(), refreshed=refreshed)
+
+    def screen(
+        self, request: Request, response: Response, again: Again
+    ) -> Awaitable[None] | Literal[True] | None:
+        """``PASS``: go on now. None: refused and answered. An awaitable: the verdict waits for the
+        JWKS; it answers the refusal, or calls ``again(request, response, in_task=True)`` and awaits it."""
+        if request is self._resuming:
+            return PASS
+        verdict = self.verdict(request.index.get(b"authorization"))
+        if verdict is None:
+            return PASS
+        if verdict.__class__ is Denial:
+            self.deny(response, verdict)
+            return None
+        return self._after_fetch(verdict, request, response, again)
+
+    async def _after_fetch(self, need: NeedKeys, request: Request, response: Response, again: Again) -> None:
+        jwks = self.jwks
+        if jwks.fetch_pending():
+            await jwks.refreshed()
+        if jwks.error is not None and (jwks.keys is None or need.kid not in jwks.keys):
+            self.deny(
+                response, Denial(503, f"cannot check the token: JWKS {jwks.url} unavailable ({jwks.error})")
+            )
+            return
+        verdict = self.verdict(request.index.get(b"authorization"), refreshed=True)
+        if verdict is not None:
+            self.deny(response, verdict)
+            return
+        self._resuming = request
+        try:
+            pending = again(request, response, in_task=True)
+        finally:
+            self._resuming = None
+        if pending is not None:
+            await pending
+
+    def deny(self, response: Response, denial: Denial) -> None:
+        headers = []
+        challenge = denial.challenge(self.realm)
+        if challenge is not None:
+            headers.append((b"www-authenticate", challenge))
+        if denial.status == 503:
+            headers.append((b"retry-after", RETRY_AFTER_SECONDS))
+        response.send(denial.status, f"{denial.reason}\n".encode(), headers)
