@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+import yaml
 
 from kpa.load import percentile
 
@@ -198,7 +199,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> None:
             raise Unanswered("chunk not followed by CRLF")
 
 
-def _buffered(reader: asyncio.StreamReader) -> int:
+def buffered(reader: asyncio.StreamReader) -> int:
     """Bytes already received and not yet read. StreamReader has no public peek; with one request in
     flight at a time, anything here after a complete answer is a second answer to the same request."""
     return len(reader._buffer)
@@ -311,7 +312,7 @@ class RawClients:
             tally.lost.append(Lost(number, index, since, f"{type(exc).__name__}: {exc}"))
             return False
         tally.record(since, time.monotonic() - sent, answer.status)
-        if extra := _buffered(reader):
+        if extra := buffered(reader):
             tally.lost.append(
                 Lost(number, index, since, f"{extra} bytes after its complete {answer.status} answer")
             )
@@ -369,12 +370,10 @@ def parse_hey(output: str, requests: int) -> Tally:
         if not stripped.startswith("[") or "]" not in stripped:
             continue
         key, _, rest = stripped[1:].partition("]")
-        count = int(rest.split()[0])
-        if section.startswith("Status code"):
-            tally.codes[int(key)] += count
-        elif section.startswith("Error"):
-            reason = rest.split(None, 1)[1] if len(rest.split(None, 1)) > 1 else "error"
-            tally.lost += [Lost(0, -1, float("nan"), f"hey: {reason}")] * count
+        if section.startswith("Status code"):  # "[200]	990 responses"
+            tally.codes[int(key)] += int(rest.split()[0])
+        elif section.startswith("Error"):  # "[3]	Get "http://...": context deadline exceeded"
+            tally.lost += [Lost(0, -1, float("nan"), f"hey: {rest.strip()}")] * int(key)
     return tally
 
 
@@ -568,6 +567,11 @@ class PatternResult:
     before: Usage
     after: Usage
     events: list[str]
+    reported_percentiles: tuple[float, float] | None = None  # hey's own, where hey did the counting
+
+    def percentiles(self) -> tuple[float, float]:
+        """p50 and p99 latency in seconds."""
+        return self.reported_percentiles or self.tally.percentiles()
 
     def modes(self) -> set[str]:
         return {row["mode"] for _, row in self.samples}
@@ -655,3 +659,232 @@ async def run_pattern(
         status = await up.status()
         samples.append((seconds, dict(up.row(status), served=status.get("served", {}))))
     return PatternResult(name, tally, seconds, samples, before, up.usage(), events)
+
+
+# ---- the patterns ---------------------------------------------------------------------------------------
+
+TIMEOUT_SECONDS = 10
+"""The patterns' revision timeout: a lost request is declared after TIMEOUT_SECONDS + MARGIN."""
+
+HTTP_SERVER = ["sh", "-c", "exec python3 -m http.server $PORT --bind 127.0.0.1"]
+
+
+def sample_app(delay: float) -> list[str]:
+    return ["python", "-m", "kpa.sample_app", "--delay", str(delay)]
+
+
+def stack_yaml(
+    name: str, command: list[str], cc: int, annotations: dict[str, str], config: dict[str, str] | None = None
+) -> str:
+    """A one-revision stack file with short windows (6 s stable, 3 s panic, 1 s grace) so scale changes
+    happen within seconds, and the patterns' revision timeout."""
+    doc = {
+        "config": {"stable-window": "6s", "scale-to-zero-grace-period": "1s", "panic-window-percentage": "50"}
+        | (config or {}),
+        "revisions": [
+            {
+                "name": name,
+                "command": command,
+                "containerConcurrency": cc,
+                "timeoutSeconds": TIMEOUT_SECONDS,
+                "annotations": {f"autoscaling.knative.dev/{k}": v for k, v in annotations.items()},
+            }
+        ],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A named way of loading `kpa up`: its stack, the state to wait for before the load, the phases at
+    a duration ``scale`` (1 = the test's short form), and ``check``: what must have been seen for the
+    pattern to have really happened (a list of problems, empty when it did)."""
+
+    name: str
+    what: str
+    stack: str
+    ready: Callable[[Status], bool]
+    ready_what: str
+    phases: Callable[[float], list[Phase]]
+    check: Callable[[PatternResult], list[str]]
+    client: str = "raw"  # or "hey": one constant phase sent by hey -n
+    host: str = "web"
+
+
+def _ready_at_least(pods: int) -> Callable[[Status], bool]:
+    return lambda row: row["ready_pods"] >= pods
+
+
+def _expect(condition: bool, problem: str) -> list[str]:
+    return [] if condition else [problem]
+
+
+def _modes(result: PatternResult, expected: set[str]) -> list[str]:
+    return _expect(
+        expected <= result.modes(), f"modes seen {sorted(result.modes())}, expected {sorted(expected)}"
+    )
+
+
+def _kills(result: PatternResult, count: int) -> list[str]:
+    kills = [e for e in result.events if "SIGKILL" in e]
+    return _expect(len(kills) == count, f"{len(kills)} kills done, expected {count}: {result.events}")
+
+
+def _scaled_up_and_down(result: PatternResult) -> list[str]:
+    ready = result.ready_pods()
+    peak = max(ready, default=0)
+    after_peak = ready[ready.index(peak) :] if ready else []
+    return _expect(peak >= 3, f"never scaled up: ready pods {ready}") + _expect(
+        min(after_peak, default=peak) < peak, f"never scaled down under load: ready pods {ready}"
+    )
+
+
+def _to_zero_and_back(result: PatternResult) -> list[str]:
+    ready = result.ready_pods()
+    zero = ready.index(0) if 0 in ready else None
+    return _expect(zero is not None, f"never at zero pods: {ready}") + _expect(
+        zero is not None and max(ready[zero:], default=0) >= 1, f"never back from zero: {ready}"
+    )
+
+
+def _served(result: PatternResult, key: str) -> list[str]:
+    return _expect(result.served().get(key, 0) > 0, f"no request served {key}: {result.served()}")
+
+
+def patterns() -> list[Pattern]:
+    """Every pattern the conservation test and benchmark run."""
+    at_zero = {"initial-scale": "0", "min-scale": "0", "max-scale": "4", "target": "1"}
+    two = {"min-scale": "2", "max-scale": "2"}
+    return [
+        Pattern(
+            "proxy",
+            "issue 11 item 1: http.server, cc 4, min-scale 2, max-scale 4, activator in the path, 16 clients",
+            stack_yaml("web", HTTP_SERVER, 4, {"min-scale": "2", "max-scale": "4"}),
+            _ready_at_least(2),
+            "2 ready pods",
+            lambda s: [Phase(16, 4 * s)],
+            lambda r: _modes(r, {"proxy"}) + _served(r, "via_activator"),
+        ),
+        Pattern(
+            "proxy-hey",
+            "the same stack and 16 connections, counted by hey",
+            stack_yaml("web", HTTP_SERVER, 4, {"min-scale": "2", "max-scale": "4"}),
+            _ready_at_least(2),
+            "2 ready pods",
+            lambda s: [Phase(16, 4 * s)],
+            lambda r: _served(r, "via_activator"),
+            client="hey",
+        ),
+        Pattern(
+            "zero-and-back",
+            "cc 1, target 1, starts at zero: held, scaled from zero, idle to zero, back from zero",
+            stack_yaml("web", sample_app(0.02), 1, at_zero, {"allow-zero-initial-scale": "true"}),
+            lambda row: row["pods"] == 0,
+            "zero pods",
+            lambda s: [
+                Phase(8, 3 * s),
+                Phase(0, 25, until=lambda row: row["pods"] == 0, until_what="scaled to zero"),
+                Phase(8, 3 * s),
+            ],
+            lambda r: _to_zero_and_back(r) + _modes(r, {"proxy"}),
+        ),
+        Pattern(
+            "serve",
+            "min-scale 2, target-burst-capacity 0: straight to the queue-proxies, 16 clients",
+            stack_yaml("web", HTTP_SERVER, 4, two | {"target-burst-capacity": "0"}),
+            lambda row: row["ready_pods"] >= 2 and row["mode"] == "serve",
+            "2 ready pods in serve mode",
+            lambda s: [Phase(16, 4 * s)],
+            lambda r: _modes(r, {"serve"}) + _served(r, "direct"),
+        ),
+        Pattern(
+            "mode-flip",
+            "2 pods of cc 4, burst capacity 4: 2 → 10 → 2 clients of 50 ms work cross EBC = 0 both ways",
+            stack_yaml("web", sample_app(0.05), 4, two | {"target-burst-capacity": "4"}),
+            lambda row: row["ready_pods"] >= 2 and row["mode"] == "serve",
+            "2 ready pods in serve mode",
+            lambda s: [
+                Phase(2, 2 * s),
+                Phase(10, 30, until=lambda row: row["mode"] == "proxy", until_what="flipped to proxy"),
+                Phase(10, 2 * s),
+                Phase(2, 30, until=lambda row: row["mode"] == "serve", until_what="flipped to serve"),
+                Phase(2, 1 * s),
+            ],
+            lambda r: _served(r, "direct") + _served(r, "via_activator"),
+        ),
+        Pattern(
+            "scale-up-down",
+            "cc 2, target 1, serve mode: 1 → 8 → 1 clients of 50 ms work; pods drained while load goes on",
+            stack_yaml(
+                "web",
+                sample_app(0.05),
+                2,
+                {"target": "1", "min-scale": "1", "max-scale": "6", "target-burst-capacity": "0"},
+                {"panic-threshold-percentage": "1000"},
+            ),
+            _ready_at_least(1),
+            "1 ready pod",
+            lambda s: [
+                Phase(1, 1 * s),
+                Phase(8, 30, until=lambda row: row["ready_pods"] >= 3, until_what="scaled to 3+ pods"),
+                Phase(8, 2 * s),
+                Phase(1, 30, until=lambda row: row["ready_pods"] <= 2, until_what="scaled down to 2 pods"),
+                Phase(1, 1 * s),
+            ],
+            _scaled_up_and_down,
+        ),
+        Pattern(
+            "kill-proxy-mode",
+            "2 pods, activator in the path, 16 clients: SIGKILL one pod's user container, then a queue-proxy",
+            stack_yaml("web", sample_app(0.005), 4, two),
+            _ready_at_least(2),
+            "2 ready pods",
+            lambda s: [
+                Phase(16, 1.5 * s),
+                Phase(16, 2 * s, action=kill_action("user")),
+                Phase(16, 2 * s, action=kill_action("queue-proxy")),
+            ],
+            lambda r: _kills(r, 2) + _modes(r, {"proxy"}),
+        ),
+        Pattern(
+            "kill-serve-mode",
+            "2 pods, serve mode, 16 clients: SIGKILL one pod's user container, then a queue-proxy",
+            stack_yaml("web", sample_app(0.005), 4, two | {"target-burst-capacity": "0"}),
+            lambda row: row["ready_pods"] >= 2 and row["mode"] == "serve",
+            "2 ready pods in serve mode",
+            lambda s: [
+                Phase(16, 1.5 * s),
+                Phase(16, 2 * s, action=kill_action("user")),
+                Phase(16, 2 * s, action=kill_action("queue-proxy")),
+            ],
+            lambda r: _kills(r, 2) + _served(r, "direct"),
+        ),
+    ]
+
+
+HEY_RATE_GUESS = 1500
+"""Requests per second hey is asked for (it sends a count, not a duration): about what kpa up's proxy
+mode serves on a shared 2-core machine, so a hey phase lasts roughly its nominal seconds."""
+
+
+async def run_named(pattern: Pattern, workdir: Path, scale: float = 1.0) -> PatternResult:
+    """Start `kpa up` with the pattern's stack, wait for its ready state, drive its phases (raw clients
+    or hey), and stop `kpa up` (which must leave no pod process)."""
+    timeout = TIMEOUT_SECONDS + MARGIN
+    async with KpaUp(pattern.stack, workdir, revision=pattern.host) as up:
+        await wait_for(up, pattern.ready, 30, pattern.ready_what)
+        if pattern.client == "raw":
+            return await run_pattern(
+                pattern.name, up, pattern.phases(scale), host=pattern.host, timeout=timeout
+            )
+        (phase,) = pattern.phases(scale)
+        before, started = up.usage(), time.monotonic()
+        requests = max(phase.clients, round(phase.seconds * HEY_RATE_GUESS))
+        tally, report = await run_hey(up.entry, pattern.host, requests, phase.clients, timeout)
+        seconds = time.monotonic() - started
+        status = await up.status()
+        row = dict(up.row(status), served=status.get("served", {}))
+        samples = [(seconds, row)]
+        return PatternResult(
+            pattern.name, tally, seconds, samples, before, up.usage(), [], hey_percentiles(report)
+        )
