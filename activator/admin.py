@@ -9,10 +9,16 @@ Small on purpose — everything an autoscaler needs to drive the activator and n
     PUT    /revisions/{namespace}/{name}          config fields -> status (creates or updates)
     DELETE /revisions/{namespace}/{name}          {"removed": "ns/name"}; held requests get 503
     PUT    /revisions/{namespace}/{name}/endpoints  {"addresses": ["host:port", ...]} -> status
+    GET    /revisions/{namespace}/{name}/auth     the revision's data-path authentication ({} if none)
+    PUT    /revisions/{namespace}/{name}/auth     {"bearer_tokens_file", "jwks_url", "jwt_issuer",
+                                                  "jwt_audience"} -> the same; DELETE turns it off
     GET    /activators, PUT /activators           {"index": i, "count": n}
 
-Errors are JSON ``{"error": "..."}`` with 400 (bad input, naming the field), 404 (unknown revision
-or path) or 405. The full contract is in docs/activator.md.
+Every call but a GET (or HEAD) changes what the activator does — where a revision's requests go,
+whether they need credentials — so it needs ``Authorization: Bearer <admin token>``: 401 with
+``WWW-Authenticate: Bearer`` without one, 403 with a wrong one, 403 for every such call when the
+process has no admin token at all. Errors are JSON ``{"error": "..."}`` with 400 (bad input, naming
+the field), 404 (unknown revision or path) or 405. The full contract is in docs/activator.md.
 """
 
 from __future__ import annotations
@@ -23,28 +29,40 @@ from typing import Any
 from activator.config import ConfigError, RevisionConfig
 from activator.server import Activator
 from autoscaler.stat import RevisionKey
+from queueproxy.auth import AuthConfigError, AuthSpec, TokenSet, check_admin
+from queueproxy.gate import AuthGate
 from queueproxy.http11 import Request, Response
 
 MAX_BODY = 1 << 20
 _JSON = b"application/json"
+_READ_ONLY = (b"GET", b"HEAD")
+REALM = "kpa-activator-admin"
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str, allow: bytes | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, allow: bytes | None = None, challenge: bytes | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.allow = allow
+        self.challenge = challenge
 
 
 class AdminApi:
-    def __init__(self, activator: Activator) -> None:
+    """The control API of one activator; ``admin_token`` None refuses every state-changing call."""
+
+    def __init__(self, activator: Activator, admin_token: str | None = None) -> None:
         self.activator = activator
+        self._tokens = TokenSet([admin_token]) if admin_token else None
 
     async def handle(self, request: Request, response: Response) -> None:
         try:
             status, document = await self._route(request)
         except _HttpError as exc:
             headers = [(b"allow", exc.allow)] if exc.allow else []
+            if exc.challenge:
+                headers.append((b"www-authenticate", exc.challenge))
             response.send(exc.status, _encode({"error": str(exc)}), headers, _JSON)
             return
         if isinstance(document, str):
@@ -54,6 +72,10 @@ class AdminApi:
 
     async def _route(self, request: Request) -> tuple[int, Any]:
         method = request.method
+        if method not in _READ_ONLY:
+            denial = check_admin(request.header(b"authorization"), self._tokens)
+            if denial is not None:
+                raise _HttpError(denial.status, denial.reason, challenge=denial.challenge(REALM))
         parts = [p for p in request.path.split("/") if p]
         activator = self.activator
         if parts == ["healthz"]:
@@ -77,8 +99,10 @@ class AdminApi:
         if parts == ["revisions"]:
             _allow(method, b"GET")
             return 200, {"revisions": [activator.revision_status(key) for key in activator.revisions()]}
-        if len(parts) in (3, 4) and parts[0] == "revisions" and (len(parts) == 3 or parts[3] == "endpoints"):
+        if len(parts) in (3, 4) and parts[0] == "revisions" and (len(parts) == 3 or parts[3] in _SUBPATHS):
             key = RevisionKey(parts[1], parts[2])
+            if len(parts) == 4 and parts[3] == "auth":
+                return 200, await self._auth(request, key)
             if len(parts) == 4:
                 _allow(method, b"PUT")
                 return 200, await self._put_endpoints(request, key)
@@ -88,6 +112,7 @@ class AdminApi:
             _known(activator, key)
             if method == b"DELETE":
                 activator.remove_revision(key)
+                activator.auth_gates.pop(key, None)
                 return 200, {"removed": str(key)}
             return 200, activator.revision_status(key)
         raise _HttpError(404, f"no such admin path {request.path!r}; see docs/activator.md")
@@ -103,6 +128,23 @@ class AdminApi:
         self.activator.set_revision(config)
         return self.activator.revision_status(key)
 
+    async def _auth(self, request: Request, key: RevisionKey) -> dict[str, Any]:
+        _allow(request.method, b"GET", b"PUT", b"DELETE")
+        _known(self.activator, key)
+        gates = self.activator.auth_gates
+        if request.method == b"PUT":
+            try:
+                spec = AuthSpec.from_json(await _read_json(request), "auth body")
+                gate = AuthGate.load(key.name, spec)
+            except AuthConfigError as exc:
+                raise _HttpError(400, str(exc)) from None
+            gate.prefetch()
+            gates[key] = gate
+        elif request.method == b"DELETE":
+            gates.pop(key, None)
+        gate = gates.get(key)
+        return gate.spec.to_json() if gate is not None else {}
+
     async def _put_endpoints(self, request: Request, key: RevisionKey) -> dict[str, Any]:
         _known(self.activator, key)
         doc = await _read_json(request)
@@ -110,6 +152,9 @@ class AdminApi:
             raise _HttpError(400, 'endpoints body must be {"addresses": ["host:port", ...]}')
         _config_call(self.activator.set_endpoints, key, doc["addresses"])
         return self.activator.revision_status(key)
+
+
+_SUBPATHS = ("endpoints", "auth")
 
 
 def _allow(method: bytes, *allowed: bytes) -> None:

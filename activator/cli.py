@@ -1,10 +1,14 @@
 """`kpa activator`: run the activator as its own process.
 
     kpa activator --port 8012 --admin-port 8085 --autoscaler-url http://127.0.0.1:8080/stats \\
+        --admin-token-file admin.token \\
         --revisions revisions.yaml --revision hello.default:cc=1,endpoints=127.0.0.1:9001
 
-Revisions come from a YAML/JSON file (``--revisions``), from ``--revision`` flags, or later from the
-admin API. Once listening it prints one JSON line — ``{"event": "listening", "serving_port": ...,
+Revisions come from a YAML/JSON file (``--revisions``, where an entry's ``auth`` turns on data-path
+authentication), from ``--revision`` flags, or later from the admin API. The admin API listens on
+``--admin-host`` (loopback by default, whatever ``--host`` is); its state-changing calls need the
+token of ``--admin-token-file`` or ``KPA_ADMIN_TOKEN``, and are all refused when neither is given.
+Once listening it prints one JSON line — ``{"event": "listening", "serving_port": ...,
 "admin_port": ..., ...}`` — so a parent that passed port 0 learns the real ports. SIGTERM or SIGINT
 stops it gracefully: health checks fail, held requests get 503, in-flight requests finish.
 """
@@ -23,10 +27,13 @@ from typing import Any
 
 import yaml
 
+from activator.admin import AdminApi
 from activator.config import ConfigError, RevisionConfig, check_activator_slot
 from activator.probing import DEFAULT_PROBE_FREQUENCY, DEFAULT_PROBE_TIMEOUT
 from activator.server import Activator, parse_address
 from activator.sinks import HttpStatSink
+from queueproxy.auth import ADMIN_TOKEN_ENV, AuthConfigError, AuthSpec
+from queueproxy.gate import AuthGate, load_admin_token
 
 DEFAULT_ADMIN_PORT = 8085
 _SPEC_KEYS = {"cc": "container_concurrency", "timeout": "timeout_seconds", "queue-bound": "queue_bound"}
@@ -74,8 +81,15 @@ def parse_revision_spec(spec: str) -> tuple[RevisionConfig, list[str]]:
     return RevisionConfig.from_json(doc), endpoints
 
 
-def load_revisions_file(path: Path) -> list[tuple[RevisionConfig, list[str]]]:
-    """A list of revision objects (config fields plus ``endpoints``), bare or under ``revisions:``."""
+Revision = tuple[RevisionConfig, list[str], AuthGate | None]
+
+
+def load_revisions_file(path: Path) -> list[Revision]:
+    """Revision objects (config fields plus ``endpoints`` and ``auth``), bare or under ``revisions:``.
+
+    ``auth`` is the data-path authentication of the revision (see docs/security.md); a relative
+    tokens file is read from the revisions file's folder.
+    """
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -89,34 +103,78 @@ def load_revisions_file(path: Path) -> list[tuple[RevisionConfig, list[str]]]:
             raise ConfigError(f"--revisions {path}: entry {index} must be an object")
         fields = dict(item)
         endpoints = fields.pop("endpoints", [])
+        auth = fields.pop("auth", None)
         if not isinstance(endpoints, list):
             raise ConfigError(f"--revisions {path}: entry {index} endpoints must be a list of host:port")
         try:
-            loaded.append((RevisionConfig.from_json(fields), [str(a) for a in endpoints]))
-        except ConfigError as exc:
+            config = RevisionConfig.from_json(fields)
+            gate = None
+            if auth is not None:
+                spec = AuthSpec.from_json(auth, "auth")
+                gate = AuthGate.load(config.name, spec, base=path.resolve().parent)
+            loaded.append((config, [str(a) for a in endpoints], gate))
+        except (ConfigError, AuthConfigError) as exc:
             raise ConfigError(f"--revisions {path}: entry {index}: {exc}") from None
     return loaded
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="address of the serving port (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8012, help="serving port (0: pick a free one)")
-    parser.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT,
-                        help=f"control API and /metrics port (default {DEFAULT_ADMIN_PORT}; 0: free port)")
-    parser.add_argument("--autoscaler-url", default=env("AUTOSCALER_URL"),
-                        help="where to POST stats, e.g. http://127.0.0.1:8080/stats (env AUTOSCALER_URL)")
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=DEFAULT_ADMIN_PORT,
+        help=f"control API and /metrics port (default {DEFAULT_ADMIN_PORT}; 0: free port)",
+    )
+    parser.add_argument(
+        "--admin-host",
+        default="127.0.0.1",
+        help="address of the admin port (default 127.0.0.1 whatever --host is; see "
+        "docs/security.md before exposing it)",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        default=None,
+        metavar="FILE",
+        help=f"file whose first line is the admin token (else env {ADMIN_TOKEN_ENV}; with "
+        "neither, every state-changing admin call is refused)",
+    )
+    parser.add_argument(
+        "--autoscaler-url",
+        default=env("AUTOSCALER_URL"),
+        help="where to POST stats, e.g. http://127.0.0.1:8080/stats (env AUTOSCALER_URL)",
+    )
     parser.add_argument("--revisions", type=Path, help="YAML/JSON file listing revisions and their endpoints")
-    parser.add_argument("--revision", action="append", default=[], metavar="SPEC",
-                        help="name[.namespace][:cc=N,timeout=S,queue-bound=N,endpoints=H:P+H:P] (repeatable)")
-    parser.add_argument("--pod-name", default=env("POD_NAME", "activator"),
-                        help="name in the stats this activator sends (env POD_NAME)")
-    parser.add_argument("--probe-frequency", default=env("PROBE_FREQUENCY", str(DEFAULT_PROBE_FREQUENCY)),
-                        help="seconds between probes of a pod not yet healthy (env PROBE_FREQUENCY; 0.2)")
-    parser.add_argument("--probe-timeout", default=env("PROBE_TIMEOUT", str(DEFAULT_PROBE_TIMEOUT)),
-                        help="seconds one probe may take (env PROBE_TIMEOUT, default 0.3)")
-    parser.add_argument("--activator-index", type=int, default=-1,
-                        help="this replica's index among --activator-count replicas (-1: use every pod)")
+    parser.add_argument(
+        "--revision",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="name[.namespace][:cc=N,timeout=S,queue-bound=N,endpoints=H:P+H:P] (repeatable)",
+    )
+    parser.add_argument(
+        "--pod-name",
+        default=env("POD_NAME", "activator"),
+        help="name in the stats this activator sends (env POD_NAME)",
+    )
+    parser.add_argument(
+        "--probe-frequency",
+        default=env("PROBE_FREQUENCY", str(DEFAULT_PROBE_FREQUENCY)),
+        help="seconds between probes of a pod not yet healthy (env PROBE_FREQUENCY; 0.2)",
+    )
+    parser.add_argument(
+        "--probe-timeout",
+        default=env("PROBE_TIMEOUT", str(DEFAULT_PROBE_TIMEOUT)),
+        help="seconds one probe may take (env PROBE_TIMEOUT, default 0.3)",
+    )
+    parser.add_argument(
+        "--activator-index",
+        type=int,
+        default=-1,
+        help="this replica's index among --activator-count replicas (-1: use every pod)",
+    )
     parser.add_argument("--activator-count", type=int, default=1)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -130,11 +188,16 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--autoscaler-url={url!r}: must be an http:// or https:// URL")
     check_activator_slot(args.activator_index, args.activator_count)
     revisions = load_revisions_file(args.revisions) if args.revisions else []
-    revisions += [parse_revision_spec(spec) for spec in args.revision]
-    for _, endpoints in revisions:
+    revisions += [(*parse_revision_spec(spec), None) for spec in args.revision]
+    for _, endpoints, _ in revisions:
         for address in endpoints:
             parse_address(address)
+    try:
+        admin_token = load_admin_token(args.admin_token_file, os.environ)
+    except AuthConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return {
+        "admin_token": admin_token,
         "probe_frequency": parse_duration(args.probe_frequency, "--probe-frequency"),
         "probe_timeout": parse_duration(args.probe_timeout, "--probe-timeout"),
         "revisions": revisions,
@@ -151,20 +214,40 @@ async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> None:
         activator_index=args.activator_index,
         activator_count=args.activator_count,
     )
-    ports = await activator.start(args.host, args.port, admin_port=args.admin_port)
-    for config, endpoints in settings["revisions"]:
+    admin = AdminApi(activator, settings["admin_token"])
+    ports = await activator.start(
+        args.host,
+        args.port,
+        admin_port=args.admin_port,
+        admin_host=args.admin_host,
+        admin_handler=admin.handle,
+    )
+    for config, endpoints, gate in settings["revisions"]:
         activator.set_revision(config)
         activator.set_endpoints(config.key, endpoints)
+        if gate is not None:
+            gate.prefetch()
+            activator.auth_gates[config.key] = gate
     if sink is None:
         logging.getLogger("activator").warning("no --autoscaler-url: stats are not sent anywhere")
-    print(json.dumps({
-        "event": "listening",
-        "host": args.host,
-        "serving_port": ports.serving,
-        "admin_port": ports.admin,
-        "pid": os.getpid(),
-        "revisions": [str(key) for key in activator.revisions()],
-    }), flush=True)
+    if settings["admin_token"] is None:
+        logging.getLogger("activator").warning(
+            "no --admin-token-file or %s: state-changing admin calls are refused", ADMIN_TOKEN_ENV
+        )
+    print(
+        json.dumps(
+            {
+                "event": "listening",
+                "host": args.host,
+                "serving_port": ports.serving,
+                "admin_host": args.admin_host,
+                "admin_port": ports.admin,
+                "pid": os.getpid(),
+                "revisions": [str(key) for key in activator.revisions()],
+            }
+        ),
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -174,8 +257,11 @@ async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         settings = _settings(args)
     except ConfigError as exc:

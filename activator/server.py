@@ -34,6 +34,7 @@ from activator.sinks import RevisionStat, StatSink
 from activator.throttler import Expired, Grant, RevisionThrottler
 from autoscaler.stat import RevisionKey
 from queueproxy.breaker import Admission
+from queueproxy.gate import PASS, AuthGate
 from queueproxy.http11 import Handler, HttpServer, Limits, Request, Response
 from queueproxy.upstream import Dispatched, UpstreamConnectError, UpstreamError, UpstreamPool
 
@@ -319,6 +320,8 @@ class Activator:
         self._servers: list[HttpServer] = []
         self._reporting: asyncio.Task[None] | None = None
         self._draining = False
+        # Per-revision data-path authentication, checked before a request is held, counted or reported.
+        self.auth_gates: dict[RevisionKey, AuthGate] = {}
 
     # -- control API ---------------------------------------------------------------------------
 
@@ -424,9 +427,14 @@ class Activator:
         port: int | None = 8012,
         *,
         admin_port: int | None = None,
+        admin_host: str = "127.0.0.1",
         admin_handler: Handler | None = None,
     ) -> BoundPorts:
-        """Start reporting stats and, unless ``port`` is None, serving; 0 picks a free port."""
+        """Start reporting stats and, unless ``port`` is None, serving; 0 picks a free port.
+
+        The admin API listens on ``admin_host`` (loopback unless told otherwise, whatever ``host`` is);
+        without an ``admin_handler`` it refuses every state-changing call (no admin token).
+        """
         self._loop = asyncio.get_running_loop()
         if self._reporting is None:
             self._reporting = self._loop.create_task(self._report_forever())
@@ -442,7 +450,7 @@ class Activator:
 
                 admin_handler = AdminApi(self).handle
             server = HttpServer(admin_handler, name="activator-admin")
-            _, admin = await server.start(host, admin_port)
+            _, admin = await server.start(admin_host, admin_port)
             self._servers.append(server)
         return BoundPorts(serving, admin)
 
@@ -504,6 +512,9 @@ class Activator:
             response.send(404, routed.reason.encode() + b"\n")
             self.metrics.count_request("", "", 404)
             return
+        gate = self.auth_gates.get(routed)
+        if gate is not None and (screened := gate.screen(request, response, self.handle)) is not PASS:
+            return screened
         revision = self._revisions[routed]
         arrived = self._now()
         immediate = self._reporter.request_in(routed, arrived)

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import jwt
@@ -58,8 +58,8 @@ class Denial:
 
     def challenge(self, realm: str) -> bytes | None:
         """The ``WWW-Authenticate`` value (401 and 403 only)."""
-        if self.status not in (401, 403):
-            return None
+        if self.status != 401 and self.error is None:
+            return None  # 503, or a 403 no credentials could fix
         value = f'Bearer realm="{_quoted(realm)}"'
         if self.error:
             value += f', error="{self.error}", error_description="{_quoted(self.reason)}"'
@@ -188,6 +188,17 @@ class AuthSpec:
         if not ours:
             return None
         return cls(ours.get(TOKENS_FILE), ours.get(JWKS_URL), ours.get(JWT_ISSUER), ours.get(JWT_AUDIENCE))
+
+    @classmethod
+    def from_json(cls, doc: Any, source: str) -> AuthSpec:
+        """From the JSON form :meth:`to_json` writes (the activator's revisions file and admin API)."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(doc, dict) or not set(doc) <= set(names):
+            raise AuthConfigError(f"{source}: must be an object with some of {', '.join(names)}")
+        return cls(**doc)
+
+    def to_json(self) -> dict[str, str]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     def annotations(self) -> dict[str, str]:
         values = (self.bearer_tokens_file, self.jwks_url, self.jwt_issuer, self.jwt_audience)

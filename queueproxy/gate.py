@@ -1,20 +1,22 @@
-"""Per-revision authentication of the data path, applied to one HTTP request.
+"""The shell of ``queueproxy.auth``: reads credentials, and applies data-path verdicts to requests.
 
 The same gate stands in front of every way into a revision: the queue-proxy (serve and proxy mode
 alike), `kpa up`'s entry and the standalone activator (before a request can be held, counted or
 reported, so an unauthenticated request never wakes a revision from zero). The verdict is the pure
 ``queueproxy.auth.verify_request``; this shell reads the tokens file once, holds the JWKS cache and
 writes the answer. Health checks and network probes are answered before the gate and stay open.
+``load_admin_token`` finds the admin token of a process (`kpa activator`, `kpa up`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
 from queueproxy.auth import (
+    ADMIN_TOKEN_ENV,
     TOKENS_FILE,
     AuthConfigError,
     AuthSpec,
@@ -29,6 +31,24 @@ from queueproxy.jwks import JwksCache
 
 PASS: Literal[True] = True
 RETRY_AFTER_SECONDS = b"5"
+
+
+def load_admin_token(token_file: str | None, env: Mapping[str, str]) -> str | None:
+    """The admin token from ``--admin-token-file`` (first line), else ``KPA_ADMIN_TOKEN``; None if neither."""
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip().partition("\n")[0].strip()
+        except OSError as exc:
+            raise AuthConfigError(
+                f"--admin-token-file {token_file}: cannot read: {exc.strerror or exc}"
+            ) from None
+        if not token:
+            raise AuthConfigError(
+                f"--admin-token-file {token_file}: is empty; write the token on its first line"
+            )
+        return token
+    return env.get(ADMIN_TOKEN_ENV, "").strip() or None
+
 
 # How a gate hands an authorized request back to its server: called again from inside a task.
 Again = Callable[..., Awaitable[None] | None]

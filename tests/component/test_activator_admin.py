@@ -7,13 +7,21 @@ import asyncio
 import httpx
 from activator_fixtures import Pod, run
 
+from activator.admin import AdminApi
 from activator.server import Activator
+
+ADMIN_TOKEN = "test-admin-token"
 
 
 async def start():
     activator = Activator()
-    ports = await activator.start("127.0.0.1", 0, admin_port=0)
-    admin = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.admin}", timeout=5.0)
+    admin_api = AdminApi(activator, ADMIN_TOKEN)
+    ports = await activator.start("127.0.0.1", 0, admin_port=0, admin_handler=admin_api.handle)
+    admin = httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{ports.admin}",
+        timeout=5.0,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
     data = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.serving}", timeout=5.0)
     return activator, admin, data
 

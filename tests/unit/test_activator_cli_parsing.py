@@ -38,8 +38,9 @@ def test_revisions_file_takes_a_list_or_a_revisions_key(tmp_path):
     listed.write_text("- {name: a, container_concurrency: 1, endpoints: ['127.0.0.1:1']}\n")
     keyed = tmp_path / "b.json"
     keyed.write_text('{"revisions": [{"name": "b", "namespace": "ml"}]}')
-    assert load_revisions_file(listed) == [(RevisionConfig("a", container_concurrency=1), ["127.0.0.1:1"])]
-    assert load_revisions_file(keyed) == [(RevisionConfig("b", "ml"), [])]
+    first = (RevisionConfig("a", container_concurrency=1), ["127.0.0.1:1"], None)
+    assert load_revisions_file(listed) == [first]
+    assert load_revisions_file(keyed) == [(RevisionConfig("b", "ml"), [], None)]
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ def allowed(module: str) -> set[str] | None:
         return {"autoscaler.stat"}
     if package == "activator":
         return {"autoscaler.stat", "queueproxy.breaker", "queueproxy.stats", "queueproxy.http11",
-                "queueproxy.upstream"}  # fmt: skip
+                "queueproxy.upstream", "queueproxy.auth", "queueproxy.gate"}  # fmt: skip
     if package == "predictor":
         return set()
     if package == "simulation":
