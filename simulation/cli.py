@@ -1,4 +1,9 @@
-"""``kpa simulate SCENARIO.yaml --out DIR [--seed N]``: one scenario, its report, timeline and plot."""
+"""``kpa simulate SCENARIO.yaml --out DIR [--seed N]``: one scenario, its report, timeline and plot.
+
+The timeline is written to timeline.csv while the run goes, so a long run's memory stays flat; a
+progress bar (simulated seconds done, requests per wall second) is shown on a terminal, or with
+``--progress``, never into a pipe or a test's captured output.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from rich.table import Table
 
 from simulation.engine import Simulation
 from simulation.plots import plot_timeline
-from simulation.report import summarize, timeline_rows, write_report, write_timeline
+from simulation.report import TimelineWriter, summarize, write_report
 from simulation.scenario import Scenario, ScenarioError, load_scenario
 
 
@@ -22,6 +27,51 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory for report.json, timeline.csv/png")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's seed)")
     parser.add_argument("--no-plot", action="store_true", help="skip timeline.png")
+    add_progress_option(parser)
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (default: only when stderr is a terminal)",
+    )
+
+
+def progress_console(args: argparse.Namespace) -> Console | None:
+    """Where to draw progress bars: stderr when it is a terminal or ``--progress`` asked; else nowhere."""
+    wanted = sys.stderr.isatty() if args.progress is None else args.progress
+    return Console(stderr=True, force_terminal=args.progress or None) if wanted else None
+
+
+def simulation_progress(console: Console) -> Progress:
+    """A bar of simulated seconds done, with the requests simulated per wall second."""
+    return Progress(
+        TextColumn("[bold]simulating"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} simulated s"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def run_with_progress(sim: Simulation, console: Console | None) -> Simulation:
+    """``sim.run()``, drawing :func:`simulation_progress` on ``console`` when there is one."""
+    if console is None:
+        return sim.run()
+    with simulation_progress(console) as progress:
+        task = progress.add_task("simulate", total=sim.duration, rate="")
+
+        def update(now: float) -> None:
+            elapsed = progress.tasks[task].elapsed or 0.0
+            rate = f"{sim.arrivals / elapsed:,.0f} req/s" if elapsed > 0 else ""
+            progress.update(task, completed=now, rate=rate)
+
+        return sim.run(progress=update)
 
 
 def simulate(
@@ -32,29 +82,21 @@ def simulate(
     plot: bool = True,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Run ``scenario`` and write its three files to ``out``; returns the report."""
+    """Run ``scenario`` and write its three files to ``out``; returns the report.
+
+    timeline.csv is written while the run goes (memory does not grow with the duration); a progress
+    bar is drawn on ``console`` if given.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    sim = Simulation(scenario, seed)
-    if console is None:
-        sim.run()
-    else:
-        with Progress(
-            TextColumn("[bold]simulating"),
-            BarColumn(),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} simulated s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("simulate", total=scenario.duration)
-            sim.run(progress=lambda now: progress.update(task, completed=now))
+    with TimelineWriter(out / "timeline.csv") as timeline:
+        sim = run_with_progress(Simulation(scenario, seed, timeline=timeline), console)
     report = summarize(sim)
     write_report(report, out / "report.json")
-    write_timeline(sim, out / "timeline.csv")
     if plot:
         title = f"{scenario.source or 'scenario'} — seed {sim.seed}"
-        plot_timeline(timeline_rows(sim), out / "timeline.png", title)
+        if timeline.stride > 1:
+            title += f" (every {timeline.stride} s shown)"
+        plot_timeline(timeline.plot_rows(), out / "timeline.png", title)
     return report
 
 
@@ -100,12 +142,17 @@ def report_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def explain(error: ScenarioError, path: Path, command: str, console: Console) -> None:
+    """Print why the scenario cannot run: ``kpa CMD: FILE:LINE:COLUMN: key.path=value: reason``."""
+    console.print(f"kpa {command}: {error.located(path)}", style="red", markup=False, highlight=False)
+
+
 def load_or_explain(path: Path, command: str, console: Console) -> Scenario | None:
     """The scenario at ``path``, or None after printing why it cannot run (the caller exits 2)."""
     try:
         return load_scenario(path)
     except ScenarioError as exc:
-        console.print(f"[red]kpa {command}: {path}: {exc}[/red]")
+        explain(exc, path, command, console)
         return None
 
 
@@ -114,7 +161,13 @@ def run(args: argparse.Namespace) -> int:
     scenario = load_or_explain(args.scenario, "simulate", console)
     if scenario is None:
         return 2
-    report = simulate(scenario, args.out, args.seed, plot=not args.no_plot, console=console)
+    try:
+        report = simulate(
+            scenario, args.out, args.seed, plot=not args.no_plot, console=progress_console(args)
+        )
+    except ScenarioError as exc:  # a bound met during the run (e.g. more pods than one simulation holds)
+        explain(exc, args.scenario, "simulate", console)
+        return 2
     Console(file=sys.stdout).print(report_table(report))
     files = "report.json, timeline.csv" + ("" if args.no_plot else ", timeline.png")
     console.print(f"wrote {files} to {args.out}")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simulation.schema import Node, ScenarioError, join
+from simulation.schema import Node, join
+from simulation.yamldoc import positions_of
 
 KINDS = ("exponential", "constant", "lognormal", "empirical")
 _BLOCK = 4096
@@ -93,22 +94,37 @@ class Empirical:
 Distribution = Exponential | Constant | LogNormal | Empirical
 
 
+MAX_EMPIRICAL_VALUES = 1_000_000  # resampled values kept in memory (a tuple of floats: ~32 MB)
+_EXPECTED = (
+    "expected a number >= 0 (one per line; # comments, blank lines and text after a comma are ignored)"
+)
+
+
 def read_values(path: Path) -> tuple[float, ...]:
-    """One number per line (the first comma-separated field); blank lines and ``#`` comments skipped."""
+    """One number per line (the first comma-separated field); blank lines and ``#`` comments skipped.
+
+    Errors give the line number and what was expected, never the line itself: the file may be any
+    file on the machine, and its first line may be a secret.
+    """
     values: list[float] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        field = line.split("#", 1)[0].split(",", 1)[0].strip()
-        if not field:
-            continue
-        try:
-            value = float(field)
-        except ValueError:
-            raise ValueError(f"line {number}: {field!r} is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"line {number}: {field!r} must be a finite number >= 0")
-        values.append(value)
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            field = line.split("#", 1)[0].split(",", 1)[0].strip()
+            if not field:
+                continue
+            try:
+                value = float(field)
+            except ValueError:
+                raise ValueError(f"line {number}: {_EXPECTED}") from None
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"line {number}: {_EXPECTED}")
+            if len(values) == MAX_EMPIRICAL_VALUES:
+                raise ValueError(
+                    f"line {number}: more than {MAX_EMPIRICAL_VALUES:,} values; resample the file"
+                )
+            values.append(value)
     if not values:
-        raise ValueError("no values")
+        raise ValueError("no values: expected one number per line")
     return tuple(values)
 
 
@@ -125,14 +141,16 @@ def parse_distribution(node: Node, base_dir: Path) -> Distribution:
         return LogNormal(node.number("mean", above=0), node.number("sd", above=0))
     node.only(("dist", "file", "values"))
     if node.has("values") == node.has("file"):
-        raise ScenarioError(
-            f"{node.path}: empirical needs exactly one of file (one value per line) or values"
-        )
+        raise node.fail("empirical needs exactly one of file (one value per line) or values")
     if node.has("values"):
         raw = node.raw("values")
         if not isinstance(raw, list) or not raw:
             raise node.error("values", "expected a non-empty list of numbers")
-        items = Node.of(dict(enumerate(raw)), join(node.path, "values"))
+        if len(raw) > MAX_EMPIRICAL_VALUES:
+            raise node.error("values", f"more than {MAX_EMPIRICAL_VALUES:,} values")
+        items = Node(
+            dict(enumerate(raw)), join(node.path, "values"), node.position("values"), positions_of(raw)
+        )
         return Empirical(tuple(items.number(i, minimum=0) for i in range(len(raw))), "inline")
     values, path = node.load("file", base_dir, read_values)
     return Empirical(values, path.name)

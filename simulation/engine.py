@@ -12,6 +12,11 @@ What runs here is plumbing and timing; every decision comes from the real code:
 Events are plain ``simpy`` timeouts with callbacks — one for each arrival and one for each service
 completion — rather than a process per request, which keeps a simulated request at a few
 microseconds of wall time.
+
+Memory does not grow with the duration: timeline rows go to a sink one simulated second at a time
+(the command line streams them to timeline.csv), per-second counts live in a ring of four seconds,
+latencies in a bounded :class:`~simulation.sample.Sample`, and a pod that is gone leaves only its
+four times behind. What a run may cost is bounded up front by :mod:`simulation.limits`.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import itertools
 import math
 import random
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import simpy
@@ -33,7 +40,9 @@ from autoscaler.scaling import TICK_INTERVAL
 from autoscaler.stat import Stat
 from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
 from simulation.activator import Activator
+from simulation.limits import check_pods
 from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod, Request, reusable_event
+from simulation.sample import Sample
 from simulation.scenario import Scenario
 
 CONTROL_INTERVAL = 1.0  # Knative's scrape period; timeline rows are taken at the same ticks
@@ -41,6 +50,7 @@ DECISION_EVERY = round(TICK_INTERVAL / CONTROL_INTERVAL)  # control ticks per de
 ACTIVATOR_REPORT_PHASE = 0.5  # the activator's 1 s reports run half a second off the scrape
 
 COMPLETED, REJECTED, TIMED_OUT = "completed", "rejected", "timed_out"
+_RING = 4  # seconds of per-second counts kept: a second's row is complete one second after it starts
 
 
 @dataclass
@@ -52,13 +62,22 @@ class Counters:
     rejected: int = 0
     timed_out: int = 0
     cold: int = 0
-    latencies: list[float] = field(default_factory=list)
-    waits: list[float] = field(default_factory=list)
+    latencies: Sample = field(default_factory=Sample)
+    waits: Sample = field(default_factory=Sample)
 
 
-@dataclass
+class PodLife(NamedTuple):
+    """When a pod was created, ready, out of the endpoints and gone (None: not yet), for pod figures."""
+
+    created: float
+    ready_at: float | None
+    unready_at: float | None
+    gone_at: float | None
+
+
+@dataclass(slots=True)
 class TimelineRow:
-    """The revision's state at the start of one simulated second."""
+    """The revision's state at the start of one simulated second, and the requests of that second."""
 
     second: int
     desired_pods: int
@@ -73,6 +92,13 @@ class TimelineRow:
     excess_burst_capacity: float
     activator_waiting: int
     in_flight: int
+    arrivals: int = 0
+    completions: int = 0
+    rejections: int = 0
+    timeouts: int = 0
+
+
+TimelineSink = Callable[[TimelineRow], None]
 
 
 def random_streams(seed: int) -> list[np.random.SeedSequence]:
@@ -84,9 +110,16 @@ def random_streams(seed: int) -> list[np.random.SeedSequence]:
 
 
 class Simulation:
-    """Build once per run: ``Simulation(scenario, seed).run()``."""
+    """Build once per run: ``Simulation(scenario, seed).run()``.
 
-    def __init__(self, scenario: Scenario, seed: int | None = None) -> None:
+    Each timeline row goes to ``timeline`` (a callable) once its second is over; without one the rows
+    are kept in :attr:`timeline`, which grows with the duration (fine for the short runs of tests and
+    ``kpa validate``; ``kpa simulate`` streams them to its CSV).
+    """
+
+    def __init__(
+        self, scenario: Scenario, seed: int | None = None, timeline: TimelineSink | None = None
+    ) -> None:
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
         self.settings = scenario.settings
@@ -109,16 +142,21 @@ class Simulation:
         self.warmup = scenario.warmup
         self._timeout = revision.timeout
         self._seconds = math.ceil(self.duration)
-        self.arrivals_per_second = [0] * self._seconds
-        self.completions_per_second = [0] * self._seconds
-        self.rejections_per_second = [0] * self._seconds
-        self.timeouts_per_second = [0] * self._seconds
+        # Counts by second modulo _RING; a second's slot is read and cleared when its row is emitted.
+        self._arrivals = [0] * _RING
+        self._completions = [0] * _RING
+        self._rejections = [0] * _RING
+        self._timeouts = [0] * _RING
+        self._row: TimelineRow | None = None  # the current second's row, emitted when the second is over
         self.timeline: list[TimelineRow] = []
+        self._emit = self.timeline.append if timeline is None else timeline
+        self.arrivals = 0  # every arrival, warm-up included
         self.counters = Counters()
         self.outstanding = 0
         self.scale_events = 0
 
-        self.pods: list[Pod] = []
+        self._alive: dict[int, Pod] = {}  # starting, ready or draining pods by index
+        self._lives = [array("d") for _ in PodLife._fields]  # every pod's times by index; NaN = None
         self.starting: list[Pod] = []
         self.ready: list[Pod] = []
         self.draining: list[Pod] = []
@@ -163,7 +201,7 @@ class Simulation:
         now = self.env._now
         request = Request(now, now + self._timeout)
         self.outstanding += 1
-        self.arrivals_per_second[int(now)] += 1
+        self._arrivals[int(now) % _RING] += 1
         ready = self.ready
         if self._serve and ready:
             if self._round_robin:
@@ -197,22 +235,25 @@ class Simulation:
         self.outstanding -= 1
         second = int(now)
         if second < self._seconds:
-            per_second[second] += 1
+            per_second[second % _RING] += 1
         return request.arrival >= self.warmup
 
     def completed(self, request: Request, now: float) -> None:
-        if self._settle(request, COMPLETED, now, self.completions_per_second):
+        if self._settle(request, COMPLETED, now, self._completions):
             counters = self.counters
             counters.completed += 1
             counters.latencies.append(now - request.arrival)
             counters.waits.append(request.start - request.arrival)
+            if counters.completed >= counters.latencies.next_check:
+                counters.latencies.fold_due()
+                counters.waits.fold_due()
 
     def rejected(self, request: Request, now: float) -> None:
-        if self._settle(request, REJECTED, now, self.rejections_per_second):
+        if self._settle(request, REJECTED, now, self._rejections):
             self.counters.rejected += 1
 
     def timed_out(self, request: Request, now: float) -> None:
-        if self._settle(request, TIMED_OUT, now, self.timeouts_per_second):
+        if self._settle(request, TIMED_OUT, now, self._timeouts):
             self.counters.timed_out += 1
 
     # -- autoscaler -----------------------------------------------------------------------------------
@@ -231,12 +272,13 @@ class Simulation:
         tick = round(now / CONTROL_INTERVAL)
         # Knative's decider and scraper tick in step (both start with the revision's Metric); deciding
         # first means every bucket the decider reads is complete, so no half-filled second biases it.
+        self._end_second()  # every event of the second before this tick has fired
         if tick >= DECISION_EVERY and tick % DECISION_EVERY == 0:
             self._decide(now)
         if tick >= 1 and self.settings.has_scrape_target:
             self._scrape(now)
         if tick < self._seconds:
-            self._record_row(tick)
+            self._row = self._snapshot(tick)
 
     def _scrape(self, now: float) -> None:
         """Knative's pod scrape: sample some ready pods (older ones first) and extrapolate to all."""
@@ -311,6 +353,7 @@ class Simulation:
         current = len(self.starting) + len(self.ready)
         if wanted == current:
             return
+        check_pods(f"the autoscaler's decision at {now:g} s", wanted, "set max-scale or lower the rate")
         if self.warmup <= now < self.duration:
             self.scale_events += 1
         self.replicas = wanted
@@ -322,12 +365,17 @@ class Simulation:
                 pod = self.starting.pop()
                 pod.state = GONE
                 pod.gone_at = now
+                self._retire(pod)
             else:
                 self._drain(self.ready.pop(), now)
 
     def _create_pod(self, now: float) -> None:
-        pod = Pod(self, len(self.pods), now)
-        self.pods.append(pod)
+        created, *times = self._lives
+        pod = Pod(self, len(created), now)
+        created.append(now)
+        for column in times:
+            column.append(math.nan)
+        self._alive[pod.index] = pod
         self.starting.append(pod)
         event = self.env.timeout(self._cold_start())
         event.callbacks.append(lambda _event: self._pod_ready(pod))
@@ -367,28 +415,68 @@ class Simulation:
             self.draining.remove(pod)
         pod.state = GONE
         pod.gone_at = now
+        self._retire(pod)
+
+    def _retire(self, pod: Pod) -> None:
+        """Keep a gone pod's times only (32 bytes), not the pod."""
+        _, ready_at, unready_at, gone_at = self._lives
+        for column, value in ((ready_at, pod.ready_at), (unready_at, pod.unready_at), (gone_at, pod.gone_at)):
+            column[pod.index] = math.nan if value is None else value
+        del self._alive[pod.index]
+
+    @property
+    def pods(self) -> list[Pod]:
+        """The pods alive now (starting, ready or draining), oldest first."""
+        return list(self._alive.values())
+
+    def pod_lives(self) -> list[PodLife]:
+        """Every pod's times, in creation order (the order pod figures are summed in)."""
+        lives = []
+        for i, times in enumerate(zip(*self._lives, strict=True)):
+            pod = self._alive.get(i)
+            if pod is not None:
+                lives.append(PodLife(pod.created, pod.ready_at, pod.unready_at, pod.gone_at))
+            else:
+                lives.append(PodLife(*(None if math.isnan(t) else t for t in times)))
+        return lives
 
     # -- timeline -------------------------------------------------------------------------------------
 
-    def _record_row(self, second: int) -> None:
+    def _snapshot(self, second: int) -> TimelineRow:
         decision = self.decision
-        self.timeline.append(
-            TimelineRow(
-                second=second,
-                desired_pods=decision.desired_pods if decision is not None else self.replicas,
-                replicas=self.replicas,
-                ready_pods=len(self.ready),
-                starting_pods=len(self.starting),
-                draining_pods=len(self.draining),
-                mode="serve" if self._serve and self.ready else "proxy",
-                panicking=bool(decision.panicking) if decision is not None else False,
-                stable_concurrency=decision.stable if decision is not None else 0.0,
-                panic_concurrency=decision.panic if decision is not None else 0.0,
-                excess_burst_capacity=decision.excess_burst_capacity if decision is not None else 0.0,
-                activator_waiting=self.activator.waiting,
-                in_flight=self.outstanding,
-            )
+        return TimelineRow(
+            second=second,
+            desired_pods=decision.desired_pods if decision is not None else self.replicas,
+            replicas=self.replicas,
+            ready_pods=len(self.ready),
+            starting_pods=len(self.starting),
+            draining_pods=len(self.draining),
+            mode="serve" if self._serve and self.ready else "proxy",
+            panicking=bool(decision.panicking) if decision is not None else False,
+            stable_concurrency=decision.stable if decision is not None else 0.0,
+            panic_concurrency=decision.panic if decision is not None else 0.0,
+            excess_burst_capacity=decision.excess_burst_capacity if decision is not None else 0.0,
+            activator_waiting=self.activator.waiting,
+            in_flight=self.outstanding,
         )
+
+    def _end_second(self) -> None:
+        """The current second is over: add its counts to its row and hand the row on."""
+        row = self._row
+        if row is None:
+            return
+        self._row = None
+        slot = row.second % _RING
+        for name, counts in (
+            ("arrivals", self._arrivals),
+            ("completions", self._completions),
+            ("rejections", self._rejections),
+            ("timeouts", self._timeouts),
+        ):
+            setattr(row, name, counts[slot])
+            counts[slot] = 0
+        self.arrivals += row.arrivals
+        self._emit(row)
 
     # -- running --------------------------------------------------------------------------------------
 
@@ -410,4 +498,5 @@ class Simulation:
                 progress(now)
         while self.outstanding > 0:
             self.env.run(until=self.env.now + 1.0)
+        self._end_second()  # the last second, if the drain ended before its tick
         self.drain_seconds = self.env.now - self.duration

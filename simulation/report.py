@@ -11,43 +11,34 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-import numpy as np
+from simulation.engine import PodLife, Simulation, TimelineRow
+from simulation.sample import Sample
 
-from simulation.engine import Simulation, TimelineRow
-from simulation.pods import Pod
-
-TIMELINE_COLUMNS = [f.name for f in fields(TimelineRow)] + [
-    "arrivals",
-    "completions",
-    "rejections",
-    "timeouts",
-]
+TIMELINE_COLUMNS = [f.name for f in fields(TimelineRow)]
+PLOT_ROWS = 50_000  # timeline rows kept for the plot; a longer run is plotted every 2nd, 4th, ... second
 
 
-def _percentiles(values: list[float], keys: dict[str, float | None]) -> dict[str, float | None]:
-    if not values:
-        return dict.fromkeys(keys)
-    data = np.asarray(values)
-    result: dict[str, float | None] = {}
-    for name, q in keys.items():
-        result[name] = float(data.mean()) if q is None else float(np.percentile(data, q))
-    return result
+def _percentiles(sample: Sample, keys: dict[str, float | None]) -> dict[str, float | None]:
+    """Mean (q None) and percentiles; exact while the sample is, else within its stated accuracy."""
+    return {name: sample.mean() if q is None else sample.percentile(q) for name, q in keys.items()}
 
 
 def _overlap(start: float, end: float, lo: float, hi: float) -> float:
     return max(0.0, min(end, hi) - max(start, lo))
 
 
-def pod_seconds(pods: list[Pod], lo: float, hi: float) -> float:
+def pod_seconds(pods: Iterable[PodLife], lo: float, hi: float) -> float:
     """Seconds pods existed (starting, ready or draining) within ``[lo, hi]``: what the revision costs."""
     return sum(_overlap(pod.created, pod.gone_at if pod.gone_at is not None else hi, lo, hi) for pod in pods)
 
 
-def ready_pod_stats(pods: list[Pod], lo: float, hi: float) -> dict[str, float]:
+def ready_pod_stats(pods: Iterable[PodLife], lo: float, hi: float) -> dict[str, float]:
     """Time-weighted mean and the maximum of the ready pod count within ``[lo, hi]``."""
     changes: list[tuple[float, int]] = []
     for pod in pods:
@@ -77,6 +68,7 @@ def summarize(sim: Simulation) -> dict[str, Any]:
     lo, hi = scenario.warmup, scenario.duration
     settings = scenario.settings
     spec = settings.spec
+    lives = sim.pod_lives()
     return {
         "requests": counters.requests,
         "completed": counters.completed,
@@ -85,17 +77,15 @@ def summarize(sim: Simulation) -> dict[str, Any]:
         "latency": _percentiles(counters.latencies, {"mean": None, "p50": 50, "p95": 95, "p99": 99}),
         "wait": _percentiles(counters.waits, {"mean": None, "p95": 95}),
         "cold_start_requests": counters.cold,
-        "pod_seconds": pod_seconds(sim.pods, lo, hi),
-        "ready_pods": ready_pod_stats(sim.pods, lo, hi),
+        "pod_seconds": pod_seconds(lives, lo, hi),
+        "ready_pods": ready_pod_stats(lives, lo, hi),
         "scale_events": sim.scale_events,
         "simulated_seconds": scenario.duration,
         "wall_seconds": sim.wall_seconds,
         "warmup": scenario.warmup,
         "seed": sim.seed,
         "drain_seconds": sim.drain_seconds,
-        "requests_per_wall_second": sum(sim.arrivals_per_second) / sim.wall_seconds
-        if sim.wall_seconds
-        else None,
+        "requests_per_wall_second": sim.arrivals / sim.wall_seconds if sim.wall_seconds else None,
         "settings": {
             "container_concurrency": settings.container_concurrency,
             "target_value": spec.target_value,
@@ -116,25 +106,46 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
-def timeline_rows(sim: Simulation) -> list[dict[str, Any]]:
-    rows = []
-    for row in sim.timeline:
-        second = row.second
-        record = asdict(row)
-        record["arrivals"] = sim.arrivals_per_second[second]
-        record["completions"] = sim.completions_per_second[second]
-        record["rejections"] = sim.rejections_per_second[second]
-        record["timeouts"] = sim.timeouts_per_second[second]
-        rows.append(record)
-    return rows
+def _csv_values(row: TimelineRow) -> list[Any]:
+    values = [getattr(row, name) for name in TIMELINE_COLUMNS]
+    values[TIMELINE_COLUMNS.index("stable_concurrency")] = round(row.stable_concurrency, 4)
+    values[TIMELINE_COLUMNS.index("panic_concurrency")] = round(row.panic_concurrency, 4)
+    values[TIMELINE_COLUMNS.index("panicking")] = int(row.panicking)
+    return values
 
 
-def write_timeline(sim: Simulation, path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TIMELINE_COLUMNS)
-        writer.writeheader()
-        for record in timeline_rows(sim):
-            for key in ("stable_concurrency", "panic_concurrency"):
-                record[key] = round(record[key], 4)
-            record["panicking"] = int(record["panicking"])
-            writer.writerow(record)
+class TimelineWriter:
+    """A :class:`Simulation` timeline sink: each row goes to ``timeline.csv`` as soon as it is complete.
+
+    Memory stays flat however long the run: besides the open file it keeps at most
+    :data:`PLOT_ROWS` rows for the plot (every row of a short run; of a longer one, the rows of every
+    ``stride``-th second, ``stride`` doubling each time the kept rows would pass the bound).
+    """
+
+    def __init__(self, path: Path, plot_rows: int = PLOT_ROWS) -> None:
+        self._handle = path.open("w", newline="")
+        self._writer = csv.writer(self._handle)
+        self._writer.writerow(TIMELINE_COLUMNS)
+        self._kept: list[TimelineRow] = []
+        self._limit = plot_rows
+        self.stride = 1  # seconds between rows kept for the plot
+
+    def __call__(self, row: TimelineRow) -> None:
+        self._writer.writerow(_csv_values(row))
+        if row.second % self.stride == 0:
+            self._kept.append(row)
+            if len(self._kept) > self._limit:
+                self._kept = self._kept[::2]
+                self.stride *= 2
+
+    def plot_rows(self) -> list[dict[str, Any]]:
+        """The kept rows as dicts, for :func:`simulation.plots.plot_timeline`."""
+        return [asdict(row) for row in self._kept]
+
+    def __enter__(self) -> TimelineWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._handle.close()

@@ -17,9 +17,11 @@ import yaml
 
 from autoscaler.config import ConfigError
 from autoscaler.revision import RevisionSettings, settings_from
+from simulation import limits, yamldoc
 from simulation.distributions import Constant, Distribution, Exponential, parse_distribution
 from simulation.schema import Node, ScenarioError, join, show
 from simulation.workloads import Workload, parse_workload
+from simulation.yamldoc import Position
 
 __all__ = ["PlatformSpec", "RevisionSpec", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
 
@@ -115,19 +117,43 @@ def _platform(node: Node) -> PlatformSpec:
     )
 
 
-def _settings(annotations: Mapping[str, str], config: Mapping[str, str], cc: int) -> RevisionSettings:
+def _settings(
+    root: Node, annotations: Mapping[str, str], config: Mapping[str, str], cc: int
+) -> RevisionSettings:
     try:
-        return settings_from(
+        settings = settings_from(
             annotations=annotations, config=config, container_concurrency=cc, strict_config=True
         )
     except ConfigError as exc:
         text = str(exc)
-        where = "config" if text.startswith("config-autoscaler") else "revision.annotations"
-        raise ScenarioError(f"{where}: {text}") from None
+        node = root.child("config", {}) if text.startswith("config-autoscaler") else _annotations(root)
+        raise ScenarioError(f"{node.path}: {text}", _named_key(node, text)) from None
+    for name, pods in (("min-scale", settings.min_scale), ("initial-scale", settings.initial_scale)):
+        node = _annotations(root)
+        key = next((k for k in node.value if isinstance(k, str) and k.endswith(name)), None)
+        where = f"{node.path} {key}" if key else f"{name} (config)"
+        limits.check_pods(where, pods, f"lower {name}", node.position(key) if key else None)
+    return settings
+
+
+def _annotations(root: Node) -> Node:
+    revision = root.child("revision")
+    return (
+        revision.child("annotations") if isinstance(revision.raw("annotations", None), Mapping) else revision
+    )
+
+
+def _named_key(node: Node, message: str) -> Position | None:
+    """Where the key a config error names was written (the longest key found in the message)."""
+    named = [key for key in node.value if isinstance(key, str) and key in message]
+    return node.position(max(named, key=len)) if named else node.at
 
 
 def parse_scenario(document: Any, base_dir: Path | str = ".", source: str = "") -> Scenario:
-    """Validate a scenario document (the parsed YAML); file paths inside are relative to ``base_dir``."""
+    """Validate a scenario document (the parsed YAML); file paths inside are relative to ``base_dir``.
+
+    A document read by :func:`read_document` carries the position of every key, and errors give it.
+    """
     base = Path(base_dir)
     root = Node.of(document, "")
     root.only(_TOP_KEYS)
@@ -137,10 +163,12 @@ def parse_scenario(document: Any, base_dir: Path | str = ".", source: str = "") 
         raise root.error("warmup", f"must be shorter than duration ({show(duration)})")
     seed = root.integer("seed", 1, minimum=0)
     revision = _revision(root.child("revision"), base)
+    limits.check_seconds(root, duration, revision.timeout)
     config = root.string_map("config")
     platform = _platform(root.child("platform", {}))
-    workload = parse_workload(root.raw("workload"), base, "workload")
-    settings = _settings(revision.annotations, config, revision.container_concurrency)
+    workload = parse_workload(root, "workload", base)
+    limits.check_requests(root, workload, duration)
+    settings = _settings(root, revision.annotations, config, revision.container_concurrency)
     return Scenario(
         duration=duration,
         warmup=warmup,
@@ -150,24 +178,39 @@ def parse_scenario(document: Any, base_dir: Path | str = ".", source: str = "") 
         platform=platform,
         workload=workload,
         settings=settings,
-        document=copy.deepcopy(dict(document)),
+        document=copy.deepcopy(document),
         source=source,
     )
 
 
 def read_document(path: Path | str) -> dict[str, Any]:
-    """The YAML document at ``path``; errors leave the path out, as every caller already names it."""
+    """The YAML document at ``path``, every mapping carrying where its keys were written.
+
+    Errors leave the path out (every caller already names it) but give the line and column.
+    """
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > limits.MAX_SCENARIO_BYTES:
+            raise ScenarioError(f"above the {limits.MAX_SCENARIO_BYTES:,}-byte limit of a scenario file")
+        if path.exists() and not path.is_file():
+            raise ScenarioError("cannot read: not a regular file")
         text = path.read_text()
     except OSError as exc:
         raise ScenarioError(f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"not UTF-8 text (byte {exc.start + 1:,})") from None
     try:
-        document = yaml.safe_load(text)
+        document = yamldoc.load(text)
+    except yamldoc.DuplicateKeyError as exc:
+        raise ScenarioError(str(exc), exc.at) from None
+    except yaml.MarkedYAMLError as exc:  # the problem and its place, not yaml's quote of the file
+        mark = exc.problem_mark or exc.context_mark
+        at = Position.of(mark) if mark is not None else None
+        raise ScenarioError(f"not valid YAML: {exc.problem or exc.context}", at) from None
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"not valid YAML: {exc}") from None
+        raise ScenarioError(f"not valid YAML: {type(exc).__name__}") from None
     if not isinstance(document, dict):
-        raise ScenarioError("expected a mapping at the top level")
+        raise ScenarioError("expected a mapping at the top level", Position(1, 1))
     return document
 
 

@@ -75,11 +75,11 @@ class Measured:
 def measure(document: dict[str, Any], seed: int) -> Measured:
     sim = Simulation(parse_scenario(document), seed).run()
     counters = sim.counters
-    waits = np.asarray(counters.waits)
+    waits = counters.waits.values()
     return Measured(
         p_wait=float(np.mean(waits > 0)),
         mean_wait=float(waits.mean()),
-        mean_response=float(np.mean(counters.latencies)),
+        mean_response=float(counters.latencies.mean()),
         p_block=counters.rejected / counters.requests,
     )
 

@@ -20,9 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from simulation.schema import Node, ScenarioError, join, show
+from simulation.yamldoc import Position, positions_of
 
 TYPES = ("poisson", "constant", "step", "ramp", "burst", "sinusoid", "on_off", "trace")
 _WINDOW = 10.0  # seconds of arrivals drawn per numpy call
+# At most this many arrivals (or thinning candidates) per block: above 100,000 req/s a window is cut
+# shorter, so a block's arrays stay at a few MB whatever the rate (below, draws are as they always were).
+BLOCK_ARRIVALS = 1_000_000
 
 
 class RatePhase:
@@ -41,13 +45,18 @@ class RatePhase:
         grid = np.linspace(0.0, self.duration, 4001)
         return float(np.trapezoid(self.rate(grid), grid))
 
+    def draws(self) -> float:
+        """Candidates drawn by thinning (``peak`` × duration): the work of generating this phase."""
+        return self.peak * self.duration
+
     def arrivals(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
         peak = self.peak
         if peak <= 0:
             return
+        window = min(_WINDOW, BLOCK_ARRIVALS / peak)
         start = 0.0
         while start < self.duration:
-            end = min(start + _WINDOW, self.duration)
+            end = min(start + window, self.duration)
             count = rng.poisson(peak * (end - start))
             times = np.sort(rng.uniform(start, end, count))
             if times.size:
@@ -162,11 +171,14 @@ class Constant:
     def expected_requests(self) -> float:
         return math.ceil(self.duration * self.rate_per_s) if self.rate_per_s > 0 else 0
 
+    def draws(self) -> float:
+        return self.expected_requests()
+
     def arrivals(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
         if self.rate_per_s <= 0:
             return
         total = math.ceil(self.duration * self.rate_per_s - 1e-9)
-        per_window = max(1, int(_WINDOW * self.rate_per_s))
+        per_window = min(max(1, int(_WINDOW * self.rate_per_s)), BLOCK_ARRIVALS)
         for first in range(0, total, per_window):
             yield np.arange(first, min(first + per_window, total)) / self.rate_per_s
 
@@ -184,6 +196,9 @@ class Trace:
         minutes = math.ceil(self.duration / 60)
         return float(sum(self.counts[:minutes])) * self.scale
 
+    def draws(self) -> float:
+        return self.expected_requests()
+
     def arrivals(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
         for minute, count in enumerate(self.counts):
             start = minute * 60.0
@@ -191,7 +206,15 @@ class Trace:
                 return
             wanted = count * self.scale
             n = int(wanted) + int(rng.random() < wanted - int(wanted))
-            if n:
+            if n > BLOCK_ARRIVALS:  # a huge minute: split it into equal slices, each drawn sorted
+                slices = math.ceil(n / BLOCK_ARRIVALS)
+                edges = start + 60.0 * np.arange(slices + 1) / slices
+                for lo, hi, k in zip(
+                    edges[:-1], edges[1:], rng.multinomial(n, [1 / slices] * slices), strict=True
+                ):
+                    times = np.sort(rng.uniform(lo, hi, k))
+                    yield times[times < self.duration]
+            elif n:
                 times = np.sort(rng.uniform(start, start + 60.0, n))
                 yield times[times < self.duration]
 
@@ -204,44 +227,82 @@ class TraceTable:
     functions: tuple[str, ...]
     counts: np.ndarray  # (functions, minutes)
 
-    def find(self, key: object, where: str) -> int:
-        """A row by index or by (a unique prefix of) its HashFunction."""
+    def find(self, key: object, where: str, at: Position | None = None) -> int:
+        """A row by index or by (a unique prefix of) its HashFunction; ``at`` places an error."""
         if isinstance(key, int) and not isinstance(key, bool):
             if 0 <= key < len(self.functions):
                 return key
-            raise ScenarioError(f"{where}={key}: row index out of range 0..{len(self.functions) - 1}")
+            raise ScenarioError(f"{where}={key}: row index out of range 0..{len(self.functions) - 1}", at)
         if not isinstance(key, str) or not key:
-            raise ScenarioError(f"{where}={show(key)}: expected a HashFunction (or a unique prefix) or a row")
+            raise ScenarioError(
+                f"{where}={show(key)}: expected a HashFunction (or a unique prefix) or a row", at
+            )
         rows = [i for i, name in enumerate(self.functions) if name.startswith(key)]
         if len(rows) != 1:
             problem = "no function" if not rows else f"{len(rows)} functions"
-            raise ScenarioError(f"{where}={show(key)}: {problem} with that HashFunction prefix")
+            raise ScenarioError(f"{where}={show(key)}: {problem} with that HashFunction prefix", at)
         return rows[0]
 
 
-@functools.lru_cache(maxsize=8)
+MAX_TRACE_COUNT = 1 << 40  # invocations in one minute of one function: above any real trace
+
+
+@functools.lru_cache(maxsize=2)
 def load_trace(path: Path) -> TraceTable:
-    """An ``*_inv.csv`` file: HashFunction, HashApp, HashOwner (or Trigger), then one column per minute."""
-    with path.open(newline="") as handle:
+    """An ``*_inv.csv`` file: HashFunction, HashApp, HashOwner (or Trigger), then one column per minute.
+
+    Each row becomes an int64 array as it is read (8 bytes a count; Python lists of ints took ~36).
+    Errors give the line and column, not the text: the file may be anything on the machine.
+    """
+    names: list[str] = []
+    rows: list[np.ndarray] = []
+    with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
-        header = next(reader)
-        minute_columns = (i for i, name in enumerate(header) if name.startswith("minute") or name == "1")
-        first_minute = next(minute_columns, None)
-        if first_minute is None:
-            raise ValueError("no per-minute columns (minute_1..., or 1...) in the header")
-        names: list[str] = []
-        rows: list[list[int]] = []
-        for line_no, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                rows.append([int(float(v)) for v in row[first_minute:]])
-            except ValueError:
-                raise ValueError(f"line {line_no}: per-minute counts must be numbers") from None
-            names.append(row[0])
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise ValueError("empty file: expected a header line")
+            minute_columns = (i for i, name in enumerate(header) if name.startswith("minute") or name == "1")
+            first_minute = next(minute_columns, None)
+            if first_minute is None:
+                raise ValueError("line 1: no per-minute columns (minute_1..., or 1...) in the header")
+            minutes = len(header) - first_minute
+            for row in reader:
+                if not row:
+                    continue
+                rows.append(_counts(row[first_minute:], reader.line_num, first_minute, minutes))
+                names.append(row[0])
+        except csv.Error:
+            raise ValueError(
+                f"line {reader.line_num}: not CSV (e.g. a field over the CSV size limit)"
+            ) from None
     if not rows:
-        raise ValueError("no functions")
-    return TraceTable(tuple(names), np.asarray(rows, dtype=np.int64))
+        raise ValueError("no functions: expected one line per function after the header")
+    return TraceTable(tuple(names), np.stack(rows))
+
+
+def _counts(fields: list[str], line: int, first: int, minutes: int) -> np.ndarray:
+    if len(fields) != minutes:
+        raise ValueError(f"line {line}: {len(fields)} per-minute counts, the header has {minutes}")
+    try:
+        counts = np.array(fields, dtype=np.float64)
+        valid = np.isfinite(counts) & (counts >= 0) & (counts <= MAX_TRACE_COUNT)
+    except ValueError:  # some field is not a number at all: find which
+        valid = np.array([_is_count(text) for text in fields])
+    if not valid.all():
+        raise ValueError(
+            f"line {line}, column {first + int(np.argmin(valid)) + 1}: expected a per-minute count, "
+            f"a whole number from 0 to {MAX_TRACE_COUNT:,}"
+        )
+    return counts.astype(np.int64)
+
+
+def _is_count(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and 0 <= value <= MAX_TRACE_COUNT
 
 
 def _duration(node: Node) -> float:
@@ -300,9 +361,9 @@ def _parse_trace(node: Node, base_dir: Path) -> Trace:
     node.only(("type", "file", "function", "functions", "start_minute", "scale", "duration"))
     table, _ = node.load("file", base_dir, load_trace, "not a per-minute trace: ")
     if node.has("function") == node.has("functions"):
-        raise ScenarioError(f"{node.path}: trace needs exactly one of function or functions")
+        raise node.fail("trace needs exactly one of function or functions")
     if node.has("function"):
-        rows = [table.find(node.raw("function"), join(node.path, "function"))]
+        rows = [table.find(node.raw("function"), join(node.path, "function"), node.position("function"))]
         label = table.functions[rows[0]][:12]
     else:
         chosen = node.raw("functions")
@@ -311,7 +372,11 @@ def _parse_trace(node: Node, base_dir: Path) -> Trace:
             rows = list(range(len(table.functions)))
             label = f"all {len(rows)} functions"
         elif isinstance(chosen, list) and chosen:
-            rows = [table.find(key, join(where, i)) for i, key in enumerate(chosen)]
+            at = positions_of(chosen)
+            rows = [
+                table.find(key, join(where, i), at.get(i, node.position("functions")))
+                for i, key in enumerate(chosen)
+            ]
             label = f"{len(rows)} functions"
         else:
             raise node.error("functions", 'expected a non-empty list of functions or "all"')
@@ -334,14 +399,19 @@ class Workload:
         return sum(phase.duration for phase in self.phases)
 
     def expected_requests(self, until: float) -> float:
-        total, start = 0.0, 0.0
+        return sum(expected for expected, _ in self._shares(until))
+
+    def draws(self, until: float) -> list[float]:
+        """Per phase, the arrivals (or thinning candidates) generated before ``until``: the run's work."""
+        return [draws for _, draws in self._shares(until)]
+
+    def _shares(self, until: float) -> list[tuple[float, float]]:
+        shares, start = [], 0.0
         for phase in self.phases:
-            if start >= until:
-                break
-            share = min(1.0, (until - start) / phase.duration)
-            total += phase.expected_requests() * share
+            share = min(1.0, max(0.0, until - start) / phase.duration)
+            shares.append((phase.expected_requests() * share, phase.draws() * share))
             start += phase.duration
-        return total
+        return shares
 
     def arrivals(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """Absolute arrival times, ascending, in blocks."""
@@ -353,7 +423,12 @@ class Workload:
             offset += phase.duration
 
 
-def parse_workload(raw: object, base_dir: Path, path: str = "workload") -> Workload:
+def parse_workload(node: Node, key: str, base_dir: Path) -> Workload:
+    """The phases listed under ``key`` of ``node``."""
+    raw = node.raw(key)
     if not isinstance(raw, list) or not raw:
-        raise ScenarioError(f"{path}: expected a non-empty list of phases")
-    return Workload(tuple(parse_phase(Node.of(item, join(path, i)), base_dir) for i, item in enumerate(raw)))
+        raise ScenarioError(
+            f"{join(node.path, key)}: expected a non-empty list of phases", node.position(key)
+        )
+    phases = (parse_phase(Node.of(item, path, at), base_dir) for path, item, at in node.items(key))
+    return Workload(tuple(phases))

@@ -67,10 +67,10 @@ def test_every_replicate_replays_the_given_arrivals_and_draws_the_rest_anew():
     scenario = parse_scenario(yaml.safe_load(exponential))
     arrivals = [0.5 + 0.25 * i for i in range(40)]  # not what the scenario's own workload would draw
     sims = simulate_replicates(scenario, arrivals, seed=7, replicates=3)
-    assert [sum(sim.arrivals_per_second) for sim in sims] == [40, 40, 40]
+    assert [sim.arrivals for sim in sims] == [40, 40, 40]
     assert all(sim.scenario.revision.routing == "round_robin" for sim in sims)  # what kpa up does
-    assert all(sim.arrivals_per_second[1] == 4 for sim in sims)  # 1.0, 1.25, 1.5, 1.75
-    latencies = [tuple(sim.counters.latencies) for sim in sims]
+    assert all(sim.timeline[1].arrivals == 4 for sim in sims)  # 1.0, 1.25, 1.5, 1.75
+    latencies = [tuple(sim.counters.latencies.values()) for sim in sims]
     assert len(set(latencies)) == 3  # service times differ between replicates
 
 

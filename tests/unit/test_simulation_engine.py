@@ -21,10 +21,10 @@ def simulate(doc, seed=1):
 def test_activator_path_matches_erlang_c():
     sim = simulate(pinned(10, 1, -1, 80, 0.1, 1600, 100))
     theory = erlang_c(10, 80, 10)
-    waits = np.asarray(sim.counters.waits)
+    waits = sim.counters.waits.values()
     assert np.mean(waits > 0) == pytest.approx(theory.p_wait, abs=0.03)
     assert waits.mean() == pytest.approx(theory.mean_wait, rel=0.2)
-    assert np.mean(sim.counters.latencies) == pytest.approx(theory.mean_response, rel=0.05)
+    assert sim.counters.latencies.mean() == pytest.approx(theory.mean_response, rel=0.05)
     assert sim.counters.rejected == sim.counters.timed_out == 0
 
 
@@ -32,13 +32,13 @@ def test_random_routing_matches_independent_queue_proxies():
     sim = simulate(pinned(10, 1, 0, 120, 0.1, 1000, 100))
     theory = mmck(1, 11, 12, 10)
     assert sim.counters.rejected / sim.counters.requests == pytest.approx(theory.p_block, rel=0.1)
-    assert np.mean(sim.counters.latencies) == pytest.approx(theory.mean_response, rel=0.05)
+    assert sim.counters.latencies.mean() == pytest.approx(theory.mean_response, rel=0.05)
 
 
 def test_shared_service_model_is_processor_sharing():
     sim = simulate(pinned(1, 0, 0, 3.0, 1.0, 6000, 100, service_model="shared", cores=4))
-    assert np.mean(sim.counters.latencies) == pytest.approx(erlang_c(4, 3.0, 1.0).mean_response, rel=0.06)
-    assert max(sim.counters.waits) == 0  # processor sharing: nobody queues, everybody slows down
+    assert sim.counters.latencies.mean() == pytest.approx(erlang_c(4, 3.0, 1.0).mean_response, rel=0.06)
+    assert sim.counters.waits.values().max() == 0  # processor sharing: nobody queues, everybody slows down
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_requests_waiting_past_the_revision_timeout_get_504():
     doc["revision"]["timeout"] = 5
     sim = simulate(doc)
     assert sim.counters.timed_out > 0.5 * sim.counters.requests
-    assert max(sim.counters.latencies) <= 5.0 + 1e-9
+    assert sim.counters.latencies.values().max() <= 5.0 + 1e-9
     assert sim.counters.requests == sim.counters.completed + sim.counters.timed_out + sim.counters.rejected
 
 
@@ -99,8 +99,9 @@ def test_draining_pods_finish_what_they_hold():
     doc = step_scenario(1, 0, 10.0, 4.0, 1.0, idle=120, busy=60)  # 4 s requests, then scale down
     sim = simulate(doc)
     assert sim.counters.completed == sim.counters.requests
-    assert all(pod.gone_at is None or pod.in_flight == 0 for pod in sim.pods)
-    assert any(pod.unready_at is not None for pod in sim.pods)
+    assert all(pod.in_flight == 0 for pod in sim.pods)
+    lives = sim.pod_lives()
+    assert any(life.unready_at is not None and life.gone_at is not None for life in lives)
 
 
 def test_pinned_pods_cost_pods_times_seconds():
@@ -113,8 +114,8 @@ def test_pinned_pods_cost_pods_times_seconds():
 def test_warmup_leaves_early_requests_out():
     doc = pinned(2, 1, 0, 10, 0.1, 200, 150)
     sim = simulate(doc)
-    assert sim.counters.requests == sum(sim.arrivals_per_second[150:])
-    assert sum(sim.arrivals_per_second) > sim.counters.requests
+    assert sim.counters.requests == sum(row.arrivals for row in sim.timeline[150:])
+    assert sim.arrivals > sim.counters.requests
 
 
 def test_same_seed_same_run_other_seed_other_run():

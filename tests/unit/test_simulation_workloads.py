@@ -27,8 +27,12 @@ def trace(tmp_path_factory) -> Path:
     return path
 
 
+def workload_of(phases):
+    return parse_workload(Node.of({"workload": phases}, ""), "workload", Path("."))
+
+
 def arrivals(phases, seed=7):
-    workload = parse_workload(phases, Path("."))
+    workload = workload_of(phases)
     blocks = list(workload.arrivals(np.random.default_rng(seed)))
     return workload, np.concatenate(blocks) if blocks else np.array([])
 
@@ -117,7 +121,7 @@ def test_trace_sums_chosen_functions_and_scales(trace):
 )
 def test_trace_selection_errors_name_the_key(trace, selection, message):
     with pytest.raises(ScenarioError) as info:
-        parse_workload([{"type": "trace", "file": str(trace), **selection}], Path("."))
+        workload_of([{"type": "trace", "file": str(trace), **selection}])
     assert message in str(info.value)
 
 
