@@ -7,8 +7,16 @@ finishes in-flight requests), then end the user container.
 
 A user container that cannot start (exits, or never passes the readiness probe within its startup
 timeout) is reported with the tail of its output and retried with exponential backoff, like
-Kubernetes' CrashLoopBackOff, instead of in a hot loop. Every child runs in its own process group,
-and ``close``/``kill_all`` take the groups down, so nothing outlives the stack.
+Kubernetes' CrashLoopBackOff, instead of in a hot loop.
+
+Bounded like a node, not a cluster: at most ``max_pods`` pods exist at once across all revisions
+(``autoscaler.local_capacity``; desired pods beyond the revision's fair share of the cap are
+*pending*), and launches are paced by ``autoscaler.spawn_limit``. When several revisions want more
+than the cap, a revision above its share gives up its youngest pods to the others.
+
+Nothing outlives the stack: every child runs in its own process group, ``close``/``kill_all`` take
+the groups down, ``stop_spawning`` cancels launches under way instead of waiting for them, and
+``autoscaler.orphans`` kills the pods even when the stack's process is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ from pathlib import Path
 import httpx
 
 from autoscaler.actuator import PodInfo, PodsListener
+from autoscaler.local_capacity import allot, default_max_pods, machine_resources
+from autoscaler.orphans import OrphanGuard, die_with_parent
+from autoscaler.spawn_limit import SpawnLimiter
 from autoscaler.stat import RevisionKey
 
 log = logging.getLogger("kpa.actuator")
@@ -43,6 +54,12 @@ HEALTHY_RESET = 10.0  # a pod ready this long clears the failure count
 STOP_GRACE = 5.0  # after the queue-proxy drained, how long the user container gets to exit on SIGTERM
 PORTS_TIMEOUT = 10.0  # how long the queue-proxy may take to say which ports it bound
 TAIL_BYTES = 2000
+# Spawn pacing: launches under way at once (each is an interpreter start on the same cores) and the
+# steady launch rate; a fresh stack may start a burst of SPAWN_BURST pods at once.
+SPAWN_IN_FLIGHT_PER_CORE = 2
+SPAWN_IN_FLIGHT_MIN = 4
+SPAWN_PER_SECOND = 10.0
+SPAWN_BURST = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +82,14 @@ class PodTemplate:
     # Queue-proxy quiet period after SIGTERM. Knative waits 30 s for load balancers to notice; here the
     # pod leaves the routing tables before the SIGTERM, so a short one only covers requests in transit.
     drain_seconds: float = 0.5
+    # More queue-proxy environment, e.g. the revision's data-path authentication (KPA_AUTH_*).
+    queue_proxy_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class PodFailure:
-    """Why the latest pod of a revision failed; shown in `kpa status` until a pod becomes ready."""
+    """Why the latest pod of a revision failed; `kpa status` shows the last one. Failure listeners
+    hear it at once, and hear None when a pod of the revision becomes ready again."""
 
     pod: str
     reason: str
@@ -77,9 +97,13 @@ class PodFailure:
     at: float
 
 
+FailureListener = Callable[[RevisionKey, PodFailure | None], None]
+
+
 class _Pod:
-    def __init__(self, name: str, template: PodTemplate, log_dir: Path) -> None:
+    def __init__(self, name: str, seq: int, template: PodTemplate, log_dir: Path) -> None:
         self.name = name
+        self.seq = seq  # creation order: scale-down stops the highest (youngest) first
         self.template = template
         self.log_path = log_dir / f"{name}.log"
         self.qp_log_path = log_dir / f"{name}.queue-proxy.log"
@@ -93,6 +117,8 @@ class _Pod:
         self.terminating = False
         self.stop_requested = asyncio.Event()
         self.launched = asyncio.Event()  # both processes started (or failed to)
+        self.starting = True  # holds a place in the spawn limiter until ready, failed or cancelled
+        self.task: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -128,15 +154,22 @@ class _RevisionPods:
     def __init__(self, template: PodTemplate) -> None:
         self.template = template
         self.desired = 0
+        self.share = 0  # pods it may have under the capacity cap (<= desired)
+        self.capped = False  # share < desired (logged once each time it becomes so)
         self.pods: dict[str, _Pod] = {}
-        self.wake = asyncio.Event()
         self.failures = 0
         self.retry_at = 0.0
         self.last_failure: PodFailure | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.failing = False  # a failure was recorded and no pod has become ready since
 
     def live(self) -> list[_Pod]:
         return [p for p in self.pods.values() if not p.terminating]
+
+
+def scale_down_order(pods: Sequence[_Pod]) -> list[_Pod]:
+    """Which pods to stop first, as a ReplicaSet (and the simulator) does: pods not ready yet, then
+    the youngest; within each kind the most recently created first."""
+    return sorted(pods, key=lambda p: (p.ready, -p.seq))
 
 
 class LocalActuator:
@@ -148,17 +181,33 @@ class LocalActuator:
         log_dir: str | Path,
         queue_proxy_command: Sequence[str] = QUEUE_PROXY_COMMAND,
         clock: Callable[[], float] = time.time,
+        max_pods: int | None = None,
+        spawn_limiter: SpawnLimiter | None = None,
     ) -> None:
+        """``max_pods``: the capacity cap (None: ``default_max_pods`` of this machine);
+        ``spawn_limiter``: launch pacing (None: from the machine's cores and the SPAWN_* constants)."""
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.queue_proxy_command = tuple(queue_proxy_command)
         self.clock = clock
+        cores, memory = machine_resources()
+        if max_pods is not None and max_pods < 1:
+            raise ValueError(f"max_pods={max_pods}: must be at least 1")
+        self.max_pods = max_pods if max_pods is not None else default_max_pods(cores, memory)
+        self.spawn_limiter = spawn_limiter or SpawnLimiter(
+            max(SPAWN_IN_FLIGHT_MIN, SPAWN_IN_FLIGHT_PER_CORE * cores), SPAWN_PER_SECOND, SPAWN_BURST
+        )
         self._revisions = {t.revision: _RevisionPods(t) for t in templates}
         self._listeners: list[PodsListener] = []
+        self._failure_listeners: list[FailureListener] = []
         self._names = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._reconciler: asyncio.Task[None] | None = None
         self._closing = False
         self._http: httpx.AsyncClient | None = None
+        self._preexec = die_with_parent()
+        self._guard = OrphanGuard()
 
     # ---- the Actuator interface -----------------------------------------------------------------
 
@@ -167,7 +216,7 @@ class LocalActuator:
         if desired != state.desired:
             log.info("%s: desired scale %d -> %d", revision, state.desired, desired)
         state.desired = max(0, desired)
-        state.wake.set()
+        self._wake.set()
 
     def desired_scale(self, revision: RevisionKey) -> int:
         return self._revisions[revision].desired
@@ -178,10 +227,29 @@ class LocalActuator:
     def subscribe(self, listener: PodsListener) -> None:
         self._listeners.append(listener)
 
+    def subscribe_failures(self, listener: FailureListener) -> None:
+        """``listener(revision, failure)`` on every pod failure, ``listener(revision, None)`` when a
+        pod of a failing revision becomes ready (so held requests can be told why they wait)."""
+        self._failure_listeners.append(listener)
+
     # ---- extras for status views ------------------------------------------------------------------
 
     def last_failure(self, revision: RevisionKey) -> PodFailure | None:
         return self._revisions[revision].last_failure
+
+    def pending(self, revision: RevisionKey) -> int:
+        """Desired pods that do not exist: beyond the capacity cap, waiting for the spawn limit or
+        for a crash-loop backoff."""
+        state = self._revisions[revision]
+        return max(0, state.desired - len(state.live()))
+
+    def capacity(self) -> dict[str, int]:
+        """The cap, the pods that exist (starting, ready or draining) and the launches under way."""
+        return {
+            "max_pods": self.max_pods,
+            "pods": sum(len(state.pods) for state in self._revisions.values()),
+            "starting": self.spawn_limiter.in_flight,
+        }
 
     def user_container_addresses(self, revision: RevisionKey) -> dict[str, str]:
         """Pod name -> the user container's own address (behind the queue-proxy), for diagnostics."""
@@ -204,24 +272,32 @@ class LocalActuator:
 
     async def start(self) -> None:
         self._http = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
+        self._guard.start()
+        self._reconciler = asyncio.create_task(self._reconcile(), name="reconcile local pods")
+
+    def stop_spawning(self) -> None:
+        """Start no pod from now on and cancel the launches under way without waiting for them (each
+        cancelled launch stops what it had started). The first step of any shutdown."""
+        self._closing = True
+        if self._reconciler is not None:
+            self._reconciler.cancel()
         for state in self._revisions.values():
-            state.task = asyncio.create_task(
-                self._reconcile(state), name=f"reconcile {state.template.revision}"
-            )
+            for pod in state.pods.values():
+                if pod.starting and pod.task is not None:
+                    pod.task.cancel()
 
     async def close(self) -> None:
-        """Stop every pod (drained, then terminated) and wait for all children to be gone."""
-        self._closing = True
+        """Stop spawning, stop every pod (drained, then terminated) and wait for all children."""
+        self.stop_spawning()
         for state in self._revisions.values():
             state.desired = 0
-            if state.task:
-                state.task.cancel()
         pods = [pod for state in self._revisions.values() for pod in state.pods.values()]
         await asyncio.gather(*(self._stop(pod, quick=True) for pod in pods), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.kill_all()
+        self._guard.close()
         if self._http is not None:
             await self._http.aclose()
 
@@ -234,37 +310,97 @@ class LocalActuator:
 
     # ---- convergence ------------------------------------------------------------------------------
 
-    async def _reconcile(self, state: _RevisionPods) -> None:
-        while True:
-            state.wake.clear()
-            live = state.live()
-            now = self.clock()
-            timeout: float | None = None
-            if len(live) < state.desired:
-                if now >= state.retry_at:
-                    for _ in range(state.desired - len(live)):
-                        pod = _Pod(
-                            f"{state.template.revision.name}-{next(self._names)}",
-                            state.template,
-                            self.log_dir,
-                        )
-                        state.pods[pod.name] = pod
-                        self._spawn(self._run_pod(state, pod))
-                else:
-                    timeout = state.retry_at - now
-            elif len(live) > state.desired:
-                # Like a ReplicaSet: pods not ready yet go first, then the youngest.
-                victims = sorted(live, key=lambda p: (p.ready, p.started_at))[: len(live) - state.desired]
-                for pod in victims:
-                    self._mark_terminating(pod)
-                    self._spawn(self._stop(pod))
+    async def _reconcile(self) -> None:
+        """One loop for all revisions (they share the cap and the spawn limiter): converge, then sleep
+        until something changes or the clock frees a launch or ends a backoff."""
+        while not self._closing:
+            self._wake.clear()
+            timeout = self._converge(self.clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.wake.wait(), timeout)
+                await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _spawn(self, coro) -> None:
+    def _converge(self, now: float) -> float | None:
+        """Stop pods beyond each revision's share of the cap, then start missing ones — one per
+        revision in turn — while the cap and the spawn limiter allow. Returns the seconds until the
+        clock alone makes progress possible (None: only a wake-up can)."""
+        shares = allot({key: state.desired for key, state in self._revisions.items()}, self.max_pods)
+        for key, state in self._revisions.items():
+            self._set_share(state, shares[key])
+            live = state.live()
+            for pod in scale_down_order(live)[: max(0, len(live) - state.share)]:
+                self._retire(pod)
+        timeout: float | None = None
+        hungry: dict[RevisionKey, int] = {}
+        for key, state in self._revisions.items():
+            missing = state.share - len(state.live())
+            if missing > 0 and now < state.retry_at:
+                timeout = _earliest(timeout, state.retry_at - now)
+            elif missing > 0:
+                hungry[key] = missing
+        existing = sum(len(state.pods) for state in self._revisions.values())
+        while hungry and existing < self.max_pods and self.spawn_limiter.allowed(now) > 0:
+            for key in list(hungry):
+                if existing >= self.max_pods or self.spawn_limiter.allowed(now) < 1:
+                    break
+                self.spawn_limiter.take(now)
+                self._start_pod(self._revisions[key])
+                existing += 1
+                hungry[key] -= 1
+                if not hungry[key]:
+                    del hungry[key]
+        if hungry and existing < self.max_pods:
+            timeout = _earliest(timeout, self.spawn_limiter.wait(now))
+        return timeout
+
+    def _set_share(self, state: _RevisionPods, share: int) -> None:
+        capped = share < state.desired
+        if capped and not state.capped:
+            log.warning(
+                "%s: wants %d pods but the local capacity cap is %d pods in all (maxPods, --max-pods):"
+                " %d pending",
+                state.template.revision,
+                state.desired,
+                self.max_pods,
+                state.desired - share,
+            )
+        state.capped = capped
+        state.share = share
+
+    def _start_pod(self, state: _RevisionPods) -> None:
+        seq = next(self._names)
+        pod = _Pod(f"{state.template.revision.name}-{seq}", seq, state.template, self.log_dir)
+        state.pods[pod.name] = pod
+        pod.task = self._spawn(self._run_pod(state, pod))
+        pod.task.add_done_callback(lambda _task: self._pod_task_done(state, pod))
+
+    def _pod_task_done(self, state: _RevisionPods, pod: _Pod) -> None:
+        """Bookkeeping that must happen even for a launch cancelled before it ever ran."""
+        self._launch_over(pod)
+        pod.launched.set()
+        if not pod.processes() and state.pods.get(pod.name) is pod:
+            del state.pods[pod.name]
+            self._wake.set()
+
+    def _launch_over(self, pod: _Pod) -> None:
+        if pod.starting:
+            pod.starting = False
+            self.spawn_limiter.finished()
+            self._wake.set()
+
+    def _retire(self, pod: _Pod) -> None:
+        """Take a pod out of service: a launch under way is cancelled (it stops what it started at
+        once), a ready pod is drained and stopped."""
+        self._mark_terminating(pod)
+        if pod.starting and pod.task is not None and not pod.task.done():
+            pod.task.cancel()
+        else:
+            self._spawn(self._stop(pod))
+
+    def _spawn(self, coro) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _notify(self, state: _RevisionPods) -> None:
         pods = [p.info() for p in state.live() if p.serving_port]
@@ -275,25 +411,13 @@ class LocalActuator:
                 log.exception("pod listener failed")
 
     async def _run_pod(self, state: _RevisionPods, pod: _Pod) -> None:
-        template = state.template
         failure: str | None = None
         try:
             try:
-                await self._launch(pod)
+                failure = await self._bring_up(state, pod)
             finally:
-                pod.launched.set()
-            self._notify(state)  # the activator probes new pods itself, ready or not
-            failure = await self._await_ready(pod)
+                self._launch_over(pod)
             if failure is None:
-                pod.ready_at = self.clock()
-                log.info(
-                    "%s: pod %s ready in %.2fs (%s)",
-                    template.revision,
-                    pod.name,
-                    pod.ready_at - pod.started_at,
-                    pod.info().address,
-                )
-                self._notify(state)
                 failure = await self._watch(pod, state)
         except OSError as exc:
             failure = f"cannot start: {exc}"
@@ -304,6 +428,37 @@ class LocalActuator:
             self._record_failure(state, pod, failure)
             await self._stop(pod, quick=True)
 
+    async def _bring_up(self, state: _RevisionPods, pod: _Pod) -> str | None:
+        """Start both processes and wait for readiness; None when ready, else why not."""
+        try:
+            await self._launch(pod)
+        finally:
+            pod.launched.set()
+        self._notify(state)  # the activator probes new pods itself, ready or not
+        failure = await self._await_ready(pod)
+        if failure is not None:
+            return failure
+        pod.ready_at = self.clock()
+        log.info(
+            "%s: pod %s ready in %.2fs (%s)",
+            state.template.revision,
+            pod.name,
+            pod.ready_at - pod.started_at,
+            pod.info().address,
+        )
+        self._notify(state)
+        if state.failing:
+            state.failing = False
+            self._tell_failure(state, None)
+        return None
+
+    def _tell_failure(self, state: _RevisionPods, failure: PodFailure | None) -> None:
+        for listener in self._failure_listeners:
+            try:
+                listener(state.template.revision, failure)
+            except Exception:
+                log.exception("pod failure listener failed")
+
     def _record_failure(self, state: _RevisionPods, pod: _Pod, reason: str) -> None:
         now = self.clock()
         healthy_for = now - pod.ready_at if pod.ready_at is not None else 0.0
@@ -312,6 +467,8 @@ class LocalActuator:
         state.retry_at = now + delay
         tail = pod.output_tail()
         state.last_failure = PodFailure(pod.name, reason, tail, now)
+        state.failing = True
+        self._tell_failure(state, state.last_failure)
         log.warning(
             "%s: pod %s %s; %s%s",
             state.template.revision,
@@ -340,7 +497,9 @@ class LocalActuator:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=self._preexec,
             )
+        self._guard.watch(pod.user.pid)
         with pod.qp_log_path.open("ab") as err:
             pod.queue_proxy = await asyncio.create_subprocess_exec(
                 *self.queue_proxy_command,
@@ -357,7 +516,9 @@ class LocalActuator:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
                 start_new_session=True,
+                preexec_fn=self._preexec,
             )
+        self._guard.watch(pod.queue_proxy.pid)
         ports = await self._read_ports(pod)
         pod.serving_port, pod.stats_port = ports["serving_port"], ports["stats_port"]
         self._spawn(_drain_to_file(pod.queue_proxy.stdout, pod.qp_log_path))
@@ -375,6 +536,7 @@ class LocalActuator:
             "CONTAINER_CONCURRENCY": str(t.container_concurrency),
             "REVISION_TIMEOUT_SECONDS": str(t.timeout_seconds),
             "REVISION_IDLE_TIMEOUT_SECONDS": str(t.idle_timeout_seconds),
+            **t.queue_proxy_env,
         }
         if t.readiness_probe:
             env["SERVING_READINESS_PROBE"] = t.readiness_probe
@@ -436,6 +598,7 @@ class LocalActuator:
             pod.terminating = True
             pod.stop_requested.set()
             self._notify(self._revisions[pod.template.revision])
+            self._wake.set()
 
     async def _stop(self, pod: _Pod, quick: bool = False) -> None:
         """Drain the queue-proxy (SIGTERM; it finishes in-flight requests), then stop the user container."""
@@ -464,9 +627,10 @@ class LocalActuator:
         for proc in (qp, user):
             if proc is not None:
                 _kill_group(proc, signal.SIGKILL)  # anything the children left in their groups
+                self._guard.forget(proc.pid)
         if state.pods.get(pod.name) is pod:
             del state.pods[pod.name]
-        state.wake.set()
+        self._wake.set()
 
 
 def _exit_reason(pod: _Pod) -> str | None:
@@ -476,6 +640,10 @@ def _exit_reason(pod: _Pod) -> str | None:
             how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
             return f"{label} {how}"
     return None
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> bool:
