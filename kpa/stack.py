@@ -16,7 +16,7 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,6 +24,7 @@ import yaml
 
 from autoscaler.config import ConfigError
 from autoscaler.revision import RevisionSettings, settings_from
+from queueproxy.auth import TOKENS_FILE, AuthConfigError, AuthSpec
 from queueproxy.config import ConfigError as QueueProxyConfigError
 from queueproxy.config import parse_probes
 
@@ -35,12 +36,13 @@ DEFAULT_TIMEOUT_SECONDS = 300
 MAX_TIMEOUT_SECONDS = 600
 MAX_CONTAINER_CONCURRENCY = 1000
 MAX_QUEUE_BOUND = 1_000_000
+MAX_PODS = 10_000  # the largest capacity cap a stack file may ask for (pods across all revisions)
 # How long a new pod may take to answer its readiness probe before it is reported as failed.
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 60.0
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TOP_KEYS = ("revisions", "config")
+_TOP_KEYS = ("revisions", "config", "maxPods")
 _REVISION_KEYS = (
     "name",
     "namespace",
@@ -82,6 +84,7 @@ class RevisionSpec:
     startup_timeout_seconds: float = DEFAULT_STARTUP_TIMEOUT_SECONDS
     readiness_probe: str | None = None  # Knative's JSON probe form; None: TCP on the user port
     activator_queue_bound: int | None = None  # requests the activator may hold; None: its default
+    auth: AuthSpec | None = None  # data-path authentication (kpa.dev/auth-* annotations)
     workdir: Path = Path(".")
 
 
@@ -90,6 +93,7 @@ class StackConfig:
     revisions: tuple[RevisionSpec, ...]
     config: Mapping[str, str]
     source: str
+    max_pods: int | None = None  # the local capacity cap; None: the machine's default
 
     def revision(self, name: str) -> RevisionSpec:
         for spec in self.revisions:
@@ -215,7 +219,8 @@ class _Reader:
                 )
             seen[key] = index
             revisions.append(spec)
-        return StackConfig(tuple(revisions), global_config, self.source)
+        max_pods = self.integer(top["maxPods"][1], "maxPods", 1, MAX_PODS) if "maxPods" in top else None
+        return StackConfig(tuple(revisions), global_config, self.source, max_pods)
 
     def revision(self, node: yaml.Node, path: str, global_config: Mapping[str, str]) -> RevisionSpec:
         fields_ = self.mapping(node, path, _REVISION_KEYS)
@@ -268,6 +273,7 @@ class _Reader:
         own_config = self.string_map(get("config"), f"{path}.config") if get("config") else {}
         config = {**global_config, **own_config}
         settings = self.settings(fields_, path, annotations, config, cc)
+        auth = self.auth(get("annotations"), annotations, f"{path}.annotations")
         return RevisionSpec(
             name=name,
             namespace=namespace,
@@ -291,7 +297,23 @@ class _Reader:
             if get("readinessProbe")
             else None,
             workdir=self.workdir,
+            auth=auth,
         )
+
+    def auth(self, node: yaml.Node | None, annotations: Mapping[str, str], path: str) -> AuthSpec | None:
+        """The ``kpa.dev/auth-*`` annotations; a relative tokens file is found beside the stack file."""
+        try:
+            spec = AuthSpec.from_annotations(annotations)
+        except AuthConfigError as exc:
+            culprit = next((k for k in annotations if k in str(exc)), None)
+            self.fail(self.mapping(node, path, None)[culprit][0] if culprit else node, f"{path}: {exc}")
+        if spec is None or spec.bearer_tokens_file is None:
+            return spec
+        tokens = self.workdir / spec.bearer_tokens_file
+        if not tokens.is_file():
+            key_node = self.mapping(node, path, None)[TOKENS_FILE][0]
+            self.fail(key_node, f'{path}[{TOKENS_FILE}]="{spec.bearer_tokens_file}": no such file {tokens}')
+        return replace(spec, bearer_tokens_file=str(tokens))
 
     def dns_label(self, node: yaml.Node, path: str) -> str:
         value = self.string(node, path)

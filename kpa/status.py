@@ -1,8 +1,10 @@
 """`kpa status`: the per-revision scaling table of a running `kpa up`, read from its admin port.
 
 The same table is `kpa up`'s live view, so what you see in either place means the same thing:
-desired and ready pods, serve/proxy mode, panic, the stable and panic concurrency the KPA is
-acting on, excess burst capacity, and the PodAutoscaler's Active state with the reason for it.
+desired and ready pods, pods pending (desired but not started: beyond the local capacity cap,
+waiting for the spawn limit or a crash-loop backoff), serve/proxy mode, panic, the stable and
+panic concurrency the KPA is acting on, excess burst capacity, the PodAutoscaler's Active state
+with the reason for it, and why the revision's last pod failed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def status_table(doc: Mapping[str, Any], width: int | None = None):
         ),
         ("desired", "right", lambda r: str(r["desired_pods"])),
         ("ready", "right", lambda r: f"{r['ready_pods']}/{r['pods']}"),
+        ("pending", "right", _pending),
         (
             "mode",
             "left",
@@ -50,7 +53,18 @@ def status_table(doc: Mapping[str, Any], width: int | None = None):
         table.add_column(name, justify=justify, no_wrap=name != "why")
     for row in doc.get("revisions", []):
         table.add_row(*(cell(row) for _, _, cell in columns))
+    if not wide:  # no "why" column: pod failures go under the table
+        failures = [f"{row['name']}: pod {row['pod_failure']}" for row in doc.get("revisions", [])
+                    if row.get("pod_failure")]  # fmt: skip
+        if failures:
+            table.caption = "\n".join(failures)
+            table.caption_justify = "left"
     return table
+
+
+def _pending(row: Mapping[str, Any]) -> str:
+    pending = row.get("pending_pods", 0)
+    return f"[yellow]{pending}[/]" if pending else "-"
 
 
 def _title(doc: Mapping[str, Any]) -> str:
@@ -61,6 +75,9 @@ def _title(doc: Mapping[str, Any]) -> str:
         parts.append(f"entry {entry}")
     if uptime is not None:
         parts.append(f"up {uptime:.0f}s")
+    capacity = doc.get("capacity")
+    if capacity:
+        parts.append(f"pods {capacity['pods']}/{capacity['max_pods']} (cap)")
     return " · ".join(parts)
 
 
@@ -129,5 +146,6 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(
         f"{r['name']}: {r['ready_pods']}/{r['desired_pods']} ready, {r['mode']}, "
         f"c={r['stable_concurrency']:.1f}/{r['panic_concurrency']:.1f}{' PANIC' if r['panicking'] else ''}"
+        + (f", {r['pending_pods']} pending" if r.get("pending_pods") else "")
         for r in rows
     )

@@ -13,8 +13,14 @@ ServerlessService:
 * **serve mode**: it goes straight to a ready pod's queue-proxy, round robin.
 
 The autoscaler service flips the mode; the entry follows at once. The admin port answers
-``GET /status`` (JSON, what `kpa status` shows), ``GET /metrics`` (Prometheus text of the
-autoscaler and the activator) and ``POST /stats`` (stats pushed by an external activator).
+``GET /status`` (JSON, what `kpa up`'s live table and `kpa status` show), ``GET /metrics``
+(Prometheus text of the autoscaler and the activator) and ``POST /stats`` (stats pushed by an
+external activator). It listens on ``--admin-host`` (loopback unless told otherwise, whatever
+``--host`` is), and every call but a GET needs ``Authorization: Bearer <admin token>``: the token
+of ``--admin-token-file`` or ``KPA_ADMIN_TOKEN``, else one generated at start and written to the
+``--ready-file`` (mode 0600). A revision with ``kpa.dev/auth-*`` annotations is checked at the
+entry, before it can reach the activator (so an unauthenticated request cannot wake it), and again
+by its queue-proxies; see docs/security.md.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ import itertools
 import json
 import logging
 import os
+import secrets
+import shutil
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +50,12 @@ from activator.server import Activator
 from activator.sinks import CallbackStatSink, RevisionStat
 from autoscaler.actuator import PodInfo, ready_pods
 from autoscaler.lifecycle import PROXY, SERVE
-from autoscaler.local_actuator import LocalActuator, PodTemplate
+from autoscaler.local_actuator import LocalActuator, PodFailure, PodTemplate
 from autoscaler.service import AutoscalerService, parse_stat_push
 from autoscaler.stat import RevisionKey, StatError
 from kpa.stack import RevisionSpec, StackConfig, StackConfigError, load_stack
+from queueproxy.auth import ADMIN_TOKEN_ENV, AuthConfigError, TokenSet, check_admin
+from queueproxy.gate import PASS, AuthGate, load_admin_token
 from queueproxy.http11 import HttpServer, Limits, Request, Response
 from queueproxy.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
 
@@ -52,6 +63,8 @@ log = logging.getLogger("kpa.up")
 
 DEFAULT_PORT = 8080
 DEFAULT_ADMIN_PORT = 8081
+LOOPBACK = "127.0.0.1"
+ADMIN_REALM = "kpa-up-admin"
 PATH_PREFIX = b"/r/"
 DIRECT_DEADLINE_MARGIN = 1.0  # seconds past the revision timeout before the entry gives up on a pod
 DEFAULT_DIRECT_DEADLINE = 300.0 + DIRECT_DEADLINE_MARGIN  # Knative's default revision timeout
@@ -72,6 +85,7 @@ def pod_template(spec: RevisionSpec) -> PodTemplate:
         idle_timeout_seconds=spec.idle_timeout_seconds,
         startup_timeout=spec.startup_timeout_seconds,
         readiness_probe=spec.readiness_probe,
+        queue_proxy_env=spec.auth.env() if spec.auth is not None else {},
     )
 
 
@@ -119,6 +133,7 @@ class Entry:
         self.deadlines = {key: t + DIRECT_DEADLINE_MARGIN for key, t in (timeouts or {}).items()}
         self.served_direct = 0
         self.served_proxied = 0
+        self.gates: dict[RevisionKey, AuthGate] = {}  # revisions that need credentials
 
     def set_mode(self, ref: RevisionKey, mode: str) -> None:
         self.backends[RevisionKey(ref.namespace, ref.name)].mode = mode
@@ -137,11 +152,23 @@ class Entry:
             response.send(404, body.encode())
             return None
         key, request = routed
+        gate = self.gates.get(key)
+        if gate is not None:
+            screened = gate.screen(request, response, partial(self._forward, key))
+            if screened is not PASS:
+                return screened  # refused (None) or waiting for the JWKS
+        return self._forward(key, request, response)
+
+    def _forward(
+        self, key: RevisionKey, request: Request, response: Response, *, in_task: bool = False
+    ):  # -> Awaitable[None] | None
+        """Serve mode: straight to a pod; proxy mode: through the activator."""
         backends = self.backends[key]
         if backends.mode == SERVE:
             return self._serve_direct(key, backends, request, response)
         self.served_proxied += 1
-        return self.activator.handle(request, response)  # None: sent at once, finished from callbacks
+        # None: sent at once, finished from callbacks
+        return self.activator.handle(request, response, in_task=in_task)
 
     async def _serve_direct(
         self, key: RevisionKey, backends: _Backends, request: Request, response: Response
@@ -223,15 +250,29 @@ class LocalStack:
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         admin_port: int = DEFAULT_ADMIN_PORT,
+        admin_host: str = LOOPBACK,
+        admin_token: str | None = None,
         log_dir: str | Path | None = None,
+        max_pods: int | None = None,
     ) -> None:
+        """``log_dir``: where pod output goes (None: a temporary directory, removed by ``stop``);
+        ``max_pods``: the capacity cap (None: the stack file's ``maxPods``, else the machine's default)."""
         self.stack = stack
         self.host = host
         self.port = port
         self.admin_port = admin_port
+        self.admin_host = admin_host
+        # Needed by every admin call but a GET; generated unless given (the CLI writes it to --ready-file).
+        self.admin_token = admin_token or secrets.token_urlsafe(32)
+        self._admin_tokens = TokenSet([self.admin_token])
+        self._own_log_dir = not log_dir
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="kpa-up-"))
         self.refs = [RevisionKey(s.namespace, s.name) for s in stack.revisions]
-        self.actuator = LocalActuator([pod_template(s) for s in stack.revisions], self.log_dir)
+        self.actuator = LocalActuator(
+            [pod_template(s) for s in stack.revisions],
+            self.log_dir,
+            max_pods=max_pods if max_pods is not None else stack.max_pods,
+        )
         self.activator = Activator(
             pod_name="kpa-up-activator", stat_sink=CallbackStatSink(self._activator_stats)
         )
@@ -239,6 +280,9 @@ class LocalStack:
         max_idle = {RevisionKey(s.namespace, s.name): s.container_concurrency or 100 for s in stack.revisions}
         timeouts = {RevisionKey(s.namespace, s.name): float(s.timeout_seconds) for s in stack.revisions}
         self.entry = Entry(self.activator, self.refs, max_idle, timeouts)
+        for spec, ref in zip(stack.revisions, self.refs, strict=True):
+            if spec.auth is not None:
+                self.entry.gates[ref] = AuthGate.load(spec.name, spec.auth)
         self._servers: list[HttpServer] = []
         self._stopping = False
         self.started_at = time.time()
@@ -258,16 +302,19 @@ class LocalStack:
             )
             self.service.add_revision(ref, spec.settings)
         self.actuator.subscribe(self._pods_changed)
+        self.actuator.subscribe_failures(self._pod_failure)
         self.service.on_mode_change(self.entry.set_mode)
         await self.activator.start(port=None)  # reporting only: the entry calls its handler directly
+        for gate in self.entry.gates.values():
+            gate.prefetch()
         entry = HttpServer(self.entry.handle, limits=Limits(cancel_on_client_eof=True), name="entry")
         _, port = await entry.start(self.host, self.port)
         self._servers.append(entry)
         admin = HttpServer(self._admin, name="admin")
-        _, admin_port = await admin.start(self.host, self.admin_port)
+        _, admin_port = await admin.start(self.admin_host, self.admin_port)
         self._servers.append(admin)
         self.entry_url = f"http://{self.host}:{port}"
-        self.admin_url = f"http://{self.host}:{admin_port}"
+        self.admin_url = f"http://{self.admin_host}:{admin_port}"
         await self.actuator.start()
         await self.service.start()
         for spec, ref in zip(self.stack.revisions, self.refs, strict=True):
@@ -276,8 +323,10 @@ class LocalStack:
         self.started_at = time.time()
 
     async def stop(self) -> None:
-        """Stop serving (held requests get 503), stop deciding, then stop every pod."""
+        """Stop spawning pods at once, stop serving (held requests get 503), stop deciding, then stop
+        every pod; a log directory the stack made itself is removed."""
         self._stopping = True
+        self.actuator.stop_spawning()
         for server in self._servers:
             server.stop_accepting()
         await self.service.close()
@@ -286,6 +335,8 @@ class LocalStack:
         await self.actuator.close()
         for backends in self.entry.backends.values():
             backends.set_pods([], 0)
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def _pods_changed(self, ref: RevisionKey, pods: Sequence[PodInfo]) -> None:
         if self._stopping:
@@ -298,6 +349,13 @@ class LocalStack:
         self.activator.set_endpoints(key, [p.address for p in ready])
         self.entry.set_ready_pods(ref, ready)
 
+    def _pod_failure(self, ref: RevisionKey, failure: PodFailure | None) -> None:
+        """Requests the activator holds for a failing revision are told why (not the output tail:
+        a pod's output may hold what a client must not see)."""
+        if not self._stopping:
+            reason = f"{failure.pod} {failure.reason}" if failure is not None else None
+            self.activator.set_revision_failure(RevisionKey(ref.namespace, ref.name), reason)
+
     def _activator_stats(self, stats: Sequence[RevisionStat]) -> None:
         self.service.record_pushed((RevisionKey(s.namespace, s.revision), s.stat) for s in stats)
 
@@ -308,7 +366,11 @@ class LocalStack:
             "uptime_s": round(time.time() - self.started_at, 1),
             "time": time.time(),
             "log_dir": str(self.log_dir),
-            "revisions": [row.to_json() for row in self.service.status()],
+            "revisions": [
+                {**row.to_json(), "pending_pods": self.actuator.pending(RevisionKey(row.namespace, row.name))}
+                for row in self.service.status()
+            ],
+            "capacity": self.actuator.capacity(),
             "activator": [self.activator.revision_status(k) for k in self.activator.revisions()],
             "served": {"direct": self.entry.served_direct, "via_activator": self.entry.served_proxied},
             "pod_pids": self.actuator.process_ids(),
@@ -316,6 +378,13 @@ class LocalStack:
 
     async def _admin(self, request: Request, response: Response) -> None:
         path, method = request.path, request.method
+        if method not in (b"GET", b"HEAD"):
+            denial = check_admin(request.header(b"authorization"), self._admin_tokens)
+            if denial is not None:
+                challenge = denial.challenge(ADMIN_REALM)
+                headers = [(b"www-authenticate", challenge)] if challenge else []
+                response.send(denial.status, json.dumps({"error": denial.reason}).encode(), headers, _JSON)
+                return
         if path == "/status" and method == b"GET":
             response.send(200, json.dumps(self.status()).encode(), content_type=_JSON)
         elif path == "/metrics" and method == b"GET":
@@ -349,11 +418,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_ADMIN_PORT,
         help=f"status/metrics port (default {DEFAULT_ADMIN_PORT}; 0 = any)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="address of the entry (default 127.0.0.1)")
+    parser.add_argument(
+        "--admin-host",
+        default=LOOPBACK,
+        help="address of the admin port (default 127.0.0.1 whatever --host is; see docs/security.md)",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        metavar="FILE",
+        help=f"file whose first line is the admin token (else env {ADMIN_TOKEN_ENV}, else a new one "
+        "written to --ready-file)",
+    )
     parser.add_argument("--no-live", action="store_true", help="log lines instead of the live table")
     parser.add_argument("--log-dir", help="where pod output goes (default: a new temporary directory)")
-    parser.add_argument("--ready-file", help="write {entry, admin, pid} as JSON here once listening")
+    parser.add_argument(
+        "--max-pods",
+        type=_positive_int,
+        metavar="N",
+        help="at most N pods at once across all revisions; the rest are pending "
+        "(default: the stack file's maxPods, else 4 per core within available memory)",
+    )
+    parser.add_argument(
+        "--ready-file",
+        help="write {entry, admin, admin_token, pid} as JSON here once listening (file mode 0600)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -375,14 +475,36 @@ async def _main(args: argparse.Namespace, stack_config: StackConfig) -> int:
 
     console = Console(stderr=args.no_live)
     _setup_logging(args, console)
+    try:
+        admin_token = load_admin_token(args.admin_token_file, os.environ)
+    except AuthConfigError as exc:
+        console.print(f"kpa up: {exc}")
+        return 2
+    os.environ.pop(ADMIN_TOKEN_ENV, None)  # pods inherit this environment: they must not get the token
     stack = LocalStack(
-        stack_config, host=args.host, port=args.port, admin_port=args.admin_port, log_dir=args.log_dir
+        stack_config,
+        host=args.host,
+        port=args.port,
+        admin_port=args.admin_port,
+        admin_host=args.admin_host,
+        admin_token=admin_token,
+        # The CLI keeps pod logs after it exits (the path is printed), so it makes the directory.
+        log_dir=args.log_dir or tempfile.mkdtemp(prefix="kpa-up-"),
+        max_pods=args.max_pods,
     )
     atexit.register(stack.actuator.kill_all)  # if anything below dies unexpectedly, no pod survives us
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        stack.actuator.stop_spawning()  # at once, before the graceful part of the stop begins
+        if stop.is_set():  # a second Ctrl-C: no more patience for drains
+            log.warning("stopping now: killing every pod")
+            stack.actuator.kill_all()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         try:
             await stack.start()
@@ -393,12 +515,12 @@ async def _main(args: argparse.Namespace, stack_config: StackConfig) -> int:
         console.print(
             f"kpa up: entry [bold]{stack.entry_url}[/] (revisions: {names}) — pick one with "
             f"Host: <revision> or the path prefix /r/<revision>/\n"
-            f"        admin {stack.admin_url} (/status, /metrics); pod logs in {stack.log_dir}"
+            f"        admin {stack.admin_url} (/status, /metrics); pod logs in {stack.log_dir}\n"
+            f"        at most {stack.actuator.max_pods} pods at once (--max-pods); more are pending"
         )
         if args.ready_file:
-            Path(args.ready_file).write_text(
-                json.dumps({"entry": stack.entry_url, "admin": stack.admin_url, "pid": os.getpid()}) + "\n"
-            )
+            ready = {"entry": stack.entry_url, "admin": stack.admin_url, "admin_token": stack.admin_token}
+            write_private(Path(args.ready_file), json.dumps({**ready, "pid": os.getpid()}) + "\n")
         if args.no_live:
             await _log_until(stop, stack)
         else:
@@ -407,8 +529,19 @@ async def _main(args: argparse.Namespace, stack_config: StackConfig) -> int:
         log.info("stopping: draining requests and stopping pods")
         await stack.stop()
         atexit.unregister(stack.actuator.kill_all)
-    console.print("kpa up: stopped; no pods left running")
+    console.print(f"kpa up: stopped; no pods left running; pod logs kept in {stack.log_dir}")
     return 0
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by its owner only (mode 0600), atomically: a reader polling for the file
+    sees nothing or all of it, and never through a link someone left at the temporary name."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(temporary, path)
 
 
 def _setup_logging(args: argparse.Namespace, console) -> None:

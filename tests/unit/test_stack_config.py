@@ -169,12 +169,25 @@ def test_bad_revision_fields_are_rejected_with_line_and_key(extra, expected):
             "revisions:\n  - name: a\n    command: x\n    name: b\n",
             "stack.yaml:4: revisions[0].name: given twice",
         ),
+        (
+            "maxPods: 0\nrevisions:\n  - {name: a, command: x}\n",
+            'stack.yaml:1: maxPods="0": must be in [1, 10000]',
+        ),
+        (
+            "maxPods: many\nrevisions:\n  - {name: a, command: x}\n",
+            'stack.yaml:1: maxPods="many": not an integer',
+        ),
     ],
 )
 def test_bad_files_are_rejected_with_line_and_key(text, expected):
     with pytest.raises(StackConfigError) as err:
         parse_stack(text, source="stack.yaml")
     assert str(err.value).startswith(expected), str(err.value)
+
+
+def test_max_pods_sets_the_local_capacity_cap():
+    assert parse("revisions:\n  - {name: a, command: x}\n").max_pods is None  # the machine's default
+    assert parse("maxPods: 12\nrevisions:\n  - {name: a, command: x}\n").max_pods == 12
 
 
 def test_unreadable_file_names_the_path(tmp_path):
