@@ -145,6 +145,9 @@ class _Annotated:
     def abort(self) -> None:
         self._inner.abort()
 
+    def retract(self) -> bool:
+        return self._inner.retract()
+
     def link_flow(self, transport: asyncio.ReadTransport | None) -> None:
         self._inner.link_flow(transport)
 

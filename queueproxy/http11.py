@@ -41,23 +41,28 @@ Connection); the body is chunked when the length is unknown (close-delimited for
 headers, content_type)`` does all three, ``abort()`` drops the connection (for failures after the head
 went out). ``await drain()`` waits while the client is not reading; ``link_flow(transport)`` pauses and
 resumes another transport's reading with this client's write buffer (a proxy's backpressure).
+``retract()`` takes back a queued head that has not been sent (False once bytes went out).
 ``started``, ``finished``, ``status`` and ``last_write`` (monotonic seconds) describe progress.
 ``on_abort`` (a callable, default None) is called if the client goes away before the response is
 finished. ``accepts_raw``/``start_raw(status, head)`` let a proxy pass an upstream's complete,
 fixed-length head through unchanged.
 
 Connections are persistent and pipelining-safe: a pipelined request waits until the previous
-response is finished. Malformed requests get 400, oversized heads 431 (and the connection closes);
-other connections are not affected. A handler that raises gets 500 (or an aborted connection if its
-response had started); an async handler that returns without finishing its response has it finished.
-If the client goes away (closes or half-closes its connection), the handler's task is cancelled.
+response is finished. Malformed requests get 400; a request past one of the server's ``Limits`` gets
+414, 431, 413 or 408 and a connection past its connection cap 503 (each closes that connection; the
+table is in docs/wire-contracts.md, "HTTP limits"); other connections are not affected. A handler
+that raises gets 500 (or an aborted connection if its response had started); an async handler that
+returns without finishing its response has it finished. If the client goes away (closes or
+half-closes its connection), the handler's task is cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -76,6 +81,16 @@ _STATUS_LINES: dict[int, bytes] = {
 }
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CHUNK_END = b"0\r\n\r\n"
+_COPY_LIMIT = 64 * 1024  # bodies below this are joined to their head and leave in one send
+
+
+def _plain_answer(status: int, message: str, extra_headers: bytes = b"") -> bytes:
+    """A complete text response that closes the connection (refusals the engine answers itself)."""
+    body = (message + "\n").encode()
+    return status_line(status) + (
+        b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n%bconnection: close\r\n\r\n%b"
+        % (len(body), extra_headers, body)
+    )
 
 
 def status_line(status: int) -> bytes:
@@ -87,24 +102,115 @@ def status_line(status: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-connection limits; the defaults suit a sidecar on loopback and in a pod."""
+    """The HTTP limits of every server we run, with the answer a client sees past each one.
 
+    One set, defined here only, so a hostile or broken client meets the same bounds at the
+    queue-proxy, the activator, ``kpa up`` and the predictor; docs/wire-contracts.md ("HTTP limits")
+    tabulates them. Defaults follow nginx and Go/Knative servers: nginx's 8 KiB request line, 60 s
+    header and body timeouts and 75 s keep-alive; Knative's one-minute ReadHeaderTimeout.
+    """
+
+    max_url_bytes: int = 8 * 1024  # the request line's target; longer: 414
     max_head_bytes: int = 64 * 1024  # request line + headers; beyond it: 431
-    max_headers: int = 100
+    max_headers: int = 100  # header fields; more: 431
+    # A declared Content-Length above it: 413 before a body byte is read; a chunked body or a
+    # decompressed one (``inflate``) growing past it: 413 when it does.
+    max_body_bytes: int = 256 * 1024 * 1024
     body_buffer: int = 256 * 1024  # stop reading from the client past this many unread body bytes
+    head_timeout: float = 60.0  # a request head (or a new connection's first one) taking longer: 408
+    body_timeout: float = 60.0  # no body bytes for this long while the request waits for them: 408
     keepalive_timeout: float = 75.0  # close a connection idle between requests this long
-    head_timeout: float = 30.0  # close a connection whose request head takes longer than this
+    # Connections served at once; one more is answered 503 and closed. None: derived from the
+    # process's descriptor limit when the server is made (``default_max_connections``).
+    max_connections: int | None = None
     # Treat a client's half-close (EOF) as the client leaving and cancel its request, as Go's net/http
     # does; the activator needs it so a request held for capacity is let go when its client gives up.
     cancel_on_client_eof: bool = False
+
+    @classmethod
+    def control(cls) -> Limits:
+        """Limits for an admin, stats or metrics port: a few connections, so a flood there cannot take
+        the descriptors that the serving port's reserve keeps for health checks and probes."""
+        return cls(max_connections=CONTROL_CONNECTIONS)
+
+
+CONTROL_CONNECTIONS = 64
+LINGER_S = 2.0  # how long a refused connection may still send before it is cut off
+MAX_LINGERING = 64  # refused connections lingering at once per server; more are closed at once
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft limit on open descriptors to its hard limit; returns the soft limit now.
+
+    Every server process calls it first: the soft limit is often 1,024 while the hard one allows far
+    more, and every client connection (and a proxy's upstream connection) is a descriptor.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as nr_open:  # Linux refuses more than this
+                hard = int(nr_open.read())
+        except (OSError, ValueError):
+            hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+def default_max_connections(fd_limit: int | None = None) -> int:
+    """The connection cap for a server in a process allowed ``fd_limit`` open descriptors (default: the
+    process's soft limit).
+
+    A reserve (a quarter of the limit, at most 1,024) stays free for what must keep working while a
+    serving port is full: health and stats ports, readiness probes, log files. Half of the rest is
+    the cap, since a proxied connection may hold an upstream connection as well.
+    """
+    if fd_limit is None:
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if fd_limit == resource.RLIM_INFINITY:
+            fd_limit = 1 << 20
+    reserve = min(1024, max(32, fd_limit // 4))
+    return max(8, (fd_limit - reserve) // 2)
 
 
 class ClientDisconnected(ConnectionError):
     """The client closed the connection before its request body was complete."""
 
 
-class HeadTooLarge(Exception):
-    """The request head broke a limit; answered with 431."""
+class RequestRefused(Exception):
+    """A request broke one of the ``Limits`` (or could not be decoded): answered with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def inflate(data: bytes, encoding: bytes, limit: int) -> bytes:
+    """``data`` decoded from its Content-Encoding (identity, gzip or deflate): at most ``limit`` bytes.
+
+    Raises ``RequestRefused``: 413 when the decoded body would pass ``limit`` (a megabyte of gzip can
+    hold a gigabyte; decoding stops at the limit), 400 for an unknown coding or corrupt data.
+    """
+    coding = encoding.strip().lower()
+    if coding in (b"", b"identity"):
+        return data
+    if coding not in (b"gzip", b"x-gzip", b"deflate"):
+        shown = coding.decode(errors="replace")
+        raise RequestRefused(400, f"Content-Encoding {shown!r} not supported; use gzip or deflate")
+    decoder = zlib.decompressobj(31 if coding != b"deflate" else 15)
+    try:
+        out = decoder.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise RequestRefused(400, f"body is not valid {coding.decode()} data: {exc}") from None
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise RequestRefused(413, f"request body larger than {limit} bytes once decompressed")
+    if not decoder.eof:
+        raise RequestRefused(400, f"body is not valid {coding.decode()} data: it ends early")
+    return out
 
 
 class RequestBody:
@@ -120,6 +226,7 @@ class RequestBody:
         "chunked",
         "complete",
         "content_length",
+        "received",
     )
 
     def __init__(self, conn: _Connection | None, content_length: int | None, chunked: bool) -> None:
@@ -132,12 +239,17 @@ class RequestBody:
         self.content_length = content_length
         self.chunked = chunked
         self.complete = conn is None
+        self.received = 0  # body bytes that have arrived in all (the body timeout watches it move)
 
     # -- fed by the connection -------------------------------------------------------------
     def _feed(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        limits = self._conn.limits
+        if self.chunked and self.received > limits.max_body_bytes:  # a declared length was checked before
+            raise RequestRefused(413, f"request body larger than {limits.max_body_bytes} bytes")
         self._chunks.append(chunk)
         self._size += len(chunk)
-        if self._size > self._conn.limits.body_buffer:
+        if self._size > limits.body_buffer:
             self._conn._pause_for_body()
         self._wake()
 
@@ -310,6 +422,20 @@ class Response:
         self.status = status
         self._pending = head
 
+    def retract(self) -> bool:
+        """Take back a head that ``start`` queued but that has not gone out; False if bytes went out.
+
+        A proxy that learns the upstream's answer is broken before any of it reached the client may
+        then answer for it (a 502 that says why) instead of cutting the connection.
+        """
+        if self.finished or not self.started or self._pending is None:
+            return not self.started
+        self.started = False
+        self.status = 0
+        self._pending = None
+        self._chunked = False
+        return True
+
     def write(self, data: bytes) -> None:
         if self.finished:
             raise RuntimeError("response already finished")
@@ -343,11 +469,14 @@ class Response:
             data = b""
         elif self._chunked:
             data = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else _CHUNK_END
+        conn = self._conn
         if self._pending is not None:
-            data = self._pending + data
+            if len(data) < _COPY_LIMIT:
+                data = self._pending + data
+            elif not conn._closed:  # a large body leaves beside its head instead of being copied into it
+                conn.transport.write(self._pending)
             self._pending = None
         self.finished = True
-        conn = self._conn
         if data:
             self.last_write = time.monotonic()
             if not conn._closed:
@@ -387,20 +516,26 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_body_mark",
+        "_body_mark_at",
         "_body_paused",
         "_closed",
         "_current",
         "_drain_waiter",
         "_flow",
         "_flow_paused",
+        "_fresh",
         "_head_size",
         "_head_started",
         "_headers",
         "_idle_since",
         "_in_head",
+        "_linger_timer",
+        "_lingering",
         "_pipeline",
         "_pipeline_paused",
         "_read_size",
+        "_rejection",
         "_starting",
         "_task",
         "_url",
@@ -439,17 +574,36 @@ class _Connection(asyncio.Protocol):
         self._flow_paused = False
         self._closed = False
         self._idle_since = time.monotonic()
+        self._fresh = True  # no request has begun yet: the head timeout runs from the accept
+        self._body_mark = -1  # body bytes received when the body timeout last saw them move, and when
+        self._body_mark_at = 0.0
+        self._rejection: bytes | None = None  # an answer to send once the response in flight is done
+        self._lingering = False
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        if len(server._connections) >= server.max_connections:
+            server._note_refusal()
+            self._answer_and_close(
+                503,
+                f"{server.name}: at its cap of {server.max_connections} connections; retry shortly",
+                b"retry-after: 1\r\n",
+            )
+            return
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else ""
-        self.server._connections.add(self)
+        server._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.server._connections.discard(self)
+        if self._lingering:
+            self._lingering = False
+            self.server._lingering -= 1
+            self._linger_timer.cancel()
         gone = ClientDisconnected("client closed the connection")
         self._body._fail(gone)
         for queued in self._pipeline:
@@ -470,6 +624,8 @@ class _Connection(asyncio.Protocol):
         return False
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # an answered, refused connection: what the client still sends is dropped
         self._read_size = len(data)
         try:
             self.parser.feed_data(data)
@@ -479,12 +635,12 @@ class _Connection(asyncio.Protocol):
             self._start_parsed()
             if self._current is not None:
                 self._current.keep_alive = False
-        except HeadTooLarge as exc:
-            self._reject(431, str(exc))
+        except RequestRefused as exc:
+            self._refuse(exc)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, HeadTooLarge):
-                self._reject(431, str(cause))
+            if isinstance(cause, RequestRefused):
+                self._refuse(cause)
             else:
                 log.exception("request parser callback failed")
                 self._reject(400, "bad request")
@@ -501,6 +657,12 @@ class _Connection(asyncio.Protocol):
                 self._head_size += len(data)
                 if self._head_size > self.limits.max_head_bytes:
                     self._reject(431, f"request head larger than {self.limits.max_head_bytes} bytes")
+
+    def _refuse(self, exc: RequestRefused) -> None:
+        if exc.status == 413 and self._body is not EMPTY_BODY and not self._body.complete:
+            self._cut_off(413, str(exc))  # its body broke the limit while the request runs (or is about to)
+        else:
+            self._reject(exc.status, str(exc))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -519,9 +681,12 @@ class _Connection(asyncio.Protocol):
         self._headers = []
         self._head_size = 0  # also says that the head began in the read being parsed (see data_received)
         self._in_head = True
+        self._fresh = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > self.limits.max_url_bytes:
+            raise RequestRefused(414, f"request target longer than {self.limits.max_url_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
@@ -531,11 +696,11 @@ class _Connection(asyncio.Protocol):
         headers = self._headers
         limits = self.limits
         if len(headers) > limits.max_headers:
-            raise HeadTooLarge(f"more than {limits.max_headers} request headers")
+            raise RequestRefused(431, f"more than {limits.max_headers} request headers")
         if self._head_size + self._read_size > limits.max_head_bytes:  # only then count exactly
             size = len(self._url) + sum(len(n) + len(v) + 4 for n, v in headers)
             if size > limits.max_head_bytes:
-                raise HeadTooLarge(f"request head larger than {limits.max_head_bytes} bytes")
+                raise RequestRefused(431, f"request head larger than {limits.max_head_bytes} bytes")
         parser = self.parser
         version = parser.get_http_version()
         self.http11 = version != "1.0"
@@ -544,7 +709,12 @@ class _Connection(asyncio.Protocol):
         length = index.get(b"content-length")
         if encoding is not None or (length is not None and length != b"0"):
             chunked = encoding is not None and b"chunked" in encoding.lower()
-            body = RequestBody(self, None if chunked else int(length or 0), chunked)
+            declared = None if chunked else int(length or 0)
+            if declared is not None and declared > limits.max_body_bytes:
+                raise RequestRefused(
+                    413, f"request body of {declared} bytes is larger than {limits.max_body_bytes} bytes"
+                )
+            body = RequestBody(self, declared, chunked)
             expect = index.get(b"expect")
             body._continue = self.http11 and expect is not None and expect.lower() == b"100-continue"
         else:
@@ -639,10 +809,17 @@ class _Connection(asyncio.Protocol):
             self._flow = None
         if self._closed:
             return
+        if self._rejection is not None:
+            self.transport.write(self._rejection)
+            self._linger()
+            return
         request_body = self._body if not self._pipeline else None
         if not response.keep_alive or (request_body is not None and not request_body.complete):
             # The client's unread body would be parsed as the next request: close instead.
-            self.transport.close()
+            if request_body is not None and not request_body.complete:
+                self._linger()
+            else:
+                self.transport.close()
             return
         if self._pipeline:
             self.server._loop.call_soon(self._run_next)  # not recursively: a pipeline may be long
@@ -650,20 +827,58 @@ class _Connection(asyncio.Protocol):
             self._idle_since = time.monotonic()
 
     def _reject(self, status: int, message: str) -> None:
-        """Answer a request we could not parse, then close; an in-flight response finishes first."""
+        """Answer a request we could not parse or will not take, then close; a response in flight
+        finishes first."""
         self._in_head = False
         self._starting = None
         self.transport.pause_reading()
-        body = (message + "\n").encode()
-        data = status_line(status) + (
-            b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%b"
-            % (len(body), body)
-        )
         if self._current is None:
-            self.transport.write(data)
-            self.transport.close()
+            self._answer_and_close(status, message)
         else:
             self._current.keep_alive = False
+            self._rejection = _plain_answer(status, message)
+
+    def _cut_off(self, status: int, message: str) -> None:
+        """The running request's body broke a limit: its handler is told the client left, and the
+        client gets ``status`` (or, if the handler's answer already began, a dropped connection)."""
+        self._body._fail(ClientDisconnected(message))
+        self._starting = None  # parsed in this read but not run: it never will be
+        current = self._current
+        if current is not None:
+            self._current = None
+            task, self._task = self._task, None
+            started = current.started
+            if not current.finished:
+                current.finished = True
+                if current.on_abort is not None:
+                    current.on_abort()
+            if task is not None and not task.done():
+                task.cancel()
+            if started:
+                self.transport.abort()
+                return
+        self._reject(status, message)
+
+    def _answer_and_close(self, status: int, message: str, extra_headers: bytes = b"") -> None:
+        self.transport.write(_plain_answer(status, message, extra_headers))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Half-close after a final answer and drop what the client still sends, for up to ``LINGER_S``
+        seconds: closing with unread bytes would reset the connection, and a reset can destroy the answer
+        before the client reads it (nginx's lingering close)."""
+        server = self.server
+        transport = self.transport
+        if self._lingering or self._closed:
+            return
+        if server._lingering >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        self._lingering = True
+        server._lingering += 1
+        self._linger_timer = server._loop.call_later(LINGER_S, transport.abort)
+        transport.write_eof()
+        transport.resume_reading()
 
     # -- writing and flow control ----------------------------------------------------------
     def _abort(self) -> None:
@@ -712,12 +927,25 @@ class _Connection(asyncio.Protocol):
                 self._flow.resume_reading()
 
     # -- housekeeping ----------------------------------------------------------------------
-    def _expired(self, now: float) -> bool:
+    def _check_timeouts(self, now: float) -> None:
+        """Enforce the head, body and keep-alive timeouts (called about once a second)."""
+        if self._lingering or self._closed:
+            return
+        limits = self.limits
         if self._current is not None or self._pipeline:
-            return False
+            body = self._body
+            if body is EMPTY_BODY or body.complete or self._body_paused or body._continue or self._pipeline:
+                self._body_mark = -1  # not waiting on the client: the handler has the body or has not asked
+            elif body.received != self._body_mark:
+                self._body_mark, self._body_mark_at = body.received, now
+            elif now - self._body_mark_at > limits.body_timeout:
+                self._cut_off(408, f"no request body bytes for {limits.body_timeout:g} s")
+            return
         if self._in_head:
-            return now - self._head_started > self.limits.head_timeout
-        return now - self._idle_since > self.limits.keepalive_timeout
+            if now - self._head_started > limits.head_timeout:
+                self._reject(408, f"request head not complete within {limits.head_timeout:g} s")
+        elif now - self._idle_since > (limits.head_timeout if self._fresh else limits.keepalive_timeout):
+            self.transport.close()
 
     def _close_if_idle(self) -> bool:
         if self._current is None and not self._in_head and not self._pipeline and not self._closed:
@@ -733,7 +961,11 @@ class HttpServer:
         self.handler = handler
         self.limits = limits or Limits()
         self.name = name
+        self.max_connections = self.limits.max_connections or default_max_connections()
         self._connections: set[_Connection] = set()
+        self._lingering = 0  # refused connections still draining (see _Connection._linger)
+        self._refused = 0  # connections refused at the cap, in all
+        self._cap_logged = -10.0
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -753,9 +985,24 @@ class HttpServer:
 
     def _sweep(self) -> None:
         now = time.monotonic()
-        for conn in [c for c in self._connections if c._expired(now)]:
-            conn.transport.close()
+        for conn in list(self._connections):
+            conn._check_timeouts(now)
         self._sweeper = self._loop.call_later(1.0, self._sweep)
+
+    def _note_refusal(self) -> None:
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._cap_logged >= 10.0:
+            self._cap_logged = now
+            log.warning(
+                "%s: at its cap of %d connections; refusing new ones with 503 (%d so far)",
+                self.name, self.max_connections, self._refused,
+            )  # fmt: skip
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now (refused ones not counted)."""
+        return len(self._connections)
 
     def stop_accepting(self) -> None:
         if self._server is not None:

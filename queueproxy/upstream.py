@@ -35,6 +35,13 @@ Errors:
   whether the client already has part of a response (then it can only be aborted).
 * Cancelling ``forward`` (a timeout, the client leaving) closes the upstream connection.
 
+An upstream that breaks HTTP framing is logged (a warning naming the upstream) and its connection
+is closed, never reused: a malformed response, or bytes past the end of a response (more than its
+Content-Length, or after its last chunk), fail the request with ``UpstreamError`` — before any of
+the response went out the client can still be answered 502 (the queued head is retracted), after
+that only cut off. Bytes that arrive once the response was complete and forwarded leave the
+client's answer as it is.
+
 A pooled connection the upstream closed while idle (uvicorn drops idle keep-alive connections after
 5 s) is retried once on a fresh connection when not a byte came back and the whole request body was
 in hand. Idle connections are also dropped after ``idle_timeout`` seconds to make that race rare.
@@ -43,6 +50,7 @@ in hand. Idle connections are also dropped after ``idle_timeout`` seconds to mak
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +58,8 @@ from collections.abc import Callable, Iterable
 import httptools
 
 from queueproxy.http11 import ClientDisconnected, Request, RequestBody, Response
+
+log = logging.getLogger(__name__)
 
 # Hop-by-hop headers (RFC 9110 §7.6.1 and the ones Go's ReverseProxy drops); Expect is answered here.
 REQUEST_DROP = frozenset(
@@ -126,6 +136,10 @@ class _StaleConnection(UpstreamError):
     """A connection closed without a byte of response; retryable when it came from the pool."""
 
 
+class _Excess(Exception):
+    """Raised from the parser's callbacks: a second message began after the response was complete."""
+
+
 class BufferedResponse:
     """A response sink that keeps the whole (small) response; used by ``UpstreamPool.request``."""
 
@@ -150,6 +164,14 @@ class BufferedResponse:
 
     def start_raw(self, status: int, head: bytes) -> None:
         raise NotImplementedError("buffered responses are parsed, never passed through raw")
+
+    def retract(self) -> bool:
+        if not self.finished:
+            self.started = False
+            self.status = 0
+            self.headers = []
+            self._parts = []
+        return not self.started
 
     def flush(self) -> None:
         pass
@@ -297,6 +319,9 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: BaseException) -> None:
         on_done = self._on_done if self._replay is None else self._replay._failed
+        response = self._response
+        if response is not None and response.started and not response.finished:
+            response.retract()  # nothing of it went out yet: the caller can still answer 502
         self._response = self._on_done = self._replay = None
         self._reset()
         self.abort()
@@ -312,10 +337,22 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def _broken(self, what: str) -> None:
+        """The upstream broke HTTP framing: say so in the log and fail the exchange (502 or a cut)."""
+        message = f"upstream {self.pool.address} {what}"
+        log.warning("%s; connection closed, not reused", message)
+        self._fail(UpstreamError(message))
+
     def data_received(self, data: bytes) -> None:
         response = self._response
         if response is None:
-            self.abort()  # bytes nobody asked for: the connection cannot be trusted any more
+            # Bytes nobody asked for, after a complete response: the connection cannot be trusted any
+            # more. The response they followed was whole and stays with its client.
+            log.warning(
+                "upstream %s sent %d bytes after a complete response; connection closed, not reused",
+                self.pool.address, len(data),
+            )  # fmt: skip
+            self.abort()
             return
         self._got_bytes = True
         if self._raw_left >= 0:
@@ -334,8 +371,11 @@ class _Connection(asyncio.Protocol):
         self._parsed = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"malformed response from upstream {self.pool.address}: {exc}"))
+        except httptools.HttpParserError as exc:  # _Excess arrives wrapped in HttpParserCallbackError
+            if self._complete:
+                self._broken("sent bytes past the end of its response (more than its Content-Length)")
+            else:
+                self._broken(f"sent a malformed response: {exc}")
             return
         self._deliver(response)
 
@@ -382,7 +422,7 @@ class _Connection(asyncio.Protocol):
             response.end(data)
             self._finish()
         else:
-            self._fail(UpstreamError(f"upstream {self.pool.address} sent more bytes than its Content-Length"))
+            self._broken("sent bytes past the end of its response (more than its Content-Length)")
 
     def _deliver(self, response: Response | BufferedResponse) -> None:
         if response.finished:  # the client side gave up (aborted); nothing more to send
@@ -433,6 +473,10 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(None)
 
     # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._complete:
+            raise _Excess
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
 

@@ -70,23 +70,21 @@ def test_bad_request_line_gets_400_and_other_connections_keep_working():
 
 
 @pytest.mark.parametrize(
-    "head",
+    ("head", "status"),
     [
-        b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 20000 + b"\r\n\r\n",  # one huge header
-        b"GET /" + b"p" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",  # a huge request line
-        b"GET / HTTP/1.1\r\n"
-        + b"".join(b"X-%d: y\r\n" % i for i in range(150))
-        + b"\r\n",  # too many headers
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 20000 + b"\r\n\r\n", b"431"),  # one huge header
+        (b"GET /" + b"p" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", b"414"),  # a huge request line
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", b"431"),
     ],
     ids=["huge-header", "huge-url", "too-many-headers"],
 )
-def test_oversized_request_heads_get_431_without_harming_other_connections(head):
+def test_oversized_request_heads_are_refused_without_harming_other_connections(head, status):
     async def body():
         user = await UserContainer().start()
         server, port, _ = await start_forwarder(user.port)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         answer = await raw_exchange(port, head)
-        assert answer.startswith(b"HTTP/1.1 431 ")
+        assert answer.startswith(b"HTTP/1.1 " + status + b" ")
         writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         assert b"200 OK" in await reader.readuntil(b"ok")
         writer.close()
@@ -359,3 +357,94 @@ def test_upstream_dying_mid_response_aborts_the_client_connection():
         upstream.close()
 
     run(body)
+
+
+async def _scripted_upstream(*parts: bytes, gap: float = 0.05) -> tuple[asyncio.Server, int]:
+    """An upstream that answers every request on a connection with ``parts``, written ``gap`` apart."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                for index, part in enumerate(parts):
+                    if index:
+                        await asyncio.sleep(gap)
+                    writer.write(part)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    upstream = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return upstream, upstream.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("parts", "why"),
+    [
+        ((b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA",), b"past the end of its response"),
+        ((b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"helloEXTRA"), b"past the end of its response"),
+        (
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nEXTRA",),
+            b"past the end of its response",
+        ),
+        ((b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",), b"past the end"),
+        ((b"HTTP/1.1 2x0 OK\r\n\r\n",), b"malformed response"),
+    ],
+    ids=["excess-in-one-read", "excess-with-the-body", "after-last-chunk", "a-second-response", "malformed"],
+)
+def test_an_upstream_breaking_framing_before_its_answer_went_out_gets_502_and_a_log_line(parts, why, caplog):
+    """Issue 11: bytes past Content-Length used to cut the client's connection with no answer, no log."""
+
+    async def body():
+        upstream, upstream_port = await _scripted_upstream(*parts)
+        server, port, pool = await start_forwarder(upstream_port)
+        data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", read_timeout=0.3)
+        assert data.startswith(b"HTTP/1.1 502 ") and why in data, data
+        assert pool.idle_connections == 0  # the broken connection is not kept
+        await server.shutdown(0)
+        upstream.close()
+
+    with caplog.at_level("WARNING", logger="queueproxy.upstream"):
+        run(body)
+    assert any(why.decode() in record.getMessage() for record in caplog.records), caplog.text
+
+
+def test_bytes_after_a_complete_forwarded_answer_leave_it_whole_and_the_connection_is_not_reused(caplog):
+    async def body():
+        upstream, upstream_port = await _scripted_upstream(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"GARBAGE", gap=0.1
+        )
+        server, port, pool = await start_forwarder(upstream_port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        first = await reader.readuntil(b"\r\n\r\nok")
+        assert first.startswith(b"HTTP/1.1 200 OK")  # complete: the client keeps it
+        deadline = asyncio.get_running_loop().time() + 5
+        while pool.idle_connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # the stray bytes arrive 0.1 s later on the idle connection
+        assert pool.idle_connections == 0
+        writer.write(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n")  # served on a fresh upstream connection
+        second = await reader.readuntil(b"\r\n\r\nok")
+        assert second.startswith(b"HTTP/1.1 200 OK")
+        writer.close()
+        await server.shutdown(0)
+        upstream.close()
+
+    with caplog.at_level("WARNING", logger="queueproxy.upstream"):
+        run(body)
+    assert "bytes after a complete response" in caplog.text
+
+
+def test_excess_bytes_after_part_of_the_answer_went_out_cut_the_client_off_and_are_logged(caplog):
+    async def body():
+        upstream, upstream_port = await _scripted_upstream(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc", b"defEXTRA"
+        )
+        server, port, _ = await start_forwarder(upstream_port)
+        data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"\r\n\r\nabc")  # cut short, closed
+        await server.shutdown(0)
+        upstream.close()
+
+    with caplog.at_level("WARNING", logger="queueproxy.upstream"):
+        run(body)
+    assert "past the end of its response" in caplog.text
