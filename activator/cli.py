@@ -269,6 +269,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import uvloop
 
+    from queueproxy.http11 import raise_fd_limit
+
+    raise_fd_limit()  # connection caps are derived from the raised limit
     try:
         uvloop.run(_serve(args, settings))
     except OSError as exc:

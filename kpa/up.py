@@ -56,7 +56,7 @@ from autoscaler.stat import RevisionKey, StatError
 from kpa.stack import RevisionSpec, StackConfig, StackConfigError, load_stack
 from queueproxy.auth import ADMIN_TOKEN_ENV, AuthConfigError, TokenSet, check_admin
 from queueproxy.gate import PASS, AuthGate, load_admin_token
-from queueproxy.http11 import HttpServer, Limits, Request, Response
+from queueproxy.http11 import HttpServer, Limits, Request, Response, raise_fd_limit
 from queueproxy.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
 
 log = logging.getLogger("kpa.up")
@@ -464,6 +464,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import uvloop
 
+    raise_fd_limit()  # connection caps are derived from the raised limit; pods inherit it
     try:
         return uvloop.run(_main(args, stack_config))
     except KeyboardInterrupt:

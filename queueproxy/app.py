@@ -33,7 +33,7 @@ from queueproxy.config import ConfigError, QueueProxyConfig
 from queueproxy.drain import Drainer, DrainWaiter
 from queueproxy.gate import AuthGate
 from queueproxy.handler import QueueProxyHandler
-from queueproxy.http11 import HttpServer, Request, Response
+from queueproxy.http11 import HttpServer, Limits, Request, Response
 from queueproxy.metrics import RequestMetrics
 from queueproxy.readiness import Readiness
 from queueproxy.stats import RequestStats
@@ -81,9 +81,11 @@ class QueueProxy:
             config, self.pool, self.stats, self.readiness, self.drain.drainer, self.metrics, gate
         )
         self.serving = HttpServer(self.handler, name="serving")
-        self.admin = HttpServer(self._admin, name="admin")
-        self.stats_server = HttpServer(self._stats, name="stats")
-        self.metrics_server = HttpServer(self._metrics, name="metrics")
+        # A few connections each on the control ports: a flood there cannot take the descriptors that
+        # the serving port's cap leaves for them, for the user container's probes and for /stats.
+        self.admin = HttpServer(self._admin, limits=Limits.control(), name="admin")
+        self.stats_server = HttpServer(self._stats, limits=Limits.control(), name="stats")
+        self.metrics_server = HttpServer(self._metrics, limits=Limits.control(), name="metrics")
         ports = {}
         for key, server, host, port in (
             ("serving_port", self.serving, config.host, config.serving_port),

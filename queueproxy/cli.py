@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     from queueproxy.app import serve
+    from queueproxy.http11 import raise_fd_limit
+
+    raise_fd_limit()  # connection caps are derived from the raised limit
 
     def announce(line: str) -> None:
         print(line, flush=True)
