@@ -879,7 +879,8 @@ async def run_named(pattern: Pattern, workdir: Path, scale: float = 1.0) -> Patt
             )
         (phase,) = pattern.phases(scale)
         before, started = up.usage(), time.monotonic()
-        requests = max(phase.clients, round(phase.seconds * HEY_RATE_GUESS))
+        # hey sends requests // connections per connection: ask for a multiple, or the rest never goes out.
+        requests = max(1, round(phase.seconds * HEY_RATE_GUESS / phase.clients)) * phase.clients
         tally, report = await run_hey(up.entry, pattern.host, requests, phase.clients, timeout)
         seconds = time.monotonic() - started
         status = await up.status()
