@@ -250,3 +250,28 @@ def test_stopping_a_stack_cancels_launches_instead_of_waiting_for_them(tmp_path)
         assert not alive([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)])
 
     run(scenario())
+
+
+def test_a_pod_whose_queue_proxy_dies_takes_its_user_container_down_and_is_replaced(tmp_path):
+    """The user container is the queue-proxy's sibling, not its child: when only the queue-proxy is
+    SIGKILLed, the actuator stops the user container too (no orphan) and starts a new pod."""
+
+    async def scenario():
+        template = PodTemplate(REVISION, tuple(SAMPLE_APP), startup_timeout=20.0)
+        actuator = LocalActuator([template], tmp_path)
+        await actuator.start()
+        try:
+            actuator.set_desired_scale(REVISION, 1)
+            await wait_until(lambda: any(p.ready for p in actuator.pods(REVISION)), 20, "a ready pod")
+            ((name, (queue_proxy, user_pid)),) = actuator.process_groups(REVISION).items()
+            user = psutil.Process(user_pid)
+            os.kill(queue_proxy, signal.SIGKILL)
+            await wait_until(lambda: not alive([user]), 5, "the user container to go")
+            await wait_until(
+                lambda: any(p.ready and p.name != name for p in actuator.pods(REVISION)), 20, "a new pod"
+            )
+            assert "queue-proxy killed by SIGKILL" in actuator.last_failure(REVISION).reason
+        finally:
+            await actuator.close()
+
+    run(scenario())
