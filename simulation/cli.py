@@ -144,7 +144,9 @@ def report_table(report: dict[str, Any]) -> Table:
 
 def explain(error: ScenarioError, path: Path, command: str, console: Console) -> None:
     """Print why the scenario cannot run: ``kpa CMD: FILE:LINE:COLUMN: key.path=value: reason``."""
-    console.print(f"kpa {command}: {error.located(path)}", style="red", markup=False, highlight=False)
+    console.print(
+        f"kpa {command}: {error.located(path)}", style="red", markup=False, highlight=False, soft_wrap=True
+    )
 
 
 def load_or_explain(path: Path, command: str, console: Console) -> Scenario | None:

@@ -31,10 +31,12 @@ def check_seconds(root: Node, duration: float, timeout: float) -> None:
             "a control tick per simulated second); shorten duration",
         )
     if duration + timeout > MAX_SIMULATED_SECONDS:
-        raise root.child("revision").error(
-            "timeout",
-            f"duration + timeout (requests still in flight may run that long) is above the "
-            f"{MAX_SIMULATED_SECONDS:,}-second limit of one simulation; lower revision.timeout",
+        revision = root.child("revision")
+        raise ScenarioError(
+            f"revision.timeout={show(timeout)}: duration + timeout (requests still in flight may run that "
+            f"long) is above the {MAX_SIMULATED_SECONDS:,}-second limit of one simulation; lower "
+            "revision.timeout or shorten duration",
+            revision.position("timeout"),
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ MAX_DATA_FILE_BYTES = 1 << 30  # an empirical sample or a trace file; a whole Az
 
 
 _SHOWN = 80  # characters of a value quoted in an error; a long list or string is cut
+# YAML 1.1 (PyYAML) reads 1e7 as a string; YAML 1.2 and everyone writing a rate read it as a number.
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def show(value: Any) -> str:
@@ -169,6 +172,8 @@ class Node:
         maximum: float | None = None,
     ) -> float:
         value = self.raw(key, default)
+        if isinstance(value, str) and _EXPONENT.fullmatch(value):
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise self.error(key, "expected a number")
         if minimum is not None and value < minimum:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import math
 import multiprocessing
 import os
 import sys
@@ -23,7 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simulation.cli import figure, simulate
+from simulation.cli import add_progress_option, explain, figure, progress_console, simulate
+from simulation.limits import MAX_SWEEP_CELLS
 from simulation.plots import plot_cost_vs_p99
 from simulation.scenario import ScenarioError, load_scenario
 
@@ -61,6 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=None, help="seed for every cell (default: the scenario's)"
     )
     parser.add_argument("--plots", action="store_true", help="also write each cell's timeline.png")
+    add_progress_option(parser)
 
 
 def parse_grid(specs: list[str]) -> list[tuple[str, list[Any]]]:
@@ -77,6 +80,14 @@ def parse_grid(specs: list[str]) -> list[tuple[str, list[Any]]]:
 
 
 def cells(grid: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values; more than :data:`MAX_SWEEP_CELLS` is refused unbuilt."""
+    sizes = [len(values) for _, values in grid]
+    if math.prod(sizes) > MAX_SWEEP_CELLS:
+        product = " x ".join(f"{size:,}" for size in sizes)
+        raise ScenarioError(
+            f"--grid: {math.prod(sizes):,} cells ({product}), above the {MAX_SWEEP_CELLS:,}-cell limit of "
+            "one sweep; give fewer values or split the sweep"
+        )
     keys = [key for key, _ in grid]
     return [
         dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(values for _, values in grid))
@@ -135,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         for overrides in todo:  # reject a bad cell before any work starts
             load_scenario(args.scenario, overrides)
     except ScenarioError as exc:
-        console.print(f"[red]kpa sweep: {args.scenario}: {exc}[/red]")
+        explain(exc, args.scenario, "sweep", console)
         return 2
     if args.jobs < 1:
         console.print("[red]kpa sweep: --jobs must be >= 1[/red]")
@@ -150,17 +161,30 @@ def run(args: argparse.Namespace) -> int:
             ): i
             for i, overrides in enumerate(todo)
         }
+        shown = progress_console(args)
         with Progress(
             TextColumn("[bold]sweeping"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
-            console=console,
+            console=shown or Console(quiet=True),
+            disable=shown is None,
         ) as progress:
-            task = progress.add_task("cells", total=len(todo))
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                progress.advance(task)
+            task = progress.add_task("cells", total=len(todo), rate="")
+            requests = 0
+            try:
+                for future in as_completed(futures):
+                    row = results[futures[future]] = future.result()
+                    requests += row["requests"]
+                    elapsed = progress.tasks[task].elapsed or 0.0
+                    rate = f"{requests / elapsed:,.0f} simulated req/s" if elapsed > 0 else ""
+                    progress.update(task, advance=1, rate=rate)
+            except ScenarioError as exc:  # a bound met during a cell's run
+                for pending in futures:
+                    pending.cancel()
+                explain(exc, args.scenario, "sweep", console)
+                return 2
     done = [r for r in results if r is not None]
     keys = [key for key, _ in grid]
     with (args.out / "sweep.csv").open("w", newline="") as handle:

@@ -36,7 +36,7 @@ from rich.table import Table
 from kpa.load import Client, Target
 from kpa.stack import parse_stack
 from kpa.up import LocalStack
-from simulation.cli import figure, load_or_explain
+from simulation.cli import add_progress_option, figure, load_or_explain, progress_console
 from simulation.distributions import Constant, Empirical, Exponential, LogNormal
 from simulation.engine import Simulation, random_streams
 from simulation.plots import plot_live_vs_simulated
@@ -47,6 +47,8 @@ from simulation.workloads import Workload
 REVISION = "scenario"
 GOAL = 0.15
 MAX_LIVE_SECONDS = 1800  # a live run takes its duration in wall time
+MAX_LIVE_REQUESTS = 1_000_000  # the live run keeps every request's arrival, latency and status
+MAX_LIVE_EMPIRICAL = 5_000  # values passed on the container's command line (one argument: < 128 KiB)
 LOCAL_DRAIN_SECONDS = 0.5  # kpa up's queue-proxy quiet period (Knative's 30 s covers endpoint propagation)
 LOCAL_ROUTING = "round_robin"  # kpa up's serve mode (activator out of the path) over the ready pods
 DEFAULT_REPLICATES = 10
@@ -100,6 +102,18 @@ def unsupported(scenario: Scenario) -> list[str]:
         problems.append("revision.timeout: the live stack allows at most 600 s")
     if scenario.duration > MAX_LIVE_SECONDS:
         problems.append(f"duration: a live run takes its duration in wall time; at most {MAX_LIVE_SECONDS} s")
+    for key, dist in (("service_time", rev.service_time), ("cold_start", rev.cold_start)):
+        if isinstance(dist, Empirical) and len(dist.values) > MAX_LIVE_EMPIRICAL:
+            problems.append(
+                f"revision.{key}: {len(dist.values):,} empirical values; the live container takes them on "
+                f"its command line, at most {MAX_LIVE_EMPIRICAL:,}"
+            )
+    expected = scenario.workload.expected_requests(scenario.duration)
+    if expected > MAX_LIVE_REQUESTS:
+        problems.append(
+            f"workload: ≈ {expected:,.0f} requests; a live run sends at most {MAX_LIVE_REQUESTS:,} "
+            "(one machine's load generator and pods); lower the rate or shorten duration"
+        )
     return problems
 
 
@@ -275,6 +289,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_REPLICATES,
         help=f"simulated runs to average, seeds SEED, SEED+1, ... (default {DEFAULT_REPLICATES})",
     )
+    add_progress_option(parser)
 
 
 def _positive(text: str) -> int:
@@ -309,7 +324,10 @@ def run(args: argparse.Namespace) -> int:
         BarColumn(),
         TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
     )
-    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as progress:
+    shown = progress_console(args)
+    with Progress(
+        *columns, TimeElapsedColumn(), console=shown or console, transient=True, disable=shown is None
+    ) as progress:
         task = progress.add_task("live", total=math.ceil(scenario.duration))
         live = asyncio.run(run_live(scenario, seed, lambda s: progress.update(task, completed=s + 1)))
     sims = simulate_replicates(scenario, live.arrivals, seed, args.replicates)

@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -40,6 +41,36 @@ workload:
 def kpa(*args, timeout=60):
     return subprocess.run(
         [sys.executable, "-m", "kpa", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+# `kpa ...` in a child whose address space is capped (a runaway allocation fails there, not on the
+# machine) and which prints its peak resident set (VmHWM, kB) as its last stderr line.
+BOUNDED_KPA = """\
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from kpa.cli import main
+code = main(sys.argv[1:])
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print("peak_kb", peak.split()[1], file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def kpa_bounded(*args, timeout=60):
+    """Run kpa with at most 3 GiB of address space; returns (result, peak RSS in MB or None)."""
+    result = subprocess.run(
+        [sys.executable, "-c", BOUNDED_KPA, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+    lines = result.stderr.strip().splitlines()
+    peak = int(lines[-1].split()[1]) / 1024 if lines and lines[-1].startswith("peak_kb") else None
+    return result, peak
+
+
+def quiet(duration):
+    return (
+        f"duration: {duration}\nrevision:\n  service_time: {{dist: constant, value: 0.1}}\n"
+        f"workload:\n  - {{type: poisson, rate: 0, duration: {duration}}}\n"
     )
 
 
@@ -94,8 +125,17 @@ def test_bad_scenario_is_rejected_with_the_key_path(tmp_path):
 def test_sweep_runs_every_cell_and_plots_cost_against_p99(scenario, tmp_path):
     out = tmp_path / "sweep"
     result = kpa(
-        "sweep", scenario, "--grid", "revision.annotations.autoscaling.knative.dev/target=1,2",
-        "--grid", "revision.routing=random,round_robin", "--out", out, "--jobs", "2", timeout=120,
+        "sweep",
+        scenario,
+        "--grid",
+        "revision.annotations.autoscaling.knative.dev/target=1,2",
+        "--grid",
+        "revision.routing=random,round_robin",
+        "--out",
+        out,
+        "--jobs",
+        "2",
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     with (out / "sweep.csv").open() as handle:
@@ -114,3 +154,63 @@ def test_sweep_rejects_a_bad_grid_before_running(scenario, tmp_path):
     assert result.returncode == 2
     expected = 'revision.routing="sideways": expected one of random, round_robin'
     assert expected in " ".join(result.stderr.split())
+
+
+def test_a_billion_quiet_seconds_are_refused_at_once_naming_the_key(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text(quiet(1_000_000_000))
+    started = time.monotonic()
+    result, peak = kpa_bounded("simulate", path, "--out", tmp_path / "out")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert time.monotonic() - started < 20 and peak is not None and peak < 500
+    message = " ".join(result.stderr.split())
+    assert f"{path}:1:1: duration=1000000000: above the 10,000,000-second limit of one simulation" in message
+    assert "shorten duration" in message
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_ten_million_requests_a_second_are_refused_at_once_naming_the_key(tmp_path):
+    path = tmp_path / "flood.yaml"
+    path.write_text(quiet(3600).replace("rate: 0", "rate: 1e7"))
+    started = time.monotonic()
+    result, peak = kpa_bounded("simulate", path, "--out", tmp_path / "out")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert time.monotonic() - started < 20 and peak is not None and peak < 500
+    message = " ".join(result.stderr.split())
+    assert (
+        f'{path}:5:21: workload[0].rate="1e7" x duration=3600 ≈ 3.6e+10 requests: above the '
+        "100,000,000-request limit of one simulation; shorten duration or lower the rate"
+    ) in message
+
+
+def test_a_long_quiet_run_streams_its_timeline_in_flat_memory(tmp_path):
+    peaks = {}
+    for duration in (2_000, 200_000):
+        path = tmp_path / f"quiet-{duration}.yaml"
+        path.write_text(quiet(duration))
+        out = tmp_path / f"out-{duration}"
+        result, peaks[duration] = kpa_bounded("simulate", path, "--out", out, "--no-plot", timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        with (out / "timeline.csv").open() as handle:
+            assert sum(1 for _ in handle) == duration + 1  # the header, then one row per simulated second
+    assert peaks[200_000] - peaks[2_000] < 40, peaks  # the timeline of 100 x the seconds costs no memory
+
+
+def test_cli_errors_give_the_file_line_and_column(scenario, tmp_path):
+    scenario.write_text(SCENARIO.replace("  timeout: 300\n", "  timeout: 300\n  timeout: 30\n"))
+    result = kpa("simulate", scenario, "--out", tmp_path / "out")
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert f"{scenario}:12:3: revision.timeout: duplicate key (also at line 11); keep one" in message
+    scenario.write_text(SCENARIO.replace("timeout: 300", "timeout: abc"))
+    result = kpa("simulate", scenario, "--out", tmp_path / "out")
+    assert f'{scenario}:11:3: revision.timeout="abc": expected a number' in " ".join(result.stderr.split())
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(scenario, tmp_path):
+    quiet_run = kpa("simulate", scenario, "--out", tmp_path / "a", "--no-plot")
+    assert quiet_run.returncode == 0 and "simulated s" not in quiet_run.stderr
+    shown = kpa("simulate", scenario, "--out", tmp_path / "b", "--no-plot", "--progress")
+    assert shown.returncode == 0 and "120/120 simulated s" in shown.stderr and "req/s" in shown.stderr
+    sweep = kpa("sweep", scenario, "--grid", "seed=1,2", "--out", tmp_path / "s", "--jobs", "1")
+    assert sweep.returncode == 0 and "sweeping" not in sweep.stderr
