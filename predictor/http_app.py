@@ -14,20 +14,24 @@ Routes (``{v}`` optional everywhere it appears as ``[/versions/{v}]``):
 
 Path segments are percent-decoded one by one, so ``%2F`` can never turn into a separator: a model name
 that smuggles one is simply an invalid name (400). Errors are ``{"error": "..."}`` with 400 for bad
-requests, 404 unknown model/version/route, 405 wrong method, 413 oversized body, 503 not ready and 500
-for a failing model; nothing a client sends can stop the server.
+requests, 404 unknown model/version/route, 405 wrong method, 413 oversized body (also once inflated
+from gzip or deflate), 503 not ready and 500 for a failing model; nothing a client sends can stop the
+server.
+
+The app is a handler of the HTTP engine (``queueproxy.http11``), which applies the same ``Limits`` as
+every other server of ours (head size, body size, timeouts, connection cap) before a request gets
+here; an answer that needs no waiting goes out from the handler call itself, without a task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
 from predictor import datatypes
-from predictor.http_server import Request, Response
 from predictor.manager import ModelManager, ModelNotFound, ModelNotReady
 from predictor.protocol import (
     HEADER_LENGTH,
@@ -45,6 +49,8 @@ from predictor.repository import InvalidName
 from predictor.runners import InferenceError
 from predictor.serving import ModelVersion
 from predictor.signature import BoundInputs, bind_inputs, check_requested_outputs
+from queueproxy.http11 import ClientDisconnected, Limits, Request, RequestRefused, inflate
+from queueproxy.http11 import Response as HttpResponse
 
 log = logging.getLogger("predictor")
 
@@ -55,6 +61,7 @@ JSON = b"application/json"
 INLINE_BODY_BYTES = 256 << 10  # larger bodies are decoded off the event loop (JSON parsing takes a while)
 OCTET_STREAM = b"application/octet-stream"
 HEADER_LENGTH_NAME = HEADER_LENGTH.encode()
+Response = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, headers (no framing headers)
 Decode = Callable[[], tuple[BoundInputs, Any]]  # request -> model inputs and what encoding needs of it
 Encode = Callable[[Any, list], Response]  # (that, the model's outputs) -> the answer
 
@@ -74,25 +81,52 @@ def error_response(status: int, message: str) -> Response:
 
 
 class PredictorApp:
-    def __init__(self, manager: ModelManager):
+    def __init__(self, manager: ModelManager, limits: Limits | None = None):
         self.manager = manager
-        # How many requests the HTTP server is answering, this one included; the server wires it up.
-        # Until then every request counts as having company, so inference never runs on the loop.
-        self.requests_in_progress: Callable[[], int] = lambda: 2
+        self.max_body_bytes = (limits or Limits()).max_body_bytes  # also the bound on an inflated body
+        self.in_progress = 0  # requests being answered, on all connections
 
-    def __call__(self, request: Request) -> Response | Awaitable[Response]:
-        """The answer, at once where it needs no waiting (most routes, and inference run inline), else
-        an awaitable of it."""
+    def __call__(self, request: Request, response: HttpResponse) -> Awaitable[None] | None:
+        """The engine's handler: answers at once where no waiting is needed (most routes, and inference
+        run inline), else returns an awaitable that answers."""
+        if not request.body.complete:
+            return self._after_body(request, response)
+        return self._answer(request, response, request.body.take_buffered())
+
+    async def _after_body(self, request: Request, response: HttpResponse) -> None:
         try:
-            outcome = self._dispatch(request)
-        except Exception as exc:
-            return _error_response(request, exc)
-        if isinstance(outcome, tuple):
-            return outcome
-        return _awaited(request, outcome)
+            body = await request.body.read_all(self.max_body_bytes)  # the engine refuses more with 413
+        except ClientDisconnected:
+            return
+        pending = self._answer(request, response, body)
+        if pending is not None:
+            await pending
 
-    def _dispatch(self, request: Request) -> Response | Awaitable[Response]:
-        method = request.method
+    def _answer(self, request: Request, response: HttpResponse, body: bytes) -> Awaitable[None] | None:
+        self.in_progress += 1
+        try:
+            outcome = self._dispatch(request, body)
+        except Exception as exc:
+            outcome = _error_response(request, exc)
+        if isinstance(outcome, tuple):
+            self.in_progress -= 1
+            _send(response, outcome)
+            return None
+        return self._awaited(request, response, outcome)
+
+    async def _awaited(self, request: Request, response: HttpResponse, outcome: Awaitable[Response]) -> None:
+        try:
+            # Shielded: a client that leaves cancels this wait, not the model's work (a batch it joined,
+            # a version it holds), which ends as it would have.
+            answer = await asyncio.shield(outcome)
+        except Exception as exc:
+            answer = _error_response(request, exc)
+        finally:
+            self.in_progress -= 1
+        _send(response, answer)
+
+    def _dispatch(self, request: Request, body: bytes) -> Response | Awaitable[Response]:
+        method = request.method.decode("latin-1")
         path = request.target.split(b"?", 1)[0].decode("latin-1")
         parts = path.split("/")[1:]
         if "%" in path:
@@ -122,9 +156,9 @@ class PredictorApp:
                 _allow(method, "GET")
                 return json_response({"model_stats": self._stats(None, None)})
             case ["v2", "models", name, "versions", version, *action] if len(action) <= 1:
-                return self._model(request, name, version, action)
+                return self._model(request, method, body, name, version, action)
             case ["v2", "models", name, *action] if len(action) <= 1:
-                return self._model(request, name, None, action)
+                return self._model(request, method, body, name, None, action)
             case ["v2", "repository", "index"]:
                 _allow(method, "POST", "GET")
                 return json_response(self.manager.index())
@@ -134,15 +168,14 @@ class PredictorApp:
             case ["v1", "models", target]:
                 if target.endswith(":predict"):
                     _allow(method, "POST")
-                    return self._v1_predict(target.removesuffix(":predict"), _body(request))
+                    return self._v1_predict(target.removesuffix(":predict"), self._inflated(request, body))
                 _allow(method, "GET")
                 return self._v1_status(target)
         raise HTTPError(404, f"no route for {method} {path}; see docs/predictor.md for the endpoints")
 
     def _model(
-        self, request: Request, name: str, version: str | None, action: list[str]
+        self, request: Request, method: str, body: bytes, name: str, version: str | None, action: list[str]
     ) -> Response | Awaitable[Response]:
-        method = request.method
         match action:
             case []:
                 _allow(method, "GET")
@@ -156,7 +189,7 @@ class PredictorApp:
                 return json_response({"name": name, "ready": True})
             case ["infer"]:
                 _allow(method, "POST")
-                return self._v2_infer(name, version, request)
+                return self._v2_infer(name, version, request, body)
             case ["config"]:
                 _allow(method, "GET")
                 entry = self.manager.entry(name)
@@ -177,10 +210,12 @@ class PredictorApp:
 
     # --- inference -------------------------------------------------------------------------------
 
-    def _v2_infer(self, name: str, version: str | None, request: Request) -> Response | Awaitable[Response]:
+    def _v2_infer(
+        self, name: str, version: str | None, request: Request, raw: bytes
+    ) -> Response | Awaitable[Response]:
         header_length = _header_length(request)
+        body = self._inflated(request, raw)
         model = self.manager.lookup(name, version)
-        body = _body(request)
 
         def decode() -> tuple[BoundInputs, InferRequest]:
             request = decode_infer_request(body, header_length)
@@ -212,7 +247,7 @@ class PredictorApp:
 
         return _run(model, decode, encode, self._may_inline(body))
 
-    def _v1_predict(self, name: str, body: bytearray | bytes) -> Response | Awaitable[Response]:
+    def _v1_predict(self, name: str, body: bytes) -> Response | Awaitable[Response]:
         model = self.manager.lookup(name)
         types = {spec.name: datatypes.BY_NAME[spec.datatype] for spec in model.config.inputs}
 
@@ -228,10 +263,20 @@ class PredictorApp:
 
         return _run(model, decode, encode, self._may_inline(body))
 
-    def _may_inline(self, body: bytearray | bytes) -> bool:
+    def _may_inline(self, body: bytes) -> bool:
         """A request may run on the event loop thread only while it is the server's sole request in
         progress and its body is small: then nobody waits behind it but for a few milliseconds at most."""
-        return len(body) <= INLINE_BODY_BYTES and self.requests_in_progress() == 1
+        return len(body) <= INLINE_BODY_BYTES and self.in_progress == 1
+
+    def _inflated(self, request: Request, body: bytes) -> bytes:
+        """The request body, inflated when the client compressed it; never past the body limit (413)."""
+        encoding = request.index.get(b"content-encoding")
+        if encoding is None:
+            return body
+        try:
+            return inflate(body, encoding, self.max_body_bytes)
+        except RequestRefused as exc:
+            raise HTTPError(exc.status, str(exc)) from None
 
     # --- status documents ------------------------------------------------------------------------
 
@@ -324,11 +369,10 @@ async def _batched(model: ModelVersion, decode: Decode, encode: Encode) -> Respo
         return encode(context, await model.batcher.submit(inputs))
 
 
-async def _awaited(request: Request, outcome: Awaitable[Response]) -> Response:
-    try:
-        return await outcome
-    except Exception as exc:
-        return _error_response(request, exc)
+def _send(response: HttpResponse, answer: Response) -> None:
+    status, body, headers = answer
+    response.start(status, headers, len(body))
+    response.end(body)
 
 
 def _error_response(request: Request, exc: Exception) -> Response:
@@ -344,7 +388,7 @@ def _error_response(request: Request, exc: Exception) -> Response:
             return error_response(503, str(exc))
         case InferenceError():
             return error_response(500, f"inference failed: {exc}")
-    log.error("unexpected error for %s %r", request.method, request.target, exc_info=exc)
+    log.error("unexpected error for %s %r", request.method.decode("latin-1"), request.target, exc_info=exc)
     return error_response(500, f"{type(exc).__name__}: {exc}")
 
 
@@ -354,7 +398,7 @@ def _allow(method: str, *allowed: str) -> None:
 
 
 def _header_length(request: Request) -> int | None:
-    raw = request.headers.get(HEADER_LENGTH_NAME)
+    raw = request.index.get(HEADER_LENGTH_NAME)
     if raw is None:
         return None
     try:
@@ -363,17 +407,3 @@ def _header_length(request: Request) -> int | None:
         raise ProtocolError(
             f"Inference-Header-Content-Length {raw.decode(errors='replace')!r} is not an integer"
         ) from None
-
-
-def _body(request: Request) -> bytearray | bytes:
-    """The request body, inflated when the client compressed it."""
-    encoding = request.headers.get(b"content-encoding", b"identity").lower()
-    if encoding == b"identity":
-        return request.body
-    if encoding not in (b"gzip", b"deflate"):
-        shown = encoding.decode(errors="replace")
-        raise HTTPError(400, f"Content-Encoding {shown!r} not supported; use gzip or deflate")
-    try:
-        return zlib.decompress(request.body, 31 if encoding == b"gzip" else 15)
-    except zlib.error as exc:
-        raise HTTPError(400, f"body is not valid {encoding.decode()} data: {exc}") from None

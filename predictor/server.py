@@ -5,6 +5,9 @@ stdout: ``{"event": "listening", "port": ...}``) and can poll ``/v2/health/ready
 ``{"event": "ready", ...}`` reports start-to-ready time. SIGTERM/SIGINT stop accepting, finish
 responses in flight (up to ``grace_s``), and stop any compiler child this process started — even
 while the first models are still loading or compiling.
+
+HTTP is served by the engine the queue-proxy and the activator run on (``queueproxy.http11``), so the
+predictor meets hostile clients with the same ``Limits`` as they do (docs/wire-contracts.md).
 """
 
 from __future__ import annotations
@@ -15,22 +18,21 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from predictor.backends import probe_platform
 from predictor.compile_cache import CompileCache
 from predictor.http_app import PredictorApp
-from predictor.http_server import HttpServer
 from predictor.loader import VersionLoader
 from predictor.manager import ModelManager
 from predictor.repository import Repository
 from predictor.watcher import watch_repository
+from queueproxy.http11 import HttpServer, Limits
 
 log = logging.getLogger("predictor")
 
@@ -43,7 +45,7 @@ class ServerOptions:
     port: int = 8080
     watch: bool = False
     watch_quiet_ms: int = 200
-    keep_alive_s: float = 75.0
+    limits: Limits = field(default_factory=Limits)  # sizes, timeouts, connection cap (one set for all)
     grace_s: float = 30.0  # how long requests in flight may take to finish at shutdown
 
 
@@ -67,31 +69,22 @@ def process_age_s() -> float:
 _IMPORTED = time.monotonic()
 
 
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
-async def serve(options: ServerOptions, on_event: Callable[[dict[str, Any]], None] = announce) -> None:
+async def serve(
+    options: ServerOptions,
+    on_event: Callable[[dict[str, Any]], None] = announce,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT or until ``stop`` is set (how an embedding program stops it)."""
     loop = asyncio.get_running_loop()
     manager = ModelManager(
         Repository(options.repository), VersionLoader(CompileCache(options.cache_dir), probe_platform())
     )
-    sock = bind(options.host, options.port)
-    app = PredictorApp(manager)
-    server = HttpServer(app, keep_alive_s=options.keep_alive_s)
-    app.requests_in_progress = lambda: server.in_progress
-    await server.start(sock)
-    stop = asyncio.Event()
+    server = HttpServer(PredictorApp(manager, options.limits), limits=options.limits, name="predictor")
+    host, port = await server.start(options.host, options.port)
+    stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    host, port = sock.getsockname()[:2]
     on_event({"event": "listening", "host": host, "port": port, "pid": os.getpid()})
     watcher = None
     starting = loop.create_task(manager.load_repository())
@@ -116,4 +109,3 @@ async def serve(options: ServerOptions, on_event: Callable[[dict[str, Any]], Non
         if watcher is not None:
             await asyncio.gather(watcher, return_exceptions=True)
         await manager.close()
-        sock.close()

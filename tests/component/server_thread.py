@@ -119,9 +119,12 @@ def read_until_closed(sock: socket.socket, deadline_s: float = 5.0) -> bytes:
     return data
 
 
+_leftovers: dict[int, bytes] = {}  # bytes read past a response, per socket (pipelined answers)
+
+
 def read_response(sock: socket.socket) -> tuple[int, bytes]:
-    """One response with a Content-Length: (status, body)."""
-    data = b""
+    """One response with a Content-Length: (status, body); what follows it is kept for the next call."""
+    data = _leftovers.pop(sock.fileno(), b"")
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
@@ -135,6 +138,8 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
             length = int(value)
     while len(rest) < length:
         rest += sock.recv(65536)
+    if len(rest) > length:
+        _leftovers[sock.fileno()] = rest[length:]
     return int(head.split()[1]), rest[:length]
 
 
