@@ -38,9 +38,9 @@ from autoscaler import collection
 from autoscaler.revision import RevisionAutoscaler, ScaleDecision
 from autoscaler.scaling import TICK_INTERVAL
 from autoscaler.stat import Stat
+from simulation import limits
 from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
 from simulation.activator import Activator
-from simulation.limits import check_pods
 from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod, Request, reusable_event
 from simulation.sample import Sample
 from simulation.scenario import Scenario
@@ -153,6 +153,7 @@ class Simulation:
         self.arrivals = 0  # every arrival, warm-up included
         self.counters = Counters()
         self.outstanding = 0
+        self._max_outstanding = limits.MAX_IN_FLIGHT
         self.scale_events = 0
 
         self._alive: dict[int, Pod] = {}  # starting, ready or draining pods by index
@@ -201,6 +202,8 @@ class Simulation:
         now = self.env._now
         request = Request(now, now + self._timeout)
         self.outstanding += 1
+        if self.outstanding > self._max_outstanding:
+            raise limits.too_many_in_flight(self.outstanding, now)
         self._arrivals[int(now) % _RING] += 1
         ready = self.ready
         if self._serve and ready:
@@ -353,7 +356,9 @@ class Simulation:
         current = len(self.starting) + len(self.ready)
         if wanted == current:
             return
-        check_pods(f"the autoscaler's decision at {now:g} s", wanted, "set max-scale or lower the rate")
+        limits.check_pods(
+            f"the autoscaler's decision at {now:g} s", wanted, "set max-scale or lower the rate"
+        )
         if self.warmup <= now < self.duration:
             self.scale_events += 1
         self.replicas = wanted

@@ -18,6 +18,7 @@ from simulation.yamldoc import Position
 MAX_SIMULATED_SECONDS = 10_000_000  # duration + timeout: ~116 days, a ~0.7 GB timeline.csv, minutes of ticks
 MAX_REQUESTS = 100_000_000  # arrivals (thinning candidates for varying rates) of one run: ~15-30 min
 MAX_PODS = 10_000  # pods of one revision at a time: each is simulated, reported and scraped every second
+MAX_IN_FLIGHT = 2_000_000  # requests queued or in service at once: ~0.5 KB each, ~1 GB in all
 MAX_SWEEP_CELLS = 10_000  # grid cells of one `kpa sweep`
 MAX_SCENARIO_BYTES = 1 << 20  # a scenario file (data files have their own limit)
 
@@ -63,6 +64,15 @@ def check_requests(root: Node, workload: Workload, duration: float) -> None:
         f"{what} ≈ {draws[biggest]:.3g} requests{share}: above the {MAX_REQUESTS:,}-request limit of one "
         "simulation; shorten duration or lower the rate",
         node.position(key) if key is not None else at,
+    )
+
+
+def too_many_in_flight(count: int, now: float) -> ScenarioError:
+    """The error for more than :data:`MAX_IN_FLIGHT` requests in the system at once."""
+    return ScenarioError(
+        f"at {now:g} s {count:,} requests were queued or in service: above the {MAX_IN_FLIGHT:,}-request "
+        "limit of one simulation (~0.5 KB each); lower the rate, or bound them with container_concurrency, "
+        "autoscaling.knative.dev/max-scale or a shorter revision.timeout"
     )
 
 

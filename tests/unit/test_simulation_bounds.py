@@ -75,6 +75,19 @@ def test_the_autoscaler_asking_for_more_pods_than_a_simulation_holds_stops_the_r
         Simulation(parse_scenario(doc), 1).run()
 
 
+def test_requests_piling_up_past_the_in_flight_limit_stop_the_run(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_IN_FLIGHT", 1000)
+    doc = base(**{"revision.service_time": {"dist": "constant", "value": 1000}, "revision.timeout": 2000})
+    set_path(doc, f"revision.annotations.{A}min-scale", "1")
+    set_path(doc, f"revision.annotations.{A}max-scale", "1")
+    set_path(doc, "revision.container_concurrency", 0)
+    set_path(doc, "workload.0.rate", 100)  # 100 req/s of 1000 s requests on one unlimited pod
+    with pytest.raises(
+        ScenarioError, match=r"at \d+(\.\d+)? s 1,001 requests were queued or in service: above"
+    ):
+        Simulation(parse_scenario(doc), 1).run()
+
+
 def test_a_grid_beyond_the_cell_limit_is_refused_without_building_it():
     grid = [("revision.timeout", list(range(1000))), ("workload.0.rate", list(range(1000)))]
     expected = r"--grid: 1,000,000 cells \(1,000 x 1,000\), above the 10,000-cell limit of one sweep"
