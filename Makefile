@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint unit demo bench clean
+.PHONY: venv tools test lint unit demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Load generators from Debian (tests/e2e/test_conservation.py counts with hey, benchmarks use wrk):
+# installed only when missing and possible (root with apt-get); otherwise their tests skip, saying so.
+tools:
+	@for tool in hey wrk; do \
+	  command -v $$tool >/dev/null && continue; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q $$tool >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$tool >/dev/null 2>&1; } \
+	      || echo "make tools: apt-get could not install $$tool; its tests are skipped"; \
+	  else echo "make tools: $$tool missing and not installable here (needs root and apt-get)"; fi; \
+	done; true
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
