@@ -18,7 +18,7 @@ from rich.table import Table
 
 from simulation.engine import Simulation
 from simulation.plots import plot_timeline
-from simulation.report import TimelineWriter, summarize, write_report
+from simulation.report import PLOT_ROWS, TimelineWriter, summarize, write_report
 from simulation.scenario import Scenario, ScenarioError, load_scenario
 
 
@@ -88,7 +88,7 @@ def simulate(
     bar is drawn on ``console`` if given.
     """
     out.mkdir(parents=True, exist_ok=True)
-    with TimelineWriter(out / "timeline.csv") as timeline:
+    with TimelineWriter(out / "timeline.csv", PLOT_ROWS if plot else 0) as timeline:
         sim = run_with_progress(Simulation(scenario, seed, timeline=timeline), console)
     report = summarize(sim)
     write_report(report, out / "report.json")

@@ -123,6 +123,7 @@ class TimelineWriter:
     """
 
     def __init__(self, path: Path, plot_rows: int = PLOT_ROWS) -> None:
+        """``plot_rows`` 0 keeps nothing (no plot wanted)."""
         self._handle = path.open("w", newline="")
         self._writer = csv.writer(self._handle)
         self._writer.writerow(TIMELINE_COLUMNS)
@@ -132,7 +133,7 @@ class TimelineWriter:
 
     def __call__(self, row: TimelineRow) -> None:
         self._writer.writerow(_csv_values(row))
-        if row.second % self.stride == 0:
+        if self._limit and row.second % self.stride == 0:
             self._kept.append(row)
             if len(self._kept) > self._limit:
                 self._kept = self._kept[::2]
