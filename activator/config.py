@@ -7,6 +7,7 @@ way it came in: the field, the value, and what would be accepted.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass
@@ -29,6 +30,13 @@ QUEUE_DEPTH_PER_SLOT = 10
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _FIELDS = ("name", "namespace", "container_concurrency", "timeout_seconds", "queue_bound")
+
+
+def _positive_finite(value: float) -> bool:
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 class ConfigError(ValueError):
@@ -62,7 +70,7 @@ class RevisionConfig:
 
     def __post_init__(self) -> None:
         for label, value in (("name", self.name), ("namespace", self.namespace)):
-            if not isinstance(value, str) or not _NAME.match(value) or len(value) > 63:
+            if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > 63:
                 raise ConfigError(
                     f"revision {label}={value!r}: must be a DNS label (lowercase letters, digits, '-', "
                     f"at most 63 characters)"
@@ -74,8 +82,7 @@ class RevisionConfig:
         if (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
+            or not _positive_finite(timeout)
         ):
             raise ConfigError(f"revision {self.name} timeout_seconds={timeout!r}: must be a number > 0")
         bound = self.queue_bound
@@ -105,13 +112,15 @@ class RevisionConfig:
         unknown = set(doc) - set(_FIELDS)
         if unknown:
             raise ConfigError(
-                f"revision config has unknown field(s) {sorted(unknown)}; allowed: {list(_FIELDS)}"
+                f"revision config has unknown field(s) {sorted(unknown, key=str)}; allowed: {list(_FIELDS)}"
             )
         values = dict(doc)
         if name is not None and values.setdefault("name", name) != name:
             raise ConfigError(f"revision config name={values['name']!r} does not match its key {name!r}")
         if "name" not in values:
             raise ConfigError("revision config needs a name")
-        if isinstance(values.get("timeout_seconds"), int) and not isinstance(values["timeout_seconds"], bool):
-            values["timeout_seconds"] = float(values["timeout_seconds"])
+        timeout = values.get("timeout_seconds")
+        if isinstance(timeout, int) and not isinstance(timeout, bool):
+            with contextlib.suppress(OverflowError):  # too large for a float: refused by name below
+                values["timeout_seconds"] = float(timeout)
         return cls(**values)
