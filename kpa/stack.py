@@ -24,7 +24,7 @@ import yaml
 
 from autoscaler.config import ConfigError
 from autoscaler.revision import RevisionSettings, settings_from
-from queueproxy.auth import TOKENS_FILE, AuthConfigError, AuthSpec
+from queueproxy.auth import TOKENS_FILE, AuthConfigError, AuthSpec, parse_tokens
 from queueproxy.config import ConfigError as QueueProxyConfigError
 from queueproxy.config import parse_probes
 
@@ -310,9 +310,14 @@ class _Reader:
         if spec is None or spec.bearer_tokens_file is None:
             return spec
         tokens = self.workdir / spec.bearer_tokens_file
-        if not tokens.is_file():
-            key_node = self.mapping(node, path, None)[TOKENS_FILE][0]
-            self.fail(key_node, f'{path}[{TOKENS_FILE}]="{spec.bearer_tokens_file}": no such file {tokens}')
+        where = f'{path}[{TOKENS_FILE}]="{spec.bearer_tokens_file}"'
+        key_node = self.mapping(node, path, None)[TOKENS_FILE][0]
+        try:
+            parse_tokens(tokens.read_text(), where)
+        except OSError as exc:
+            self.fail(key_node, f"{where}: cannot read {tokens}: {exc.strerror}")
+        except AuthConfigError as exc:
+            self.fail(key_node, str(exc))
         return replace(spec, bearer_tokens_file=str(tokens))
 
     def dns_label(self, node: yaml.Node, path: str) -> str:

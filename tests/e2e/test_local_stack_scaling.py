@@ -72,7 +72,8 @@ def test_status_and_metrics_endpoints_describe_the_revision(tmp_path):
         async with running_stack(stack_text(delay=0.0, cc=1), tmp_path) as stack:
             await wait_until(lambda: row(stack)["ready_pods"] == 1, 20, "the initial pod")
             await asyncio.sleep(2.5)  # one decision with data
-            async with httpx.AsyncClient(timeout=5) as http:
+            token = {"Authorization": f"Bearer {stack.admin_token}"}
+            async with httpx.AsyncClient(timeout=5, headers=token) as http:
                 status = (await http.get(stack.admin_url + "/status")).json()
                 metrics = (await http.get(stack.admin_url + "/metrics")).text
                 bad_push = await http.post(stack.admin_url + "/stats", json=[{"revision": "x"}])
