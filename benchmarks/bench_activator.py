@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -43,6 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import WrkResult, cpu_seconds, ensure_debian_packages, free_port, machine, run_wrk, stop
 
 PY = sys.executable
+# The cold-start rounds drive the activator's admin API, whose state changes need a token.
+ADMIN_TOKEN = secrets.token_urlsafe(32)
+ADMIN_AUTH = ((b"authorization", f"Bearer {ADMIN_TOKEN}".encode()),)
 PROCESSES = ("activator", "queue-proxy", "app")
 console = Console(width=150)
 
@@ -168,6 +173,7 @@ async def cold_starts(count: int, probe_frequency: str) -> list[ColdStart]:
         PY, "-m", "kpa", "activator", "--port", "0", "--admin-port", "0", "--log-level", "warning",
         "--autoscaler-url", catcher.url, "--probe-frequency", probe_frequency,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "KPA_ADMIN_TOKEN": ADMIN_TOKEN},
     )
     ports = json.loads(await act.stdout.readline())
     admin = UpstreamPool("127.0.0.1", ports["admin_port"])
@@ -190,7 +196,7 @@ async def one_cold_start(
     name: str, catcher: StatCatcher, admin: UpstreamPool, serving: UpstreamPool
 ) -> ColdStart:
     path = f"/revisions/default/{name}".encode()
-    status, _, body = await admin.request(b"PUT", path, body=b'{"container_concurrency": 1}')
+    status, _, body = await admin.request(b"PUT", path, ADMIN_AUTH, body=b'{"container_concurrency": 1}')
     assert status == 200, body
     catcher.waiters[name] = asyncio.get_running_loop().create_future()
     sent = time.monotonic()
@@ -203,7 +209,7 @@ async def one_cold_start(
     app = await asyncio.create_subprocess_exec(PY, "-m", "kpa.sample_app", "--port", str(user_port), **quiet)
     qp = await asyncio.create_subprocess_exec(PY, *queue_proxy_args(qp_port, user_port), **quiet)
     endpoints = json.dumps({"addresses": [f"127.0.0.1:{qp_port}"]}).encode()
-    status, _, body = await admin.request(b"PUT", path + b"/endpoints", body=endpoints)
+    status, _, body = await admin.request(b"PUT", path + b"/endpoints", ADMIN_AUTH, body=endpoints)
     assert status == 200, body
     try:
         ready = await first_successful_probe(qp_port)
@@ -214,7 +220,7 @@ async def one_cold_start(
         qp.send_signal(signal.SIGINT)
         app.send_signal(signal.SIGTERM)
         await asyncio.gather(qp.wait(), app.wait())
-        await admin.request(b"DELETE", path)
+        await admin.request(b"DELETE", path, ADMIN_AUTH)
     return ColdStart(
         total=done - sent, pod_own=ready - spawned, wake=spawned - sent, detect_forward=done - ready
     )
