@@ -53,7 +53,10 @@ response is finished. Malformed requests get 400; a request past one of the serv
 table is in docs/wire-contracts.md, "HTTP limits"); other connections are not affected. A handler
 that raises gets 500 (or an aborted connection if its response had started); an async handler that
 returns without finishing its response has it finished. If the client goes away (closes or
-half-closes its connection), the handler's task is cancelled.
+half-closes its connection), the handler's task is cancelled. A body that turns malformed or too large
+while its request runs ends that request (the handler is told the client left; the client gets 400
+or 413). No protocol switching: an upgrade request (or CONNECT) is served as a plain request and the
+connection closes after it; one with a body is answered 400.
 """
 
 from __future__ import annotations
@@ -521,6 +524,7 @@ class _Connection(asyncio.Protocol):
         "_body_paused",
         "_closed",
         "_current",
+        "_discard",
         "_drain_waiter",
         "_flow",
         "_flow_paused",
@@ -580,6 +584,7 @@ class _Connection(asyncio.Protocol):
         self._rejection: bytes | None = None  # an answer to send once the response in flight is done
         self._lingering = False
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._discard = False  # drop what the client sends (lingering after a refusal, or upgraded)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -624,17 +629,13 @@ class _Connection(asyncio.Protocol):
         return False
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return  # an answered, refused connection: what the client still sends is dropped
+        if self._discard:
+            return  # refused and answered, or upgraded: what the client still sends is dropped
         self._read_size = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            # No protocol switching through this proxy; serve the request, then close.
-            self.transport.pause_reading()
-            self._start_parsed()
-            if self._current is not None:
-                self._current.keep_alive = False
+            self._upgrade()
         except RequestRefused as exc:
             self._refuse(exc)
         except httptools.HttpParserCallbackError as exc:
@@ -645,7 +646,7 @@ class _Connection(asyncio.Protocol):
                 log.exception("request parser callback failed")
                 self._reject(400, "bad request")
         except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed HTTP request: {exc}")
+            self._refuse(RequestRefused(400, f"malformed HTTP request: {exc}"))
         else:
             request = self._starting
             if request is not None:
@@ -659,10 +660,33 @@ class _Connection(asyncio.Protocol):
                     self._reject(431, f"request head larger than {self.limits.max_head_bytes} bytes")
 
     def _refuse(self, exc: RequestRefused) -> None:
-        if exc.status == 413 and self._body is not EMPTY_BODY and not self._body.complete:
-            self._cut_off(413, str(exc))  # its body broke the limit while the request runs (or is about to)
+        body = self._body
+        if body is not EMPTY_BODY and not body.complete and not self._pipeline:
+            # The body of the request running (or about to run) broke a limit or turned malformed: its
+            # handler would wait for bytes that will never be parsed.
+            self._cut_off(exc.status, str(exc))
         else:
             self._reject(exc.status, str(exc))
+
+    def _upgrade(self) -> None:
+        """No protocol switching here. llhttp ends an upgrade request (or CONNECT) at its head and
+        leaves what follows to the new protocol: a request without a body is served as a plain one and
+        the connection closes after it; one with a body could never be read, so it is refused."""
+        self._discard = True  # what follows the head is not HTTP; reading goes on, so EOF is seen
+        request = self._starting or (self._pipeline[-1] if self._pipeline else None)
+        if request is not None:
+            request.keep_alive = False
+            if request.body.chunked or request.body.content_length:
+                if request is self._starting:
+                    self._starting = None
+                else:
+                    self._pipeline.pop()
+                self._reject(
+                    400,
+                    "a protocol upgrade request with a body is not supported here; send it without Upgrade",
+                )
+                return
+        self._start_parsed()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -874,10 +898,14 @@ class _Connection(asyncio.Protocol):
         if server._lingering >= MAX_LINGERING or not transport.can_write_eof():
             transport.close()
             return
-        self._lingering = True
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):  # the client reset the connection meanwhile (ENOTCONN)
+            transport.abort()
+            return
+        self._lingering = self._discard = True
         server._lingering += 1
         self._linger_timer = server._loop.call_later(LINGER_S, transport.abort)
-        transport.write_eof()
         transport.resume_reading()
 
     # -- writing and flow control ----------------------------------------------------------

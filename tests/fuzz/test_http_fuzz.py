@@ -97,9 +97,6 @@ async def _sync_server() -> tuple[HttpServer, int]:
     return server, port
 
 
-@pytest.mark.xfail(
-    strict=True, reason="http11: an upgrade answered at once leaves reading paused; EOF unseen"
-)
 def test_engine_closes_an_upgrade_request_answered_at_once_when_the_client_leaves():
     """Found against the predictor (CONNECT /v2 got 405, then the connection stayed open 75 s after
     the client's EOF): the engine pauses reading on HttpParserUpgrade, a handler that answers at once
@@ -120,7 +117,6 @@ def test_engine_closes_an_upgrade_request_answered_at_once_when_the_client_leave
     run(body, timeout=10)
 
 
-@pytest.mark.xfail(strict=True, reason="http11: an upgrade request's body is never read; the request hangs")
 def test_queue_proxy_answers_an_upgrade_request_that_carries_a_body_and_frees_its_slot():
     """Found against the queue-proxy, the activator and kpa up's entry: llhttp ends an upgrade request
     at its head (the body is the new protocol's), so the request goes upstream declaring
@@ -160,9 +156,6 @@ TRUNCATED_PIPELINE = (  # case 72 of the seeded run against the queue-proxy
 )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="http11 _Connection._linger: write_eof on a reset socket raises ENOTCONN"
-)
 def test_a_pipeline_truncated_inside_a_chunked_body_logs_no_error_behind_the_queue_proxy(tmp_path):
     """Found by the seeded run (case 72): the client sends two requests and half of a chunked PUT,
     then leaves; the queue-proxy drops its upstream connection while the sample app answers the PUT
@@ -190,7 +183,6 @@ def test_a_pipeline_truncated_inside_a_chunked_body_logs_no_error_behind_the_que
     assert not any(errors), "\n".join(e for e in errors if e)[:3000]
 
 
-@pytest.mark.xfail(strict=True, reason="http11: a parse error in a running request's body leaves it waiting")
 def test_engine_ends_a_running_request_whose_chunked_body_turns_malformed():
     """Found against kpa up's entry (case 98 of the seeded run, 1 run in 8: a 5,000-byte chunk
     extension split across two reads). When llhttp rejects bytes inside the body of the request
