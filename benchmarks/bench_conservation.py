@@ -1,6 +1,6 @@
 """Request conservation, long form: every pattern of tests/e2e/test_conservation.py, stretched.
 
-    .venv/bin/python benchmarks/bench_conservation.py [--scale 3] [--only NAME ...] [--markdown]
+    .venv/bin/python benchmarks/bench_conservation.py [--scale 4] [--only NAME ...] [--markdown]
 
 Each pattern (benchmarks/conservation.py: proxy mode, the same counted by hey, scale to zero and back,
 serve mode, mode flips, scale up and down, SIGKILLed user containers and queue-proxies in both modes)
@@ -132,7 +132,7 @@ async def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=float, default=3.0, help="steady phases this many times the test's")
+    parser.add_argument("--scale", type=float, default=4.0, help="steady phases this many times the test's")
     parser.add_argument("--only", action="append", help="run only this pattern (repeatable)")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     return parser.parse_args(argv)
