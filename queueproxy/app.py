@@ -8,8 +8,9 @@ one JSON line so a parent process can find them. Only serving listens on ``host`
 metrics listen on ``admin_host``, stats on ``stats_host``, both loopback unless configured (none of
 them changes state, so none needs a token; see docs/security.md).
 
-``/wait-for-drain`` changes nothing by itself: it waits for the SIGTERM the kubelet sends right
-after the preStop hook and then for the drain that SIGTERM starts. Called without a SIGTERM
+``/wait-for-drain`` changes nothing by itself: it waits for the SIGTERM the kubelet sends the
+queue-proxy as the pod stops (while it runs the user container's preStop hook), then for the drain
+that SIGTERM starts. Called without a SIGTERM
 following within ``SIGTERM_GRACE_FOR_PRESTOP`` (a container restart, or anyone who can reach the
 admin port) it answers at once and the pod stays ready: a GET cannot fail its health checks.
 
