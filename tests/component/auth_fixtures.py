@@ -6,6 +6,7 @@ and counts its fetches, so a test can check that keys are cached instead of fetc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -39,10 +40,14 @@ class SigningKey:
 
 
 class JwksServer:
-    """Serves ``{"keys": [...]}`` at /jwks.json; ``fetches`` counts the GETs it answered."""
+    """Serves ``{"keys": [...]}`` at /jwks.json after ``delay`` seconds; ``fetches`` counts the GETs.
 
-    def __init__(self, *keys: SigningKey) -> None:
+    A delay keeps the first fetch in flight while requests arrive, so they must wait for the keys.
+    """
+
+    def __init__(self, *keys: SigningKey, delay: float = 0.0) -> None:
         self.keys = list(keys)
+        self.delay = delay
         self.fetches = 0
         self.server = HttpServer(self.handle, name="jwks")
         self.url = ""
@@ -55,8 +60,9 @@ class JwksServer:
     async def stop(self) -> None:
         await self.server.shutdown(grace=0.0)
 
-    def handle(self, request: Request, response: Response) -> None:
+    async def handle(self, request: Request, response: Response) -> None:
         self.fetches += 1
+        await asyncio.sleep(self.delay)
         body = json.dumps({"keys": [k.jwk() for k in self.keys]}).encode()
         response.send(200, body, content_type=b"application/json")
 

@@ -164,3 +164,26 @@ def test_auth_set_through_the_admin_api_and_a_jwt_from_a_down_jwks_gets_a_quick_
             await activator.stop()
 
     run(body, timeout=30)
+
+
+def test_a_valid_jwt_waits_for_the_first_jwks_fetch_then_is_forwarded_once():
+    key = SigningKey("k1")
+
+    async def body():
+        jwks = await JwksServer(key, delay=0.3).start()
+        pod = await Pod().start()
+        spec = AuthSpec(jwks_url=jwks.url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+        activator, ports, _ = await _gated_activator(spec)
+        activator.set_endpoints(KEY, [pod.address])
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.serving}", timeout=10) as data:
+                headers = {"host": "hello", **bearer(key.token())}
+                answers = await asyncio.gather(*(data.get("/", headers=headers) for _ in range(4)))
+                assert [a.status_code for a in answers] == [200] * 4
+                assert pod.served == 4 and jwks.fetches == 1
+        finally:
+            await activator.stop()
+            await pod.stop()
+            await jwks.stop()
+
+    run(body, timeout=30)

@@ -176,3 +176,24 @@ def test_a_jwks_server_that_is_down_gives_a_quick_503_not_a_hang():
         await _with_auth(spec, check)
 
     run(body, timeout=30)
+
+
+def test_requests_that_arrive_while_the_keys_are_being_fetched_wait_for_them_and_go_through():
+    async def body():
+        jwks = await JwksServer(KEY, delay=0.3).start()
+        spec = AuthSpec(jwks_url=jwks.url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+
+        async def check(client, url, proxy, user):
+            token = bearer(KEY.token())
+            answers = await asyncio.gather(
+                *(client.get(url + "/sleep?s=0.01", headers=token) for _ in range(8))
+            )
+            assert [a.status_code for a in answers] == [200] * 8
+            assert user.served == 8 and jwks.fetches == 1  # one fetch, shared by all of them
+
+        try:
+            await _with_auth(spec, check)
+        finally:
+            await jwks.stop()
+
+    run(body, timeout=30)

@@ -12,11 +12,15 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 from stack_fixtures import REVISION, row, run, running_stack, stack_text, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "component"))
+from auth_fixtures import AUDIENCE, ISSUER, JwksServer, SigningKey, bearer
 
 pytestmark = pytest.mark.timeout(90)
 STAT = [
@@ -115,5 +119,31 @@ def test_an_unauthenticated_request_cannot_wake_a_revision_and_pods_check_tokens
             pod = f"http://{stack.actuator.pods(REVISION)[0].address}/"
             assert (await http.get(pod)).status_code == 401  # the queue-proxy checks on its own
             assert (await http.get(pod, headers={"Authorization": "Bearer letmein"})).status_code == 200
+
+    run(scenario())
+
+
+def test_a_jwt_sent_while_the_keys_are_still_being_fetched_wakes_the_revision(tmp_path):
+    """The entry waits for the JWKS off the event loop, then hands the request on (in a task)."""
+    key = SigningKey("k1")
+
+    async def scenario():
+        jwks = await JwksServer(key, delay=0.3).start()
+        text = stack_text(
+            delay=0.0, cc=1, annotations={"initial-scale": "0"}, config={"allow-zero-initial-scale": "true"}
+        ) + (
+            f"      kpa.dev/auth-jwks-url: '{jwks.url}'\n"
+            f"      kpa.dev/auth-jwt-issuer: '{ISSUER}'\n"
+            f"      kpa.dev/auth-jwt-audience: '{AUDIENCE}'\n"
+        )
+        try:
+            async with running_stack(text, tmp_path) as stack, httpx.AsyncClient(timeout=30) as http:
+                entry = stack.entry_url + "/"
+                woke = await http.get(entry, headers={"Host": "hello", **bearer(key.token())})
+                assert woke.status_code == 200 and woke.headers["x-kpa-cold-start"] == "true"
+                other = await http.get(entry, headers={"Host": "hello", **bearer(key.token(aud="other"))})
+                assert other.status_code == 403
+        finally:
+            await jwks.stop()
 
     run(scenario())
