@@ -240,6 +240,10 @@ def launch_stdlib_http_server(workdir: Path) -> Callable[[], tuple[list[_Child],
     return launch
 
 
+SERVERS = ("queue-proxy", "activator", "entry", "predictor", "sample-app")  # ours; the baseline is apart
+BASELINE = "stdlib-http.server"
+
+
 def standard_targets(workdir: Path) -> dict[str, Target]:
     """Every server we run, in front of (or with) a trivial backend; plus the stdlib baseline."""
     return {
@@ -248,5 +252,5 @@ def standard_targets(workdir: Path) -> dict[str, Target]:
         "entry": Target("entry", ENTRY, launch_in_process("entry")),
         "predictor": Target("predictor", PREDICTOR, launch_predictor(workdir)),
         "sample-app": Target("sample-app", GENERIC, launch_sample_app),
-        "stdlib-http.server": Target("stdlib-http.server", GENERIC, launch_stdlib_http_server(workdir)),
+        BASELINE: Target(BASELINE, GENERIC, launch_stdlib_http_server(workdir)),
     }

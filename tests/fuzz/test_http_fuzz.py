@@ -3,24 +3,24 @@ defects the fuzzer found, each pinned by the case that showed it.
 
 The seeded run sends the same few hundred grammar-built, bent requests to each server over loopback
 and requires: no crash, no hang, no unhandled error logged, no malformed response, 400 for every
-request-smuggling shape, and a plain request still answered 200 after each batch. Cases of a shape
-with a known open defect (``KNOWN``) are left out of the seeded run; each such defect has its own
-strict-xfail test below, which starts passing (and so failing as XPASS) the day it is fixed — then
-drop its entry from ``KNOWN`` and its xfail mark.
+request-smuggling shape, and a plain request still answered 200 after each batch. Each defect the
+fuzzer found has its own test below, built from the case that showed it (all four were in the HTTP
+engine, queueproxy/http11.py, and are fixed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import uvloop
 from fuzz_cases import Case
-from fuzz_targets import standard_targets
+from fuzz_targets import SERVERS, standard_targets
 from http_fuzz import BOUND, exchange, fuzz
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "component"))
@@ -34,40 +34,22 @@ SEED = 20261207
 CASES = 240  # per server: every case kind comes up several times
 
 
-def _upgrade(case: Case) -> bool:
-    """A request llhttp ends at its head to switch protocols: ``Upgrade`` with ``Connection:
-    upgrade``, or CONNECT."""
-    data = case.data.lower()
-    return (
-        b"\nupgrade:" in data and b"upgrade" in data.split(b"\nconnection:", 1)[-1][:40]
-    ) or data.startswith(b"connect ")
-
-
-def _bent_body_in_pieces(case: Case) -> bool:
-    return bool(case.cuts) and case.kind in ("chunk-size", "byte-mutation")
-
-
-SERVERS = ("queue-proxy", "activator", "entry", "predictor", "sample-app")
-ALL = frozenset(SERVERS)
-KNOWN: dict[str, tuple[frozenset[str], Callable[[Case], bool]]] = {
-    # queueproxy/http11.py, the HttpParserUpgrade branch of _Connection.data_received: see the two
-    # strict-xfail tests below (answered-at-once upgrade left open; upgrade with a body never answered).
-    "upgrade": (ALL, _upgrade),
-    # queueproxy/http11.py _Connection._linger: write_eof on a socket the peer already reset raises
-    # ENOTCONN into the handler (the sample app behind the queue-proxy); see the strict-xfail test below.
-    "linger-enotconn": (frozenset({"queue-proxy"}), lambda case: case.truncated),
-    # queueproxy/http11.py, the HttpParserError branch of _Connection.data_received: a malformed body of
-    # the running request leaves it waiting (see the strict-xfail test below); bent bodies sent in pieces.
-    "body-error-later-read": (
-        ALL,
-        lambda case: bool(case.cuts) and case.kind in ("chunk-size", "byte-mutation"),
-    ),
-}
-
-
-def _known_for(name: str) -> Callable[[Case], bool]:
-    predicates = [predicate for targets, predicate in KNOWN.values() if name in targets]
-    return lambda case: any(predicate(case) for predicate in predicates)
+def test_coverage_guided_engine_run_is_clean(tmp_path):
+    """A short atheris run (the benchmark runs 10,000 inputs): the harness works, libFuzzer finds new
+    coverage from the grammar seeds, and no input hangs the engine, gets a malformed answer or makes
+    it log an error."""
+    here = Path(__file__).resolve().parent
+    findings = tmp_path / "findings.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(here / "atheris_engine.py"), str(findings), str(tmp_path / "corpus"),
+         "-atheris_runs=501", "-seed=1", f"-dict={here / 'http.dict'}", "-max_len=4096", "-len_control=0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in findings.read_text().splitlines()]
+    assert [line for line in lines if "finding" in line] == []
+    assert lines[-1]["stats"]["inputs"] == 500
+    assert "NEW" in done.stderr  # coverage feedback reached libFuzzer
 
 
 @pytest.mark.parametrize("name", SERVERS)
@@ -75,11 +57,10 @@ def test_seeded_fuzz_run_finds_no_crash_hang_unhandled_error_or_smuggling(name, 
     target = standard_targets(tmp_path)[name]
     target.start()
     try:
-        report = uvloop.run(fuzz(target, cases=CASES, seed=SEED, skip=_known_for(name)))
+        report = uvloop.run(fuzz(target, cases=CASES, seed=SEED))
     finally:
         target.stop()
-    assert report.cases + report.skipped == CASES
-    assert report.skipped < CASES // 4, "the known-defect filter should leave most cases in"
+    assert report.cases == CASES
     findings = "\n".join(f.describe() for f in report.findings[:10])
     assert not report.findings, f"{len(report.findings)} finding(s) against {name}:\n{findings}"
     assert report.liveness_ok and report.liveness_checks >= CASES // 200
