@@ -14,6 +14,7 @@ from queueproxy_fixtures import UserContainer, run, start_queue_proxy, wait_read
 
 from queueproxy.auth import AuthSpec
 from queueproxy.config import ConfigError
+from queueproxy.jwks import JwksCache
 
 pytestmark = pytest.mark.timeout(60)
 PROBE = {"K-Network-Probe": "queue"}
@@ -197,3 +198,20 @@ def test_requests_that_arrive_while_the_keys_are_being_fetched_wait_for_them_and
             await jwks.stop()
 
     run(body, timeout=30)
+
+
+def test_a_jwks_server_that_accepts_but_never_answers_cannot_hold_a_request_up():
+    async def body():
+        silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+        port = silent.sockets[0].getsockname()[1]
+        cache = JwksCache(f"http://127.0.0.1:{port}/jwks.json", timeout=0.2)
+        try:
+            began = time.monotonic()
+            await cache.refreshed()
+            assert time.monotonic() - began < 1.3  # the fetch timeout plus the 1 s bound
+            assert cache.keys is None and "timed out" in cache.error
+            assert not cache.fetch_pending()  # no second fetch within the refresh interval
+        finally:
+            silent.close()
+
+    run(body)
