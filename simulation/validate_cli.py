@@ -74,7 +74,7 @@ def stack_yaml(scenario: Scenario, seed: int) -> str:
         "--startup", distribution_json(rev.cold_start),
         "--seed", str(seed),
     ]  # fmt: skip
-    doc = {
+    doc: dict = {
         "config": dict(scenario.config),
         "revisions": [
             {
@@ -87,6 +87,10 @@ def stack_yaml(scenario: Scenario, seed: int) -> str:
             }
         ],
     }
+    if scenario.settings.max_scale > 0:
+        # Draining pods count toward kpa up's capacity cap: leave them room, so the live run scales as
+        # the simulated one (which has no cap) would.
+        doc["maxPods"] = scenario.settings.max_scale + 2
     return yaml.safe_dump(doc, sort_keys=False)
 
 

@@ -7,8 +7,9 @@ import sys
 import pytest
 import yaml
 
+from kpa.stack import parse_stack
 from simulation.scenario import parse_scenario
-from simulation.validate_cli import aggregate, simulate_replicates, unsupported
+from simulation.validate_cli import aggregate, simulate_replicates, stack_yaml, unsupported
 
 SCENARIO = """\
 duration: 20
@@ -60,6 +61,15 @@ def test_validate_runs_the_scenario_live_and_simulated(tmp_path):
 def test_validate_refuses_what_the_live_stack_cannot_reproduce(change, problem):
     doc = yaml.safe_load(SCENARIO.replace("revision:\n", "revision:\n" + change))
     assert any(p.startswith(problem) for p in unsupported(parse_scenario(doc)))
+
+
+@pytest.mark.parametrize(("annotations", "max_pods"), [({"max-scale": "8"}, 10), ({}, None)])
+def test_the_live_stack_leaves_draining_pods_room_above_the_scenarios_max_scale(annotations, max_pods):
+    """kpa up's capacity cap counts draining pods; the simulator has no cap, so the live run gets room."""
+    doc = yaml.safe_load(SCENARIO)
+    doc["revision"]["annotations"].update({f"autoscaling.knative.dev/{k}": v for k, v in annotations.items()})
+    stack = parse_stack(stack_yaml(parse_scenario(doc), 1), "<validate>")
+    assert stack.max_pods == max_pods
 
 
 def test_every_replicate_replays_the_given_arrivals_and_draws_the_rest_anew():

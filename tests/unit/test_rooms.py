@@ -87,6 +87,7 @@ def test_every_package_of_ours_has_modules_checked():
 
 PURE_CORES = sorted(
     AUTOSCALER_CORE
+    | {"autoscaler.spawn_limit", "autoscaler.local_capacity"}
     | {"queueproxy.breaker", "queueproxy.stats"}
     | {"activator.throttler", "activator.routing", "activator.config"}
 )
