@@ -42,6 +42,7 @@ ENV_OF_ANNOTATION = {
 JWT_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
 CLOCK_SKEW_SECONDS = 30.0  # exp/nbf tolerance between the issuer's clock and ours
 MAX_TOKENS = 10_000  # a tokens file longer than this is refused, not held in memory
+VERIFIED_JWTS = 4096  # JWTs remembered as verified (32-byte digests), the oldest forgotten first
 
 
 class AuthConfigError(ValueError):
@@ -251,6 +252,38 @@ def verify_jwt(
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         return Denial(401, f"JWT rejected: {exc}", "invalid_token")
     return _check_times(claims, now)
+
+
+class VerifiedJwts:
+    """JWTs that passed :func:`verify_jwt`, remembered until they expire, so a client that sends the
+    same token on every request pays the signature check (~150 µs for RS256) once.
+
+    Bounded to ``size`` entries; the caller clears it whenever the signing keys change, so a key
+    removed from the JWKS stops vouching for its tokens at the next refresh.
+    """
+
+    __slots__ = ("_expiry", "size")
+
+    def __init__(self, size: int = VERIFIED_JWTS) -> None:
+        self.size = size
+        self._expiry: dict[bytes, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def passes(self, token: str, now: float) -> bool:
+        expiry = self._expiry.get(_digest(token))
+        return expiry is not None and now <= expiry + CLOCK_SKEW_SECONDS
+
+    def remember(self, token: str) -> None:
+        """Call only for a token that just passed ``verify_jwt``; it has a valid numeric ``exp``."""
+        claims = jwt.decode(token, options={"verify_signature": False})
+        if len(self._expiry) >= self.size:
+            del self._expiry[next(iter(self._expiry))]
+        self._expiry[_digest(token)] = float(claims["exp"])
+
+    def clear(self) -> None:
+        self._expiry.clear()
 
 
 def _check_times(claims: Mapping[str, Any], now: float) -> Denial | None:

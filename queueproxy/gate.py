@@ -23,6 +23,8 @@ from queueproxy.auth import (
     Denial,
     NeedKeys,
     TokenSet,
+    VerifiedJwts,
+    bearer,
     parse_tokens,
     verify_request,
 )
@@ -62,6 +64,8 @@ class AuthGate:
         self.spec = spec
         self.tokens = tokens
         self.jwks = jwks
+        self.verified = VerifiedJwts() if jwks is not None else None
+        self._keys_seen: object = None  # the key set ``verified`` was filled with
         self._resuming: Request | None = None
 
     @classmethod
@@ -88,8 +92,21 @@ class AuthGate:
             self.jwks.current()
 
     def verdict(self, authorization: bytes | None, *, refreshed: bool = False) -> Denial | NeedKeys | None:
-        keys = self.jwks.current() if self.jwks is not None else None
-        return verify_request(authorization, self.spec, self.tokens, keys, time.time(), refreshed=refreshed)
+        now = time.time()
+        verified = self.verified
+        if verified is None:
+            return verify_request(authorization, self.spec, self.tokens, None, now, refreshed=refreshed)
+        keys = self.jwks.current()
+        if keys is not self._keys_seen:  # new keys: what the old ones vouched for is checked again
+            verified.clear()
+            self._keys_seen = keys
+        token = bearer(authorization)
+        if token is not None and verified.passes(token, now):
+            return None
+        verdict = verify_request(authorization, self.spec, self.tokens, keys, now, refreshed=refreshed)
+        if verdict is None and token is not None and (self.tokens is None or token not in self.tokens):
+            verified.remember(token)
+        return verdict
 
     def screen(
         self, request: Request, response: Response, again: Again

@@ -12,8 +12,9 @@ import pytest
 from auth_fixtures import AUDIENCE, ISSUER, JwksServer, SigningKey, bearer
 from queueproxy_fixtures import UserContainer, run, start_queue_proxy, wait_ready
 
-from queueproxy.auth import AuthSpec
+from queueproxy.auth import AuthSpec, NeedKeys
 from queueproxy.config import ConfigError
+from queueproxy.gate import AuthGate
 from queueproxy.jwks import JwksCache
 
 pytestmark = pytest.mark.timeout(60)
@@ -213,5 +214,26 @@ def test_a_jwks_server_that_accepts_but_never_answers_cannot_hold_a_request_up()
             assert not cache.fetch_pending()  # no second fetch within the refresh interval
         finally:
             silent.close()
+
+    run(body)
+
+
+def test_a_jwt_is_verified_once_until_the_keys_change():
+    """The signature check runs once per token; a key dropped from the JWKS stops vouching for it."""
+    new_key = SigningKey("key-2")
+
+    async def body():
+        jwks = await JwksServer(KEY).start()
+        gate = AuthGate.load("hello", AuthSpec(jwks_url=jwks.url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE))
+        try:
+            await gate.jwks.refreshed()
+            header = b"Bearer " + KEY.token().encode()
+            assert gate.verdict(header) is None and len(gate.verified) == 1
+            assert gate.verdict(header) is None and len(gate.verified) == 1
+            jwks.keys = [new_key]  # rotated: key-1 is gone
+            await gate.jwks.refreshed()
+            assert gate.verdict(header) == NeedKeys("key-1") and len(gate.verified) == 0
+        finally:
+            await jwks.stop()
 
     run(body)

@@ -17,6 +17,7 @@ from queueproxy.auth import (
     Denial,
     NeedKeys,
     TokenSet,
+    VerifiedJwts,
     bearer,
     check_admin,
     parse_tokens,
@@ -139,3 +140,17 @@ def test_static_tokens_and_jwts_together():
 def test_the_verdict_depends_on_now_not_on_the_clock():
     tok = token(exp=time.time() - 3600)  # long expired by the wall clock
     assert verdict(tok, now=time.time() - 7200) is None
+
+
+def test_verified_jwts_pass_until_they_expire_and_the_cache_is_bounded():
+    verified = VerifiedJwts(size=2)
+    first, second, third = (token(sub=str(i)) for i in range(3))
+    verified.remember(first)
+    assert verified.passes(first, NOW) and verified.passes(first, NOW + 60 + 30)
+    assert not verified.passes(first, NOW + 60 + 31)  # exp + the allowed clock skew
+    assert not verified.passes(second, NOW)
+    verified.remember(second)
+    verified.remember(third)
+    assert len(verified) == 2 and not verified.passes(first, NOW)  # the oldest went first
+    verified.clear()
+    assert not verified.passes(third, NOW)
