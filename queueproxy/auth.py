@@ -223,7 +223,7 @@ def verify_jwt(
     except jwt.PyJWTError as exc:
         return Denial(401, f"token is not a JWT: {exc}", "invalid_token")
     alg, kid = header.get("alg"), header.get("kid")
-    if alg not in JWT_ALGORITHMS:
+    if not isinstance(alg, str) or alg not in JWT_ALGORITHMS:  # a JSON list or object is unhashable
         return Denial(
             401, f"JWT alg={alg!r} not accepted; use one of {sorted(JWT_ALGORITHMS)}", "invalid_token"
         )

@@ -3,12 +3,16 @@ per-revision settings, and JWT verdicts at a given ``now`` against given keys (n
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jwt.algorithms import RSAAlgorithm
 
 from queueproxy.auth import (
@@ -154,3 +158,32 @@ def test_verified_jwts_pass_until_they_expire_and_the_cache_is_bounded():
     assert len(verified) == 2 and not verified.passes(first, NOW)  # the oldest went first
     verified.clear()
     assert not verified.passes(third, NOW)
+
+
+HEADERS = (
+    st.binary(max_size=300)
+    | st.builds(lambda s: b"Bearer " + s, st.binary(max_size=300))
+    | st.builds(lambda a, b, c: b"Bearer " + b".".join((a, b, c)), *[st.binary(max_size=60)] * 3)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(HEADERS)
+def test_any_authorization_header_gets_a_verdict_never_an_exception(header):
+    spec = AuthSpec(
+        bearer_tokens_file="t", jwks_url="http://h/j", jwt_issuer="https://iss", jwt_audience="api"
+    )
+    result = verify_request(header, spec, TokenSet(["static-1"]), KEYS, NOW, refreshed=True)
+    assert isinstance(result, Denial) and result.status == 401
+    assert result.challenge("hello").startswith(b'Bearer realm="hello"')
+
+
+def _segment(doc) -> str:
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("header", [{"alg": ["RS256"], "kid": "k1"}, {"alg": {"x": 1}}, {"alg": None}])
+def test_a_jwt_header_with_a_non_string_alg_is_refused_not_a_crash(header):
+    forged = f"{_segment(header)}.{_segment({'exp': NOW + 60})}.c2ln"
+    denial = verdict(forged)
+    assert denial.status == 401 and "not accepted" in denial.reason
