@@ -1027,11 +1027,6 @@ class HttpServer:
                 self.name, self.max_connections, self._refused,
             )  # fmt: skip
 
-    @property
-    def connections(self) -> int:
-        """Client connections open now (refused ones not counted)."""
-        return len(self._connections)
-
     def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()

@@ -130,6 +130,10 @@ CASES = {
     "declared-300MB-body": Case(
         _raw(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 300000000\r\n\r\nfirst bytes"), 413
     ),
+    # the client sends on after the 413 (the server drains what it sends for a while) and still reads it
+    "declared-body-sent-anyway": Case(
+        _raw(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 300000000\r\n\r\n" + b"b" * 2_000_000), 413
+    ),
     "chunked-body-past-the-limit": Case(_chunked(128 * 1024), 413, default_limits=False),
     "slowloris-head": Case(_slowloris, 408, default_limits=False),
     # the sample app answers without waiting for the body, so a stalled one does not hold it up
