@@ -452,7 +452,7 @@ class Activator:
                 from activator.admin import AdminApi
 
                 admin_handler = AdminApi(self).handle
-            server = HttpServer(admin_handler, name="activator-admin")
+            server = HttpServer(admin_handler, limits=Limits.control(), name="activator-admin")
             _, admin = await server.start(admin_host, admin_port)
             self._servers.append(server)
         return BoundPorts(serving, admin)

@@ -310,7 +310,7 @@ class LocalStack:
         entry = HttpServer(self.entry.handle, limits=Limits(cancel_on_client_eof=True), name="entry")
         _, port = await entry.start(self.host, self.port)
         self._servers.append(entry)
-        admin = HttpServer(self._admin, name="admin")
+        admin = HttpServer(self._admin, limits=Limits.control(), name="admin")
         _, admin_port = await admin.start(self.admin_host, self.admin_port)
         self._servers.append(admin)
         self.entry_url = f"http://{self.host}:{port}"
