@@ -92,6 +92,23 @@ def run_atheris(runs: int, seed: int, workdir: Path) -> dict:
     }  # fmt: skip
 
 
+def summarize(r: Report) -> Report:
+    """Print one server's verdicts and up to 8 findings of different kinds (with their bytes) now, so a
+    later failure cannot lose them."""
+    verdicts = ", ".join(f"{k} {v}" for k, v in sorted(r.verdicts.items()))
+    print(f"\n{r.target}: {r.cases} cases in {r.seconds:.1f}s ({r.rate:.0f}/s); verdicts: {verdicts}")
+    seen: set[tuple[str, str]] = set()
+    for finding in r.findings:
+        key = (finding.category, finding.case.kind if finding.case else "")
+        if key not in seen and len(seen) < 8:
+            seen.add(key)
+            print("  " + finding.describe()[:1500])
+    if len(r.findings) > len(seen):
+        print(f"  ... {len(r.findings)} findings in all")
+    print(flush=True)
+    return r
+
+
 def table(reports: list[Report], baseline: Report | None) -> str:
     rows = [
         "| server | cases | crashes | hangs | unhandled | malformed | smuggling | liveness "
@@ -126,20 +143,9 @@ def main() -> int:
     reports: list[Report] = []
     with tempfile.TemporaryDirectory(prefix="bench-fuzz-") as tmp:
         for name in names:
-            reports.append(run_one(name, Path(tmp), args))
-        baseline = run_one(BASELINE, Path(tmp), args)  # the generic profile's cases, as the queue-proxy
+            reports.append(summarize(run_one(name, Path(tmp), args)))
+        baseline = summarize(run_one(BASELINE, Path(tmp), args))  # the queue-proxy's (generic) cases
         guided = run_atheris(args.atheris_runs, args.seed, Path(tmp)) if args.atheris_runs else None
-    for r in [*reports, baseline]:
-        verdicts = ", ".join(f"{k} {v}" for k, v in sorted(r.verdicts.items()))
-        print(f"\n{r.target}: {r.cases} cases in {r.seconds:.1f}s ({r.rate:.0f}/s); verdicts: {verdicts}")
-        seen: set[tuple[str, str]] = set()
-        for finding in r.findings:
-            key = (finding.category, finding.case.kind if finding.case else "")
-            if key not in seen and len(seen) < 8:
-                seen.add(key)
-                print("  " + finding.describe()[:1500])
-        if len(r.findings) > len(seen):
-            print(f"  ... {len(r.findings)} findings in all")
     print("\n" + table(reports, baseline))  # markdown, for docs/benchmarks.md
     clean = all(r.crashes == 0 and r.liveness_ok for r in reports)
     if guided is not None:

@@ -78,8 +78,7 @@ async def exchange(host: str, port: int, case: Case, bound: float = BOUND) -> Ou
             done = case.expect is not None and len(responses.statuses) >= case.expect and responses.between
             if not half_closed and (case.truncated or done):
                 half_closed = True
-                with contextlib.suppress(OSError):
-                    writer.write_eof()
+                _half_close(writer)
                 deadline = loop.time() + bound
             if half_closed or case.expect is not None:
                 wait = deadline - loop.time()
@@ -95,8 +94,7 @@ async def exchange(host: str, port: int, case: Case, bound: float = BOUND) -> Ou
                 if case.expect is not None:
                     return _judge(case, responses, "unanswered", start, loop, f"no answer within {bound:g}s")
                 half_closed = True
-                with contextlib.suppress(OSError):
-                    writer.write_eof()
+                _half_close(writer)
                 deadline = loop.time() + bound
                 continue
             except ConnectionError:  # reset by the server, or our write hit its closed socket
@@ -111,6 +109,13 @@ async def exchange(host: str, port: int, case: Case, bound: float = BOUND) -> Ou
         writer.transport.abort()
         with contextlib.suppress(Exception):  # retrieve a reset's error: no "never retrieved" noise
             await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+def _half_close(writer: asyncio.StreamWriter) -> None:
+    """Send our EOF, unless the server closed first (uvloop raises RuntimeError on a closed transport)."""
+    if not writer.transport.is_closing():
+        with contextlib.suppress(OSError, RuntimeError):
+            writer.write_eof()
 
 
 def _judge(
