@@ -67,6 +67,8 @@ class Lost:
     reason: str
 
     def __str__(self) -> str:
+        if self.connection < 0:
+            return f"a request counted by hey (no send time known): {self.reason}"
         where = f"request #{self.request} on connection {self.connection} sent at {self.sent_at:.3f}s"
         return f"{where}: {self.reason}"
 

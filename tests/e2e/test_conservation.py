@@ -126,5 +126,6 @@ Error distribution:
     tally = parse_hey(report, 1000)
     assert tally.codes == {200: 990, 502: 7} and 502 in DOCUMENTED_ERRORS
     assert len(tally.lost) == 3 and "Client.Timeout" in tally.lost[0].reason
+    assert str(tally.lost[0]).startswith("a request counted by hey (no send time known): hey: Get")
     assert tally.sent == tally.answered + len(tally.lost)
     assert len(parse_hey(report, 1001).violations()) == 4  # 3 lost, and one request missing from the count
