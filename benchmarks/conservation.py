@@ -261,12 +261,18 @@ class RawClients:
         try:
             while (phase := self._phase) is not None:
                 if index >= phase.clients:
+                    if writer is not None:  # idle: let the server's keep-alive timeout never matter
+                        writer.close()
+                        reader = writer = None
                     await self._phase_changed.wait()
                     continue
                 if phase.rate:
                     await self._pace(phase.rate)
                     if self._phase is not phase:
                         continue
+                if reader is not None and writer is not None and reader.at_eof():
+                    writer.close()  # the server closed it while we were idle: no request went out on it
+                    reader = writer = None
                 if writer is None:
                     try:
                         reader, writer = await asyncio.open_connection(*self.address)
