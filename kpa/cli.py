@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kpa.demo", "the end-to-end demonstration run by `make demo`"),
     "simulate": ("simulation.cli", "simulate a scenario under simulated time"),
     "sweep": ("simulation.sweep_cli", "simulate a grid of scenario variants in parallel"),
-    "validate": ("simulation.validate_cli", "run a scenario live and simulated, side by side"),
+    "validate": ("kpa.validate", "run a scenario live and simulated, side by side"),
 }
 
 

@@ -5,7 +5,7 @@ benchmark, the demo when no model can be served). It counts its own concurrency 
 from the container's side that the queue-proxy never let more than containerConcurrency in at once:
 ``GET /_stats`` answers ``{"in_flight", "max_in_flight", "served"}`` and is not counted itself.
 The service time is fixed here (``--delay``); :func:`serve` takes any per-request draw, which is how
-``simulation.synthetic_app`` replays a scenario's distribution. It runs on the HTTP engine of the
+``kpa.synthetic_app`` replays a scenario's distribution. It runs on the HTTP engine of the
 queue-proxy (``queueproxy.http11``), so it has the same HTTP limits as every other server of ours.
 
     python -m kpa.sample_app [--port N] [--delay SECONDS]     (PORT and SAMPLE_DELAY env work too)

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from kpa.stack import parse_stack
+from kpa.validate import aggregate, simulate_replicates, stack_yaml, unsupported
 from simulation.scenario import parse_scenario
-from simulation.validate_cli import aggregate, simulate_replicates, stack_yaml, unsupported
 
 SCENARIO = """\
 duration: 20

@@ -13,7 +13,7 @@ from tests.component.queueproxy_fixtures import free_port
 
 def spawn(port: int, service: str, startup: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "simulation.synthetic_app", "--port", str(port),
+        [sys.executable, "-m", "kpa.synthetic_app", "--port", str(port),
          "--service", service, "--startup", startup],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -74,7 +74,7 @@ def test_each_request_waits_one_service_draw(app):
 
 
 def test_process_age_reads_the_kernels_process_start():
-    code = "import time; time.sleep(0.5); import simulation.synthetic_app as s; print(s.process_age())"
+    code = "import time; time.sleep(0.5); import kpa.synthetic_app as s; print(s.process_age())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     age = float(done.stdout)
     assert 0.5 <= age < 5.0

@@ -176,7 +176,7 @@ def test_gone_pods_leave_only_their_times():
 
 
 def test_validate_refuses_live_runs_it_could_not_hold():
-    from simulation.validate_cli import unsupported  # a CLI shell: imports the live stack
+    from kpa.validate import unsupported  # drives the live stack: imported only here
 
     flood = parse_scenario(base(**{"workload.0.rate": 20_000}))  # 2e6 requests in 100 s
     many = parse_scenario(base(revision={"service_time": {"dist": "empirical", "values": [0.1] * 6000}}))

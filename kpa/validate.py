@@ -1,7 +1,7 @@
 """``kpa validate SCENARIO.yaml --out DIR [--seed N]``: the scenario live and simulated, side by side.
 
 Live: ``kpa up``'s local stack (autoscaler, activator, real queue-proxy processes) in this process,
-one revision whose user container (:mod:`simulation.synthetic_app`) starts and serves with the
+one revision whose user container (:mod:`kpa.synthetic_app`) starts and serves with the
 scenario's distributions, driven open-loop with the scenario's own arrival times. Simulated: the same
 scenario through :class:`~simulation.engine.Simulation`, replicated with successive seeds over the
 live run's own arrival times (only the service, start-up and routing draws differ between replicates),
@@ -9,8 +9,8 @@ so the live run — one draw of a random process — is held against the model's
 rather than against one other draw. Compared: ready pods over time, latency p50/p95, pod-seconds,
 cold starts; the goal is agreement within 15 %.
 
-This is a CLI shell (it may use every package); the simulator itself imports only the autoscaler core
-and the queue-proxy breaker.
+It lives in ``kpa/`` beside ``kpa up`` because it drives the live stack; the simulator itself imports
+only the cores (autoscaler core, queue-proxy breaker and stats, the activator's throttler).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def stack_yaml(scenario: Scenario, seed: int) -> str:
     """The local-stack config for the scenario's revision."""
     rev = scenario.revision
     command = [
-        sys.executable, "-m", "simulation.synthetic_app",
+        sys.executable, "-m", "kpa.synthetic_app",
         "--service", distribution_json(rev.service_time),
         "--startup", distribution_json(rev.cold_start),
         "--seed", str(seed),

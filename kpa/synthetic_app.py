@@ -11,7 +11,7 @@ pod's creation: the interpreter's own start and imports (slower when many pods s
 small machine) are part of the draw, not added to it. Only when they take longer than the draw is
 the pod late, and then by exactly that much.
 
-    python -m simulation.synthetic_app --service JSON [--startup JSON] [--port N] [--seed N]
+    python -m kpa.synthetic_app --service JSON [--startup JSON] [--port N] [--seed N]
 """
 
 from __future__ import annotations
@@ -59,9 +59,7 @@ def _option_sampler(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m simulation.synthetic_app", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m kpa.synthetic_app", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--service", required=True, help="service-time distribution (scenario JSON form)")
     parser.add_argument("--startup", default='{"dist": "constant", "value": 0}', help="start-up distribution")
