@@ -35,7 +35,7 @@ from queueproxy.drain import Drainer, DrainWaiter
 from queueproxy.gate import AuthGate
 from queueproxy.handler import QueueProxyHandler
 from queueproxy.http11 import HttpServer, Limits, Request, Response
-from queueproxy.metrics import RequestMetrics
+from queueproxy.metrics import Gauge, RequestMetrics
 from queueproxy.readiness import Readiness
 from queueproxy.stats import RequestStats
 from queueproxy.upstream import UpstreamPool
@@ -54,7 +54,7 @@ class QueueProxy:
         self.stats = RequestStats(self.started_at)
         self.readiness = Readiness(config.probes)
         self.drain = DrainWaiter(Drainer(config.drain_timeout))
-        self.metrics = RequestMetrics(config.pod_name)
+        self.metrics = RequestMetrics(config.pod_name, self._gauges)
         self.pool = UpstreamPool(config.user_host, config.user_port, max_idle=config.max_idle_connections)
         self.stat = Stat(pod_name=config.pod_name)
         self._stat_body = json.dumps(self.stat.to_json()).encode()
@@ -171,8 +171,12 @@ class QueueProxy:
         if request.path != "/metrics" or request.method not in (b"GET", b"HEAD"):
             response.send(404, b"not found; the metrics port serves GET /metrics\n")
             return
+        response.send(200, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+
+    def _gauges(self) -> tuple[Gauge, ...]:
+        """The /metrics rows read from the live proxy when scraped."""
         stat = self.stat
-        gauges = (
+        return (
             ("queue_requests_in_flight", "Requests in the queue-proxy now, queued ones included.",
              self.stats.concurrency),
             ("revision_queue_depth", "Requests waiting in the breaker queue now.", self.handler.queued),
@@ -188,9 +192,6 @@ class QueueProxy:
              1.0 if self.readiness.ready else 0.0),
             ("process_uptime", "Seconds since the queue-proxy started.", time.monotonic() - self.started_at),
         )  # fmt: skip
-        response.send(
-            200, self.metrics.render(gauges), content_type=b"text/plain; version=0.0.4; charset=utf-8"
-        )
 
     # -- admin -----------------------------------------------------------------------------
     async def _admin(self, request: Request, response: Response) -> None:

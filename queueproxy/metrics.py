@@ -1,35 +1,62 @@
-"""Request metrics in the Prometheus text format, written by hand to stay off the hot path.
+"""The queue-proxy's request metrics: plain counters per request, Prometheus text from prometheus-client.
 
-Per request the queue-proxy does two dict/list increments (``observe``); all formatting happens
-when ``/metrics`` is scraped. Names follow Knative's queue-proxy where one exists
-(``revision_request_count``, ``revision_request_latencies`` in milliseconds, ``revision_queue_depth``,
-``queue_average_concurrent_requests`` …).
+Per request the queue-proxy does two dict/list increments (``observe``) and nothing of the library
+runs. ``RequestMetrics`` is a prometheus-client collector: when ``/metrics`` is scraped it turns the
+counters, and the gauges read from the live proxy at that moment, into metric families, and
+``render`` writes them with ``generate_latest`` from the instance's own registry (never the global
+one, so several proxies in one process do not collide). Names follow Knative's queue-proxy where one
+exists (``revision_request_count``, ``revision_request_latencies`` in milliseconds,
+``revision_queue_depth``, ``queue_average_concurrent_requests`` …).
 """
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 # Knative's 1-2-5 latency buckets, in milliseconds.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
     1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000,
 )  # fmt: skip
+_LE = (*(f"{bound:g}" for bound in LATENCY_BUCKETS_MS), "+Inf")
+
+# Knative's queue-proxy exports this counter without the "_total" that prometheus-client's text writer
+# appends to every counter's name; the name stays Knative's until the metrics are renamed (issue 14).
+# Anchored at line starts: a label value holds no raw newline, so it is never rewritten.
+_REQUEST_COUNT = "revision_request_count"
+_WRITTEN_NAME = re.compile(rb"^(# HELP |# TYPE )?revision_request_count_total(?=[ {])", re.MULTILINE)
+
+Gauge = tuple[str, str, float]
+"""(name, help, value) of a gauge read from the live proxy when scraped."""
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class RequestMetrics(Collector):
+    """Counts answered requests by status code and their latency; ``render`` writes the text format.
 
+    ``gauges`` is called on each scrape for the rows that are read, not counted (queue depth,
+    concurrency, readiness …), so they can never drift from the proxy's state.
+    """
 
-class RequestMetrics:
-    """Counts answered requests by status code and their latency; ``render`` writes the text format."""
-
-    def __init__(self, pod_name: str) -> None:
-        self.labels = f'pod_name="{_escape(pod_name)}"'
+    def __init__(self, pod_name: str, gauges: Callable[[], Iterable[Gauge]] = tuple) -> None:
+        self.pod_name = pod_name
+        self.gauges = gauges
         self.by_code: dict[int, int] = {}
         self.buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         self.latency_sum_ms = 0.0
         self.rejected = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
 
     def observe(self, status: int, latency_ms: float) -> None:
         by_code = self.by_code
@@ -40,33 +67,35 @@ class RequestMetrics:
     def reject(self) -> None:
         self.rejected += 1
 
-    def render(self, gauges: Iterable[tuple[str, str, float]] = ()) -> bytes:
-        """The exposition text; ``gauges`` adds (name, help, value) rows read at scrape time."""
-        labels = self.labels
-        lines = [
-            "# HELP revision_request_count Requests answered by the queue-proxy, by response code.",
-            "# TYPE revision_request_count counter",
-        ]
-        for code in sorted(self.by_code):
-            code_labels = f'{labels},response_code="{code}",response_code_class="{code // 100}xx"'
-            lines.append(f"revision_request_count{{{code_labels}}} {self.by_code[code]}")
-        lines += [
-            "# HELP revision_request_latencies Time from request arrival to the end of its response (ms).",
-            "# TYPE revision_request_latencies histogram",
-        ]
-        cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS_MS, self.buckets, strict=False):
-            cumulative += count
-            lines.append(f'revision_request_latencies_bucket{{{labels},le="{bound:g}"}} {cumulative}')
-        cumulative += self.buckets[-1]
-        lines += [
-            f'revision_request_latencies_bucket{{{labels},le="+Inf"}} {cumulative}',
-            f"revision_request_latencies_sum{{{labels}}} {self.latency_sum_ms:.3f}",
-            f"revision_request_latencies_count{{{labels}}} {cumulative}",
-            "# HELP queue_rejected_requests_total Requests refused at once: the breaker queue was full.",
-            "# TYPE queue_rejected_requests_total counter",
-            f"queue_rejected_requests_total{{{labels}}} {self.rejected}",
-        ]
-        for name, help_text, value in gauges:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name}{{{labels}}} {value:g}"]
-        return ("\n".join(lines) + "\n").encode()
+    def collect(self) -> Iterator[Metric]:
+        pod = (self.pod_name,)
+        requests = CounterMetricFamily(
+            _REQUEST_COUNT,
+            "Requests answered by the queue-proxy, by response code.",
+            labels=("pod_name", "response_code", "response_code_class"),
+        )
+        for code, count in sorted(self.by_code.items()):
+            requests.add_metric((*pod, str(code), f"{code // 100}xx"), count)
+        yield requests
+        latencies = HistogramMetricFamily(
+            "revision_request_latencies",
+            "Time from request arrival to the end of its response (ms).",
+            labels=("pod_name",),
+        )
+        latencies.add_metric(pod, list(zip(_LE, accumulate(self.buckets), strict=True)), self.latency_sum_ms)
+        yield latencies
+        rejected = CounterMetricFamily(
+            "queue_rejected_requests_total",
+            "Requests refused at once: the breaker queue was full.",
+            labels=("pod_name",),
+        )
+        rejected.add_metric(pod, self.rejected)
+        yield rejected
+        for name, help_text, value in self.gauges():
+            gauge = GaugeMetricFamily(name, help_text, labels=("pod_name",))
+            gauge.add_metric(pod, value)
+            yield gauge
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition (format 0.0.4) of this proxy's metrics."""
+        return _WRITTEN_NAME.sub(rb"\1" + _REQUEST_COUNT.encode(), generate_latest(self.registry))
