@@ -311,7 +311,7 @@ class Activator:
         self.probe_frequency = probe_frequency
         self.probe_timeout = probe_timeout
         self.report_interval = report_interval
-        self.metrics = ActivatorMetrics()
+        self.metrics = ActivatorMetrics(self._revision_gauges, lambda: getattr(self.stat_sink, "failed", 0))
         self._rng = rng or random.Random()
         self._slot = (activator_index, activator_count)
         self._revisions: dict[RevisionKey, _Revision] = {}
@@ -408,7 +408,11 @@ class Activator:
         }
 
     def metrics_text(self) -> str:
-        gauges = [
+        """The Prometheus text of the admin port's ``GET /metrics``."""
+        return self.metrics.render().decode()
+
+    def _revision_gauges(self) -> list[RevisionGauges]:
+        return [
             RevisionGauges(
                 key.namespace,
                 key.name,
@@ -419,8 +423,6 @@ class Activator:
             )
             for key, r in sorted(self._revisions.items(), key=lambda item: str(item[0]))
         ]
-        failures = getattr(self.stat_sink, "failed", 0)
-        return self.metrics.render(gauges, failures)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 from activator_fixtures import Pod, run
+from prometheus_client.parser import text_string_to_metric_families
 
 from activator.admin import AdminApi
 from activator.server import Activator
@@ -50,10 +51,12 @@ def test_an_autoscaler_can_drive_a_revision_from_zero_through_the_admin_api():
             listed = (await admin.get("/revisions")).json()["revisions"]
             assert [(r["namespace"], r["name"], r["healthy"], r["capacity"]) for r in listed] == [
                 ("ml", "predictor", [pod.address], 2)]
-            metrics = (await admin.get("/metrics")).text
-            assert 'activator_requests_total{namespace="ml",revision="predictor",code="200"} 1' in metrics
-            assert 'activator_healthy_pods{namespace="ml",revision="predictor"} 1' in metrics
-            assert "# TYPE activator_capacity_wait_seconds histogram" in metrics
+            metrics = {f.name: f for f in text_string_to_metric_families((await admin.get("/metrics")).text)}
+            revision = {"namespace": "ml", "revision": "predictor"}
+            assert [(s.labels, s.value) for s in metrics["activator_requests"].samples] == [
+                ({**revision, "code": "200"}, 1)]
+            assert [(s.labels, s.value) for s in metrics["activator_healthy_pods"].samples] == [(revision, 1)]
+            assert metrics["activator_capacity_wait_seconds"].type == "histogram"
             removed = await admin.delete("/revisions/ml/predictor")
             assert removed.json() == {"removed": "ml/predictor"}
             gone = await data.get("/", headers={"host": "predictor.ml"})
