@@ -23,11 +23,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from autoscaler.actuator import Actuator, PodInfo, ready_pods
 from autoscaler.collection import PodInfo as ScrapePod
@@ -134,6 +137,7 @@ class AutoscalerService:
         self._running = False
         self.stats_received = 0
         self.stats_rejected = 0
+        self.metrics = AutoscalerMetrics(self)
         actuator.subscribe(self._pods_changed)
 
     # ---- configuration ----------------------------------------------------------------------------
@@ -370,71 +374,66 @@ class AutoscalerService:
 
     def metrics_text(self) -> str:
         """Prometheus text exposition, with Knative's autoscaler metric names."""
-        families = [
-            ("autoscaler_desired_pods", "gauge", "Pods the autoscaler wants", lambda s: s.want),
-            (
-                "autoscaler_requested_pods",
-                "gauge",
-                "Pods requested from the actuator",
-                lambda s: s.desired_pods,
-            ),
-            ("autoscaler_ready_pods", "gauge", "Ready pods", lambda s: s.ready_pods),
-            ("autoscaler_actual_pods", "gauge", "Pods that exist (ready or not)", lambda s: s.pods),
-            (
-                "autoscaler_panic_mode",
-                "gauge",
-                "1 while the revision is in panic mode",
-                lambda s: int(s.panicking),
-            ),
-            (
-                "autoscaler_stable_request_concurrency",
-                "gauge",
-                "Average concurrency over the stable window",
-                lambda s: s.stable_concurrency,
-            ),
-            (
-                "autoscaler_panic_request_concurrency",
-                "gauge",
-                "Average concurrency over the panic window",
-                lambda s: s.panic_concurrency,
-            ),
-            (
-                "autoscaler_target_concurrency_per_pod",
-                "gauge",
-                "Target concurrency per pod",
-                lambda s: s.target,
-            ),
-            (
-                "autoscaler_excess_burst_capacity",
-                "gauge",
-                "Excess burst capacity",
-                lambda s: s.excess_burst_capacity,
-            ),
-            ("autoscaler_activator_in_path", "gauge", "1 in proxy mode", lambda s: int(s.mode == PROXY)),
-        ]
-        rows = self.status()
-        lines: list[str] = []
-        for name, kind, help_text, value in families:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-            lines += [f'{name}{{namespace="{s.namespace}",revision="{s.name}"}} {value(s)}' for s in rows]
-        lines += [
-            "# HELP autoscaler_scrape_failures_total Scrape ticks that recorded nothing",
-            "# TYPE autoscaler_scrape_failures_total counter",
-        ]
-        lines += [
-            f'autoscaler_scrape_failures_total{{namespace="{r.ref.namespace}",revision="{r.ref.name}"}} '
-            f"{r.scrape_failures}"
-            for r in (self._revisions[ref] for ref in self.revisions())
-        ]
-        lines += [
-            "# HELP autoscaler_stats_received_total Stats pushed by the activator",
-            "# TYPE autoscaler_stats_received_total counter",
-            f"autoscaler_stats_received_total {self.stats_received}",
-            "# HELP autoscaler_stats_rejected_total Pushed stats for unknown revisions",
-            "# TYPE autoscaler_stats_rejected_total counter",
-            f"autoscaler_stats_rejected_total {self.stats_rejected}",
-        ]
-        return "\n".join(lines) + "\n"
+        return self.metrics.render().decode()
+
+
+# (name, help, value from a status row): Knative's autoscaler gauges, labelled namespace and revision.
+_GAUGES: tuple[tuple[str, str, Callable[[RevisionStatus], float]], ...] = (
+    ("autoscaler_desired_pods", "Pods the autoscaler wants", lambda s: s.want),
+    ("autoscaler_requested_pods", "Pods requested from the actuator", lambda s: s.desired_pods),
+    ("autoscaler_ready_pods", "Ready pods", lambda s: s.ready_pods),
+    ("autoscaler_actual_pods", "Pods that exist (ready or not)", lambda s: s.pods),
+    ("autoscaler_panic_mode", "1 while the revision is in panic mode", lambda s: int(s.panicking)),
+    ("autoscaler_stable_request_concurrency", "Average concurrency over the stable window",
+     lambda s: s.stable_concurrency),
+    ("autoscaler_panic_request_concurrency", "Average concurrency over the panic window",
+     lambda s: s.panic_concurrency),
+    ("autoscaler_target_concurrency_per_pod", "Target concurrency per pod", lambda s: s.target),
+    ("autoscaler_excess_burst_capacity", "Excess burst capacity", lambda s: s.excess_burst_capacity),
+    ("autoscaler_activator_in_path", "1 in proxy mode", lambda s: int(s.mode == PROXY)),
+)  # fmt: skip
+_REVISION = ("namespace", "revision")
+
+
+class AutoscalerMetrics(Collector):
+    """The service's Prometheus families, read from it when scraped (a prometheus-client collector).
+
+    Nothing is counted twice: the gauges are the rows of ``status()`` and the counters the service's
+    own. Its registry is its own, not the global one, so ``kpa up`` can scrape it beside the
+    embedded activator's and tests can run several services in one process.
+    """
+
+    def __init__(self, service: AutoscalerService) -> None:
+        self._service = service
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        service = self._service
+        rows = service.status()
+        for name, help_text, value in _GAUGES:
+            gauge = GaugeMetricFamily(name, help_text, labels=_REVISION)
+            for row in rows:
+                gauge.add_metric((row.namespace, row.name), value(row))
+            yield gauge
+        failures = CounterMetricFamily(
+            "autoscaler_scrape_failures_total", "Scrape ticks that recorded nothing", labels=_REVISION
+        )
+        for ref in service.revisions():
+            failures.add_metric((ref.namespace, ref.name), service._revisions[ref].scrape_failures)
+        yield failures
+        yield CounterMetricFamily(
+            "autoscaler_stats_received_total", "Stats pushed by the activator", value=service.stats_received
+        )
+        yield CounterMetricFamily(
+            "autoscaler_stats_rejected_total",
+            "Pushed stats for unknown revisions",
+            value=service.stats_rejected,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition (format 0.0.4) of the service's metrics."""
+        return generate_latest(self.registry)
 
 
 def _describe(exc: Exception) -> str:

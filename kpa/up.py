@@ -44,6 +44,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from activator.config import RevisionConfig
 from activator.routing import RevisionRouter, RouteMiss
 from activator.server import Activator
@@ -277,6 +279,10 @@ class LocalStack:
             pod_name="kpa-up-activator", stat_sink=CallbackStatSink(self._activator_stats)
         )
         self.service = AutoscalerService(self.actuator)
+        # The admin port's /metrics: the autoscaler's families, then the embedded activator's.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.service.metrics)
+        self.registry.register(self.activator.metrics)
         max_idle = {RevisionKey(s.namespace, s.name): s.container_concurrency or 100 for s in stack.revisions}
         timeouts = {RevisionKey(s.namespace, s.name): float(s.timeout_seconds) for s in stack.revisions}
         self.entry = Entry(self.activator, self.refs, max_idle, timeouts)
@@ -388,8 +394,7 @@ class LocalStack:
         if path == "/status" and method == b"GET":
             response.send(200, json.dumps(self.status()).encode(), content_type=_JSON)
         elif path == "/metrics" and method == b"GET":
-            text = self.service.metrics_text() + self.activator.metrics_text()
-            response.send(200, text.encode(), content_type=_TEXT)
+            response.send(200, generate_latest(self.registry), content_type=_TEXT)
         elif path == "/stats" and method == b"POST":
             try:
                 entries = parse_stat_push(json.loads(await request.body.read_all(1 << 20)))
