@@ -29,9 +29,9 @@ from typing import Any
 from activator.config import ConfigError, RevisionConfig
 from activator.server import Activator
 from autoscaler.stat import RevisionKey
+from httpengine.connection import Request, Response
 from queueproxy.auth import AuthConfigError, AuthSpec, TokenSet, check_admin
 from queueproxy.gate import AuthGate
-from queueproxy.http11 import Request, Response
 
 MAX_BODY = 1 << 20
 _JSON = b"application/json"

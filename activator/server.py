@@ -4,7 +4,7 @@ This is the imperative shell around the pure parts — ``RevisionRouter`` (which
 ``RevisionThrottler`` (may it go now, and to which pod), ``PodHealth`` (which pods passed a probe)
 and ``ConcurrencyReporter`` (what the autoscaler hears). It owns the sockets, futures and timers:
 
-* the data path runs on the queue-proxy's HTTP engine (``queueproxy.http11`` + ``queueproxy.upstream``)
+* the data path runs on the queue-proxy's HTTP engine (``httpengine.connection`` + ``httpengine.upstream``)
   under uvloop: a held request is an asyncio future, admitted when a release, a passing probe or a
   new endpoint list frees capacity; one timer per revision expires waiters at their deadline;
 * probes of pods not yet trusted run every ``probe_frequency`` seconds with a ``probe_timeout``;
@@ -33,10 +33,10 @@ from activator.routing import RevisionRouter, RouteMiss
 from activator.sinks import RevisionStat, StatSink
 from activator.throttler import Expired, Grant, RevisionThrottler
 from autoscaler.stat import RevisionKey
+from httpengine.connection import Handler, HttpServer, Limits, Request, Response
+from httpengine.upstream import Dispatched, UpstreamConnectError, UpstreamError, UpstreamPool
 from queueproxy.breaker import Admission
 from queueproxy.gate import PASS, AuthGate
-from queueproxy.http11 import Handler, HttpServer, Limits, Request, Response
-from queueproxy.upstream import Dispatched, UpstreamConnectError, UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
 

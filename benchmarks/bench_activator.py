@@ -38,8 +38,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from autoscaler.stat import Stat
-from queueproxy.http11 import HttpServer, Request, Response
-from queueproxy.upstream import UpstreamError, UpstreamPool
+from httpengine.connection import HttpServer, Request, Response
+from httpengine.upstream import UpstreamError, UpstreamPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import WrkResult, cpu_seconds, ensure_debian_packages, free_port, machine, run_wrk, stop

@@ -55,11 +55,11 @@ from autoscaler.lifecycle import PROXY, SERVE
 from autoscaler.local_actuator import LocalActuator, PodFailure, PodTemplate
 from autoscaler.service import AutoscalerService, parse_stat_push
 from autoscaler.stat import RevisionKey, StatError
+from httpengine.connection import HttpServer, Limits, Request, Response, raise_fd_limit
+from httpengine.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
 from kpa.stack import RevisionSpec, StackConfig, StackConfigError, load_stack
 from queueproxy.auth import ADMIN_TOKEN_ENV, AuthConfigError, TokenSet, check_admin
 from queueproxy.gate import PASS, AuthGate, load_admin_token
-from queueproxy.http11 import HttpServer, Limits, Request, Response, raise_fd_limit
-from queueproxy.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
 
 log = logging.getLogger("kpa.up")
 

@@ -99,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
 
     import uvloop
 
+    from httpengine.connection import raise_fd_limit
     from predictor.compile_cache import default_cache_dir
     from predictor.server import ServerOptions, serve
-    from queueproxy.http11 import raise_fd_limit
 
     raise_fd_limit()  # the connection cap is derived from the raised limit
 

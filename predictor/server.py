@@ -6,7 +6,7 @@ stdout: ``{"event": "listening", "port": ...}``) and can poll ``/v2/health/ready
 responses in flight (up to ``grace_s``), and stop any compiler child this process started — even
 while the first models are still loading or compiling.
 
-HTTP is served by the engine the queue-proxy and the activator run on (``queueproxy.http11``), so the
+HTTP is served by the engine the queue-proxy and the activator run on (``httpengine.connection``), so the
 predictor meets hostile clients with the same ``Limits`` as they do (docs/wire-contracts.md).
 """
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from httpengine.connection import HttpServer, Limits
 from predictor.backends import probe_platform
 from predictor.compile_cache import CompileCache
 from predictor.http_app import PredictorApp
@@ -32,7 +33,6 @@ from predictor.loader import VersionLoader
 from predictor.manager import ModelManager
 from predictor.repository import Repository
 from predictor.watcher import watch_repository
-from queueproxy.http11 import HttpServer, Limits
 
 log = logging.getLogger("predictor")
 

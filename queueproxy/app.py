@@ -29,16 +29,16 @@ import signal
 import time
 
 from autoscaler.stat import Stat
+from httpengine.connection import HttpServer, Limits, Request, Response
+from httpengine.upstream import UpstreamPool
 from queueproxy.auth import AuthConfigError
 from queueproxy.config import ConfigError, QueueProxyConfig
 from queueproxy.drain import Drainer, DrainWaiter
 from queueproxy.gate import AuthGate
 from queueproxy.handler import QueueProxyHandler
-from queueproxy.http11 import HttpServer, Limits, Request, Response
 from queueproxy.metrics import Gauge, RequestMetrics
 from queueproxy.readiness import Readiness
 from queueproxy.stats import RequestStats
-from queueproxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 

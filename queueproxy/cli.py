@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     import uvloop
 
+    from httpengine.connection import raise_fd_limit
     from queueproxy.app import serve
-    from queueproxy.http11 import raise_fd_limit
 
     raise_fd_limit()  # connection caps are derived from the raised limit
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
+from httpengine.connection import Request, Response
 from queueproxy.auth import (
     ADMIN_TOKEN_ENV,
     TOKENS_FILE,
@@ -28,7 +29,6 @@ from queueproxy.auth import (
     parse_tokens,
     verify_request,
 )
-from queueproxy.http11 import Request, Response
 from queueproxy.jwks import JwksCache
 
 PASS: Literal[True] = True

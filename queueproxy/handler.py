@@ -31,15 +31,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+from httpengine.connection import Request, Response
+from httpengine.upstream import Dispatched, UpstreamError, UpstreamPool
 from queueproxy.breaker import Admission, Breaker
 from queueproxy.config import QueueProxyConfig
 from queueproxy.drain import Drainer
 from queueproxy.gate import PASS, AuthGate
-from queueproxy.http11 import Request, Response
 from queueproxy.metrics import RequestMetrics
 from queueproxy.readiness import Readiness
 from queueproxy.stats import RequestStats
-from queueproxy.upstream import Dispatched, UpstreamError, UpstreamPool
 
 KUBE_PROBE_UA = b"kube-probe/"
 PROBE_HOLD_SECONDS = 0.25  # a cold pod's health check waits this long for readiness

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from httpengine.upstream import UpstreamError, UpstreamPool
 from queueproxy.config import ProbeSpec
-from queueproxy.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
 

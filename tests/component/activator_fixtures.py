@@ -15,7 +15,7 @@ from typing import Any
 from queueproxy_fixtures import free_port, run
 
 from autoscaler.stat import Stat
-from queueproxy.http11 import HttpServer, Request, Response
+from httpengine.connection import HttpServer, Request, Response
 
 __all__ = ["FakeAutoscaler", "Pod", "free_port", "run"]  # run/free_port: shared with the queue-proxy tests
 

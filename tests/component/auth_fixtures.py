@@ -15,7 +15,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from queueproxy.http11 import HttpServer, Request, Response
+from httpengine.connection import HttpServer, Request, Response
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "hello-api"

@@ -15,9 +15,9 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
+from httpengine.connection import HttpServer, Request, Response
 from queueproxy.app import QueueProxy
 from queueproxy.config import QueueProxyConfig, default_probe
-from queueproxy.http11 import HttpServer, Request, Response
 
 T = TypeVar("T")
 

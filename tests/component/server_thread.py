@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from queueproxy.http11 import HttpServer, Limits, Request, Response
+from httpengine.connection import HttpServer, Limits, Request, Response
 
 T = TypeVar("T")
 Stop = Callable[[], Awaitable[None]]

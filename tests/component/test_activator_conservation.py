@@ -18,7 +18,7 @@ from activator_fixtures import Pod, run
 from activator.config import RevisionConfig
 from activator.server import Activator
 from autoscaler.stat import RevisionKey
-from queueproxy.http11 import HttpServer, Limits, Request, Response
+from httpengine.connection import HttpServer, Limits, Request, Response
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -31,7 +31,7 @@ from server_thread import (
     start_sample_app,
 )
 
-from queueproxy.http11 import Limits, RequestRefused, default_max_connections, inflate
+from httpengine.connection import Limits, RequestRefused, default_max_connections, inflate
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 with atheris.instrument_imports(include=["queueproxy"]):
-    from queueproxy.http11 import ClientDisconnected, HttpServer, Request, Response
+    from httpengine.connection import ClientDisconnected, HttpServer, Request, Response
 
 from fuzz_cases import GENERIC, generate
 from fuzz_responses import MalformedResponse, ResponseReader

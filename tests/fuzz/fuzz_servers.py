@@ -29,8 +29,8 @@ from activator.server import Activator
 from autoscaler.actuator import PodInfo
 from autoscaler.lifecycle import PROXY, SERVE
 from autoscaler.stat import RevisionKey
+from httpengine.connection import ClientDisconnected, HttpServer, Limits, Request, Response
 from kpa.up import Entry
-from queueproxy.http11 import ClientDisconnected, HttpServer, Limits, Request, Response
 
 KEY = RevisionKey("default", "hello")
 MODE_FLIP_EVERY = 64  # entry: requests between serve-mode and proxy-mode flips, so both paths are fuzzed

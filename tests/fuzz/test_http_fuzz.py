@@ -26,7 +26,7 @@ from http_fuzz import BOUND, exchange, fuzz
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "component"))
 from queueproxy_fixtures import UserContainer, run, start_queue_proxy, wait_ready
 
-from queueproxy.http11 import ClientDisconnected, HttpServer, Request, Response
+from httpengine.connection import ClientDisconnected, HttpServer, Request, Response
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from queueproxy.upstream import _plain_head
+from httpengine.upstream import _plain_head
 
 PLAIN = (
     b"HTTP/1.1 200 OK\r\ndate: Sun, 22 Nov 2026 06:00:00 GMT\r\nserver: uvicorn\r\n"

@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable
 
 import httptools
 
-from queueproxy.http11 import ClientDisconnected, Request, RequestBody, Response
+from httpengine.connection import ClientDisconnected, Request, RequestBody, Response
 
 log = logging.getLogger(__name__)
 
