@@ -1,9 +1,10 @@
 """One revision's autoscaler: stats in, scaling decisions out — the composition every shell calls.
 
 The live autoscaler service and the simulator both drive :class:`RevisionAutoscaler` the same way:
-``record`` each stat as it arrives (and decide at once when it returns True: the scale-from-zero poke,
-also for a revision that has not decided yet),
-and ``decide`` every 2 seconds. One decision is Knative's whole chain for a revision:
+``record`` each stat as it arrives (and, for a pushed stat, decide at once when it returns True: the
+scale-from-zero poke, also for a revision that has not decided yet), and ``decide`` every 2 seconds —
+when, exactly, is :mod:`autoscaler.schedule`'s to say. One decision is Knative's whole chain for a
+revision:
 
 1. the stable and panic windows are averaged (``collection``),
 2. the KPA decides desired pods and excess burst capacity (``scaling``),
@@ -51,6 +52,7 @@ from autoscaler.lifecycle import (
     LifecycleSettings,
 )
 from autoscaler.scaling import CONCURRENCY, RPS, Autoscaler, DeciderSpec
+from autoscaler.schedule import pokes
 from autoscaler.stat import Stat
 
 __all__ = ["RevisionAutoscaler", "RevisionSettings", "ScaleDecision", "settings_from"]
@@ -251,15 +253,13 @@ class RevisionAutoscaler:
         return self._autoscaler.panicking
 
     def record(self, stat: Stat, now: float) -> bool:
-        """Add a stat to the windows; True means "decide now" (the scale-from-zero poke).
+        """Add a stat to the windows; True means a pushed stat should decide now (the poke).
 
-        The poke fires when the last desired scale is 0 or still unknown (-1) and the stat carries
-        concurrency. Knative pokes only at a known 0, so a revision that never decided (initial scale 0,
-        just started) holds its first request until the next 2 s tick; deciding at once costs one
-        early decision and serves that request as fast as any later cold start.
+        :func:`autoscaler.schedule.pokes` says when: the last desired scale is 0 or still unknown (-1)
+        and the stat carries concurrency. Scraped stats are recorded the same way, but never poke.
         """
         self._collection.record(stat, now)
-        return self._desired <= 0 and stat.average_concurrent_requests != 0
+        return pokes(self._desired, stat)
 
     def observe(self, now: float) -> tuple[float, float]:
         """The revision-wide (stable, panic) values of the scaling metric; raises NoDataError when empty."""

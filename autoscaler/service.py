@@ -6,9 +6,11 @@ scaling/multiscaler.go):
 * every second it scrapes a sample of the ready pods' queue-proxy ``/stats`` in parallel (sample
   size, old pods first, 3 s timeout), extrapolates the sample to the whole revision and records it;
   stats the activator pushes are recorded as they come;
-* every 2 seconds — and at once when a stat pokes a revision at zero or not yet decided — it runs
-  ``RevisionAutoscaler.decide``, sets the desired scale on the actuator when the decision says to
-  apply it, and tells its listeners when the revision flips between serve and proxy mode.
+* every 2 seconds — and at once when a pushed stat pokes a revision at zero or not yet decided — it
+  runs ``RevisionAutoscaler.decide``, sets the desired scale on the actuator when the decision says to
+  apply it, and tells its listeners when the revision flips between serve and proxy mode. When to
+  decide and when only to reconcile (tick, poke, requeue, pods changed) is
+  :class:`autoscaler.schedule.DecisionSchedule`'s to say, the same policy the simulator follows.
 
 Nothing here decides anything: sampling, extrapolation, windows, the KPA and scale-to-zero
 sequencing are all the core's. What the shell adds is failure handling — a failed scrape records
@@ -37,12 +39,14 @@ from autoscaler.collection import PodInfo as ScrapePod
 from autoscaler.collection import extrapolate, sample_size, scrape_order
 from autoscaler.lifecycle import PROXY
 from autoscaler.revision import RevisionAutoscaler, RevisionSettings, ScaleDecision
+from autoscaler.scaling import TICK_INTERVAL
+from autoscaler.schedule import DecisionSchedule
 from autoscaler.stat import RevisionKey, Stat, StatError
 
 log = logging.getLogger("kpa.autoscaler")
 
 SCRAPE_INTERVAL = 1.0  # Knative's scrapeTickInterval
-DECIDE_INTERVAL = 2.0  # Knative's tickInterval
+DECIDE_INTERVAL = TICK_INTERVAL  # Knative's tickInterval
 SCRAPE_TIMEOUT = 3.0  # Knative's scraper HTTP timeout
 
 ModeListener = Callable[[RevisionKey, str], None]
@@ -105,7 +109,7 @@ class _Revision:
         self.core = RevisionAutoscaler(settings, now, ready)
         self.mode = self.core.mode
         self.poke = asyncio.Event()  # wakes the decision loop
-        self.scale_now = False  # a stat poked: run the decider, not just the reconciler
+        self.scale_now = False  # a pushed stat poked: run the decider, not just the reconciler
         self.last: ScaleDecision | None = None
         self.scrape_error: str | None = None
         self.scrape_failures = 0
@@ -238,9 +242,8 @@ class AutoscalerService:
         stat = await self.scrape(pods, revision.settings.stable_window)
         now = self.clock()
         revision.scrape_error = None
-        if revision.core.record(stat.with_timestamp(now), now):
-            revision.scale_now = True
-            revision.poke.set()
+        # The scraper records without poking: only pushed stats wake the decider early (as in Knative).
+        revision.core.record(stat.with_timestamp(now), now)
 
     async def scrape(self, pods: Sequence[PodInfo], stable_window: float) -> Stat:
         """One revision-wide stat from a sample of ``pods``, as Knative's stats scraper makes it.
@@ -279,32 +282,29 @@ class AutoscalerService:
     # ---- deciding ---------------------------------------------------------------------------------
 
     async def _decide_loop(self, revision: _Revision) -> None:
-        """The decider on its 2 s tick and on stat pokes; the reconciler alone on anything else.
+        """The decider on its ticks and on pushed-stat pokes; the reconciler alone on anything else.
 
         As in Knative, a pod coming or going, or a requeue for scale-to-zero sequencing, re-applies
         bounds and the mode to the last decision without running the decider again: otherwise each
         pod that leaves would allow another halving within one tick.
         """
         loop = asyncio.get_running_loop()
-        next_tick = loop.time() + self.decide_interval
-        wait = self.decide_interval
+        schedule = DecisionSchedule(loop.time(), self.decide_interval)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(revision.poke.wait(), max(0.0, wait))
+                await asyncio.wait_for(revision.poke.wait(), max(0.0, schedule.wake_at() - loop.time()))
             revision.poke.clear()
-            scale = revision.scale_now or loop.time() >= next_tick
+            now = loop.time()
+            tick = schedule.tick_due(now)
+            schedule.requeue_due(now)  # clears a due requeue: any wake but a tick or a poke reconciles
+            scale = revision.scale_now or tick
             revision.scale_now = False
-            if scale:
-                next_tick = loop.time() + self.decide_interval
             try:
                 decision = self.decide_now(revision.ref, scale=scale)
             except Exception:
                 log.exception("%s: decision failed; keeping the previous one", revision.ref)
-                decision = None
-            requeue = decision.requeue_after if decision is not None else None
-            wait = next_tick - loop.time()
-            if requeue is not None and requeue > 0:
-                wait = min(wait, requeue)
+                continue
+            schedule.requeue(now, decision.requeue_after)
 
     def decide_now(self, ref: RevisionKey, *, scale: bool = True) -> ScaleDecision:
         """One decision for ``ref`` (``scale=False``: reconcile only); actuate and flip the mode."""

@@ -4,8 +4,9 @@ What runs here is plumbing and timing; every decision comes from the real code:
 
 * ``autoscaler.revision.RevisionAutoscaler`` — windows, the KPA decision, bounds, scale-to-zero
   sequencing and the serve/proxy mode — fed through its public API: a 1 s scrape of the ready pods
-  (Knative's sample size, old pods first, extrapolated to the revision), the activator's pushed
-  stats (which may poke an immediate decision), and a decision tick every 2 s;
+  (Knative's sample size, old pods first, extrapolated to the revision) and the activator's pushed
+  stats, deciding and reconciling when ``autoscaler.schedule.DecisionSchedule`` says (the 2 s tick,
+  the poke of a pushed stat, the reconciler's requeue), as the live service does;
 * ``queueproxy.breaker.Breaker`` and ``queueproxy.stats.RequestStats`` in every pod and in the
   activator.
 
@@ -36,7 +37,7 @@ from simpy.events import NORMAL
 
 from autoscaler import collection
 from autoscaler.revision import RevisionAutoscaler, ScaleDecision
-from autoscaler.scaling import TICK_INTERVAL
+from autoscaler.schedule import DecisionSchedule
 from autoscaler.stat import Stat
 from simulation import limits
 from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
@@ -45,8 +46,7 @@ from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Po
 from simulation.sample import Sample
 from simulation.scenario import Scenario
 
-CONTROL_INTERVAL = 1.0  # Knative's scrape period; timeline rows are taken at the same ticks
-DECISION_EVERY = round(TICK_INTERVAL / CONTROL_INTERVAL)  # control ticks per decision (Knative's 2 s)
+CONTROL_INTERVAL = 1.0  # Knative's scrape period; timeline rows are taken (and decisions made) on these ticks
 ACTIVATOR_REPORT_PHASE = 0.5  # the activator's 1 s reports run half a second off the scrape
 
 COMPLETED, REJECTED, TIMED_OUT = "completed", "rejected", "timed_out"
@@ -166,9 +166,9 @@ class Simulation:
         self._serve = False  # activator out of the path
         self.activator = Activator(self, scenario.platform.activator_queue_depth, self.rng)
         self.autoscaler = RevisionAutoscaler(self.settings, 0.0, ready_pods=0)
+        self._decisions = DecisionSchedule(0.0)  # its 2 s ticks fall on the control ticks
         self.decision: ScaleDecision | None = None
         self.replicas = 0
-        self._requeue_at = math.inf
         self.wall_seconds = 0.0
         self.drain_seconds = 0.0
 
@@ -276,7 +276,7 @@ class Simulation:
         # Knative's decider and scraper tick in step (both start with the revision's Metric); deciding
         # first means every bucket the decider reads is complete, so no half-filled second biases it.
         self._end_second()  # every event of the second before this tick has fired
-        if tick >= DECISION_EVERY and tick % DECISION_EVERY == 0:
+        if self._decisions.tick_due(now):
             self._decide(now)
         if tick >= 1 and self.settings.has_scrape_target:
             self._scrape(now)
@@ -319,7 +319,8 @@ class Simulation:
             else self.autoscaler.reconcile(now, ready, activator_in_path=in_path)
         )
         self.decision = decision
-        self._maybe_requeue(decision.requeue_after, now)
+        if self._decisions.requeue(now, decision.requeue_after):
+            self.env.timeout(decision.requeue_after).callbacks.append(self._on_requeue)
         delay = self.scenario.platform.actuation_delay
         serve = decision.mode == "serve"
         desired = decision.desired_pods if decision.apply else None
@@ -329,20 +330,10 @@ class Simulation:
         else:
             self._actuate(desired, serve, now)
 
-    def _maybe_requeue(self, after: float | None, now: float) -> None:
-        """Knative's reconciler re-queues itself (grace periods, probes); honour it if sooner than a tick."""
-        if after is None or after <= 0:
-            return
-        at = now + after
-        next_tick = (math.floor(now / TICK_INTERVAL + 1e-9) + 1) * TICK_INTERVAL
-        if at < next_tick - 1e-9 and at < self._requeue_at:
-            self._requeue_at = at
-            self.env.timeout(after).callbacks.append(self._on_requeue)
-
     def _on_requeue(self, event: simpy.Event) -> None:
+        """Knative's reconciler re-queued itself (grace periods, probes): reconcile if still the one due."""
         now = self.env.now
-        if now >= self._requeue_at - 1e-9:
-            self._requeue_at = math.inf
+        if self._decisions.requeue_due(now):
             self._decide(now, scale=False)
 
     def _actuate(self, desired: int | None, serve: bool, now: float) -> None:
