@@ -29,7 +29,8 @@ from typing import Any
 from activator.config import ConfigError, RevisionConfig
 from activator.server import Activator
 from autoscaler.stat import RevisionKey
-from httpengine.connection import Request, Response
+from httpengine.request import Request
+from httpengine.response import Response
 from queueproxy.auth import AuthConfigError, AuthSpec, TokenSet, check_admin
 from queueproxy.gate import AuthGate
 

@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import uvloop
 
-    from httpengine.connection import raise_fd_limit
+    from httpengine.limits import raise_fd_limit
 
     raise_fd_limit()  # connection caps are derived from the raised limit
     try:

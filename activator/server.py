@@ -4,7 +4,7 @@ This is the imperative shell around the pure parts — ``RevisionRouter`` (which
 ``RevisionThrottler`` (may it go now, and to which pod), ``PodHealth`` (which pods passed a probe)
 and ``ConcurrencyReporter`` (what the autoscaler hears). It owns the sockets, futures and timers:
 
-* the data path runs on the queue-proxy's HTTP engine (``httpengine.connection`` + ``httpengine.upstream``)
+* the data path runs on the HTTP engine (``httpengine.server`` + ``httpengine.upstream``)
   under uvloop: a held request is an asyncio future, admitted when a release, a passing probe or a
   new endpoint list frees capacity; one timer per revision expires waiters at their deadline;
 * probes of pods not yet trusted run every ``probe_frequency`` seconds with a ``probe_timeout``;
@@ -33,8 +33,13 @@ from activator.routing import RevisionRouter, RouteMiss
 from activator.sinks import RevisionStat, StatSink
 from activator.throttler import Expired, Grant, RevisionThrottler
 from autoscaler.stat import RevisionKey
-from httpengine.connection import Handler, HttpServer, Limits, Request, Response
-from httpengine.upstream import Dispatched, UpstreamConnectError, UpstreamError, UpstreamPool
+from httpengine.connection import Handler
+from httpengine.errors import UpstreamConnectError, UpstreamError
+from httpengine.limits import Limits
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
+from httpengine.upstream import Dispatched, UpstreamPool
 from queueproxy.breaker import Admission
 from queueproxy.gate import PASS, AuthGate
 

@@ -38,8 +38,11 @@ from rich.progress import Progress
 from rich.table import Table
 
 from autoscaler.stat import Stat
-from httpengine.connection import HttpServer, Request, Response
-from httpengine.upstream import UpstreamError, UpstreamPool
+from httpengine.errors import UpstreamError
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
+from httpengine.upstream import UpstreamPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import WrkResult, cpu_seconds, ensure_debian_packages, free_port, machine, run_wrk, stop

@@ -12,7 +12,7 @@ gets 200. Prints per server: cases, crashes, hangs (incl. well-formed requests l
 unhandled errors, malformed answers, smuggling guesses, the final liveness check, cases/s and its ratio
 to http.server's cases/s (same cases, same client), the findings with the bytes to reproduce them,
 and the machine. Then the coverage-guided fuzzer of the engine itself (tests/fuzz/atheris_engine.py:
-atheris/libFuzzer on instrumented queueproxy/http11.py) runs ``--atheris-runs`` inputs.
+atheris/libFuzzer on the instrumented httpengine/) runs ``--atheris-runs`` inputs.
 Everything binds 127.0.0.1; every process started here is stopped here.
 """
 

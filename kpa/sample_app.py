@@ -6,7 +6,7 @@ from the container's side that the queue-proxy never let more than containerConc
 ``GET /_stats`` answers ``{"in_flight", "max_in_flight", "served"}`` and is not counted itself.
 The service time is fixed here (``--delay``); :func:`serve` takes any per-request draw, which is how
 ``kpa.synthetic_app`` replays a scenario's distribution. It runs on the HTTP engine of the
-queue-proxy (``httpengine.connection``), so it has the same HTTP limits as every other server of ours.
+queue-proxy (``httpengine``), so it has the same HTTP limits as every other server of ours.
 
     python -m kpa.sample_app [--port N] [--delay SECONDS]     (PORT and SAMPLE_DELAY env work too)
 """
@@ -20,7 +20,10 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 
-from httpengine.connection import HttpServer, Limits, Request, Response, raise_fd_limit
+from httpengine.limits import Limits, raise_fd_limit
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
 
 ServiceTime = Callable[[], float]
 

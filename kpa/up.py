@@ -55,8 +55,12 @@ from autoscaler.lifecycle import PROXY, SERVE
 from autoscaler.local_actuator import LocalActuator, PodFailure, PodTemplate
 from autoscaler.service import AutoscalerService, parse_stat_push
 from autoscaler.stat import RevisionKey, StatError
-from httpengine.connection import HttpServer, Limits, Request, Response, raise_fd_limit
-from httpengine.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
+from httpengine.errors import UpstreamConnectError, UpstreamError
+from httpengine.limits import Limits, raise_fd_limit
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
+from httpengine.upstream import UpstreamPool
 from kpa.stack import RevisionSpec, StackConfig, StackConfigError, load_stack
 from queueproxy.auth import ADMIN_TOKEN_ENV, AuthConfigError, TokenSet, check_admin
 from queueproxy.gate import PASS, AuthGate, load_admin_token

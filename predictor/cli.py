@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from httpengine.connection import raise_fd_limit
+    from httpengine.limits import raise_fd_limit
     from predictor.compile_cache import default_cache_dir
     from predictor.server import ServerOptions, serve
 

@@ -18,7 +18,7 @@ requests, 404 unknown model/version/route, 405 wrong method, 413 oversized body 
 from gzip or deflate), 503 not ready and 500 for a failing model; nothing a client sends can stop the
 server.
 
-The app is a handler of the HTTP engine (``httpengine.connection``), which applies the same ``Limits`` as
+The app is a handler of the HTTP engine (``httpengine``), which applies the same ``Limits`` as
 every other server of ours (head size, body size, timeouts, connection cap) before a request gets
 here; an answer that needs no waiting goes out from the handler call itself, without a task.
 """
@@ -31,8 +31,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
-from httpengine.connection import ClientDisconnected, Limits, Request, RequestRefused, inflate
-from httpengine.connection import Response as HttpResponse
+from httpengine.errors import ClientDisconnected, RequestRefused
+from httpengine.limits import Limits
+from httpengine.request import Request, inflate
+from httpengine.response import Response as HttpResponse
 from predictor import datatypes
 from predictor.manager import ModelManager, ModelNotFound, ModelNotReady
 from predictor.protocol import (

@@ -6,7 +6,7 @@ stdout: ``{"event": "listening", "port": ...}``) and can poll ``/v2/health/ready
 responses in flight (up to ``grace_s``), and stop any compiler child this process started — even
 while the first models are still loading or compiling.
 
-HTTP is served by the engine the queue-proxy and the activator run on (``httpengine.connection``), so the
+HTTP is served by the engine the queue-proxy and the activator run on (``httpengine``), so the
 predictor meets hostile clients with the same ``Limits`` as they do (docs/wire-contracts.md).
 """
 
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from httpengine.connection import HttpServer, Limits
+from httpengine.limits import Limits
+from httpengine.server import HttpServer
 from predictor.backends import probe_platform
 from predictor.compile_cache import CompileCache
 from predictor.http_app import PredictorApp

@@ -29,7 +29,10 @@ import signal
 import time
 
 from autoscaler.stat import Stat
-from httpengine.connection import HttpServer, Limits, Request, Response
+from httpengine.limits import Limits
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
 from httpengine.upstream import UpstreamPool
 from queueproxy.auth import AuthConfigError
 from queueproxy.config import ConfigError, QueueProxyConfig
@@ -135,10 +138,10 @@ class QueueProxy:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.serving is not None and self.serving._server is not None:
+        if self.serving is not None:  # a server that never started shuts down at once
             await self.serving.shutdown(grace)
         for server in (self.admin, self.stats_server, self.metrics_server):
-            if server is not None and server._server is not None:
+            if server is not None:
                 await server.shutdown(1.0)
         self.pool.close()
 

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from httpengine.connection import raise_fd_limit
+    from httpengine.limits import raise_fd_limit
     from queueproxy.app import serve
 
     raise_fd_limit()  # connection caps are derived from the raised limit

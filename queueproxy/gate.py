@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from httpengine.connection import Request, Response
+from httpengine.request import Request
+from httpengine.response import Response
 from queueproxy.auth import (
     ADMIN_TOKEN_ENV,
     TOKENS_FILE,

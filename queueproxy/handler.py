@@ -31,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from httpengine.connection import Request, Response
-from httpengine.upstream import Dispatched, UpstreamError, UpstreamPool
+from httpengine.errors import UpstreamError
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.upstream import Dispatched, UpstreamPool
 from queueproxy.breaker import Admission, Breaker
 from queueproxy.config import QueueProxyConfig
 from queueproxy.drain import Drainer

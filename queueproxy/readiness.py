@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from httpengine.upstream import UpstreamError, UpstreamPool
+from httpengine.errors import UpstreamError
+from httpengine.upstream import UpstreamPool
 from queueproxy.config import ProbeSpec
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,9 @@ from typing import Any
 from queueproxy_fixtures import free_port, run
 
 from autoscaler.stat import Stat
-from httpengine.connection import HttpServer, Request, Response
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
 
 __all__ = ["FakeAutoscaler", "Pod", "free_port", "run"]  # run/free_port: shared with the queue-proxy tests
 

@@ -15,7 +15,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from httpengine.connection import HttpServer, Request, Response
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "hello-api"

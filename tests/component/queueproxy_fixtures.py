@@ -15,7 +15,9 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
-from httpengine.connection import HttpServer, Request, Response
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
 from queueproxy.app import QueueProxy
 from queueproxy.config import QueueProxyConfig, default_probe
 

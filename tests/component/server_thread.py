@@ -15,7 +15,10 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from httpengine.connection import HttpServer, Limits, Request, Response
+from httpengine.limits import Limits
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
 
 T = TypeVar("T")
 Stop = Callable[[], Awaitable[None]]

@@ -18,7 +18,10 @@ from activator_fixtures import Pod, run
 from activator.config import RevisionConfig
 from activator.server import Activator
 from autoscaler.stat import RevisionKey
-from httpengine.connection import HttpServer, Limits, Request, Response
+from httpengine.limits import Limits
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
 
 pytestmark = pytest.mark.timeout(30)
 

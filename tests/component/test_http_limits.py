@@ -31,7 +31,9 @@ from server_thread import (
     start_sample_app,
 )
 
-from httpengine.connection import Limits, RequestRefused, default_max_connections, inflate
+from httpengine.errors import RequestRefused
+from httpengine.limits import Limits, default_max_connections
+from httpengine.request import inflate
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,7 +1,7 @@
 """The predictor's HTTP face on a real loopback socket with raw clients: keep-alive, pipelining,
 100-continue, chunked and compressed bodies, limits, malformed input and graceful shutdown.
 
-The predictor serves on the engine every server of ours runs on (``httpengine.connection``), started here
+The predictor serves on the engine every server of ours runs on (``httpengine``), started here
 the way ``kpa predictor`` starts it (``predictor.server.serve``), on an empty model repository: the
 routes that need no model say enough about framing."""
 
@@ -14,7 +14,7 @@ import time
 import pytest
 from server_thread import ServerThread, connect, read_response, start_predictor
 
-from httpengine.connection import Limits
+from httpengine.limits import Limits
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -7,8 +7,12 @@ import asyncio
 import pytest
 from queueproxy_fixtures import UserContainer, free_port, raw_exchange, run
 
-from httpengine.connection import HttpServer, Limits, Request, Response
-from httpengine.upstream import UpstreamConnectError, UpstreamError, UpstreamPool
+from httpengine.errors import UpstreamConnectError, UpstreamError
+from httpengine.limits import Limits
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
+from httpengine.upstream import UpstreamPool
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -403,7 +407,7 @@ def test_an_upstream_breaking_framing_before_its_answer_went_out_gets_502_and_a_
         await server.shutdown(0)
         upstream.close()
 
-    with caplog.at_level("WARNING", logger="httpengine.upstream"):
+    with caplog.at_level("WARNING", logger="httpengine.upstream_connection"):
         run(body)
     assert any(why.decode() in record.getMessage() for record in caplog.records), caplog.text
 
@@ -429,7 +433,7 @@ def test_bytes_after_a_complete_forwarded_answer_leave_it_whole_and_the_connecti
         await server.shutdown(0)
         upstream.close()
 
-    with caplog.at_level("WARNING", logger="httpengine.upstream"):
+    with caplog.at_level("WARNING", logger="httpengine.upstream_connection"):
         run(body)
     assert "bytes after a complete response" in caplog.text
 
@@ -445,6 +449,6 @@ def test_excess_bytes_after_part_of_the_answer_went_out_cut_the_client_off_and_a
         await server.shutdown(0)
         upstream.close()
 
-    with caplog.at_level("WARNING", logger="httpengine.upstream"):
+    with caplog.at_level("WARNING", logger="httpengine.upstream_connection"):
         run(body)
     assert "past the end of its response" in caplog.text

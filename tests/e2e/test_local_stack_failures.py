@@ -127,7 +127,7 @@ def test_a_failing_scrape_records_nothing_and_the_revision_keeps_its_decision(tm
     from autoscaler.revision import settings_from
     from autoscaler.service import AutoscalerService, ScrapeError
     from autoscaler.stat import Stat
-    from httpengine.connection import HttpServer
+    from httpengine.server import HttpServer
 
     class OnePod:
         """An actuator with one ready pod whose stats URL the test controls."""

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of our HTTP engine (queueproxy/http11.py) with atheris (libFuzzer).
+"""Coverage-guided fuzzing of our HTTP engine (httpengine/) with atheris (libFuzzer).
 
     .venv/bin/python tests/fuzz/atheris_engine.py FINDINGS.jsonl CORPUS_DIR -atheris_runs=10001 -seed=1 \
         -dict=tests/fuzz/http.dict -max_len=4096 -len_control=0
@@ -37,8 +37,11 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-with atheris.instrument_imports(include=["queueproxy"]):
-    from httpengine.connection import ClientDisconnected, HttpServer, Request, Response
+with atheris.instrument_imports(include=["httpengine"]):
+    from httpengine.errors import ClientDisconnected
+    from httpengine.request import Request
+    from httpengine.response import Response
+    from httpengine.server import HttpServer
 
 from fuzz_cases import GENERIC, generate
 from fuzz_responses import MalformedResponse, ResponseReader

@@ -29,7 +29,11 @@ from activator.server import Activator
 from autoscaler.actuator import PodInfo
 from autoscaler.lifecycle import PROXY, SERVE
 from autoscaler.stat import RevisionKey
-from httpengine.connection import ClientDisconnected, HttpServer, Limits, Request, Response
+from httpengine.errors import ClientDisconnected
+from httpengine.limits import Limits
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
 from kpa.up import Entry
 
 KEY = RevisionKey("default", "hello")

@@ -5,7 +5,7 @@ The seeded run sends the same few hundred grammar-built, bent requests to each s
 and requires: no crash, no hang, no unhandled error logged, no malformed response, 400 for every
 request-smuggling shape, and a plain request still answered 200 after each batch. Each defect the
 fuzzer found has its own test below, built from the case that showed it (all four were in the HTTP
-engine, queueproxy/http11.py, and are fixed).
+engine, now httpengine/connection.py, and are fixed).
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from http_fuzz import BOUND, exchange, fuzz
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "component"))
 from queueproxy_fixtures import UserContainer, run, start_queue_proxy, wait_ready
 
-from httpengine.connection import ClientDisconnected, HttpServer, Request, Response
+from httpengine.errors import ClientDisconnected
+from httpengine.request import Request
+from httpengine.response import Response
+from httpengine.server import HttpServer
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from httpengine.upstream import _plain_head
+from httpengine.head import plain_head
 
 PLAIN = (
     b"HTTP/1.1 200 OK\r\ndate: Sun, 22 Nov 2026 06:00:00 GMT\r\nserver: uvicorn\r\n"
@@ -35,4 +35,4 @@ PLAIN = (
     ],
 )
 def test_only_plain_fixed_length_heads_skip_the_parser(head, verdict):
-    assert _plain_head(head) == verdict
+    assert plain_head(head) == verdict
