@@ -39,7 +39,7 @@ from queueproxy.config import ConfigError, QueueProxyConfig
 from queueproxy.drain import Drainer, DrainWaiter
 from queueproxy.gate import AuthGate
 from queueproxy.handler import QueueProxyHandler
-from queueproxy.metrics import Gauge, RequestMetrics
+from queueproxy.metrics import GaugeReading, RequestMetrics
 from queueproxy.readiness import Readiness
 from queueproxy.stats import RequestStats
 
@@ -176,7 +176,7 @@ class QueueProxy:
             return
         response.send(200, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
-    def _gauges(self) -> tuple[Gauge, ...]:
+    def _gauges(self) -> tuple[GaugeReading, ...]:
         """The /metrics rows read from the live proxy when scraped."""
         stat = self.stat
         return (

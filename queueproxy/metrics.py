@@ -37,7 +37,7 @@ _LE = (*(f"{bound:g}" for bound in LATENCY_BUCKETS_MS), "+Inf")
 _REQUEST_COUNT = "revision_request_count"
 _WRITTEN_NAME = re.compile(rb"^(# HELP |# TYPE )?revision_request_count_total(?=[ {])", re.MULTILINE)
 
-Gauge = tuple[str, str, float]
+GaugeReading = tuple[str, str, float]
 """(name, help, value) of a gauge read from the live proxy when scraped."""
 
 
@@ -48,7 +48,7 @@ class RequestMetrics(Collector):
     concurrency, readiness …), so they can never drift from the proxy's state.
     """
 
-    def __init__(self, pod_name: str, gauges: Callable[[], Iterable[Gauge]] = tuple) -> None:
+    def __init__(self, pod_name: str, gauges: Callable[[], Iterable[GaugeReading]] = tuple) -> None:
         self.pod_name = pod_name
         self.gauges = gauges
         self.by_code: dict[int, int] = {}
