@@ -37,7 +37,7 @@ from httpengine.connection import Handler
 from httpengine.errors import UpstreamConnectError, UpstreamError
 from httpengine.limits import Limits
 from httpengine.request import Request
-from httpengine.response import Response
+from httpengine.response import HeaderLine, Response, WithHeader, answer_failure
 from httpengine.server import HttpServer
 from httpengine.upstream import Dispatched, UpstreamPool
 from queueproxy.breaker import Admission
@@ -53,8 +53,7 @@ RETRY_AFTER_SECONDS = 1
 REPORT_INTERVAL = 1.0
 _PROXIED = (b"k-proxy-request", b"activator")
 _ROUTE_CACHE_SIZE = 4096  # distinct (Host, revision header, namespace header) triples remembered
-_COLD_START = {cold: (COLD_START_HEADER, b"true" if cold else b"false") for cold in (True, False)}
-_COLD_START_LINE = {cold: b"%s: %s\r\n" % header for cold, header in _COLD_START.items()}
+_COLD_START = {cold: HeaderLine(COLD_START_HEADER, b"true" if cold else b"false") for cold in (True, False)}
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -106,55 +105,6 @@ class _Revision:
             cc = self.config.container_concurrency
             pool = self.pools[address] = UpstreamPool(host, port, max_idle=cc if cc > 0 else 100)
         return pool
-
-
-class _Annotated:
-    """Forwards an upstream response to the client, adding the cold-start header to its head."""
-
-    __slots__ = ("_cold", "_inner")
-
-    def __init__(self, inner: Response, cold: bool) -> None:
-        self._inner = inner
-        self._cold = cold
-
-    @property
-    def accepts_raw(self) -> bool:
-        return self._inner.accepts_raw
-
-    def start_raw(self, status: int, head: bytes) -> None:
-        # ``head`` is a complete head ending in an empty line: add ours just before it.
-        self._inner.start_raw(status, head[:-2] + _COLD_START_LINE[self._cold] + b"\r\n")
-
-    @property
-    def started(self) -> bool:
-        return self._inner.started
-
-    @property
-    def finished(self) -> bool:
-        return self._inner.finished
-
-    def start(
-        self, status: int, headers: Iterable[tuple[bytes, bytes]] = (), content_length: int | None = None
-    ) -> None:
-        self._inner.start(status, [*headers, _COLD_START[self._cold]], content_length)
-
-    def write(self, data: bytes) -> None:
-        self._inner.write(data)
-
-    def flush(self) -> None:
-        self._inner.flush()
-
-    def end(self, data: bytes = b"") -> None:
-        self._inner.end(data)
-
-    def abort(self) -> None:
-        self._inner.abort()
-
-    def retract(self) -> bool:
-        return self._inner.retract()
-
-    def link_flow(self, transport: asyncio.ReadTransport | None) -> None:
-        self._inner.link_flow(transport)
 
 
 class _Deadline:
@@ -220,7 +170,7 @@ class _Exchange:
         grant = self.grant
         dispatched = self.revision.pool(grant.address).dispatch(
             self.request,
-            _Annotated(self.response, False),
+            WithHeader(self.response, _COLD_START[False]),
             self._upstream_done,
             host=grant.tracker.host_header,
             add_headers=_proxy_headers(self.host),
@@ -239,7 +189,7 @@ class _Exchange:
             return
         if isinstance(result, BaseException):
             message = f"activator: pod {self.grant.address} failed: {result}"
-            result = Activator._answer_failure(self.response, 502, message)
+            result = answer_failure(self.response, 502, message)
         self._finish(result)
 
     def _retry_elsewhere(self, error: UpstreamConnectError) -> None:
@@ -275,7 +225,7 @@ class _Exchange:
             f"activator request timeout: pod {self.grant.address} did not answer within the revision "
             f"timeout of {self.revision.config.timeout_seconds:g}s"
         )
-        self._finish(Activator._answer_failure(self.response, 504, message))
+        self._finish(answer_failure(self.response, 504, message))
 
     def _finish(self, code: int) -> None:
         activator, revision, routed = self.activator, self.revision, self.routed
@@ -592,7 +542,7 @@ class Activator:
             code = await self._serve(revision, ticket, cold, outcome, request, response, host, deadline)
         except Exception:  # a bug must still answer the client, not leave it waiting
             log.exception("activator failed serving a request for %s", revision.config.key)
-            self._answer_failure(response, 500, "activator: internal error; see its log")
+            answer_failure(response, 500, "activator: internal error; see its log")
         finally:
             self._reporter.request_out(routed, self._now())
             self.metrics.count_request(routed.namespace, routed.name, code)
@@ -634,7 +584,7 @@ class Activator:
                 try:
                     return await revision.pool(grant.address).forward(
                         request,
-                        _Annotated(response, cold),
+                        WithHeader(response, _COLD_START[cold]),
                         host=grant.tracker.host_header,
                         add_headers=add_headers,
                     )
@@ -650,7 +600,7 @@ class Activator:
                     self._dispatch(revision, others)
                 except UpstreamError as exc:
                     message = f"activator: pod {grant.address} failed: {exc}"
-                    return self._answer_failure(response, 502, message)
+                    return answer_failure(response, 502, message)
                 except asyncio.CancelledError:
                     if not timer.expired:
                         raise
@@ -659,7 +609,7 @@ class Activator:
                         f"activator request timeout: pod {grant.address} did not answer within the revision "
                         f"timeout of {config.timeout_seconds:g}s"
                     )
-                    return self._answer_failure(response, 504, message)
+                    return answer_failure(response, 504, message)
                 finally:
                     timer.cancel()
                     if grant is not None:
@@ -703,16 +653,6 @@ class Activator:
                 body += f"; last pod failure: {revision.failure}"
             body += "\n"
         response.send(status, body.encode())
-        return status
-
-    @staticmethod
-    def _answer_failure(response: Response, status: int, message: str) -> int:
-        if response.started:  # part of the pod's answer is out: the client must see the break
-            if not response.finished:
-                response.abort()
-        else:
-            response.keep_alive = False
-            response.send(status, (message + "\n").encode())
         return status
 
     # -- capacity events -------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from autoscaler.stat import RevisionKey, StatError
 from httpengine.errors import UpstreamConnectError, UpstreamError
 from httpengine.limits import Limits, raise_fd_limit
 from httpengine.request import Request
-from httpengine.response import Response
+from httpengine.response import Response, answer_failure
 from httpengine.server import HttpServer
 from httpengine.upstream import UpstreamPool
 from kpa.stack import RevisionSpec, StackConfig, StackConfigError, load_stack
@@ -189,11 +189,11 @@ class Entry:
             except UpstreamConnectError:
                 continue  # nothing was sent: try the next pod, then the activator
             except UpstreamError as exc:
-                _fail(response, 502, f"kpa up: pod {pool.address} of {key} failed: {exc}")
+                answer_failure(response, 502, f"kpa up: pod {pool.address} of {key} failed: {exc}")
                 return
             except TimeoutError:
                 message = f"kpa up: pod {pool.address} of {key} did not answer within {limit:g}s"
-                _fail(response, 504, message)
+                answer_failure(response, 504, message)
                 return
         self.served_proxied += 1
         pending = self.activator.handle(request, response, in_task=True)
@@ -235,15 +235,6 @@ class Entry:
 
 def _text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
-
-
-def _fail(response: Response, status: int, message: str) -> None:
-    if response.started:
-        if not response.finished:
-            response.abort()
-    else:
-        response.keep_alive = False
-        response.send(status, (message + "\n").encode())
 
 
 class LocalStack:

@@ -33,7 +33,7 @@ import time
 
 from httpengine.errors import UpstreamError
 from httpengine.request import Request
-from httpengine.response import Response
+from httpengine.response import Response, answer_failure
 from httpengine.upstream import Dispatched, UpstreamPool
 from queueproxy.breaker import Admission, Breaker
 from queueproxy.config import QueueProxyConfig
@@ -48,7 +48,7 @@ PROBE_HOLD_SECONDS = 0.25  # a cold pod's health check waits this long for readi
 HEALTH_CHECK_UAS = (KUBE_PROBE_UA, b"Knative-Activator-Probe", b"Knative-Autoscaling-Probe")
 # Knative's revision headers are for the activator; the user container never sees them.
 STRIPPED_HEADERS = frozenset({b"knative-serving-revision", b"knative-serving-namespace", b"k-original-host"})
-TIMEOUT_BODY = b"request timeout\n"
+TIMEOUT_MESSAGE = "request timeout"
 TIMEOUT_TICK = 0.05  # seconds; how late a timeout may fire
 
 
@@ -140,7 +140,7 @@ class _Proxied:
     def _upstream_done(self, result: int | BaseException) -> None:
         self.dispatched = None
         if isinstance(result, BaseException):
-            self._upstream_failed(result)
+            answer_failure(self.response, 502, str(result), close=False)
         self._finish()
 
     def _client_gone(self) -> None:
@@ -163,12 +163,12 @@ class _Proxied:
                 drop_headers=STRIPPED_HEADERS,
             )
         except UpstreamError as exc:
-            self._upstream_failed(exc)
+            answer_failure(self.response, 502, str(exc), close=False)
         except asyncio.CancelledError:
             if not self.expired:
                 raise  # the client went away
             self.task.uncancel()
-            self._answer_timeout()
+            answer_failure(self.response, 504, TIMEOUT_MESSAGE, close=False)
         finally:
             self._finish()
 
@@ -199,22 +199,8 @@ class _Proxied:
         elif self.dispatched is not None:
             self.dispatched.cancel()
             self.dispatched = None
-            self._answer_timeout()
+            answer_failure(self.response, 504, TIMEOUT_MESSAGE, close=False)
             self._finish()
-
-    def _answer_timeout(self) -> None:
-        response = self.response
-        if not response.started:
-            response.send(504, TIMEOUT_BODY)
-        elif not response.finished:
-            response.abort()
-
-    def _upstream_failed(self, exc: BaseException) -> None:
-        response = self.response
-        if not response.started:
-            response.send(502, f"{exc}\n".encode())
-        elif not response.finished:
-            response.abort()
 
     def _finish(self) -> None:
         if self.finished:
