@@ -10,9 +10,9 @@ What runs here is plumbing and timing; every decision comes from the real code:
 * ``queueproxy.breaker.Breaker`` and ``queueproxy.stats.RequestStats`` in every pod and in the
   activator.
 
-Events are plain ``simpy`` timeouts with callbacks — one for each arrival and one for each service
-completion — rather than a process per request, which keeps a simulated request at a few
-microseconds of wall time.
+Events are ``simpy`` events with callbacks — one for each arrival and one for each service
+completion, recycled rather than built anew (:mod:`simulation.recycled`) — rather than a process per
+request, which keeps a simulated request at a few microseconds of wall time.
 
 Memory does not grow with the duration: timeline rows go to a sink one simulated second at a time
 (the command line streams them to timeline.csv), per-second counts live in a ring of four seconds,
@@ -33,7 +33,6 @@ from typing import NamedTuple
 
 import numpy as np
 import simpy
-from simpy.events import NORMAL
 
 from autoscaler import collection
 from autoscaler.revision import RevisionAutoscaler, ScaleDecision
@@ -42,7 +41,8 @@ from autoscaler.stat import Stat
 from simulation import limits
 from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
 from simulation.activator import Activator
-from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod, Request, reusable_event
+from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod, Request
+from simulation.recycled import Recycled, Recycler
 from simulation.sample import Sample
 from simulation.scenario import Scenario
 
@@ -130,9 +130,10 @@ class Simulation:
         self._arrival_times = itertools.chain.from_iterable(
             block.tolist() for block in scenario.workload.arrivals(np.random.default_rng(streams[0]))
         )
-        self._arrival = reusable_event(self.env)  # one arrival pending at a time: one event, rescheduled
+        self.timers = Recycler(self.env)  # arrivals and service completions
+        self._fire = self.timers.fire
+        self._release = self.timers.release
         self._on_arrival_callbacks = [self._on_arrival]
-        self._schedule = self.env.schedule
         self.service_time = revision.service_time.sampler(np.random.default_rng(streams[1]))
         self._cold_start = revision.cold_start.sampler(np.random.default_rng(streams[2]))
         self.rng = random.Random(int(streams[3].generate_state(1)[0]))
@@ -195,11 +196,11 @@ class Simulation:
     def _schedule_next_arrival(self, now: float) -> None:
         at = next(self._arrival_times, math.inf)
         if at < self.duration:
-            self._arrival.callbacks = self._on_arrival_callbacks
-            self._schedule(self._arrival, NORMAL, at - now)
+            self._fire(at - now, self._on_arrival_callbacks)
 
-    def _on_arrival(self, event: simpy.Event) -> None:
-        now = self.env._now
+    def _on_arrival(self, event: Recycled) -> None:
+        self._release(event)
+        now = event.at
         request = Request(now, now + self._timeout)
         self.outstanding += 1
         if self.outstanding > self._max_outstanding:

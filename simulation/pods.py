@@ -9,7 +9,7 @@ averages) — and a service model behind them:
 
 For speed there is no simpy process per request: a completion is one timed simpy event whose
 callback finishes the request, and a fired event is scheduled again for a later request rather than
-built anew (:func:`reusable_event`). Processor sharing keeps one pending wake-up per pod and virtual
+built anew (:mod:`simulation.recycled`). Processor sharing keeps one pending wake-up per pod and virtual
 time (work done per request so far), so an arrival costs a heap push rather than rescheduling every
 request in service.
 """
@@ -21,32 +21,18 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import simpy
-from simpy.events import NORMAL
-
 from queueproxy.breaker import Admission, Breaker
 from queueproxy.stats import RequestStats, StatsReport
 
 if TYPE_CHECKING:
     from activator.throttler import Grant
     from simulation.engine import Simulation
+    from simulation.recycled import Recycled
 
 STARTING, READY, DRAINING, GONE = "starting", "ready", "draining", "gone"
 REPORT_INTERVAL = 1.0  # the queue-proxy cuts a stats report every second
 _ADMITTED, _QUEUED = Admission.ADMITTED, Admission.QUEUED
 _EPSILON = 1e-9
-
-
-def reusable_event(env: simpy.Environment) -> simpy.Event:
-    """A successful event to hand to ``env.schedule(event, NORMAL, delay)``, again after each firing.
-
-    What ``env.timeout(delay, value)`` does, minus building a Timeout and its callback list per
-    firing — a third of simpy's cost per event, and every simulated request needs two events. The
-    owner sets ``callbacks`` (simpy clears them when the event fires) and ``_value`` each time.
-    """
-    event = simpy.Event(env)
-    event._ok = True
-    return event
 
 
 class Request:
@@ -69,36 +55,31 @@ class ParallelService:
     """Each admitted request runs alone for its service time (or until its deadline)."""
 
     def __init__(self, pod: Pod, sample: Callable[[], float]) -> None:
-        self._env = env = pod.sim.env
-        self._schedule = env.schedule
+        timers = pod.sim.timers
+        self._fire = timers.fire
+        self._release = timers.release
         self._sample = sample
         self._finished = pod.finished
         self._expired = pod.expired
         self._on_finish_callbacks = [self._on_finish]  # shared by every firing: simpy only reads it
         self._on_expire_callbacks = [self._on_expire]
-        self._spare: list[simpy.Event] = []  # fired completion events, ready to schedule again
 
     def start(self, request: Request, now: float) -> None:
         request.start = now
         work = self._sample()
         left = request.deadline - now
-        spare = self._spare
-        event = spare.pop() if spare else reusable_event(self._env)
-        event._value = request
         if work < left:
-            event.callbacks = self._on_finish_callbacks
-            self._schedule(event, NORMAL, work)
+            self._fire(work, self._on_finish_callbacks, request)
         else:
-            event.callbacks = self._on_expire_callbacks
-            self._schedule(event, NORMAL, max(left, 0.0))
+            self._fire(max(left, 0.0), self._on_expire_callbacks, request)
 
-    def _on_finish(self, event: simpy.Event) -> None:
-        self._spare.append(event)  # the request is read first, so a waiter started next may reuse it
-        self._finished(event._value, self._env._now)
+    def _on_finish(self, event: Recycled) -> None:
+        self._release(event)  # its request and time are read before a waiter started next reuses it
+        self._finished(event.payload, event.at)
 
-    def _on_expire(self, event: simpy.Event) -> None:
-        self._spare.append(event)
-        self._expired(event._value, self._env._now)
+    def _on_expire(self, event: Recycled) -> None:
+        self._release(event)
+        self._expired(event.payload, event.at)
 
 
 class SharedService:
