@@ -8,7 +8,7 @@ the test's deadlines, so any decision seen here was a poke's, not a tick's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
@@ -50,79 +50,70 @@ async def wait_until(predicate, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.005)
 
 
-def count_decisions(service: AutoscalerService) -> dict[str, int]:
-    """Wrap ``decide_now`` to count decider runs and reconcile-only runs."""
-    counts = {"decide": 0, "reconcile": 0}
-    decide_now = service.decide_now
+class Running:
+    """A started service for one revision at zero, its fake actuator, and counts of its decisions."""
 
-    def counted(ref, *, scale=True):
-        counts["decide" if scale else "reconcile"] += 1
-        return decide_now(ref, scale=scale)
+    def __init__(self) -> None:
+        annotations = {
+            "autoscaling.knative.dev/initial-scale": "0",
+            "autoscaling.knative.dev/target-burst-capacity": "0",  # serve as soon as a pod is ready
+        }
+        self.actuator = FakeActuator()
+        self.service = AutoscalerService(self.actuator, decide_interval=NEVER)
+        self.service.add_revision(KEY, settings_from(annotations, {"allow-zero-initial-scale": "true"}))
+        self.counts = {"decide": 0, "reconcile": 0}
+        decide_now = self.service.decide_now
 
-    service.decide_now = counted  # type: ignore[method-assign]
-    return counts
+        def counted(ref, *, scale=True):
+            self.counts["decide" if scale else "reconcile"] += 1
+            return decide_now(ref, scale=scale)
+
+        self.service.decide_now = counted  # type: ignore[method-assign]
+
+    def push(self, concurrency: float) -> None:
+        self.service.record_pushed([(KEY, Stat("activator", average_concurrent_requests=concurrency))])
 
 
-def start_service(actuator: FakeActuator) -> AutoscalerService:
-    annotations = {
-        "autoscaling.knative.dev/initial-scale": "0",
-        "autoscaling.knative.dev/target-burst-capacity": "0",  # serve as soon as a pod is ready
-    }
-    settings = settings_from(annotations, {"allow-zero-initial-scale": "true"})
-    service = AutoscalerService(actuator, decide_interval=NEVER)
-    service.add_revision(KEY, settings)
-    return service
+def run(test: Callable[[Running], Awaitable[None]]) -> None:
+    async def body() -> None:
+        running = Running()
+        await running.service.start()
+        try:
+            await test(running)
+        finally:
+            await running.service.close()
+
+    asyncio.run(body())
 
 
 def test_a_pushed_stat_for_a_revision_at_zero_decides_at_once():
-    async def body():
-        actuator = FakeActuator()
-        service = start_service(actuator)
-        counts = count_decisions(service)
-        await service.start()
-        try:
-            service.record_pushed([(KEY, Stat("activator", average_concurrent_requests=1.0))])
-            await wait_until(lambda: actuator.asked)
-            assert actuator.asked == [1] and counts == {"decide": 1, "reconcile": 0}
-            assert service.mode(KEY) == "proxy"  # no pod is ready yet
-        finally:
-            await service.close()
+    async def test(running: Running) -> None:
+        running.push(1.0)
+        await wait_until(lambda: running.actuator.asked)
+        assert running.actuator.asked == [1] and running.counts == {"decide": 1, "reconcile": 0}
+        assert running.service.mode(KEY) == "proxy"  # no pod is ready yet
 
-    asyncio.run(body())
+    run(test)
 
 
 def test_a_pushed_stat_without_concurrency_waits_for_the_tick():
-    async def body():
-        actuator = FakeActuator()
-        service = start_service(actuator)
-        counts = count_decisions(service)
-        await service.start()
-        try:
-            service.record_pushed([(KEY, Stat("activator", average_concurrent_requests=0.0))])
-            await asyncio.sleep(0.2)  # a negative check: nothing may happen in this time
-            assert counts == {"decide": 0, "reconcile": 0}
-        finally:
-            await service.close()
+    async def test(running: Running) -> None:
+        running.push(0.0)
+        await asyncio.sleep(0.2)  # a negative check: nothing may happen in this time
+        assert running.counts == {"decide": 0, "reconcile": 0}
 
-    asyncio.run(body())
+    run(test)
 
 
 def test_a_pod_change_reconciles_without_running_the_decider():
-    async def body():
-        actuator = FakeActuator()
-        service = start_service(actuator)
-        counts = count_decisions(service)
-        await service.start()
-        try:
-            service.record_pushed([(KEY, Stat("activator", average_concurrent_requests=1.0))])
-            await wait_until(lambda: counts["decide"] == 1)
-            pod = PodInfo("hello-1", KEY, "127.0.0.1:9", "http://127.0.0.1:9/stats", 0.0, True)
-            actuator.current = [pod]
-            for listener in actuator.listeners:
-                listener(KEY, actuator.current)
-            await wait_until(lambda: service.mode(KEY) == "serve")
-            assert counts == {"decide": 1, "reconcile": 1}
-        finally:
-            await service.close()
+    async def test(running: Running) -> None:
+        running.push(1.0)
+        await wait_until(lambda: running.counts["decide"] == 1)
+        actuator = running.actuator
+        actuator.current = [PodInfo("hello-1", KEY, "127.0.0.1:9", "http://127.0.0.1:9/stats", 0.0, True)]
+        for listener in actuator.listeners:
+            listener(KEY, actuator.current)
+        await wait_until(lambda: running.service.mode(KEY) == "serve")
+        assert running.counts == {"decide": 1, "reconcile": 1}
 
-    asyncio.run(body())
+    run(test)
