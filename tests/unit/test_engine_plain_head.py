@@ -2,7 +2,7 @@
 
 import pytest
 
-from httpengine.head import plain_head
+from httpengine.head import HeadMemo, plain_head
 
 PLAIN = (
     b"HTTP/1.1 200 OK\r\ndate: Sun, 22 Nov 2026 06:00:00 GMT\r\nserver: uvicorn\r\n"
@@ -36,3 +36,11 @@ PLAIN = (
 )
 def test_only_plain_fixed_length_heads_skip_the_parser(head, verdict):
     assert plain_head(head) == verdict
+
+
+def test_the_memo_gives_the_verdict_of_plain_head_whatever_came_before():
+    memo = HeadMemo()
+    chunked = PLAIN.replace(b"server: uvicorn", b"Transfer-Encoding: chunked")
+    other = PLAIN.replace(b"200 OK", b"404 Not Found")
+    for head in (PLAIN, PLAIN, chunked, PLAIN, other, chunked, other, PLAIN):
+        assert memo.judge(head) == plain_head(head)
