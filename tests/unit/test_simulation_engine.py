@@ -142,3 +142,58 @@ def test_round_robin_spreads_requests_evenly():
 def _snapshot_after_start(sim, before):
     yield sim.env.timeout(10)
     before.update({pod.name: pod.accepted for pod in sim.ready})
+
+
+class RecordingAutoscaler:
+    """Wraps the simulation's RevisionAutoscaler and notes when it decides and when it only reconciles."""
+
+    def __init__(self, core):
+        self._core = core
+        self.decided: list[float] = []
+        self.reconciled: list[float] = []
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+    def decide(self, now, *args, **kwargs):
+        self.decided.append(now)
+        return self._core.decide(now, *args, **kwargs)
+
+    def reconcile(self, now, *args, **kwargs):
+        self.reconciled.append(now)
+        return self._core.reconcile(now, *args, **kwargs)
+
+
+def test_the_simulator_decides_on_the_schedule_ticks_pokes_and_requeues():
+    """autoscaler.schedule's policy, as the live service follows it: the decider on every even second
+    and at once on a poke (the activator's first stat of a burst), the reconciler alone on requeues
+    between ticks (here the short grace and retention periods)."""
+    doc = {
+        "duration": 200,
+        "revision": {
+            "container_concurrency": 2,
+            "service_time": {"dist": "exponential", "mean": 0.3},
+            "cold_start": {"dist": "constant", "value": 1.3},
+            "annotations": {
+                A + "initial-scale": "0",
+                A + "target-burst-capacity": "0",
+                A + "scale-to-zero-pod-retention-period": "1.5s",
+            },
+        },
+        "config": {
+            "stable-window": "7s",
+            "allow-zero-initial-scale": "true",
+            "scale-to-zero-grace-period": "3s",
+        },
+        "platform": {"actuation_delay": 0.3, "drain_period": 0.7},
+        "workload": [{"type": "on_off", "rate": 15, "on": 9, "off": 23, "duration": 200}],
+    }
+    sim = Simulation(parse_scenario(doc), 1)
+    sim.autoscaler = recording = RecordingAutoscaler(sim.autoscaler)
+    sim.run()
+    ticks = [now for now in recording.decided if now == int(now) and int(now) % 2 == 0]
+    pokes = [now for now in recording.decided if now not in ticks]
+    assert ticks == [float(second) for second in range(2, 201, 2)]  # every tick, each once
+    assert len(pokes) >= 5  # the first request of each burst after a scale to zero
+    assert recording.reconciled, "the short grace and retention periods must requeue between ticks"
+    assert all(now % 2 != 0 for now in recording.reconciled)  # a requeue never lands on a tick
