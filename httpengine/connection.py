@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Request, Response], "Awaitable[None] | None"]
 LINGER_S = 2.0  # how long a refused connection may still send before it is cut off
+_UPGRADE_WITH_BODY = "a protocol upgrade request with a body is not supported here; send it without Upgrade"
 
 
 class Listener(Protocol):
@@ -179,10 +180,7 @@ class ServerConnection(FlowControlled):
                     self._starting = None
                 else:
                     self._pipeline.pop()
-                self._reject(
-                    400,
-                    "a protocol upgrade request with a body is not supported here; send it without Upgrade",
-                )
+                self._reject(400, _UPGRADE_WITH_BODY)
                 return
         self._start_parsed()
 
@@ -425,13 +423,8 @@ class ServerConnection(FlowControlled):
         limits = self.limits
         if self._current is not None or self._pipeline:
             body = self._body
-            if (
-                body is EMPTY_BODY
-                or body.complete
-                or self._body_paused
-                or body.expect_continue
-                or self._pipeline
-            ):
+            unasked = body is EMPTY_BODY or body.complete or body.expect_continue
+            if unasked or self._body_paused or self._pipeline:
                 self._body_mark = -1  # not waiting on the client: the handler has the body or has not asked
             elif body.received != self._body_mark:
                 self._body_mark, self._body_mark_at = body.received, now
