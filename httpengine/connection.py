@@ -35,7 +35,6 @@ class Listener(Protocol):
 
     handler: Handler
     limits: Limits
-    loop: asyncio.AbstractEventLoop
 
     def admit(self, conn: ServerConnection) -> str | None:
         """Count ``conn`` as served; or, at the connection cap, the message of its 503."""
@@ -57,8 +56,8 @@ class ServerConnection(FlowControlled):
     __slots__ = (
         "_body", "_body_mark", "_body_mark_at", "_body_paused", "_current", "_discard", "_fresh",
         "_head_size", "_head_started", "_headers", "_idle_since", "_in_head", "_linger_timer", "_lingering",
-        "_pipeline", "_pipeline_paused", "_read_size", "_rejection", "_starting", "_task", "_url", "client",
-        "http11", "limits", "parser", "server", "transport",
+        "_loop", "_pipeline", "_pipeline_paused", "_read_size", "_rejection", "_starting", "_task", "_url",
+        "client", "http11", "limits", "parser", "server", "transport",
     )  # fmt: skip
 
     def __init__(self, server: Listener) -> None:
@@ -89,11 +88,13 @@ class ServerConnection(FlowControlled):
         self._rejection: bytes | None = None  # an answer to send once the response in flight is done
         self._lingering = False
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set once connected
         self._discard = False  # drop what the client sends (lingering after a refusal, or upgraded)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
         refusal = self.server.admit(self)
         if refusal is not None:
             self._answer_and_close(503, refusal, b"retry-after: 1\r\n")
@@ -270,7 +271,7 @@ class ServerConnection(FlowControlled):
             self._handler_failed(request, response)
             return
         if pending is not None:
-            self._task = self.server.loop.create_task(self._handle(pending, request, response))
+            self._task = self._loop.create_task(self._handle(pending, request, response))
 
     async def _handle(self, pending: Awaitable[None], request: Request, response: Response) -> None:
         try:
@@ -331,7 +332,7 @@ class ServerConnection(FlowControlled):
                 self.transport.close()
             return
         if self._pipeline:
-            self.server.loop.call_soon(self._run_next)  # not recursively: a pipeline may be long
+            self._loop.call_soon(self._run_next)  # not recursively: a pipeline may be long
         else:
             self._idle_since = time.monotonic()
 
@@ -390,7 +391,7 @@ class ServerConnection(FlowControlled):
             return
         self._lingering = self._discard = True
         server.linger_began()
-        self._linger_timer = server.loop.call_later(LINGER_S, transport.abort)
+        self._linger_timer = self._loop.call_later(LINGER_S, transport.abort)
         transport.resume_reading()
 
     # -- writing and the body's flow ----------------------------------------------------------
