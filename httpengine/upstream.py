@@ -120,7 +120,7 @@ class Dispatched:
         """The connection failed the request (a success goes straight to ``on_done``)."""
         self.conn = None
         if isinstance(error, StaleConnection) and self.task is None and not self.response.started:
-            self.task = self.pool.loop.create_task(self._replay())
+            self.task = self.pool._loop.create_task(self._replay())
             return
         if isinstance(error, StaleConnection):
             error = UpstreamError(str(error))
@@ -167,7 +167,7 @@ class UpstreamPool:
         self.forwarded_for = forwarded_for
         self._host_header = self.address.encode()
         self.heads = HeadMemo()  # the fast path's verdicts on this upstream's response heads
-        self.loop: asyncio.AbstractEventLoop | None = None  # set by the first ``forward``
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: list[UpstreamConnection] = []
         self._skip: dict[frozenset[bytes], frozenset[bytes]] = {}  # drop_headers -> all names not copied
 
@@ -201,7 +201,7 @@ class UpstreamPool:
             self._idle.remove(conn)
 
     async def _connect(self) -> UpstreamConnection:
-        loop = self.loop
+        loop = self._loop
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
@@ -300,8 +300,8 @@ class UpstreamPool:
         drop_headers: frozenset[bytes] = _NO_DROP,
     ) -> int:
         """Send ``request`` upstream and stream the answer into ``response``; returns the status."""
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         head = self._head(request, host, add_headers, drop_headers)
         body = request.body
         payload = None
@@ -314,13 +314,13 @@ class UpstreamPool:
                 conn = await self._connect()
             if payload is None and body.complete:  # taken once connected: a refused request keeps its body
                 payload = _frame(body.take_buffered(), body.chunked)
-            future = self.loop.create_future()
+            future = self._loop.create_future()
             conn.begin(response, is_head, payload is not None, _settle(future))
             pump = None
             if payload is not None:
                 conn.transport.write(head + payload if payload else head)
             else:
-                pump = self.loop.create_task(conn.pump(head, body))
+                pump = self._loop.create_task(conn.pump(head, body))
             try:
                 return await future
             except StaleConnection:
