@@ -3,7 +3,7 @@
 ``ResponseSink`` is what ``UpstreamPool`` writes an upstream's answer into. Three classes implement
 it: ``Response`` (the server's, on a client connection), ``BufferedResponse`` (kept whole, for
 ``UpstreamPool.request``) and ``WithHeader`` (a ``Response`` that adds one header, such as the
-activator's cold-start header); tests/unit/test_engine_response.py holds them to the interface.
+activator's cold-start header); tests/unit/test_engine_interfaces.py holds them to the interface.
 ``answer_failure`` is the one way a proxy tells its client that a request failed.
 """
 
