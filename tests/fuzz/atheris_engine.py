@@ -150,7 +150,7 @@ def main() -> None:
     findings_path = Path(sys.argv.pop(1))
     seed_corpus(Path(sys.argv[1]))
     errors = _Errors()
-    logging.getLogger("queueproxy").addHandler(errors)
+    logging.getLogger("httpengine").addHandler(errors)
     server = _Server()
     stats = {"inputs": 0, "hang": 0, "malformed": 0, "unhandled": 0}
     started = time.monotonic()
