@@ -179,8 +179,8 @@ class UpstreamPool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if conn.closed:
-                continue
+            if conn.closed or conn.transport.is_closing():
+                continue  # closing: its connection_lost is on the way (uvloop refuses writes meanwhile)
             if now - conn.last_used > self.idle_timeout:
                 conn.abort()
                 continue
@@ -210,6 +210,8 @@ class UpstreamPool:
         except (OSError, TimeoutError) as exc:
             reason = "connect timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             raise UpstreamConnectError(f"cannot connect to upstream {self.address}: {reason}") from exc
+        if conn.closed or conn.transport.is_closing():  # reset between connecting and our first write
+            raise UpstreamConnectError(f"upstream {self.address} closed the connection as it opened")
         return conn
 
     @property

@@ -321,6 +321,43 @@ def test_stale_pooled_connection_is_retried_once_on_a_fresh_one():
     run(body)
 
 
+def test_a_connection_reset_before_the_request_is_written_is_an_upstream_error_not_a_crash():
+    """A pod SIGKILLed just as the pool connects to it: the reset can land between the connect and the
+    first write, and uvloop then refuses the write with RuntimeError (which the activator answered 500,
+    once in the one-hour soak). It must read as the connect failing: retried elsewhere or answered 502."""
+
+    async def body():
+        async def resets(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.transport.abort()
+
+        upstream = await asyncio.start_server(resets, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+
+        class ResetBeforeFirstWrite:
+            """The pool's loop, except that a new connection is handed over only once the peer reset it."""
+
+            def __getattr__(self, name: str):
+                return getattr(loop, name)
+
+            async def create_connection(self, factory, host, port):
+                transport, protocol = await loop.create_connection(factory, host, port)
+                while not transport.is_closing():
+                    await asyncio.sleep(0.005)
+                await asyncio.sleep(0.01)  # connection_lost has run by now
+                return transport, protocol
+
+        pool = UpstreamPool("127.0.0.1", upstream.sockets[0].getsockname()[1])
+        pool._loop = ResetBeforeFirstWrite()  # the race made certain: no public way to order a reset
+        try:
+            with pytest.raises(UpstreamConnectError, match="closed the connection as it opened"):
+                await asyncio.wait_for(pool.request(b"GET", b"/"), 2.0)
+        finally:
+            pool.close()
+            upstream.close()
+
+    run(body)
+
+
 def test_a_fresh_connection_closed_without_an_answer_is_an_upstream_error():
     async def body():
         async def hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
