@@ -146,6 +146,8 @@ class UpstreamConnection(FlowControlled):
     async def pump(self, head: bytes, body: RequestBody) -> None:
         """Send a head and then a body that is still arriving from the client."""
         transport = self.transport
+        if self.closed:  # reset before this task ran: connection_lost has failed the exchange already
+            return
         transport.write(head)
         chunked = body.chunked
         try:
