@@ -130,9 +130,9 @@ class Simulation:
         self._arrival_times = itertools.chain.from_iterable(
             block.tolist() for block in scenario.workload.arrivals(np.random.default_rng(streams[0]))
         )
-        self.timers = Recycler(self.env)  # arrivals and service completions
-        self._fire = self.timers.fire
-        self._release = self.timers.release
+        self.timers = Recycler(self.env)  # the arrivals and the pods' service completions
+        self._arrival = Recycled(self.env)  # one arrival pending at a time: one event, fired again
+        self._again = self.timers.again
         self._on_arrival_callbacks = [self._on_arrival]
         self.service_time = revision.service_time.sampler(np.random.default_rng(streams[1]))
         self._cold_start = revision.cold_start.sampler(np.random.default_rng(streams[2]))
@@ -196,10 +196,9 @@ class Simulation:
     def _schedule_next_arrival(self, now: float) -> None:
         at = next(self._arrival_times, math.inf)
         if at < self.duration:
-            self._fire(at - now, self._on_arrival_callbacks)
+            self._again(self._arrival, at - now, self._on_arrival_callbacks)
 
     def _on_arrival(self, event: Recycled) -> None:
-        self._release(event)
         now = event.at
         request = Request(now, now + self._timeout)
         self.outstanding += 1

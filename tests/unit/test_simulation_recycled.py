@@ -111,3 +111,21 @@ def test_run_until_stops_between_recycled_events_and_resumes():
     assert times == [1.0, 2.0]
     env.run(until=10)
     assert times == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_streams_own_event_fires_again_outside_the_pool():
+    env = simpy.Environment()
+    timers = Recycler(env)
+    event = Recycled(env)
+    times: list[float] = []
+
+    def arrive(fired: Recycled) -> None:
+        assert fired is event and env.now == fired.at
+        times.append(fired.at)
+        if len(times) < 3:
+            timers.again(event, 0.25, callbacks)
+
+    callbacks = [arrive]
+    timers.again(event, 1.0, callbacks)
+    env.run()
+    assert times == [1.0, 1.25, 1.5]
