@@ -61,6 +61,7 @@ from httpengine.request import Request
 from httpengine.response import Response, answer_failure
 from httpengine.server import HttpServer
 from httpengine.upstream import UpstreamPool
+from kpa.argtypes import positive_int
 from kpa.stack import RevisionSpec, StackConfig, StackConfigError, load_stack
 from queueproxy.auth import ADMIN_TOKEN_ENV, AuthConfigError, TokenSet, check_admin
 from queueproxy.gate import PASS, AuthGate, load_admin_token
@@ -434,7 +435,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", help="where pod output goes (default: a new temporary directory)")
     parser.add_argument(
         "--max-pods",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="at most N pods at once across all revisions; the rest are pending "
         "(default: the stack file's maxPods, else 4 per core within available memory)",
@@ -444,16 +445,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="write {entry, admin, admin_token, pid} as JSON here once listening (file mode 0600)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kpa.argtypes import positive_int
 from kpa.load import Client, Target
 from kpa.stack import parse_stack
 from kpa.up import LocalStack
@@ -289,21 +290,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     parser.add_argument(
         "--replicates",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_REPLICATES,
         help=f"simulated runs to average, seeds SEED, SEED+1, ... (default {DEFAULT_REPLICATES})",
     )
     add_progress_option(parser)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
