@@ -26,7 +26,7 @@ __all__ = [
     "SCRAPER_POD_NAME",
     "MetricCollection",
     "NoDataError",
-    "PodInfo",
+    "ScrapePod",
     "extrapolate",
     "sample_size",
     "scrape_order",
@@ -145,14 +145,16 @@ def sample_size(pods: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class PodInfo:
+class ScrapePod:
     """A ready pod as the scraper sees it: its name and when it started (seconds)."""
 
     name: str
     start_time: float
 
 
-def scrape_order(pods: Sequence[PodInfo], stable_window: float, now: float, rng: random.Random) -> list[str]:
+def scrape_order(
+    pods: Sequence[ScrapePod], stable_window: float, now: float, rng: random.Random
+) -> list[str]:
     """The order in which to try pods, so that the first :func:`sample_size` successes make the sample.
 
     Pods at least a stable window old come first: their stats cover the whole window. If there are

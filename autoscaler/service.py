@@ -35,8 +35,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from autoscaler.actuator import Actuator, PodInfo, ready_pods
-from autoscaler.collection import PodInfo as ScrapePod
-from autoscaler.collection import extrapolate, sample_size, scrape_order
+from autoscaler.collection import ScrapePod, extrapolate, sample_size, scrape_order
 from autoscaler.lifecycle import PROXY
 from autoscaler.revision import RevisionAutoscaler, RevisionSettings, ScaleDecision
 from autoscaler.scaling import TICK_INTERVAL

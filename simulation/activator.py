@@ -37,7 +37,7 @@ REPORT_INTERVAL = 1.0
 _QUEUED = Admission.QUEUED
 
 
-class Activator:
+class SimulatedActivator:
     def __init__(self, sim: Simulation, queue_depth: int, rng: random.Random) -> None:
         self._sim = sim
         self._env = sim.env

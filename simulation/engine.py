@@ -40,7 +40,7 @@ from autoscaler.schedule import DecisionSchedule
 from autoscaler.stat import Stat
 from simulation import limits
 from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
-from simulation.activator import Activator
+from simulation.activator import SimulatedActivator
 from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod, Request
 from simulation.recycled import Recycled, Recycler
 from simulation.sample import Sample
@@ -165,7 +165,7 @@ class Simulation:
         self._round_robin = revision.routing == "round_robin"
         self._next_pod = 0
         self._serve = False  # activator out of the path
-        self.activator = Activator(self, scenario.platform.activator_queue_depth, self.rng)
+        self.activator = SimulatedActivator(self, scenario.platform.activator_queue_depth, self.rng)
         self.autoscaler = RevisionAutoscaler(self.settings, 0.0, ready_pods=0)
         self._decisions = DecisionSchedule(0.0)  # its 2 s ticks fall on the control ticks
         self.decision: ScaleDecision | None = None
@@ -289,7 +289,7 @@ class Simulation:
         if not ready:
             return
         by_name = {pod.name: pod for pod in ready}
-        infos = [collection.PodInfo(pod.name, pod.created) for pod in ready]
+        infos = [collection.ScrapePod(pod.name, pod.created) for pod in ready]
         order = collection.scrape_order(infos, self.settings.stable_window, now, self.rng)
         stats = [self._pod_stat(by_name[name], now) for name in order[: collection.sample_size(len(ready))]]
         # The scraper records without poking: only pushed stats wake the decider early.

@@ -8,7 +8,7 @@ from autoscaler.collection import (
     SCRAPER_POD_NAME,
     MetricCollection,
     NoDataError,
-    PodInfo,
+    ScrapePod,
     extrapolate,
     sample_size,
     scrape_order,
@@ -110,9 +110,9 @@ def test_sample_size_levels_off_near_sixteen():
     assert sample_size(1_000_000) == 16
 
 
-def pods(old: int, young: int, now: float, window: float = 60.0) -> list[PodInfo]:
-    return [PodInfo(f"old-{i}", now - window - i) for i in range(old)] + [
-        PodInfo(f"young-{i}", now - i) for i in range(young)
+def pods(old: int, young: int, now: float, window: float = 60.0) -> list[ScrapePod]:
+    return [ScrapePod(f"old-{i}", now - window - i) for i in range(old)] + [
+        ScrapePod(f"young-{i}", now - i) for i in range(young)
     ]
 
 
@@ -131,7 +131,8 @@ def test_too_few_old_pods_are_all_used_and_young_pods_fill_shuffled():
 
 
 def test_a_pod_exactly_a_stable_window_old_counts_as_old():
-    order = scrape_order([PodInfo("young", T0 - 59.9), PodInfo("edge", T0 - 60)], 60, T0, random.Random(1))
+    pods = [ScrapePod("young", T0 - 59.9), ScrapePod("edge", T0 - 60)]
+    order = scrape_order(pods, 60, T0, random.Random(1))
     assert order[0] == "edge"
 
 
