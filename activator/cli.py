@@ -32,6 +32,7 @@ from activator.config import ConfigError, RevisionConfig, check_activator_slot
 from activator.probing import DEFAULT_PROBE_FREQUENCY, DEFAULT_PROBE_TIMEOUT
 from activator.server import Activator, parse_address
 from activator.sinks import HttpStatSink
+from autoscaler.config import parse_duration as parse_go_duration
 from queueproxy.auth import ADMIN_TOKEN_ENV, AuthConfigError, AuthSpec
 from queueproxy.gate import AuthGate, load_admin_token
 
@@ -40,17 +41,17 @@ _SPEC_KEYS = {"cc": "container_concurrency", "timeout": "timeout_seconds", "queu
 
 
 def parse_duration(text: str, what: str) -> float:
-    """Seconds from ``0.2``, ``0.2s`` or ``200ms``; ConfigError names ``what`` otherwise."""
+    """Seconds from plain seconds (``0.2``) or a Go duration as Knative writes them (``200ms``, ``1m30s``);
+    ConfigError names ``what`` otherwise. One grammar with the autoscaler's config (``parse_go_duration``)."""
     raw = text.strip().lower()
-    scale = 1.0
-    if raw.endswith("ms"):
-        raw, scale = raw[:-2], 0.001
-    elif raw.endswith("s"):
-        raw = raw[:-1]
     try:
-        value = float(raw) * scale
+        value = float(raw)
     except ValueError:
-        raise ConfigError(f"{what}={text!r}: not a duration (use seconds like 0.2, or 200ms)") from None
+        try:
+            value = parse_go_duration(raw)
+        except ValueError:
+            message = f"{what}={text!r}: not a duration (use seconds like 0.2, or 200ms, 1m30s)"
+            raise ConfigError(message) from None
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"{what}={text!r}: must be a positive duration")
     return value

@@ -6,12 +6,15 @@ from activator.cli import load_revisions_file, parse_duration, parse_revision_sp
 from activator.config import ConfigError, RevisionConfig
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("0.2", 0.2), ("0.2s", 0.2), ("200ms", 0.2), (" 1S ", 1.0)])
-def test_durations_accept_seconds_and_milliseconds(text, seconds):
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0.2", 0.2), ("0.2s", 0.2), ("200ms", 0.2), (" 1S ", 1.0), ("1m30s", 90.0), ("1.5h", 5400.0)],
+)
+def test_durations_accept_seconds_and_go_durations(text, seconds):
     assert parse_duration(text, "--probe-frequency") == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["abc", "0", "-1s", "inf", "ms"])
+@pytest.mark.parametrize("text", ["abc", "0", "-1s", "inf", "ms", "1x", "0s"])
 def test_bad_durations_name_the_flag(text):
     with pytest.raises(ConfigError, match="--probe-timeout="):
         parse_duration(text, "--probe-timeout")
