@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from activator.config import ConfigError, RevisionConfig
+from activator.config import ActivatorConfigError, RevisionConfig
 from activator.server import Activator
 from autoscaler.stat import RevisionKey
 from httpengine.request import Request
@@ -173,7 +173,7 @@ def _known(activator: Activator, key: RevisionKey) -> None:
 def _config_call(function: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return function(*args, **kwargs)
-    except ConfigError as exc:
+    except ActivatorConfigError as exc:
         raise _HttpError(400, str(exc)) from None
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from activator.admin import AdminApi
-from activator.config import ConfigError, RevisionConfig, check_activator_slot
+from activator.config import ActivatorConfigError, RevisionConfig, check_activator_slot
 from activator.probing import DEFAULT_PROBE_FREQUENCY, DEFAULT_PROBE_TIMEOUT
 from activator.server import Activator, parse_address
 from activator.sinks import HttpStatSink
@@ -42,7 +42,8 @@ _SPEC_KEYS = {"cc": "container_concurrency", "timeout": "timeout_seconds", "queu
 
 def parse_duration(text: str, what: str) -> float:
     """Seconds from plain seconds (``0.2``) or a Go duration as Knative writes them (``200ms``, ``1m30s``);
-    ConfigError names ``what`` otherwise. One grammar with the autoscaler's config (``parse_go_duration``)."""
+    ActivatorConfigError names ``what`` otherwise. One grammar with the autoscaler's config
+    (``parse_go_duration``)."""
     raw = text.strip().lower()
     try:
         value = float(raw)
@@ -51,9 +52,9 @@ def parse_duration(text: str, what: str) -> float:
             value = parse_go_duration(raw)
         except ValueError:
             message = f"{what}={text!r}: not a duration (use seconds like 0.2, or 200ms, 1m30s)"
-            raise ConfigError(message) from None
+            raise ActivatorConfigError(message) from None
     if not value > 0 or value == float("inf"):
-        raise ConfigError(f"{what}={text!r}: must be a positive duration")
+        raise ActivatorConfigError(f"{what}={text!r}: must be a positive duration")
     return value
 
 
@@ -71,14 +72,14 @@ def parse_revision_spec(spec: str) -> tuple[RevisionConfig, list[str]]:
             endpoints = [a for a in value.split("+") if a]
             continue
         if key not in _SPEC_KEYS or not sep:
-            raise ConfigError(
+            raise ActivatorConfigError(
                 f"--revision {spec!r}: bad option {option!r}; use cc=N, timeout=S, queue-bound=N, "
                 f"endpoints=HOST:PORT+HOST:PORT"
             )
         try:
             doc[_SPEC_KEYS[key]] = float(value) if key == "timeout" else int(value)
         except ValueError:
-            raise ConfigError(f"--revision {spec!r}: {key}={value!r} is not a number") from None
+            raise ActivatorConfigError(f"--revision {spec!r}: {key}={value!r} is not a number") from None
     return RevisionConfig.from_json(doc), endpoints
 
 
@@ -94,19 +95,23 @@ def load_revisions_file(path: Path) -> list[Revision]:
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--revisions {path}: cannot read it: {exc}") from None
+        raise ActivatorConfigError(f"--revisions {path}: cannot read it: {exc}") from None
     items = doc.get("revisions") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
-        raise ConfigError(f"--revisions {path}: expected a list of revisions (or a 'revisions:' list)")
+        raise ActivatorConfigError(
+            f"--revisions {path}: expected a list of revisions (or a 'revisions:' list)"
+        )
     loaded = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise ConfigError(f"--revisions {path}: entry {index} must be an object")
+            raise ActivatorConfigError(f"--revisions {path}: entry {index} must be an object")
         fields = dict(item)
         endpoints = fields.pop("endpoints", [])
         auth = fields.pop("auth", None)
         if not isinstance(endpoints, list):
-            raise ConfigError(f"--revisions {path}: entry {index} endpoints must be a list of host:port")
+            raise ActivatorConfigError(
+                f"--revisions {path}: entry {index} endpoints must be a list of host:port"
+            )
         try:
             config = RevisionConfig.from_json(fields)
             gate = None
@@ -114,8 +119,8 @@ def load_revisions_file(path: Path) -> list[Revision]:
                 spec = AuthSpec.from_json(auth, "auth")
                 gate = AuthGate.load(config.name, spec, base=path.resolve().parent)
             loaded.append((config, [str(a) for a in endpoints], gate))
-        except (ConfigError, AuthConfigError) as exc:
-            raise ConfigError(f"--revisions {path}: entry {index}: {exc}") from None
+        except (ActivatorConfigError, AuthConfigError) as exc:
+            raise ActivatorConfigError(f"--revisions {path}: entry {index}: {exc}") from None
     return loaded
 
 
@@ -183,10 +188,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     for flag, port in (("--port", args.port), ("--admin-port", args.admin_port)):
         if not 0 <= port <= 65535:
-            raise ConfigError(f"{flag}={port}: must be a port in 0..65535 (0 picks a free one)")
+            raise ActivatorConfigError(f"{flag}={port}: must be a port in 0..65535 (0 picks a free one)")
     url = args.autoscaler_url
     if url is not None and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"--autoscaler-url={url!r}: must be an http:// or https:// URL")
+        raise ActivatorConfigError(f"--autoscaler-url={url!r}: must be an http:// or https:// URL")
     check_activator_slot(args.activator_index, args.activator_count)
     revisions = load_revisions_file(args.revisions) if args.revisions else []
     revisions += [(*parse_revision_spec(spec), None) for spec in args.revision]
@@ -196,7 +201,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     try:
         admin_token = load_admin_token(args.admin_token_file, os.environ)
     except AuthConfigError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ActivatorConfigError(str(exc)) from None
     return {
         "admin_token": admin_token,
         "probe_frequency": parse_duration(args.probe_frequency, "--probe-frequency"),
@@ -265,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         settings = _settings(args)
-    except ConfigError as exc:
+    except ActivatorConfigError as exc:
         print(f"kpa activator: {exc}", file=sys.stderr)
         return 2
     import uvloop

@@ -39,7 +39,7 @@ def _positive_finite(value: float) -> bool:
         return False
 
 
-class ConfigError(ValueError):
+class ActivatorConfigError(ValueError):
     """A revision setting that cannot be used; the message names it and the accepted range."""
 
 
@@ -57,7 +57,9 @@ def default_queue_bound(container_concurrency: int, pods: int) -> int:
 def check_activator_slot(index: int, count: int) -> None:
     """A replica's place among ``count`` activators; index -1 means "not in the list: use every pod"."""
     if count < 1 or not -1 <= index < count:
-        raise ConfigError(f"activator index={index} count={count}: need count >= 1 and -1 <= index < count")
+        raise ActivatorConfigError(
+            f"activator index={index} count={count}: need count >= 1 and -1 <= index < count"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,23 +73,23 @@ class RevisionConfig:
     def __post_init__(self) -> None:
         for label, value in (("name", self.name), ("namespace", self.namespace)):
             if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > 63:
-                raise ConfigError(
+                raise ActivatorConfigError(
                     f"revision {label}={value!r}: must be a DNS label (lowercase letters, digits, '-', "
                     f"at most 63 characters)"
                 )
         cc = self.container_concurrency
         if isinstance(cc, bool) or not isinstance(cc, int) or cc < 0:
-            raise ConfigError(f"revision {self.name} container_concurrency={cc!r}: must be an integer >= 0")
+            raise ActivatorConfigError(
+                f"revision {self.name} container_concurrency={cc!r}: must be an integer >= 0"
+            )
         timeout = self.timeout_seconds
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not _positive_finite(timeout)
-        ):
-            raise ConfigError(f"revision {self.name} timeout_seconds={timeout!r}: must be a number > 0")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not _positive_finite(timeout):
+            raise ActivatorConfigError(
+                f"revision {self.name} timeout_seconds={timeout!r}: must be a number > 0"
+            )
         bound = self.queue_bound
         if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 1):
-            raise ConfigError(
+            raise ActivatorConfigError(
                 f"revision {self.name} queue_bound={bound!r}: must be an integer >= 1, "
                 "or null for the default"
             )
@@ -97,8 +99,10 @@ class RevisionConfig:
         return RevisionKey(self.namespace, self.name)
 
     def queue_bound_for(self, pods: int) -> int:
-        return self.queue_bound if self.queue_bound is not None else default_queue_bound(
-            self.container_concurrency, pods
+        return (
+            self.queue_bound
+            if self.queue_bound is not None
+            else default_queue_bound(self.container_concurrency, pods)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -108,17 +112,19 @@ class RevisionConfig:
     def from_json(cls, doc: Any, *, name: str | None = None) -> RevisionConfig:
         """Build from a JSON/YAML mapping; ``name`` fills in the name when the document is keyed by it."""
         if not isinstance(doc, dict):
-            raise ConfigError(f"revision config must be an object, got {type(doc).__name__}")
+            raise ActivatorConfigError(f"revision config must be an object, got {type(doc).__name__}")
         unknown = set(doc) - set(_FIELDS)
         if unknown:
-            raise ConfigError(
+            raise ActivatorConfigError(
                 f"revision config has unknown field(s) {sorted(unknown, key=str)}; allowed: {list(_FIELDS)}"
             )
         values = dict(doc)
         if name is not None and values.setdefault("name", name) != name:
-            raise ConfigError(f"revision config name={values['name']!r} does not match its key {name!r}")
+            raise ActivatorConfigError(
+                f"revision config name={values['name']!r} does not match its key {name!r}"
+            )
         if "name" not in values:
-            raise ConfigError("revision config needs a name")
+            raise ActivatorConfigError("revision config needs a name")
         timeout = values.get("timeout_seconds")
         if isinstance(timeout, int) and not isinstance(timeout, bool):
             with contextlib.suppress(OverflowError):  # too large for a float: refused by name below

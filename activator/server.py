@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from activator.config import ConfigError, RevisionConfig, check_activator_slot
+from activator.config import ActivatorConfigError, RevisionConfig, check_activator_slot
 from activator.metrics import ActivatorMetrics, RevisionGauges
 from activator.probing import DEFAULT_PROBE_FREQUENCY, DEFAULT_PROBE_TIMEOUT, PodHealth
 from activator.reporter import ConcurrencyReporter
@@ -57,13 +57,13 @@ _COLD_START = {cold: HeaderLine(COLD_START_HEADER, b"true" if cold else b"false"
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """``host:port`` of a pod's queue-proxy; raises ConfigError naming the bad value."""
+    """``host:port`` of a pod's queue-proxy; raises ActivatorConfigError naming the bad value."""
     if not isinstance(address, str):
-        raise ConfigError(f"endpoint address {address!r}: must be a string host:port")
+        raise ActivatorConfigError(f"endpoint address {address!r}: must be a string host:port")
     host, sep, port = address.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"endpoint address {address!r}: must be host:port with a port in 1..65535")
+        raise ActivatorConfigError(f"endpoint address {address!r}: must be host:port with a port in 1..65535")
     return host, int(port)
 
 
@@ -258,7 +258,7 @@ class Activator:
         rng: random.Random | None = None,
     ) -> None:
         if not probe_timeout > 0:
-            raise ConfigError(f"probe timeout={probe_timeout!r}: must be > 0 seconds")
+            raise ActivatorConfigError(f"probe timeout={probe_timeout!r}: must be > 0 seconds")
         PodHealth(probe_frequency)  # validates the frequency with its own message
         check_activator_slot(activator_index, activator_count)
         self.pod_name = pod_name

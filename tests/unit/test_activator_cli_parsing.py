@@ -3,7 +3,7 @@
 import pytest
 
 from activator.cli import load_revisions_file, parse_duration, parse_revision_spec
-from activator.config import ConfigError, RevisionConfig
+from activator.config import ActivatorConfigError, RevisionConfig
 
 
 @pytest.mark.parametrize(
@@ -16,7 +16,7 @@ def test_durations_accept_seconds_and_go_durations(text, seconds):
 
 @pytest.mark.parametrize("text", ["abc", "0", "-1s", "inf", "ms", "1x", "0s"])
 def test_bad_durations_name_the_flag(text):
-    with pytest.raises(ConfigError, match="--probe-timeout="):
+    with pytest.raises(ActivatorConfigError, match="--probe-timeout="):
         parse_duration(text, "--probe-timeout")
 
 
@@ -59,6 +59,6 @@ def test_revisions_file_takes_a_list_or_a_revisions_key(tmp_path):
 def test_bad_revisions_files_say_where(tmp_path, content, fragment):
     path = tmp_path / "r.yaml"
     path.write_text(content)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ActivatorConfigError) as err:
         load_revisions_file(path)
     assert fragment in str(err.value)

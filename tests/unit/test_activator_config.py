@@ -2,7 +2,7 @@
 
 import pytest
 
-from activator.config import MIN_QUEUE_BOUND, ConfigError, RevisionConfig, default_queue_bound
+from activator.config import MIN_QUEUE_BOUND, ActivatorConfigError, RevisionConfig, default_queue_bound
 
 
 @pytest.mark.parametrize(
@@ -39,13 +39,13 @@ def test_valid_documents_parse(doc, expected):
     ],
 )
 def test_bad_documents_name_the_field(doc, fragment):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ActivatorConfigError) as err:
         RevisionConfig.from_json(doc)
     assert fragment in str(err.value)
 
 
 def test_key_mismatch_is_refused():
-    with pytest.raises(ConfigError, match="does not match its key"):
+    with pytest.raises(ActivatorConfigError, match="does not match its key"):
         RevisionConfig.from_json({"name": "a"}, name="b")
     assert RevisionConfig.from_json({}, name="b").name == "b"
 

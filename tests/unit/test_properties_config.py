@@ -16,8 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activator.config import ConfigError as ActivatorConfigError
-from activator.config import RevisionConfig
+from activator.config import ActivatorConfigError, RevisionConfig
 from autoscaler.config import ANNOTATION_KEYS, CONFIG_KEYS, ConfigError
 from autoscaler.revision import RevisionAutoscaler, settings_from
 from autoscaler.stat import Stat
