@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 test: $(STAMP) tools
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 unit: $(STAMP)
