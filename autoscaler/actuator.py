@@ -1,7 +1,7 @@
 """The actuator: the one thing the autoscaler service asks of a backend.
 
 The service decides how many pods a revision should have; an actuator makes it so and tells what
-exists. Local processes (``local_actuator``) and Kubernetes Deployments implement the same small
+exists. Local processes (``localbackend.actuator``) and Kubernetes Deployments implement the same small
 interface, so the service loop is the same on a laptop and on a cluster.
 """
 

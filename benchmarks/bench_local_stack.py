@@ -42,8 +42,8 @@ from _common import free_port, machine
 from autoscaler.actuator import PodInfo
 from autoscaler.stat import RevisionKey
 from kpa.load import Client, Target, parse_phases, percentile, run_load
-from kpa.stack import parse_stack
-from kpa.up import LocalStack
+from localbackend.stack import LocalStack
+from localbackend.stack_file import parse_stack
 
 REVISION = RevisionKey("default", "bench")
 COLD_STACK = """

@@ -1,1 +1,1 @@
-"""The `kpa` command line and the embedded local stack that wires the components together."""
+"""The `kpa` command line: one subcommand per component; `kpa up` is the shell of ``localbackend``."""

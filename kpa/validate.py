@@ -35,8 +35,8 @@ from rich.table import Table
 
 from kpa.argtypes import positive_int
 from kpa.load import Client, Target
-from kpa.stack import parse_stack
-from kpa.up import LocalStack
+from localbackend.stack import LocalStack
+from localbackend.stack_file import parse_stack
 from simulation.cli import add_progress_option, figure, load_or_explain, progress_console
 from simulation.distributions import Constant, Empirical, Exponential, LogNormal
 from simulation.engine import Simulation, random_streams

@@ -23,8 +23,8 @@ from queueproxy_fixtures import UserContainer, run, start_queue_proxy, wait_read
 
 from activator.admin import AdminApi
 from activator.server import Activator
-from kpa.stack import parse_stack
-from kpa.up import LocalStack
+from localbackend.stack import LocalStack
+from localbackend.stack_file import parse_stack
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 import yaml
 
-from kpa.stack import parse_stack
 from kpa.validate import aggregate, simulate_replicates, stack_yaml, unsupported
+from localbackend.stack_file import parse_stack
 from simulation.scenario import parse_scenario
 
 SCENARIO = """\

@@ -21,8 +21,8 @@ import uvloop
 
 from autoscaler.stat import RevisionKey
 from kpa.load import Client, Target
-from kpa.stack import parse_stack
-from kpa.up import LocalStack
+from localbackend.stack import LocalStack
+from localbackend.stack_file import parse_stack
 
 REVISION = RevisionKey("default", "hello")
 

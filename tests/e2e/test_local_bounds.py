@@ -14,7 +14,7 @@ import httpx
 import psutil
 from stack_fixtures import REVISION, run, running_stack, stack_text, wait_until
 
-from autoscaler.local_actuator import LocalActuator, PodTemplate
+from localbackend.actuator import LocalActuator, PodTemplate
 
 SAMPLE_APP = [sys.executable, "-m", "kpa.sample_app"]
 

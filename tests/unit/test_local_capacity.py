@@ -2,7 +2,7 @@
 
 import pytest
 
-from autoscaler.local_capacity import POD_MEMORY_ESTIMATE, allot, default_max_pods, machine_resources
+from localbackend.capacity import POD_MEMORY_ESTIMATE, allot, default_max_pods, machine_resources
 
 GIB = 1024**3
 

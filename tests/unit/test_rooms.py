@@ -11,12 +11,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-OURS = ("httpengine", "autoscaler", "queueproxy", "activator", "predictor", "simulation", "kpa")
+OURS = ("httpengine", "autoscaler", "queueproxy", "activator", "predictor", "simulation", "localbackend",
+        "kpa")  # fmt: skip
 ENGINE = "httpengine"  # the HTTP engine: a name here allows every module of the package
 
 AUTOSCALER_CORE = {
     "autoscaler.stat", "autoscaler.scaling", "autoscaler.aggregation", "autoscaler.config",
     "autoscaler.collection", "autoscaler.lifecycle", "autoscaler.revision", "autoscaler.schedule",
+}  # fmt: skip
+# The local backend drives the live loop: the autoscaler's service, actuator interface and core, the
+# activator, and the queue-proxy's configuration parsers (probes, authentication and its gate).
+LOCAL_BACKEND = AUTOSCALER_CORE | {
+    "autoscaler.service", "autoscaler.actuator", "activator", "queueproxy.config", "queueproxy.auth",
+    "queueproxy.gate", ENGINE,
 }  # fmt: skip
 # Command-line shells inside a package: like kpa/, they may use every package. The simulator's own
 # commands (simulate, sweep) need no other package; what drives the live stack lives in kpa/.
@@ -39,6 +46,8 @@ def allowed(module: str) -> set[str] | None:
         return {ENGINE}
     if package == "simulation":
         return AUTOSCALER_CORE | {"queueproxy.breaker", "queueproxy.stats", "activator.throttler"}
+    if package == "localbackend":
+        return LOCAL_BACKEND
     raise AssertionError(f"{module}: no room in the table")
 
 
@@ -81,13 +90,34 @@ def test_autoscaler_core_imports_no_shell(module):
     assert not shells, f"{module} (pure core) imports the shell {sorted(shells)}"
 
 
+def top_level_imports(module: str) -> set[str]:
+    """Every package ``module`` imports (``import a.b`` and ``from a.b import c`` both give ``a``)."""
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}  # fmt: skip
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}  # fmt: skip
+    return imported
+
+
+PROCESS_CONTROL = {"subprocess", "signal", "ctypes"}
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("autoscaler.")])
+def test_autoscaler_starts_no_processes(module):
+    """A backend starts and stops pods (localbackend/ as local processes); the autoscaler only
+    decides and asks its actuator, so the same loop drives any backend."""
+    imported = top_level_imports(module)
+    assert not imported & PROCESS_CONTROL, f"{module} imports {sorted(imported & PROCESS_CONTROL)}"
+
+
 def test_every_package_of_ours_has_modules_checked():
     assert {module.split(".")[0] for module in MODULES} == set(OURS)
 
 
 PURE_CORES = sorted(
     AUTOSCALER_CORE
-    | {"autoscaler.spawn_limit", "autoscaler.local_capacity"}
+    | {"localbackend.spawn_limit", "localbackend.capacity"}
     | {"queueproxy.breaker", "queueproxy.stats"}
     | {"activator.throttler", "activator.routing", "activator.config"}
 )
@@ -97,9 +127,5 @@ CLOCKS_AND_IO = {"time", "datetime", "asyncio", "socket", "subprocess", "threadi
 @pytest.mark.parametrize("module", PURE_CORES)
 def test_pure_cores_read_no_clock_and_do_no_io(module):
     """Time is a parameter: the simulator and the live loop hand these the same ``now``."""
-    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}  # fmt: skip
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}  # fmt: skip
+    imported = top_level_imports(module)
     assert not imported & CLOCKS_AND_IO, f"{module} imports {sorted(imported & CLOCKS_AND_IO)}"

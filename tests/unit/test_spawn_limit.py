@@ -2,7 +2,7 @@
 
 import pytest
 
-from autoscaler.spawn_limit import SpawnLimiter, SpawnLimitError
+from localbackend.spawn_limit import SpawnLimiter, SpawnLimitError
 
 
 def replay(limiter: SpawnLimiter, steps: list[tuple[float, str]]) -> list[int]:

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from kpa.stack import StackConfigError, parse_stack
-from kpa.up import pod_template
+from localbackend.stack import pod_template
+from localbackend.stack_file import StackConfigError, parse_stack
 
 STACK = """\
 revisions:

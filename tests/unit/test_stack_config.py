@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from kpa.stack import DEFAULT_TIMEOUT_SECONDS, StackConfigError, load_stack, parse_stack
+from localbackend.stack_file import DEFAULT_TIMEOUT_SECONDS, StackConfigError, load_stack, parse_stack
 
 
 def parse(text: str):

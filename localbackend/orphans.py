@@ -59,7 +59,7 @@ class OrphanGuard:
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "autoscaler.orphans"],
+            [sys.executable, "-m", "localbackend.orphans"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C at the terminal must not take the guard down first

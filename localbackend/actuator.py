@@ -10,13 +10,13 @@ timeout) is reported with the tail of its output and retried with exponential ba
 Kubernetes' CrashLoopBackOff, instead of in a hot loop.
 
 Bounded like a node, not a cluster: at most ``max_pods`` pods exist at once across all revisions
-(``autoscaler.local_capacity``; desired pods beyond the revision's fair share of the cap are
-*pending*), and launches are paced by ``autoscaler.spawn_limit``. When several revisions want more
+(``localbackend.capacity``; desired pods beyond the revision's fair share of the cap are
+*pending*), and launches are paced by ``localbackend.spawn_limit``. When several revisions want more
 than the cap, a revision above its share gives up its youngest pods to the others.
 
 Nothing outlives the stack: every child runs in its own process group, ``close``/``kill_all`` take
 the groups down, ``stop_spawning`` cancels launches under way instead of waiting for them, and
-``autoscaler.orphans`` kills the pods even when the stack's process is SIGKILLed.
+``localbackend.orphans`` kills the pods even when the stack's process is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from pathlib import Path
 import httpx
 
 from autoscaler.actuator import PodInfo, PodsListener
-from autoscaler.local_capacity import allot, default_max_pods, machine_resources
-from autoscaler.orphans import OrphanGuard, die_with_parent
-from autoscaler.spawn_limit import SpawnLimiter
 from autoscaler.stat import RevisionKey
+from localbackend.capacity import allot, default_max_pods, machine_resources
+from localbackend.orphans import OrphanGuard, die_with_parent
+from localbackend.spawn_limit import SpawnLimiter
 
 log = logging.getLogger("kpa.actuator")
 

@@ -1,0 +1,392 @@
+"""The embedded local stack: autoscaler, activator and an entry point in one process, pods as local
+processes (``localbackend.actuator``). `kpa up` runs it from the command line; tests and benchmarks
+run it inside their own event loop.
+
+One entry address serves every revision. A request picks its revision by ``Host`` (``hello``,
+``hello.default`` or ``hello.default.svc.cluster.local``, as the activator reads it) or by a path
+prefix, ``/r/hello/...`` (the prefix is stripped before the request goes on). Then, like a Knative
+ServerlessService:
+
+* **proxy mode** (no pod, or not enough burst capacity): the request goes through the embedded
+  activator, which holds it until a pod is ready and throttles to the pods' capacity;
+* **serve mode**: it goes straight to a ready pod's queue-proxy, round robin.
+
+The autoscaler service flips the mode; the entry follows at once. The admin port answers
+``GET /status`` (JSON, what `kpa up`'s live table and `kpa status` show), ``GET /metrics``
+(Prometheus text of the autoscaler and the activator) and ``POST /stats`` (stats pushed by an
+external activator). It listens on ``admin_host`` (loopback unless told otherwise, whatever
+``host`` is), and every call but a GET needs ``Authorization: Bearer <admin token>``. A revision
+with ``kpa.dev/auth-*`` annotations is checked at the entry, before it can reach the activator (so
+an unauthenticated request cannot wake it), and again by its queue-proxies; see docs/security.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from activator.config import RevisionConfig
+from activator.routing import RevisionRouter, RouteMiss
+from activator.server import Activator
+from activator.sinks import CallbackStatSink, RevisionStat
+from autoscaler.actuator import PodInfo, ready_pods
+from autoscaler.lifecycle import PROXY, SERVE
+from autoscaler.service import AutoscalerService, parse_stat_push
+from autoscaler.stat import RevisionKey, StatError
+from httpengine.errors import UpstreamConnectError, UpstreamError
+from httpengine.limits import Limits
+from httpengine.request import Request
+from httpengine.response import Response, answer_failure
+from httpengine.server import HttpServer
+from httpengine.upstream import UpstreamPool
+from localbackend.actuator import LocalActuator, PodFailure, PodTemplate
+from localbackend.stack_file import RevisionSpec, StackConfig
+from queueproxy.auth import TokenSet, check_admin
+from queueproxy.gate import PASS, AuthGate
+
+DEFAULT_PORT = 8080
+DEFAULT_ADMIN_PORT = 8081
+LOOPBACK = "127.0.0.1"
+ADMIN_REALM = "kpa-up-admin"
+PATH_PREFIX = b"/r/"
+DIRECT_DEADLINE_MARGIN = 1.0  # seconds past the revision timeout before the entry gives up on a pod
+DEFAULT_DIRECT_DEADLINE = 300.0 + DIRECT_DEADLINE_MARGIN  # Knative's default revision timeout
+_JSON = b"application/json"
+_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def pod_template(spec: RevisionSpec) -> PodTemplate:
+    return PodTemplate(
+        revision=RevisionKey(spec.namespace, spec.name),
+        command=spec.command,
+        port_env=spec.port_env,
+        env=dict(spec.env),
+        workdir=spec.workdir,
+        container_concurrency=spec.container_concurrency,
+        timeout_seconds=spec.timeout_seconds,
+        response_start_timeout_seconds=spec.response_start_timeout_seconds,
+        idle_timeout_seconds=spec.idle_timeout_seconds,
+        startup_timeout=spec.startup_timeout_seconds,
+        readiness_probe=spec.readiness_probe,
+        queue_proxy_env=spec.auth.env() if spec.auth is not None else {},
+    )
+
+
+class _Backends:
+    """Where serve mode sends a revision's requests: its ready pods, round robin."""
+
+    def __init__(self) -> None:
+        self.mode = PROXY
+        self.pools: dict[str, UpstreamPool] = {}
+        self._turn = itertools.count()
+
+    def set_pods(self, addresses: Sequence[str], max_idle: int) -> None:
+        for address in set(self.pools) - set(addresses):
+            self.pools.pop(address).close()
+        for address in addresses:
+            if address not in self.pools:
+                host, _, port = address.rpartition(":")
+                self.pools[address] = UpstreamPool(host, int(port), max_idle=max_idle)
+
+    def candidates(self) -> list[UpstreamPool]:
+        """Pools in the order to try them: the next in turn first, then the others."""
+        pools = list(self.pools.values())
+        if not pools:
+            return []
+        start = next(self._turn) % len(pools)
+        return pools[start:] + pools[:start]
+
+
+class Entry:
+    """The stack's front door: route by Host or ``/r/<revision>/``, then activator or pods."""
+
+    def __init__(
+        self,
+        activator: Activator,
+        refs: Sequence[RevisionKey],
+        max_idle: dict[RevisionKey, int],
+        timeouts: dict[RevisionKey, float] | None = None,
+    ) -> None:
+        self.activator = activator
+        self.router = RevisionRouter(RevisionKey(r.namespace, r.name) for r in refs)
+        self.backends = {RevisionKey(r.namespace, r.name): _Backends() for r in refs}
+        self.max_idle = {RevisionKey(r.namespace, r.name): n for r, n in max_idle.items()}
+        # Serve mode's own bound: the pod's queue-proxy answers 504 at the revision timeout; this
+        # answers for a pod that cannot (hung, stopped) a little later, so no request waits forever.
+        self.deadlines = {key: t + DIRECT_DEADLINE_MARGIN for key, t in (timeouts or {}).items()}
+        self.served_direct = 0
+        self.served_proxied = 0
+        self.gates: dict[RevisionKey, AuthGate] = {}  # revisions that need credentials
+
+    def set_mode(self, ref: RevisionKey, mode: str) -> None:
+        self.backends[RevisionKey(ref.namespace, ref.name)].mode = mode
+
+    def set_ready_pods(self, ref: RevisionKey, pods: Sequence[PodInfo]) -> None:
+        key = RevisionKey(ref.namespace, ref.name)
+        self.backends[key].set_pods([p.address for p in pods], self.max_idle[key])
+
+    def handle(self, request: Request, response: Response):  # -> Awaitable[None] | None
+        routed = self._route(request)
+        if isinstance(routed, RouteMiss):
+            body = (
+                f"{routed.reason}\nkpa up routes by Host (e.g. curl -H 'Host: <revision>' ...) "
+                f"or by path prefix /r/<revision>/...\n"
+            )
+            response.send(404, body.encode())
+            return None
+        key, request = routed
+        gate = self.gates.get(key)
+        if gate is not None:
+            screened = gate.screen(request, response, partial(self._forward, key))
+            if screened is not PASS:
+                return screened  # refused (None) or waiting for the JWKS
+        return self._forward(key, request, response)
+
+    def _forward(
+        self, key: RevisionKey, request: Request, response: Response, *, in_task: bool = False
+    ):  # -> Awaitable[None] | None
+        """Serve mode: straight to a pod; proxy mode: through the activator."""
+        backends = self.backends[key]
+        if backends.mode == SERVE:
+            return self._serve_direct(key, backends, request, response)
+        self.served_proxied += 1
+        # None: sent at once, finished from callbacks
+        return self.activator.handle(request, response, in_task=in_task)
+
+    async def _serve_direct(
+        self, key: RevisionKey, backends: _Backends, request: Request, response: Response
+    ) -> None:
+        limit = self.deadlines.get(key, DEFAULT_DIRECT_DEADLINE)
+        for pool in backends.candidates():
+            try:
+                async with asyncio.timeout(limit):
+                    await pool.forward(request, response)
+                self.served_direct += 1
+                return
+            except UpstreamConnectError:
+                continue  # nothing was sent: try the next pod, then the activator
+            except UpstreamError as exc:
+                answer_failure(response, 502, f"kpa up: pod {pool.address} of {key} failed: {exc}")
+                return
+            except TimeoutError:
+                message = f"kpa up: pod {pool.address} of {key} did not answer within {limit:g}s"
+                answer_failure(response, 504, message)
+                return
+        self.served_proxied += 1
+        pending = self.activator.handle(request, response, in_task=True)
+        if pending is not None:
+            await pending
+
+    def _route(self, request: Request) -> tuple[RevisionKey, Request] | RouteMiss:
+        target = request.target
+        if target.startswith(PATH_PREFIX):
+            name, slash, rest = target[len(PATH_PREFIX) :].partition(b"/")
+            revision, _, namespace = name.decode("latin-1").partition(".")
+            routed = self.router.route(None, revision, namespace or None)
+            if isinstance(routed, RouteMiss):
+                return routed
+            headers = [
+                *request.headers,
+                (b"knative-serving-revision", routed.name.encode()),
+                (b"knative-serving-namespace", routed.namespace.encode()),
+            ]
+            new_target = b"/" + rest if slash else b"/"
+            rewritten = Request(
+                request.method,
+                new_target,
+                headers,
+                request.http_version,
+                request.keep_alive,
+                request.client,
+                request.body,
+            )
+            return routed, rewritten
+        host = request.header(b"host")
+        routed = self.router.route(
+            host.decode("latin-1") if host is not None else None,
+            _text(request.header(b"knative-serving-revision")),
+            _text(request.header(b"knative-serving-namespace")),
+        )
+        return routed if isinstance(routed, RouteMiss) else (routed, request)
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+class LocalStack:
+    """Everything `kpa up` runs, usable in-process (tests, benchmarks) as well as from the CLI."""
+
+    def __init__(
+        self,
+        stack: StackConfig,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        admin_port: int = DEFAULT_ADMIN_PORT,
+        admin_host: str = LOOPBACK,
+        admin_token: str | None = None,
+        log_dir: str | Path | None = None,
+        max_pods: int | None = None,
+    ) -> None:
+        """``log_dir``: where pod output goes (None: a temporary directory, removed by ``stop``);
+        ``max_pods``: the capacity cap (None: the stack file's ``maxPods``, else the machine's default)."""
+        self.stack = stack
+        self.host = host
+        self.port = port
+        self.admin_port = admin_port
+        self.admin_host = admin_host
+        # Needed by every admin call but a GET; generated unless given (the CLI writes it to --ready-file).
+        self.admin_token = admin_token or secrets.token_urlsafe(32)
+        self._admin_tokens = TokenSet([self.admin_token])
+        self._own_log_dir = not log_dir
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="kpa-up-"))
+        self.refs = [RevisionKey(s.namespace, s.name) for s in stack.revisions]
+        self.actuator = LocalActuator(
+            [pod_template(s) for s in stack.revisions],
+            self.log_dir,
+            max_pods=max_pods if max_pods is not None else stack.max_pods,
+        )
+        self.activator = Activator(
+            pod_name="kpa-up-activator", stat_sink=CallbackStatSink(self._activator_stats)
+        )
+        self.service = AutoscalerService(self.actuator)
+        # The admin port's /metrics: the autoscaler's families, then the embedded activator's.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.service.metrics)
+        self.registry.register(self.activator.metrics)
+        max_idle = {RevisionKey(s.namespace, s.name): s.container_concurrency or 100 for s in stack.revisions}
+        timeouts = {RevisionKey(s.namespace, s.name): float(s.timeout_seconds) for s in stack.revisions}
+        self.entry = Entry(self.activator, self.refs, max_idle, timeouts)
+        for spec, ref in zip(stack.revisions, self.refs, strict=True):
+            if spec.auth is not None:
+                self.entry.gates[ref] = AuthGate.load(spec.name, spec.auth)
+        self._servers: list[HttpServer] = []
+        self._stopping = False
+        self.started_at = time.time()
+        self.entry_url = ""
+        self.admin_url = ""
+
+    async def start(self) -> None:
+        for spec, ref in zip(self.stack.revisions, self.refs, strict=True):
+            self.activator.set_revision(
+                RevisionConfig(
+                    spec.name,
+                    spec.namespace,
+                    spec.container_concurrency,
+                    float(spec.timeout_seconds),
+                    queue_bound=spec.activator_queue_bound,
+                )
+            )
+            self.service.add_revision(ref, spec.settings)
+        self.actuator.subscribe(self._pods_changed)
+        self.actuator.subscribe_failures(self._pod_failure)
+        self.service.on_mode_change(self.entry.set_mode)
+        await self.activator.start(port=None)  # reporting only: the entry calls its handler directly
+        for gate in self.entry.gates.values():
+            gate.prefetch()
+        entry = HttpServer(self.entry.handle, limits=Limits(cancel_on_client_eof=True), name="entry")
+        _, port = await entry.start(self.host, self.port)
+        self._servers.append(entry)
+        admin = HttpServer(self._admin, limits=Limits.control(), name="admin")
+        _, admin_port = await admin.start(self.admin_host, self.admin_port)
+        self._servers.append(admin)
+        self.entry_url = f"http://{self.host}:{port}"
+        self.admin_url = f"http://{self.admin_host}:{admin_port}"
+        await self.actuator.start()
+        await self.service.start()
+        for spec, ref in zip(self.stack.revisions, self.refs, strict=True):
+            # The Deployment's replicas at creation: the initial scale (Knative's default is 1).
+            self.actuator.set_desired_scale(ref, spec.settings.initial_scale)
+        self.started_at = time.time()
+
+    async def stop(self) -> None:
+        """Stop spawning pods at once, stop serving (held requests get 503), stop deciding, then stop
+        every pod; a log directory the stack made itself is removed."""
+        self._stopping = True
+        self.actuator.stop_spawning()
+        for server in self._servers:
+            server.stop_accepting()
+        await self.service.close()
+        await self.activator.stop(grace=2.0)
+        await asyncio.gather(*(server.shutdown(2.0) for server in self._servers))
+        await self.actuator.close()
+        for backends in self.entry.backends.values():
+            backends.set_pods([], 0)
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    def _pods_changed(self, ref: RevisionKey, pods: Sequence[PodInfo]) -> None:
+        if self._stopping:
+            return  # the activator already let go of its revisions
+        # The activator gets the ready pods and probes each new one at once. (Knative hands it not-ready
+        # pods too and lets its 200 ms probe loop find them first; here the actuator's own 50 ms
+        # readiness probe is quicker, so waiting for it saves ~100 ms of every cold start.)
+        key = RevisionKey(ref.namespace, ref.name)
+        ready = ready_pods(pods)
+        self.activator.set_endpoints(key, [p.address for p in ready])
+        self.entry.set_ready_pods(ref, ready)
+
+    def _pod_failure(self, ref: RevisionKey, failure: PodFailure | None) -> None:
+        """Requests the activator holds for a failing revision are told why (not the output tail:
+        a pod's output may hold what a client must not see)."""
+        if not self._stopping:
+            reason = f"{failure.pod} {failure.reason}" if failure is not None else None
+            self.activator.set_revision_failure(RevisionKey(ref.namespace, ref.name), reason)
+
+    def _activator_stats(self, stats: Sequence[RevisionStat]) -> None:
+        self.service.record_pushed((RevisionKey(s.namespace, s.revision), s.stat) for s in stats)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "entry": self.entry_url,
+            "admin": self.admin_url,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "time": time.time(),
+            "log_dir": str(self.log_dir),
+            "revisions": [
+                {**row.to_json(), "pending_pods": self.actuator.pending(RevisionKey(row.namespace, row.name))}
+                for row in self.service.status()
+            ],
+            "capacity": self.actuator.capacity(),
+            "activator": [self.activator.revision_status(k) for k in self.activator.revisions()],
+            "served": {"direct": self.entry.served_direct, "via_activator": self.entry.served_proxied},
+            "pod_pids": self.actuator.process_ids(),
+        }
+
+    async def _admin(self, request: Request, response: Response) -> None:
+        path, method = request.path, request.method
+        if method not in (b"GET", b"HEAD"):
+            denial = check_admin(request.header(b"authorization"), self._admin_tokens)
+            if denial is not None:
+                challenge = denial.challenge(ADMIN_REALM)
+                headers = [(b"www-authenticate", challenge)] if challenge else []
+                response.send(denial.status, json.dumps({"error": denial.reason}).encode(), headers, _JSON)
+                return
+        if path == "/status" and method == b"GET":
+            response.send(200, json.dumps(self.status()).encode(), content_type=_JSON)
+        elif path == "/metrics" and method == b"GET":
+            response.send(200, generate_latest(self.registry), content_type=_TEXT)
+        elif path == "/stats" and method == b"POST":
+            try:
+                entries = parse_stat_push(json.loads(await request.body.read_all(1 << 20)))
+            except (ValueError, StatError) as exc:
+                response.send(400, json.dumps({"error": str(exc)}).encode(), content_type=_JSON)
+                return
+            self.service.record_pushed(entries)
+            response.send(200, json.dumps({"accepted": len(entries)}).encode(), content_type=_JSON)
+        elif path == "/healthz":
+            response.send(200, b"ok\n")
+        else:
+            response.send(404, b"not found; the admin port serves GET /status, GET /metrics, POST /stats\n")
