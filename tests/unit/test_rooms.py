@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 OURS = ("httpengine", "autoscaler", "queueproxy", "activator", "predictor", "simulation", "localbackend",
-        "kpa")  # fmt: skip
+        "kubebackend", "kpa")  # fmt: skip
 ENGINE = "httpengine"  # the HTTP engine: a name here allows every module of the package
 
 AUTOSCALER_CORE = {
@@ -24,6 +24,11 @@ AUTOSCALER_CORE = {
 LOCAL_BACKEND = AUTOSCALER_CORE | {
     "autoscaler.service", "autoscaler.actuator", "activator", "queueproxy.config", "queueproxy.auth",
     "queueproxy.gate", ENGINE,
+}  # fmt: skip
+# The Kubernetes backend drives the same loop through the API server: the autoscaler's service,
+# actuator interface and core, the activator's endpoints, the queue-proxy's configuration (the sidecar).
+KUBE_BACKEND = AUTOSCALER_CORE | {
+    "autoscaler.service", "autoscaler.actuator", "activator", "queueproxy.config", ENGINE,
 }  # fmt: skip
 # Command-line shells inside a package: like kpa/, they may use every package. The simulator's own
 # commands (simulate, sweep) need no other package; what drives the live stack lives in kpa/.
@@ -48,6 +53,8 @@ def allowed(module: str) -> set[str] | None:
         return AUTOSCALER_CORE | {"queueproxy.breaker", "queueproxy.stats", "activator.throttler"}
     if package == "localbackend":
         return LOCAL_BACKEND
+    if package == "kubebackend":
+        return KUBE_BACKEND
     raise AssertionError(f"{module}: no room in the table")
 
 
@@ -118,6 +125,7 @@ def test_every_package_of_ours_has_modules_checked():
 PURE_CORES = sorted(
     AUTOSCALER_CORE
     | {"localbackend.spawn_limit", "localbackend.capacity"}
+    | {"kubebackend.enrollment", "kubebackend.endpoints", "kubebackend.sidecar"}
     | {"queueproxy.breaker", "queueproxy.stats"}
     | {"activator.throttler", "activator.routing", "activator.config"}
 )
