@@ -8,6 +8,7 @@ No task lingers while the queue is empty — a timer exists only while a request
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class DynamicBatcher:
                 batch = [self._queue.popleft() for _ in range(decision.count)]
                 self._idle -= 1
                 done = self._submit(self._run, [p.inputs for p in batch])
-                done.add_done_callback(lambda finished, batch=batch: self._finished(batch, finished))
+                done.add_done_callback(functools.partial(self._finished, batch))
                 continue
             if isinstance(decision, Wait):
                 self._timer = loop.call_at(decision.until, self._pump)

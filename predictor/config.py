@@ -8,7 +8,7 @@ CPU server). The result is a frozen ``ModelConfig`` that the rest of the predict
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ from google.protobuf import json_format, text_format
 from predictor import datatypes
 from predictor.model_config_pb2 import DataType as DataTypeEnum
 from predictor.model_config_pb2 import ModelConfig as ModelConfigProto
-from predictor.model_config_pb2 import ModelInstanceGroup
+from predictor.model_config_pb2 import ModelInput, ModelInstanceGroup, ModelOutput
 
 BACKENDS = ("auto", "eager", "inductor", "zentorch")
 # platform -> the model file a version directory holds
@@ -143,7 +143,9 @@ def _check(proto: ModelConfigProto, directory_name: str, origin: str) -> ModelCo
     )
 
 
-def _tensors(protos, kind: str, fail) -> tuple[TensorSpec, ...]:
+def _tensors(
+    protos: Sequence[ModelInput] | Sequence[ModelOutput], kind: str, fail: Callable[[str], ConfigError]
+) -> tuple[TensorSpec, ...]:
     if not protos:
         raise fail(f"at least one {kind} is required")
     specs = []
@@ -173,7 +175,7 @@ def datatypes_name(enum_value: int) -> str | None:
     return dtype.name if dtype else None
 
 
-def _version_policy(proto: ModelConfigProto, fail) -> VersionPolicy:
+def _version_policy(proto: ModelConfigProto, fail: Callable[[str], ConfigError]) -> VersionPolicy:
     if not proto.HasField("version_policy"):
         return VersionPolicy()
     choice = proto.version_policy.WhichOneof("policy_choice")
@@ -190,7 +192,7 @@ def _version_policy(proto: ModelConfigProto, fail) -> VersionPolicy:
     return VersionPolicy("latest", num_versions=count)
 
 
-def _dynamic_batching(proto: ModelConfigProto, fail) -> DynamicBatching | None:
+def _dynamic_batching(proto: ModelConfigProto, fail: Callable[[str], ConfigError]) -> DynamicBatching | None:
     if not proto.HasField("dynamic_batching"):
         return None
     if proto.max_batch_size < 1:
@@ -202,7 +204,7 @@ def _dynamic_batching(proto: ModelConfigProto, fail) -> DynamicBatching | None:
     return DynamicBatching(proto.dynamic_batching.max_queue_delay_microseconds / 1e6, preferred)
 
 
-def _instance_count(proto: ModelConfigProto, fail) -> int:
+def _instance_count(proto: ModelConfigProto, fail: Callable[[str], ConfigError]) -> int:
     total = 0
     for group in proto.instance_group:
         if group.kind == ModelInstanceGroup.KIND_GPU:

@@ -51,12 +51,13 @@ BY_TORCH: dict[str, DataType] = {d.torch: d for d in _TABLE if d.torch}
 NAMES = ", ".join(BY_NAME)
 
 
-def lookup(name: str) -> DataType:
-    """The datatype called ``name`` on the wire; KeyError names the valid choices."""
-    try:
-        return BY_NAME[name]
-    except (KeyError, TypeError):
-        raise KeyError(f"unknown datatype {name!r}; expected one of {NAMES}") from None
+def lookup(name: object) -> DataType:
+    """The datatype called ``name`` on the wire (any JSON value may arrive there); KeyError names the
+    valid choices."""
+    dtype = BY_NAME.get(name) if isinstance(name, str) else None
+    if dtype is None:
+        raise KeyError(f"unknown datatype {name!r}; expected one of {NAMES}")
+    return dtype
 
 
 def bf16_from_floats(values: np.ndarray) -> np.ndarray:

@@ -85,6 +85,7 @@ class DemoModel:
         if isinstance(module, DemoCNN):  # give the norms non-trivial statistics, as a trained net has
             for norm in module.modules():
                 if isinstance(norm, nn.BatchNorm2d):
+                    assert norm.running_mean is not None and norm.running_var is not None  # tracked: default
                     norm.running_mean.uniform_(-0.1, 0.1)
                     norm.running_var.uniform_(0.5, 1.5)
         return module.eval()

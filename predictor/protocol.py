@@ -110,7 +110,7 @@ def decode_infer_request(body: bytes | bytearray | memoryview, header_length: in
     )
 
 
-def _load_json(data: memoryview | bytes) -> Any:
+def _load_json(data: memoryview | bytes | bytearray) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:

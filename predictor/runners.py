@@ -37,7 +37,7 @@ class InferenceError(RuntimeError):
 
 class TorchScriptRunner:
     backend = EAGER
-    record = None
+    record: dict[str, Any] | None = None
 
     def __init__(self, path: Path):
         self.module = torch.jit.load(str(path), map_location="cpu").eval()
@@ -50,7 +50,7 @@ class TorchScriptRunner:
 
 class ExportRunner:
     backend = EAGER
-    record = None
+    record: dict[str, Any] | None = None
 
     def __init__(self, path: Path):
         self.module = torch.export.load(str(path)).module()

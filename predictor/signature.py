@@ -22,7 +22,7 @@ class BoundInputs:
     batch_size: int  # 0 for models without a batch dimension
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[tuple[int, ...], ...]:
         """Requests with equal keys can share a batch: same per-example shapes."""
         return tuple(a.shape[1:] for a in self.arrays)
 
@@ -42,14 +42,14 @@ def bind_inputs(config: ModelConfig, tensors: Sequence[Tensor]) -> BoundInputs:
     arrays = []
     batch_sizes = set()
     for spec in config.inputs:
-        tensor = by_name.get(spec.name)
-        if tensor is None:
+        given = by_name.get(spec.name)
+        if given is None:
             raise ProtocolError(f"missing input {spec.name!r} of model {config.name!r}")
-        if tensor.datatype != spec.datatype:
+        if given.datatype != spec.datatype:
             raise ProtocolError(
-                f"input {spec.name!r}: datatype {tensor.datatype} does not match the model's {spec.datatype}"
+                f"input {spec.name!r}: datatype {given.datatype} does not match the model's {spec.datatype}"
             )
-        shape = tensor.shape
+        shape = given.shape
         if config.batched:
             if len(shape) != len(spec.dims) + 1 or not 1 <= shape[0] <= config.max_batch_size:
                 raise ProtocolError(
@@ -64,7 +64,7 @@ def bind_inputs(config: ModelConfig, tensors: Sequence[Tensor]) -> BoundInputs:
             raise ProtocolError(
                 f"input {spec.name!r}: shape {list(shape)} does not match {_expected(spec, config.batched)}"
             )
-        data = tensor.data
+        data = given.data
         if spec.reshape is not None:
             data = data.reshape((shape[0], *spec.reshape) if config.batched else spec.reshape)
         arrays.append(data)

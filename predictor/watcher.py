@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -65,8 +66,8 @@ async def watch_repository(
                 spawn(manager.sync_all)
                 spawn(manager.sync_all, settle_s)
             else:
-                spawn(lambda names=names: manager.sync(names))
-                spawn(lambda names=names: manager.sync(names), settle_s)
+                spawn(functools.partial(manager.sync, names))
+                spawn(functools.partial(manager.sync, names), settle_s)
     finally:
         rescanner.cancel()
         for task in list(tasks):
