@@ -2,8 +2,8 @@
 
 This is the Kubernetes Deployment controller and kubelet of the local stack, cut down to what the
 autoscaler needs: converge each revision to its desired pod count, tell who is ready, notice pods
-that die and replace them, and stop pods the way Knative does — drain the queue-proxy first (it
-finishes in-flight requests), then end the user container.
+that die and replace them, and stop pods the way Knative does (``localbackend.pod_process`` starts,
+probes and drains each pod's processes; this module decides which pods exist).
 
 A user container that cannot start (exits, or never passes the readiness probe within its startup
 timeout) is reported with the tail of its output and retried with exponential backoff, like
@@ -24,36 +24,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
-import os
 import signal
-import socket
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 from autoscaler.actuator import PodInfo, PodsListener
 from autoscaler.stat import RevisionKey
 from localbackend.capacity import allot, default_max_pods, machine_resources
-from localbackend.orphans import OrphanGuard, die_with_parent
+from localbackend.pod import FailureListener, Pod, PodFailure, PodTemplate, scale_down_order
+from localbackend.pod_process import QUEUE_PROXY_COMMAND, PodProcesses, kill_group
 from localbackend.spawn_limit import SpawnLimiter
 
 log = logging.getLogger("kpa.actuator")
 
-QUEUE_PROXY_COMMAND = (sys.executable, "-m", "kpa", "queue-proxy")
-PROBE_INTERVAL = 0.05  # seconds between readiness probes of a starting pod (Knative's aggressive probing)
-PROBE_TIMEOUT = 0.5
 BACKOFF_FIRST = 1.0  # seconds before retrying after a second consecutive failure
 BACKOFF_MAX = 30.0
 HEALTHY_RESET = 10.0  # a pod ready this long clears the failure count
-STOP_GRACE = 5.0  # after the queue-proxy drained, how long the user container gets to exit on SIGTERM
-PORTS_TIMEOUT = 10.0  # how long the queue-proxy may take to say which ports it bound
-TAIL_BYTES = 2000
 # Spawn pacing: launches under way at once (each is an interpreter start on the same cores) and the
 # steady launch rate; a fresh stack may start a burst of SPAWN_BURST pods at once.
 SPAWN_IN_FLIGHT_PER_CORE = 2
@@ -62,114 +51,20 @@ SPAWN_PER_SECOND = 10.0
 SPAWN_BURST = 10
 
 
-@dataclass(frozen=True, slots=True)
-class PodTemplate:
-    """How to start one pod of a revision (built by `kpa up` from the stack file)."""
-
-    revision: RevisionKey
-    command: tuple[str, ...]
-    port_env: str = "PORT"
-    env: Mapping[str, str] = field(default_factory=dict)
-    workdir: Path = Path(".")
-    container_concurrency: int = 0
-    timeout_seconds: float = 300.0
-    response_start_timeout_seconds: float | None = None
-    idle_timeout_seconds: float = 0.0
-    startup_timeout: float = 60.0
-    readiness_probe: str | None = (
-        None  # Knative's JSON probe (SERVING_READINESS_PROBE); None: TCP on the port
-    )
-    # Queue-proxy quiet period after SIGTERM. Knative waits 30 s for load balancers to notice; here the
-    # pod leaves the routing tables before the SIGTERM, so a short one only covers requests in transit.
-    drain_seconds: float = 0.5
-    # More queue-proxy environment, e.g. the revision's data-path authentication (KPA_AUTH_*).
-    queue_proxy_env: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class PodFailure:
-    """Why the latest pod of a revision failed; `kpa status` shows the last one. Failure listeners
-    hear it at once, and hear None when a pod of the revision becomes ready again."""
-
-    pod: str
-    reason: str
-    output_tail: str
-    at: float
-
-
-FailureListener = Callable[[RevisionKey, PodFailure | None], None]
-
-
-class _Pod:
-    def __init__(self, name: str, seq: int, template: PodTemplate, log_dir: Path) -> None:
-        self.name = name
-        self.seq = seq  # creation order: scale-down stops the highest (youngest) first
-        self.template = template
-        self.log_path = log_dir / f"{name}.log"
-        self.qp_log_path = log_dir / f"{name}.queue-proxy.log"
-        self.user: asyncio.subprocess.Process | None = None
-        self.queue_proxy: asyncio.subprocess.Process | None = None
-        self.user_port = 0
-        self.serving_port = 0
-        self.stats_port = 0
-        self.started_at = time.time()
-        self.ready_at: float | None = None
-        self.terminating = False
-        self.stop_requested = asyncio.Event()
-        self.launched = asyncio.Event()  # both processes started (or failed to)
-        self.starting = True  # holds a place in the spawn limiter until ready, failed or cancelled
-        self.task: asyncio.Task[None] | None = None
-
-    @property
-    def ready(self) -> bool:
-        return self.ready_at is not None and not self.terminating
-
-    def info(self) -> PodInfo:
-        return PodInfo(
-            name=self.name,
-            revision=self.template.revision,
-            address=f"127.0.0.1:{self.serving_port}",
-            stats_url=f"http://127.0.0.1:{self.stats_port}/stats",
-            started_at=self.started_at,
-            ready=self.ready,
-            terminating=self.terminating,
-        )
-
-    def processes(self) -> list[asyncio.subprocess.Process]:
-        return [p for p in (self.queue_proxy, self.user) if p is not None]
-
-    def output_tail(self) -> str:
-        parts = []
-        for path in (self.log_path, self.qp_log_path):
-            with contextlib.suppress(OSError), path.open("rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - TAIL_BYTES))
-                text = f.read().decode(errors="replace").strip()
-                if text:
-                    parts.append(f"[{path.name}] {text}")
-        return "\n".join(parts)
-
-
 class _RevisionPods:
     def __init__(self, template: PodTemplate) -> None:
         self.template = template
         self.desired = 0
         self.share = 0  # pods it may have under the capacity cap (<= desired)
         self.capped = False  # share < desired (logged once each time it becomes so)
-        self.pods: dict[str, _Pod] = {}
+        self.pods: dict[str, Pod] = {}
         self.failures = 0
         self.retry_at = 0.0
         self.last_failure: PodFailure | None = None
         self.failing = False  # a failure was recorded and no pod has become ready since
 
-    def live(self) -> list[_Pod]:
+    def live(self) -> list[Pod]:
         return [p for p in self.pods.values() if not p.terminating]
-
-
-def scale_down_order(pods: Sequence[_Pod]) -> list[_Pod]:
-    """Which pods to stop first, as a ReplicaSet (and the simulator) does: pods not ready yet, then
-    the youngest; within each kind the most recently created first."""
-    return sorted(pods, key=lambda p: (p.ready, -p.seq))
 
 
 class LocalActuator:
@@ -188,7 +83,6 @@ class LocalActuator:
         ``spawn_limiter``: launch pacing (None: from the machine's cores and the SPAWN_* constants)."""
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.queue_proxy_command = tuple(queue_proxy_command)
         self.clock = clock
         cores, memory = machine_resources()
         if max_pods is not None and max_pods < 1:
@@ -205,9 +99,7 @@ class LocalActuator:
         self._wake = asyncio.Event()
         self._reconciler: asyncio.Task[None] | None = None
         self._closing = False
-        self._http: httpx.AsyncClient | None = None
-        self._preexec = die_with_parent()
-        self._guard = OrphanGuard()
+        self._processes = PodProcesses(queue_proxy_command, self._spawn)
 
     # ---- the Actuator interface -----------------------------------------------------------------
 
@@ -271,8 +163,7 @@ class LocalActuator:
     # ---- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._http = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
-        self._guard.start()
+        self._processes.start()
         self._reconciler = asyncio.create_task(self._reconcile(), name="reconcile local pods")
 
     def stop_spawning(self) -> None:
@@ -297,16 +188,14 @@ class LocalActuator:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.kill_all()
-        self._guard.close()
-        if self._http is not None:
-            await self._http.aclose()
+        await self._processes.close()
 
     def kill_all(self) -> None:
         """Last resort, safe from signal handlers and atexit: SIGKILL every child's process group."""
         for state in self._revisions.values():
             for pod in state.pods.values():
                 for proc in pod.processes():
-                    _kill_group(proc, signal.SIGKILL)
+                    kill_group(proc, signal.SIGKILL)
 
     # ---- convergence ------------------------------------------------------------------------------
 
@@ -368,12 +257,12 @@ class LocalActuator:
 
     def _start_pod(self, state: _RevisionPods) -> None:
         seq = next(self._names)
-        pod = _Pod(f"{state.template.revision.name}-{seq}", seq, state.template, self.log_dir)
+        pod = Pod(f"{state.template.revision.name}-{seq}", seq, state.template, self.log_dir)
         state.pods[pod.name] = pod
         pod.task = self._spawn(self._run_pod(state, pod))
         pod.task.add_done_callback(lambda _task: self._pod_task_done(state, pod))
 
-    def _pod_task_done(self, state: _RevisionPods, pod: _Pod) -> None:
+    def _pod_task_done(self, state: _RevisionPods, pod: Pod) -> None:
         """Bookkeeping that must happen even for a launch cancelled before it ever ran."""
         self._launch_over(pod)
         pod.launched.set()
@@ -381,13 +270,13 @@ class LocalActuator:
             del state.pods[pod.name]
             self._wake.set()
 
-    def _launch_over(self, pod: _Pod) -> None:
+    def _launch_over(self, pod: Pod) -> None:
         if pod.starting:
             pod.starting = False
             self.spawn_limiter.finished()
             self._wake.set()
 
-    def _retire(self, pod: _Pod) -> None:
+    def _retire(self, pod: Pod) -> None:
         """Take a pod out of service: a launch under way is cancelled (it stops what it started at
         once), a ready pod is drained and stopped."""
         self._mark_terminating(pod)
@@ -396,7 +285,7 @@ class LocalActuator:
         else:
             self._spawn(self._stop(pod))
 
-    def _spawn(self, coro) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -410,7 +299,7 @@ class LocalActuator:
             except Exception:
                 log.exception("pod listener failed")
 
-    async def _run_pod(self, state: _RevisionPods, pod: _Pod) -> None:
+    async def _run_pod(self, state: _RevisionPods, pod: Pod) -> None:
         failure: str | None = None
         try:
             try:
@@ -428,14 +317,14 @@ class LocalActuator:
             self._record_failure(state, pod, failure)
             await self._stop(pod, quick=True)
 
-    async def _bring_up(self, state: _RevisionPods, pod: _Pod) -> str | None:
+    async def _bring_up(self, state: _RevisionPods, pod: Pod) -> str | None:
         """Start both processes and wait for readiness; None when ready, else why not."""
         try:
-            await self._launch(pod)
+            await self._processes.launch(pod)
         finally:
             pod.launched.set()
         self._notify(state)  # the activator probes new pods itself, ready or not
-        failure = await self._await_ready(pod)
+        failure = await self._processes.await_ready(pod)
         if failure is not None:
             return failure
         pod.ready_at = self.clock()
@@ -459,7 +348,7 @@ class LocalActuator:
             except Exception:
                 log.exception("pod failure listener failed")
 
-    def _record_failure(self, state: _RevisionPods, pod: _Pod, reason: str) -> None:
+    def _record_failure(self, state: _RevisionPods, pod: Pod, reason: str) -> None:
         now = self.clock()
         healthy_for = now - pod.ready_at if pod.ready_at is not None else 0.0
         state.failures = 1 if healthy_for >= HEALTHY_RESET else state.failures + 1
@@ -478,106 +367,7 @@ class LocalActuator:
             "\n  last output:\n    " + tail.replace("\n", "\n    ") if tail else "",
         )
 
-    async def _launch(self, pod: _Pod) -> None:
-        template = pod.template
-        pod.user_port = _free_port()
-        # Knative gives the user container PORT and K_REVISION/K_CONFIGURATION/K_SERVICE.
-        user_env = {
-            **os.environ,
-            "K_REVISION": template.revision.name,
-            **template.env,
-            template.port_env: str(pod.user_port),
-        }
-        with pod.log_path.open("ab") as out:
-            pod.user = await asyncio.create_subprocess_exec(
-                *template.command,
-                env=user_env,
-                cwd=template.workdir,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=self._preexec,
-            )
-        self._guard.watch(pod.user.pid)
-        with pod.qp_log_path.open("ab") as err:
-            pod.queue_proxy = await asyncio.create_subprocess_exec(
-                *self.queue_proxy_command,
-                "--admin-port",
-                "0",
-                "--stats-port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--drain-timeout",
-                str(template.drain_seconds),
-                env=self._queue_proxy_env(pod),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=self._preexec,
-            )
-        self._guard.watch(pod.queue_proxy.pid)
-        ports = await self._read_ports(pod)
-        pod.serving_port, pod.stats_port = ports["serving_port"], ports["stats_port"]
-        self._spawn(_drain_to_file(pod.queue_proxy.stdout, pod.qp_log_path))
-
-    def _queue_proxy_env(self, pod: _Pod) -> dict[str, str]:
-        t = pod.template
-        env = {
-            **os.environ,
-            "SERVING_NAMESPACE": t.revision.namespace,
-            "SERVING_REVISION": t.revision.name,
-            "SERVING_POD": pod.name,
-            "SERVING_POD_IP": "127.0.0.1",
-            "USER_PORT": str(pod.user_port),
-            "QUEUE_SERVING_PORT": "0",
-            "CONTAINER_CONCURRENCY": str(t.container_concurrency),
-            "REVISION_TIMEOUT_SECONDS": str(t.timeout_seconds),
-            "REVISION_IDLE_TIMEOUT_SECONDS": str(t.idle_timeout_seconds),
-            **t.queue_proxy_env,
-        }
-        if t.readiness_probe:
-            env["SERVING_READINESS_PROBE"] = t.readiness_probe
-        if t.response_start_timeout_seconds is not None:
-            env["REVISION_RESPONSE_START_TIMEOUT_SECONDS"] = str(t.response_start_timeout_seconds)
-        return env
-
-    async def _read_ports(self, pod: _Pod) -> dict[str, int]:
-        """The queue-proxy binds port 0 and prints one JSON line naming the ports it got."""
-        assert pod.queue_proxy is not None and pod.queue_proxy.stdout is not None
-        try:
-            line = await asyncio.wait_for(pod.queue_proxy.stdout.readline(), PORTS_TIMEOUT)
-        except TimeoutError:
-            raise OSError(f"queue-proxy did not report its ports within {PORTS_TIMEOUT:.0f}s") from None
-        try:
-            doc = json.loads(line)
-            return {key: int(doc[key]) for key in ("serving_port", "stats_port")}
-        except (ValueError, KeyError, TypeError):
-            code = pod.queue_proxy.returncode
-            raise OSError(
-                f"queue-proxy {'exited' if code is not None else 'printed'} {line[:200]!r} "
-                f"instead of its ports"
-            ) from None
-
-    async def _await_ready(self, pod: _Pod) -> str | None:
-        """Probe the queue-proxy (which probes the user container) until it answers; None when ready."""
-        deadline = time.monotonic() + pod.template.startup_timeout
-        url = f"http://127.0.0.1:{pod.serving_port}/"
-        headers = {"K-Network-Probe": "queue", "User-Agent": "kube-probe/kpa"}
-        while time.monotonic() < deadline:
-            exited = _exit_reason(pod)
-            if exited:
-                return exited + " before becoming ready"
-            with contextlib.suppress(httpx.HTTPError):
-                answer = await self._http.get(url, headers=headers)
-                if answer.status_code == 200:
-                    return None
-            await asyncio.sleep(PROBE_INTERVAL)
-        return f"did not become ready within {pod.template.startup_timeout:g}s (startupTimeoutSeconds)"
-
-    async def _watch(self, pod: _Pod, state: _RevisionPods) -> str | None:
+    async def _watch(self, pod: Pod, state: _RevisionPods) -> str | None:
         """Wait until the pod is told to stop (None) or one of its processes dies (the reason)."""
         waits = [asyncio.ensure_future(p.wait()) for p in pod.processes()]
         stop = asyncio.ensure_future(pod.stop_requested.wait())
@@ -590,9 +380,9 @@ class LocalActuator:
             return None
         if pod.ready_at is not None and self.clock() - pod.ready_at >= HEALTHY_RESET:
             state.failures = 0
-        return "crashed: " + (_exit_reason(pod) or "a process exited")
+        return "crashed: " + (pod.exit_reason() or "a process exited")
 
-    def _mark_terminating(self, pod: _Pod) -> None:
+    def _mark_terminating(self, pod: Pod) -> None:
         """Take the pod out of the routing tables (synchronously, before its drain starts)."""
         if not pod.terminating:
             pod.terminating = True
@@ -600,77 +390,15 @@ class LocalActuator:
             self._notify(self._revisions[pod.template.revision])
             self._wake.set()
 
-    async def _stop(self, pod: _Pod, quick: bool = False) -> None:
-        """Drain the queue-proxy (SIGTERM; it finishes in-flight requests), then stop the user container."""
+    async def _stop(self, pod: Pod, quick: bool = False) -> None:
+        """Take the pod out of the routing tables, drain and stop its processes, then forget it."""
         state = self._revisions[pod.template.revision]
         self._mark_terminating(pod)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(pod.launched.wait(), PORTS_TIMEOUT + 1.0)
-        qp, user = pod.queue_proxy, pod.user
-        drain_limit = 1.0 if quick else pod.template.timeout_seconds + pod.template.drain_seconds + 5.0
-        if qp is not None and qp.returncode is None:
-            _kill_group(qp, signal.SIGTERM)
-            if not await _wait(qp, drain_limit):
-                log.warning(
-                    "%s: queue-proxy of %s did not drain in %.0fs; killing it",
-                    pod.template.revision,
-                    pod.name,
-                    drain_limit,
-                )
-                _kill_group(qp, signal.SIGKILL)
-                await _wait(qp, 2.0)
-        if user is not None and user.returncode is None:
-            _kill_group(user, signal.SIGTERM)
-            if not await _wait(user, 1.0 if quick else STOP_GRACE):
-                _kill_group(user, signal.SIGKILL)
-                await _wait(user, 2.0)
-        for proc in (qp, user):
-            if proc is not None:
-                _kill_group(proc, signal.SIGKILL)  # anything the children left in their groups
-                self._guard.forget(proc.pid)
+        await self._processes.stop(pod, quick)
         if state.pods.get(pod.name) is pod:
             del state.pods[pod.name]
         self._wake.set()
 
 
-def _exit_reason(pod: _Pod) -> str | None:
-    for label, proc in (("user container", pod.user), ("queue-proxy", pod.queue_proxy)):
-        if proc is not None and proc.returncode is not None:
-            code = proc.returncode
-            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-            return f"{label} {how}"
-    return None
-
-
 def _earliest(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else min(a, b)
-
-
-async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> bool:
-    try:
-        await asyncio.wait_for(proc.wait(), timeout)
-        return True
-    except TimeoutError:
-        return False
-
-
-def _kill_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
-    """Signal the child's whole process group (children run with start_new_session=True)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-async def _drain_to_file(stream: asyncio.StreamReader | None, path: Path) -> None:
-    if stream is None:
-        return
-    with path.open("ab") as out:
-        while chunk := await stream.read(65536):
-            out.write(chunk)
-            out.flush()
-
-
-def _free_port() -> int:
-    """A loopback port free right now; the user container binds it a moment later."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -14,7 +14,8 @@ import httpx
 import psutil
 from stack_fixtures import REVISION, run, running_stack, stack_text, wait_until
 
-from localbackend.actuator import LocalActuator, PodTemplate
+from localbackend.actuator import LocalActuator
+from localbackend.pod import PodTemplate
 
 SAMPLE_APP = [sys.executable, "-m", "kpa.sample_app"]
 
