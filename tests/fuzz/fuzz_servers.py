@@ -34,7 +34,7 @@ from httpengine.limits import Limits
 from httpengine.request import Request
 from httpengine.response import Response
 from httpengine.server import HttpServer
-from localbackend.stack import Entry
+from localbackend.entry import Entry
 
 KEY = RevisionKey("default", "hello")
 MODE_FLIP_EVERY = 64  # entry: requests between serve-mode and proxy-mode flips, so both paths are fuzzed
