@@ -35,9 +35,13 @@ class PredictorProcess:
         log = open(self.log_path, "a")  # noqa: SIM115 - lives as long as the child
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=log, text=True)
         threading.Thread(target=self._read_events, daemon=True).start()
-        self.port = self.wait_event("listening", ready_timeout)["port"]
-        if wait_ready:
-            self.ready_event = self.wait_event("ready", ready_timeout)
+        try:
+            self.port = self.wait_event("listening", ready_timeout)["port"]
+            if wait_ready:
+                self.ready_event = self.wait_event("ready", ready_timeout)
+        except BaseException:  # a start that fails leaves no process behind
+            self.stop()
+            raise
         return self
 
     def _read_events(self) -> None:

@@ -387,7 +387,9 @@ def test_health_probes_are_answered_while_a_slow_model_computes(server):
     assert server.json("POST", "/v2/models/slow/infer", doc)[0] == 200  # now its call time is known
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(server.json, "POST", "/v2/models/slow/infer", doc)
-        time.sleep(0.1)  # the slow request is being computed
+        # A head start (nothing outside says "computing"): the slow call runs 0.5 s, so the probe
+        # lands during it; were the slow request late, the probe would merely come first, not fail.
+        time.sleep(0.1)
         assert server.request("GET", "/v2/health/live")[0] == 200
         assert not slow.done(), "the probe waited for the model: it ran on the event loop"
         status, body = slow.result()

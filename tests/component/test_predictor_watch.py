@@ -7,23 +7,13 @@ import http.client
 import json
 import shutil
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from predictor_fixtures import PredictorProcess, write_scale_model
+from waiting import wait_until_blocking
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout} s")
 
 
 class Hammer:
@@ -95,7 +85,9 @@ def _state(server: PredictorProcess, name: str) -> dict:
 
 def test_new_model_is_loaded_and_removed_model_unloaded(server, repository):
     write_scale_model(repository, "beta", 1, 5.0)
-    eventually(lambda: server.request("GET", "/v2/models/beta/ready")[0] == 200, what="beta ready")
+    wait_until_blocking(
+        lambda: server.request("GET", "/v2/models/beta/ready")[0] == 200, 20, "beta ready", interval=0.1
+    )
     status, body = server.json(
         "POST",
         "/v2/models/beta/infer",
@@ -103,19 +95,28 @@ def test_new_model_is_loaded_and_removed_model_unloaded(server, repository):
     )
     assert status == 200 and body["outputs"][0]["data"] == [5.0, 10.0, 15.0, 20.0]
     shutil.rmtree(repository / "beta")
-    eventually(lambda: server.request("GET", "/v2/models/beta/ready")[0] == 404, what="beta gone")
+    wait_until_blocking(
+        lambda: server.request("GET", "/v2/models/beta/ready")[0] == 404, 20, "beta gone", interval=0.1
+    )
     (repository / "alpha" / "config.pbtxt").unlink()
-    eventually(lambda: server.request("GET", "/v2/models/alpha")[0] == 404, what="alpha unloaded")
+    wait_until_blocking(
+        lambda: server.request("GET", "/v2/models/alpha")[0] == 404, 20, "alpha unloaded", interval=0.1
+    )
     assert server.json("GET", "/v2/models")[1] == {"models": []}
 
 
 def test_new_version_swaps_in_without_a_failed_request(server, repository):
     with Hammer(server.port, "alpha") as hammer:
-        eventually(lambda: hammer.count() > 20, what="traffic flowing")
+        wait_until_blocking(lambda: hammer.count() > 20, 20, "traffic flowing", interval=0.1)
         write_scale_model(repository, "alpha", 2, 2.0)
-        eventually(lambda: 2.0 in hammer.seen(), what="version 2 answering")
+        wait_until_blocking(lambda: 2.0 in hammer.seen(), 20, "version 2 answering", interval=0.1)
         # Every client, not just the fastest, must get a few answers from version 2 before the check.
-        eventually(lambda: all(a.count(2.0) >= 5 for a in hammer.answers), what="every client on version 2")
+        wait_until_blocking(
+            lambda: all(a.count(2.0) >= 5 for a in hammer.answers),
+            20,
+            "every client on version 2",
+            interval=0.1,
+        )
     assert hammer.failures == []
     assert hammer.seen() == {1.0, 2.0}
     for answers in hammer.answers:  # each client saw the switch exactly once, never back
@@ -128,7 +129,7 @@ def test_new_version_swaps_in_without_a_failed_request(server, repository):
 
 def test_edited_config_reloads_beside_the_old_one(server, repository):
     with Hammer(server.port, "alpha") as hammer:
-        eventually(lambda: hammer.count() > 20, what="traffic flowing")
+        wait_until_blocking(lambda: hammer.count() > 20, 20, "traffic flowing", interval=0.1)
         config = (
             (repository / "alpha" / "config.pbtxt")
             .read_text()
@@ -137,9 +138,13 @@ def test_edited_config_reloads_beside_the_old_one(server, repository):
         aside = repository / "alpha" / ".config.pbtxt.new"
         aside.write_text(config)
         aside.replace(repository / "alpha" / "config.pbtxt")
-        eventually(lambda: _state(server, "alpha").get("max_batch_size") == 2, what="new config served")
+        wait_until_blocking(
+            lambda: _state(server, "alpha").get("max_batch_size") == 2, 20, "new config served", interval=0.1
+        )
         served_after = hammer.count()
-        eventually(lambda: hammer.count() > served_after + 20, what="traffic after the reload")
+        wait_until_blocking(
+            lambda: hammer.count() > served_after + 20, 20, "traffic after the reload", interval=0.1
+        )
     assert hammer.failures == []
     status, body = server.json(
         "POST",
@@ -151,12 +156,19 @@ def test_edited_config_reloads_beside_the_old_one(server, repository):
 
 def test_broken_new_version_keeps_the_old_one_serving(server, repository):
     with Hammer(server.port, "alpha") as hammer:
-        eventually(lambda: hammer.count() > 20, what="traffic flowing")
+        wait_until_blocking(lambda: hammer.count() > 20, 20, "traffic flowing", interval=0.1)
         (repository / "alpha" / "2").mkdir()
         (repository / "alpha" / "2" / "model.pt").write_bytes(b"truncated upload")
-        eventually(lambda: "change not applied" in _state(server, "alpha")["reason"], what="failure reported")
+        wait_until_blocking(
+            lambda: "change not applied" in _state(server, "alpha")["reason"],
+            20,
+            "failure reported",
+            interval=0.1,
+        )
         served_after = hammer.count()
-        eventually(lambda: hammer.count() > served_after + 20, what="traffic after the failure")
+        wait_until_blocking(
+            lambda: hammer.count() > served_after + 20, 20, "traffic after the failure", interval=0.1
+        )
     assert hammer.failures == []
     assert hammer.seen() == {1.0}
     state = _state(server, "alpha")
@@ -167,7 +179,9 @@ def test_broken_new_version_keeps_the_old_one_serving(server, repository):
 def test_broken_model_is_unavailable_with_a_reason_and_others_keep_serving(server, repository):
     (repository / "gamma").mkdir()
     (repository / "gamma" / "config.pbtxt").write_text("max_batch_size: -3\n")
-    eventually(lambda: _state(server, "gamma").get("state") == "UNAVAILABLE", what="gamma reported")
+    wait_until_blocking(
+        lambda: _state(server, "gamma").get("state") == "UNAVAILABLE", 20, "gamma reported", interval=0.1
+    )
     assert "max_batch_size must be >= 0" in _state(server, "gamma")["reason"]
     status, body = server.json("GET", "/v2/models/gamma/ready")
     assert status == 503 and "max_batch_size" in body["error"]
@@ -179,7 +193,9 @@ def test_a_model_linked_from_outside_the_repository_is_refused(server, repositor
     outside = tmp_path / "elsewhere"
     write_scale_model(outside, "secret", 1, 9.0)
     (repository / "secret").symlink_to(outside / "secret")
-    eventually(lambda: _state(server, "secret").get("state") == "UNAVAILABLE", what="secret refused")
+    wait_until_blocking(
+        lambda: _state(server, "secret").get("state") == "UNAVAILABLE", 20, "secret refused", interval=0.1
+    )
     assert "outside the model repository" in _state(server, "secret")["reason"]
     status, body = server.json(
         "POST",

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 from queueproxy_fixtures import UserContainer, free_port, run
+from waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,10 +34,17 @@ class QueueProxyProcess:
         self.ports: dict[str, int] = {}
 
     async def started(self, timeout: float = 10.0) -> QueueProxyProcess:
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
-        if not line:
-            raise AssertionError(f"queue-proxy exited early: {self.proc.wait()} {self.proc.stderr.read()}")
-        self.ports = json.loads(line)
+        """Wait for the ports line; a start that fails kills the child before raising."""
+        try:
+            line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
+            if not line:
+                raise AssertionError(
+                    f"queue-proxy exited early: {self.proc.wait()} {self.proc.stderr.read()}"
+                )
+            self.ports = json.loads(line)
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def url(self, port_name: str, path: str = "/") -> str:
@@ -51,13 +59,16 @@ class QueueProxyProcess:
             self.proc.wait()
 
 
+async def probe_answer(qp: QueueProxyProcess, client: httpx.AsyncClient) -> httpx.Response:
+    return await client.get(qp.url("serving_port"), headers={"K-Network-Probe": "queue"})
+
+
+async def probe_answers(qp: QueueProxyProcess, client: httpx.AsyncClient, status: int) -> bool:
+    return (await probe_answer(qp, client)).status_code == status
+
+
 async def ready(qp: QueueProxyProcess, client: httpx.AsyncClient) -> None:
-    for _ in range(200):
-        probe = await client.get(qp.url("serving_port"), headers={"K-Network-Probe": "queue"})
-        if probe.status_code == 200:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("queue-proxy never became ready")
+    await wait_until(lambda: probe_answers(qp, client, 200), 10, "the queue-proxy to pass its probe", 0.02)
 
 
 @pytest.mark.parametrize(
@@ -90,9 +101,12 @@ def test_a_busy_port_exits_1_naming_it():
         blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
         port = blocker.sockets[0].getsockname()[1]
         qp = QueueProxyProcess("--serving-port", str(port), *ZERO_PORTS[2:], "--user-port", str(free_port()))
-        assert await qp.wait_exit(20) == 1
-        assert f"cannot listen on 127.0.0.1:{port} (serving_port)" in qp.proc.stderr.read()
-        blocker.close()
+        try:
+            assert await qp.wait_exit(20) == 1
+            assert f"cannot listen on 127.0.0.1:{port} (serving_port)" in qp.proc.stderr.read()
+        finally:
+            qp.kill()
+            blocker.close()
 
     run(body, timeout=30)
 
@@ -100,35 +114,49 @@ def test_a_busy_port_exits_1_naming_it():
 def test_sigterm_under_load_loses_no_request_and_exits_after_the_quiet_period():
     async def body():
         user = await UserContainer().start()
-        qp = await QueueProxyProcess(*ZERO_PORTS, "--user-port", str(user.port), "--drain-timeout", "0.5",
-                                     env={"CONTAINER_CONCURRENCY": "4"}).started()  # fmt: skip
+        qp = QueueProxyProcess(*ZERO_PORTS, "--user-port", str(user.port), "--drain-timeout", "0.5",
+                               env={"CONTAINER_CONCURRENCY": "4"})  # fmt: skip
         try:
+            await qp.started()
             async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=50)) as client:
                 await ready(qp, client)
                 statuses: list[int] = []
+                last_sent = 0.0
                 stop_at = time.monotonic() + 1.2
 
                 async def worker() -> None:
+                    nonlocal last_sent
                     while time.monotonic() < stop_at:
+                        last_sent = time.monotonic()
                         statuses.append(
                             (await client.get(qp.url("serving_port", "/sleep?s=0.02"))).status_code
                         )
 
                 workers = [asyncio.ensure_future(worker()) for _ in range(8)]
-                long_request = asyncio.ensure_future(client.get(qp.url("serving_port", "/sleep?s=0.9")))
-                await asyncio.sleep(0.4)
-                qp.proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.05)
-                probe = await client.get(qp.url("serving_port"), headers={"K-Network-Probe": "queue"})
-                assert (probe.status_code, probe.content) == (503, b"shutting down\n")
-                await asyncio.gather(*workers)
-                last_request_done = time.monotonic()
-                assert (await long_request).status_code == 200  # in flight at SIGTERM, finished
+                long_request = asyncio.ensure_future(
+                    client.get(qp.url("serving_port", "/sleep?s=0.9"), headers={"x-test": "long"})
+                )
+                try:
+                    await wait_until(
+                        lambda: any(seen.get("x-test") == "long" for seen in user.seen_headers),
+                        5,
+                        "the long request to reach the user container",
+                    )
+                    qp.proc.send_signal(signal.SIGTERM)
+                    await wait_until(
+                        lambda: probe_answers(qp, client, 503), 5, "readiness to fail on SIGTERM"
+                    )
+                    probe = await probe_answer(qp, client)
+                    assert (probe.status_code, probe.content) == (503, b"shutting down\n")
+                    await asyncio.gather(*workers)
+                    assert (await long_request).status_code == 200  # in flight at SIGTERM, finished
+                finally:
+                    for task in (*workers, long_request):
+                        task.cancel()
             assert len(statuses) > 50 and set(statuses) == {200}  # traffic kept being served while draining
             assert await qp.wait_exit(10) == 0
-            assert (
-                time.monotonic() - last_request_done >= 0.45
-            )  # the quiet period restarted with each request
+            # The quiet period restarts when a request arrives, which is after the client sent it.
+            assert time.monotonic() - last_sent >= 0.5
             assert "drained" in qp.proc.stderr.read()
         finally:
             qp.kill()
@@ -140,15 +168,14 @@ def test_sigterm_under_load_loses_no_request_and_exits_after_the_quiet_period():
 def test_wait_for_drain_blocks_until_the_sigterm_drain_completes():
     async def body():
         user = await UserContainer().start()
-        qp = await QueueProxyProcess(
-            *ZERO_PORTS, "--user-port", str(user.port), "--drain-timeout", "0.3"
-        ).started()
+        qp = QueueProxyProcess(*ZERO_PORTS, "--user-port", str(user.port), "--drain-timeout", "0.3")
         try:
+            await qp.started()
             async with httpx.AsyncClient(timeout=10) as client:
                 await ready(qp, client)
                 began = time.monotonic()
                 pre_stop = asyncio.ensure_future(client.get(qp.url("admin_port", "/wait-for-drain")))
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # a negative check: without a drain it must not answer yet
                 assert not pre_stop.done()
                 qp.proc.send_signal(signal.SIGTERM)
                 answer = await pre_stop
@@ -167,16 +194,14 @@ def test_wait_for_drain_without_a_sigterm_answers_after_a_second_and_the_pod_sta
 
     async def body():
         user = await UserContainer().start()
-        qp = await QueueProxyProcess(
-            *ZERO_PORTS, "--user-port", str(user.port), "--drain-timeout", "5"
-        ).started()
+        qp = QueueProxyProcess(*ZERO_PORTS, "--user-port", str(user.port), "--drain-timeout", "5")
         try:
+            await qp.started()
             async with httpx.AsyncClient(timeout=10) as client:
                 await ready(qp, client)
                 pre_stop = asyncio.ensure_future(client.get(qp.url("admin_port", "/wait-for-drain")))
-                await asyncio.sleep(0.2)
-                probe = await client.get(qp.url("serving_port"), headers={"K-Network-Probe": "queue"})
-                assert probe.status_code == 200  # not draining
+                await asyncio.sleep(0.2)  # a negative check: time for the call to (wrongly) start a drain
+                assert (await probe_answer(qp, client)).status_code == 200  # not draining
                 answer = await asyncio.wait_for(pre_stop, 3)
                 assert answer.content == b"not draining: no SIGTERM followed\n"
             assert qp.proc.poll() is None
@@ -198,8 +223,9 @@ def _peak_rss_kib(pid: int) -> int:
 def test_a_20_mb_upload_streams_through_with_bounded_memory():
     async def body():
         user = await UserContainer().start()
-        qp = await QueueProxyProcess(*ZERO_PORTS, "--user-port", str(user.port)).started()
+        qp = QueueProxyProcess(*ZERO_PORTS, "--user-port", str(user.port))
         try:
+            await qp.started()
             async with httpx.AsyncClient(timeout=30) as client:
                 await ready(qp, client)
                 assert (await client.get(qp.url("serving_port", "/"))).status_code == 200
