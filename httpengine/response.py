@@ -246,12 +246,20 @@ class Response:
         self._conn.link_flow(transport)
 
 
-def answer_failure(response: Response, status: int, message: str, *, close: bool = True) -> int:
+def answer_failure(
+    response: Response,
+    status: int,
+    message: str,
+    *,
+    close: bool = True,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> int:
     """Tell the client its request failed; returns ``status``.
 
-    Before any of the answer went out, the client gets ``status`` with ``message`` (and, with
-    ``close``, the connection ends after it); once part of an answer is out, only a dropped connection
-    can tell the client the answer is broken, so that is what it gets.
+    Before any of the answer went out, the client gets ``status`` with ``message`` and ``headers``
+    (such as ``Retry-After``; and, with ``close``, the connection ends after it); once part of an
+    answer is out, only a dropped connection can tell the client the answer is broken, so that is what
+    it gets.
     """
     if response.started:
         if not response.finished:
@@ -259,7 +267,7 @@ def answer_failure(response: Response, status: int, message: str, *, close: bool
     else:
         if close:
             response.keep_alive = False
-        response.send(status, (message + "\n").encode())
+        response.send(status, (message + "\n").encode(), headers)
     return status
 
 
