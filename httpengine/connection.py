@@ -59,12 +59,14 @@ class ServerConnection(FlowControlled):
         "_loop", "_pipeline", "_pipeline_paused", "_read_size", "_rejection", "_starting", "_task", "_url",
         "client", "http11", "limits", "parser", "server", "transport",
     )  # fmt: skip
+    # Set by connection_made, which asyncio calls before any other method.
+    transport: asyncio.Transport
+    _loop: asyncio.AbstractEventLoop
 
     def __init__(self, server: Listener) -> None:
         super().__init__()
         self.server = server
         self.limits = server.limits
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client = ""
         self.http11 = True
@@ -88,11 +90,11 @@ class ServerConnection(FlowControlled):
         self._rejection: bytes | None = None  # an answer to send once the response in flight is done
         self._lingering = False
         self._linger_timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # set once connected
         self._discard = False  # drop what the client sends (lingering after a refusal, or upgraded)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # typeshed gives every protocol a BaseTransport; a stream server's is always a Transport.
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
         refusal = self.server.admit(self)
@@ -108,7 +110,8 @@ class ServerConnection(FlowControlled):
         if self._lingering:
             self._lingering = False
             self.server.linger_ended()
-            self._linger_timer.cancel()
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
         gone = ClientDisconnected("client closed the connection")
         self._body.fail(gone)
         for queued in self._pipeline:

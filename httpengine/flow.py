@@ -64,7 +64,8 @@ class FlowControlled(asyncio.Protocol):
             transport.pause_reading()
 
     def _resume_flow(self) -> None:
-        if self._flow_paused:
+        flow = self._flow
+        if self._flow_paused and flow is not None:  # paused only while linked
             self._flow_paused = False
-            if not self._flow.is_closing():
-                self._flow.resume_reading()
+            if not flow.is_closing():
+                flow.resume_reading()

@@ -30,6 +30,26 @@ class BodySource(Protocol):
         """Answer ``Expect: 100-continue``: the handler waits for the body."""
 
 
+class _Detached:
+    """The source of a body made here rather than read from a client: complete from the start, so
+    there is no reading to pause or resume and no ``100 Continue`` to owe."""
+
+    __slots__ = ()
+    limits = Limits()
+
+    def pause_for_body(self) -> None:
+        pass
+
+    def body_drained(self) -> None:
+        pass
+
+    def send_continue(self) -> None:
+        pass
+
+
+_DETACHED = _Detached()
+
+
 def inflate(data: bytes, encoding: bytes, limit: int) -> bytes:
     """``data`` decoded from its Content-Encoding (identity, gzip or deflate): at most ``limit`` bytes.
 
@@ -75,7 +95,7 @@ class RequestBody:
     )
 
     def __init__(self, conn: BodySource | None, content_length: int | None, chunked: bool) -> None:
-        self._conn = conn
+        self._conn: BodySource = _DETACHED if conn is None else conn
         self._chunks: deque[bytes] = deque()
         self.buffered = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -133,8 +153,7 @@ class RequestBody:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self.buffered = 0
-        if self._conn is not None:
-            self._conn.body_drained()
+        self._conn.body_drained()
         return data
 
     async def read(self) -> bytes:

@@ -86,27 +86,26 @@ class HttpServer:
         self._refused = 0  # connections refused at the cap, in all
         self._cap_logged = -10.0
         self._server: asyncio.AbstractServer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.host = ""
         self.port = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, backlog: int = 2048) -> tuple[str, int]:
         """Bind and start accepting; returns the bound address (the real port when ``port`` is 0)."""
-        self._loop = asyncio.get_running_loop()
-        self._server = await self._loop.create_server(
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
             lambda: ServerConnection(self), host, port, backlog=backlog, reuse_address=True
         )
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
-        self._sweeper = self._loop.call_later(1.0, self._sweep)
+        self._sweeper = loop.call_later(1.0, self._sweep, loop)
         return self.host, self.port
 
-    def _sweep(self) -> None:
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()
         for conn in list(self._connections):
             conn.check_timeouts(now)
-        self._sweeper = self._loop.call_later(1.0, self._sweep)
+        self._sweeper = loop.call_later(1.0, self._sweep, loop)
 
     # -- what its connections ask of it (connection.Listener) -----------------------------------
     def admit(self, conn: ServerConnection) -> str | None:

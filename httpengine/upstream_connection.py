@@ -91,10 +91,11 @@ class UpstreamConnection(FlowControlled):
         "transport",
     )
 
+    transport: asyncio.Transport  # set by connection_made, which asyncio calls before any other method
+
     def __init__(self, pool: Pool) -> None:
         super().__init__()
         self.pool = pool
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.last_used = 0.0
         self._response: ResponseSink | None = None
@@ -196,6 +197,7 @@ class UpstreamConnection(FlowControlled):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # typeshed gives every protocol a BaseTransport; a stream connection's is always a Transport.
         self.transport = transport  # type: ignore[assignment]
 
     def _broken(self, what: str) -> None:
@@ -350,7 +352,9 @@ class UpstreamConnection(FlowControlled):
         elif length is None and not chunked and status not in (204, 304):
             self._close_delimited = True
             self._keep_alive = False
-        self._response.start(status, out, length)
+        response = self._response
+        assert response is not None  # the parser runs only in data_received, during an exchange
+        response.start(status, out, length)
         self._started_now = True
 
     def on_body(self, chunk: bytes) -> None:
