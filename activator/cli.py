@@ -30,7 +30,8 @@ import yaml
 from activator.admin import AdminApi
 from activator.config import ActivatorConfigError, RevisionConfig, check_activator_slot
 from activator.probing import DEFAULT_PROBE_FREQUENCY, DEFAULT_PROBE_TIMEOUT
-from activator.server import Activator, parse_address
+from activator.revisions import parse_address
+from activator.server import Activator
 from activator.sinks import HttpStatSink
 from autoscaler.config import parse_duration as parse_go_duration
 from queueproxy.auth import ADMIN_TOKEN_ENV, AuthConfigError, AuthSpec

@@ -124,7 +124,7 @@ def test_clients_that_leave_while_held_give_every_slot_back_and_report_no_phanto
             await _wait_until(lambda: activator.revision_status(KEY)["in_flight"] == 0)
             # the slot still works, and the reporter counts nothing in flight
             assert (await client.get("/after")).status_code == 200
-            stats = activator._reporter.report(activator._now() + 10.0)
+            stats = activator._reporter.report(activator.now() + 10.0)
             assert all(stat.average_concurrent_requests == 0 for _, stat in stats)
         finally:
             await client.aclose()

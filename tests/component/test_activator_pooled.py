@@ -1,10 +1,10 @@
-"""Requests the activator sends at once on an idle pooled connection (no task per request).
+"""Requests the activator sends at once on the idle connection the pod's last request left in the pool.
 
-Once a pod has answered, the next request that gets a slot at once goes out from the activator's
-parser callback on the connection the last one left in the pool, and is finished from the pool's
-callbacks. Every outcome must be the same as on the path that waits: the pod's answer with the
-activator's headers, 502 when the pod fails it, 504 at the revision timeout, and the slot back in all
-cases, including when the client gives up.
+Once a pod has answered, its connection waits in the pool, and the next request that gets a slot at
+once goes out on it. Every outcome must be the same as on a new connection: the pod's answer with the
+activator's headers, 502 when the pod fails it, 504 at the revision timeout, another pod when the
+pooled connection is dead and the pod refuses its replay, and the slot back in all cases, including
+when the client gives up.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_pooled_request_dropped_by_a_pod_that_vanished_is_retried_on_another_pod
             await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 2)
             assert (await client.get("/warm")).text == f"served by {first.port}\n"
             first.mode = "vanish"  # the pooled connection dies unanswered; a new one is refused
-            reply = await client.get("/again")  # no body: it goes out from the parser callback
+            reply = await client.get("/again")  # on the dead pooled connection, then refused anew
             assert reply.status_code == 200 and reply.text == f"served by {other.port}\n", reply.text
             assert activator.revision_status(KEY)["healthy"] == [other.address]
             assert activator.revision_status(KEY)["in_flight"] == 0

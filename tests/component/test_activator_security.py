@@ -82,7 +82,8 @@ def test_cli_admin_listens_on_loopback_and_state_changes_need_the_token(tmp_path
 def test_without_an_admin_token_every_state_change_is_refused():
     async def body():
         activator = Activator()
-        ports = await activator.start("127.0.0.1", None, admin_port=0)
+        api = AdminApi(activator)  # no admin token
+        ports = await activator.start("127.0.0.1", None, admin_port=0, admin_handler=api.handle)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.admin}", timeout=5) as admin:
                 refused = await admin.put("/revisions/default/hello", json={}, headers=bearer("anything"))
@@ -91,6 +92,17 @@ def test_without_an_admin_token_every_state_change_is_refused():
                 assert (await admin.get("/revisions")).json() == {"revisions": []}
         finally:
             await activator.stop()
+
+    run(body)
+
+
+def test_an_admin_port_without_a_handler_is_refused_naming_the_handler_to_pass():
+    async def body():
+        activator = Activator()
+        fix = "admin_port=0 without an admin_handler: pass admin_handler=AdminApi"
+        with pytest.raises(ValueError, match=fix):
+            await activator.start("127.0.0.1", None, admin_port=0)
+        await activator.stop()
 
     run(body)
 
