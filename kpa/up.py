@@ -174,7 +174,7 @@ def _setup_logging(args: argparse.Namespace, console) -> None:
         logging.basicConfig(
             level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
         )
-    for noisy in ("httpx", "httpcore", "activator.server"):
+    for noisy in ("httpx", "httpcore", "activator.revisions", "activator.forwarding"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
