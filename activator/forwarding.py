@@ -65,7 +65,8 @@ class _Deadline:
 
 
 class RequestPath:
-    """Serves the activator's data port; ``draining`` (set at shutdown) fails health checks."""
+    """Serves the activator's data port; ``draining`` (set at shutdown) fails health checks and tells
+    requests still held that the activator is shutting down."""
 
     def __init__(
         self,
@@ -136,8 +137,14 @@ class RequestPath:
         if in_task:
             return serving
         task = self._spawn(serving)
-        # A client that leaves before the task starts only marks its ticket: the task cleans up then.
-        response.on_abort = lambda: task.cancel() if ticket.started else _mark_gone(ticket)
+
+        def client_gone() -> None:
+            if ticket.started:
+                task.cancel()
+            else:  # cancelling a task before it starts would skip its cleanup: it cleans up when it starts
+                ticket.gone = True
+
+        response.on_abort = client_gone
         return None
 
     async def _serve_in_task(
@@ -193,15 +200,18 @@ class RequestPath:
         waited = 0.0
         try:
             while True:
-                if outcome is Admission.QUEUED:
+                if isinstance(outcome, Grant):
+                    result: Grant[Ticket] | Expired[Ticket] = outcome
+                else:  # queued: wait for a pod or the deadline
                     cold = cold or throttler.capacity == 0
-                    outcome = await self._wait(revision, ticket)
-                if isinstance(outcome, Expired):
-                    waited = outcome.waited
-                    return self._answer_expired(revision, response, outcome)
-                grant: Grant[Ticket] | None = outcome
+                    result = await self._wait(revision, ticket)
+                if isinstance(result, Expired):
+                    waited = result.waited
+                    return self._answer_expired(revision, response, result)
+                grant = result
                 waited = grant.waited
                 timer = _Deadline(loop, deadline)
+                retried = False
                 try:
                     return await revision.pool(grant.address).forward(
                         request,
@@ -216,8 +226,8 @@ class RequestPath:
                     if revision.removed:
                         message = f"activator: revision {config.key} was removed"
                         return answer_failure(response, 503, message, close=False)
-                    outcome, others = throttler.retry(grant, table.now(), deadline)
-                    grant = None
+                    outcome, others = throttler.retry(grant, table.now(), deadline)  # gives the slot back
+                    retried = True
                     table.dispatch(revision, others)  # may admit the retried ticket: its result waits for it
                 except UpstreamError as exc:
                     return answer_failure(response, 502, f"activator: pod {grant.address} failed: {exc}")
@@ -232,7 +242,7 @@ class RequestPath:
                     return answer_failure(response, 504, message)
                 finally:
                     timer.cancel()
-                    if grant is not None:
+                    if not retried:
                         table.release(revision, grant)
         finally:
             self._metrics.observe_wait(config.namespace, config.name, waited)
@@ -274,7 +284,3 @@ class RequestPath:
             if revision.failure is not None:
                 message += f"; last pod failure: {revision.failure}"
         return answer_failure(response, status, message, close=False)
-
-
-def _mark_gone(ticket: Ticket) -> None:
-    ticket.gone = True
