@@ -65,7 +65,10 @@ class QueueProxy:
         self._sigterm = False
         self._tasks: list[asyncio.Task] = []
         self.handler: QueueProxyHandler | None = None
-        self.serving = self.admin = self.stats_server = self.metrics_server = None
+        self.serving: HttpServer | None = None
+        self.admin: HttpServer | None = None
+        self.stats_server: HttpServer | None = None
+        self.metrics_server: HttpServer | None = None
 
     async def start(self) -> dict[str, int]:
         """Bind all four ports and start probing and reporting; returns the bound ports.
@@ -84,18 +87,20 @@ class QueueProxy:
         self.handler = QueueProxyHandler(
             config, self.pool, self.stats, self.readiness, self.drain.drainer, self.metrics, gate
         )
-        self.serving = HttpServer(self.handler, name="serving")
+        self.serving = serving = HttpServer(self.handler, name="serving")
         # A few connections each on the control ports: a flood there cannot take the descriptors that
         # the serving port's cap leaves for them, for the user container's probes and for /stats.
-        self.admin = HttpServer(self._admin, limits=Limits.control(), name="admin")
-        self.stats_server = HttpServer(self._stats, limits=Limits.control(), name="stats")
-        self.metrics_server = HttpServer(self._metrics, limits=Limits.control(), name="metrics")
+        self.admin = admin = HttpServer(self._admin, limits=Limits.control(), name="admin")
+        self.stats_server = stats_server = HttpServer(self._stats, limits=Limits.control(), name="stats")
+        self.metrics_server = metrics_server = HttpServer(
+            self._metrics, limits=Limits.control(), name="metrics"
+        )
         ports = {}
         for key, server, host, port in (
-            ("serving_port", self.serving, config.host, config.serving_port),
-            ("admin_port", self.admin, config.admin_host, config.admin_port),
-            ("stats_port", self.stats_server, config.stats_host, config.stats_port),
-            ("metrics_port", self.metrics_server, config.admin_host, config.metrics_port),
+            ("serving_port", serving, config.host, config.serving_port),
+            ("admin_port", admin, config.admin_host, config.admin_port),
+            ("stats_port", stats_server, config.stats_host, config.stats_port),
+            ("metrics_port", metrics_server, config.admin_host, config.metrics_port),
         ):
             try:
                 _, ports[key] = await server.start(host, port)
@@ -179,10 +184,11 @@ class QueueProxy:
     def _gauges(self) -> tuple[GaugeReading, ...]:
         """The /metrics rows read from the live proxy when scraped."""
         stat = self.stat
+        queued = self.handler.queued if self.handler is not None else 0  # scraped once started
         return (
             ("queue_requests_in_flight", "Requests in the queue-proxy now, queued ones included.",
              self.stats.concurrency),
-            ("revision_queue_depth", "Requests waiting in the breaker queue now.", self.handler.queued),
+            ("revision_queue_depth", "Requests waiting in the breaker queue now.", queued),
             ("queue_average_concurrent_requests", "Average concurrency over the last reporting second.",
              stat.average_concurrent_requests),
             ("queue_average_proxied_concurrent_requests", "The part of it that came through the activator.",

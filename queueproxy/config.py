@@ -8,6 +8,7 @@ Kubernetes probe (``SERVING_READINESS_PROBE``), one object or a list of them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import socket
@@ -227,13 +228,14 @@ def _parse_probe(doc: Any, source: str, user_host: str, user_port: int) -> Probe
             )
         return value
 
-    common = {
-        "initial_delay": number("initialDelaySeconds", 0),
-        "timeout": number("timeoutSeconds", 1, minimum=0) or 1.0,
-        "period": number("periodSeconds", 0),
-        "success_threshold": max(1, int(number("successThreshold", 1))),
-        "failure_threshold": max(1, int(number("failureThreshold", 3))),
-    }
+    probe = functools.partial(
+        ProbeSpec,
+        initial_delay=number("initialDelaySeconds", 0),
+        timeout=number("timeoutSeconds", 1, minimum=0) or 1.0,
+        period=number("periodSeconds", 0),
+        success_threshold=max(1, int(number("successThreshold", 1))),
+        failure_threshold=max(1, int(number("failureThreshold", 3))),
+    )
     if isinstance(doc.get("httpGet"), dict):
         action = doc["httpGet"]
         scheme = str(action.get("scheme", "HTTP")).lower()
@@ -251,22 +253,19 @@ def _parse_probe(doc: Any, source: str, user_host: str, user_port: int) -> Probe
             ):
                 raise ConfigError(f"{source}: httpGet.httpHeaders entry {h!r}: needs string name and value")
             headers.append((h["name"], h["value"]))
-        return ProbeSpec(
+        return probe(
             kind="http",
             host=action.get("host") or user_host,
             port=port_of(action, "httpGet"),
             path=path,
             headers=tuple(headers),
-            **common,
         )
     if isinstance(doc.get("tcpSocket"), dict):
         action = doc["tcpSocket"]
-        return ProbeSpec(
-            kind="tcp", host=action.get("host") or user_host, port=port_of(action, "tcpSocket"), **common
-        )
+        return probe(kind="tcp", host=action.get("host") or user_host, port=port_of(action, "tcpSocket"))
     if "exec" in doc or "grpc" in doc:
         # Knative turns exec probes into TCP probes on the user port; gRPC health is not spoken here.
-        return ProbeSpec(kind="tcp", host=user_host, port=user_port, **common)
+        return probe(kind="tcp", host=user_host, port=user_port)
     raise ConfigError(
         f"{source}: needs one of httpGet, tcpSocket (or exec, probed as TCP); got keys {sorted(doc)}"
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 from httpengine.request import Request
 from httpengine.response import Response
@@ -92,12 +92,20 @@ class AuthGate:
         if self.jwks is not None:
             self.jwks.current()
 
+    @overload
+    def verdict(self, authorization: bytes | None, *, refreshed: Literal[True]) -> Denial | None: ...
+    @overload
+    def verdict(
+        self, authorization: bytes | None, *, refreshed: bool = False
+    ) -> Denial | NeedKeys | None: ...
     def verdict(self, authorization: bytes | None, *, refreshed: bool = False) -> Denial | NeedKeys | None:
+        """None: the request may go on. Just after a JWKS refresh (``refreshed``) a key still missing is
+        final, a 401 (``verify_jwt``), so the verdict never asks for keys again."""
         now = time.time()
-        verified = self.verified
-        if verified is None:
+        verified, jwks = self.verified, self.jwks
+        if verified is None or jwks is None:  # both or neither: no JWKS, tokens only
             return verify_request(authorization, self.spec, self.tokens, None, now, refreshed=refreshed)
-        keys = self.jwks.current()
+        keys = jwks.current()
         if keys is not self._keys_seen:  # new keys: what the old ones vouched for is checked again
             verified.clear()
             self._keys_seen = keys
@@ -119,13 +127,14 @@ class AuthGate:
         verdict = self.verdict(request.index.get(b"authorization"))
         if verdict is None:
             return PASS
-        if verdict.__class__ is Denial:
+        if isinstance(verdict, Denial):
             self.deny(response, verdict)
             return None
         return self._after_fetch(verdict, request, response, again)
 
     async def _after_fetch(self, need: NeedKeys, request: Request, response: Response, again: Again) -> None:
         jwks = self.jwks
+        assert jwks is not None  # keys are needed only where a JWKS is configured
         if jwks.fetch_pending():
             await jwks.refreshed()
         if jwks.error is not None and (jwks.keys is None or need.kid not in jwks.keys):

@@ -167,7 +167,9 @@ class _Proxied:
         except asyncio.CancelledError:
             if not self.expired:
                 raise  # the client went away
-            self.task.uncancel()
+            task = self.task
+            assert task is not None  # set above: run() is awaited as a task
+            task.uncancel()
             answer_failure(self.response, 504, TIMEOUT_MESSAGE, close=False)
         finally:
             self._finish()
@@ -178,8 +180,10 @@ class _Proxied:
             try:
                 await self.waiter
             except asyncio.CancelledError:
+                breaker = self.handler.breaker
+                assert breaker is not None  # only a breaker queues
                 if not self.admitted:
-                    self.handler.breaker.cancel(self)
+                    breaker.cancel(self)
                 raise
         self.holds_slot = True
 
@@ -297,7 +301,9 @@ class QueueProxyHandler:
 
     def release(self) -> None:
         """A request left its breaker slot: admit the next ones in line."""
-        for waiting in self.breaker.release():
+        breaker = self.breaker
+        assert breaker is not None  # only a breaker hands out slots
+        for waiting in breaker.release():
             waiting.admit()
 
     def _health_check(self, network_probe: bytes | None, response: Response):  # -> Awaitable | None
