@@ -1,16 +1,17 @@
 """Real loopback servers for the queue-proxy's component tests: a user container and a raw client.
 
 The user container is a small HTTP server with endpoints whose timing and framing a test controls
-(sleep, stream, echo, die), and it counts how many requests it is serving at once, so a test can
+(sleep, gate, stream, echo, die), and it counts how many requests it is serving at once, so a test can
 check the breaker from the far side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -43,14 +44,15 @@ def free_port() -> int:
 class UserContainer:
     """The user container behind the queue-proxy; endpoints are chosen by path, knobs by query."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.in_flight = 0
         self.max_in_flight = 0
         self.served = 0
         self.seen_headers: list[dict[str, str]] = []
         self.ready_status = 503  # what GET /ready answers (an HTTP readiness probe's target)
+        self.gate = asyncio.Event()  # GET /gate answers once a test sets it
         self.server = HttpServer(self.handle, name="user-container")
-        self.port = 0
+        self.port = port  # where ``async with`` listens; 0: a free port
 
     async def start(self, port: int = 0) -> UserContainer:
         _, self.port = await self.server.start("127.0.0.1", port)
@@ -58,6 +60,13 @@ class UserContainer:
 
     async def stop(self) -> None:
         await self.server.shutdown(grace=0.0)
+
+    async def __aenter__(self) -> UserContainer:
+        """``async with UserContainer() as user``: listening, stopped on the way out however it ends."""
+        return await self.start(self.port)
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
 
     async def handle(self, request: Request, response: Response) -> None:
         self.in_flight += 1
@@ -75,6 +84,9 @@ class UserContainer:
         if path == "/sleep":
             await asyncio.sleep(float(query.get("s", "0.1")))
             response.send(200, b"slept")
+        elif path == "/gate":  # held until the test lets it go: in flight as long as the test needs
+            await self.gate.wait()
+            response.send(200, b"released")
         elif path == "/headers":
             response.send(200, json.dumps(self.seen_headers[-1]).encode(), content_type=b"application/json")
         elif path == "/echo":  # streams the body back chunk by chunk, as it arrives
@@ -118,6 +130,18 @@ async def start_queue_proxy(user_port: int, **changes: Any) -> tuple[QueueProxy,
     proxy = QueueProxy(replace(config, **changes))
     ports = await proxy.start()
     return proxy, ports
+
+
+@contextlib.asynccontextmanager
+async def running_queue_proxy(
+    user_port: int, **changes: Any
+) -> AsyncIterator[tuple[QueueProxy, dict[str, int]]]:
+    """:func:`start_queue_proxy`, its servers closed on the way out however the test ends."""
+    proxy, ports = await start_queue_proxy(user_port, **changes)
+    try:
+        yield proxy, ports
+    finally:
+        await proxy._close_servers(0.0)  # what its SIGTERM path ends with, without the drain
 
 
 async def wait_ready(proxy: QueueProxy, timeout: float = 5.0) -> None:
