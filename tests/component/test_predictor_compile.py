@@ -15,6 +15,7 @@ import pytest
 import torch
 from predictor_fixtures import PredictorProcess, write_config
 from torch import nn
+from waiting import wait_until_blocking
 
 from predictor.backends import EAGER, probe_platform, resolve_backend
 
@@ -90,12 +91,16 @@ def test_auto_serves_eager_at_once_then_upgrades_and_the_next_start_hits_the_cac
 
         asker = threading.Thread(target=keep_asking)
         asker.start()
-        deadline = time.monotonic() + 200
-        while first.json("GET", "/v2/models/mlp")[1]["backend"] == "eager":
-            assert time.monotonic() < deadline, "the background compile did not finish"
-            time.sleep(0.5)
-        stop.set()
-        asker.join()
+        try:
+            wait_until_blocking(
+                lambda: first.json("GET", "/v2/models/mlp")[1]["backend"] != "eager",
+                200,
+                "the background compile to finish",
+                interval=0.5,
+            )
+        finally:
+            stop.set()
+            asker.join()
         upgraded = first.json("GET", "/v2/models/mlp")[1]
         assert failures == []
         assert (upgraded["backend"], upgraded["compiling"], upgraded["compile_cache"]) == (
@@ -147,14 +152,14 @@ def test_stopping_during_a_compile_stops_the_compiler_too(repository, tmp_path):
         assert (
             server.request("GET", "/v2/health/ready")[0] == 503
         )  # an explicit backend waits for its compile
-        deadline = time.monotonic() + 60
-        while not (
-            compilers := [
-                p for p, cmd in _children(server.process.pid).items() if "predictor.compiler" in cmd
-            ]
-        ):
-            assert time.monotonic() < deadline, "no compiler child appeared"
-            time.sleep(0.1)
+        compilers: list[int] = []
+
+        def compiler_started() -> bool:
+            children = _children(server.process.pid).items()
+            compilers[:] = [pid for pid, command in children if "predictor.compiler" in command]
+            return bool(compilers)
+
+        wait_until_blocking(compiler_started, 60, "a compiler child process", interval=0.1)
     finally:
         assert server.stop() == 0
     assert not Path(f"/proc/{compilers[0]}").exists()
