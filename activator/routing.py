@@ -49,20 +49,21 @@ class RevisionRouter:
     def route(
         self, host: str | None, revision_header: str | None = None, namespace_header: str | None = None
     ) -> RevisionKey | RouteMiss:
+        wanted: tuple[str, str | None]
         if revision_header:
-            wanted: tuple[str, str | None] | None = (revision_header.strip().lower(), None)
-            if namespace_header:
-                wanted = (wanted[0], namespace_header.strip().lower())
+            namespace = namespace_header.strip().lower() if namespace_header else None
+            wanted = (revision_header.strip().lower(), namespace)
             source = f"header Knative-Serving-Revision={revision_header!r}"
         else:
-            wanted = parse_host(host or "")
+            parsed = parse_host(host or "")
             source = f"Host {host!r}"
-            if wanted is None:
+            if parsed is None:
                 return RouteMiss(
                     f"{source} does not name a revision (use <revision>, <revision>.<namespace>, "
                     f"<revision>.<namespace>.svc.<domain> or the Knative-Serving-Revision header); "
                     f"known revisions: {self._known()}"
                 )
+            wanted = parsed
         name, namespace = wanted
         if namespace is not None:
             key = RevisionKey(namespace, name)

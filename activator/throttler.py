@@ -374,9 +374,9 @@ class RevisionThrottler(Generic[T]):
         cc = self.container_concurrency
         chosen = self._healthy if cc == 0 else assign_slice(self._healthy, *self._slot)
         self._assigned_set = frozenset(chosen)
-        for tracker in self._assigned:
-            if tracker.address not in self._assigned_set and tracker.in_flight == 0:
-                del self._trackers[tracker.address]
+        for old in self._assigned:
+            if old.address not in self._assigned_set and old.in_flight == 0:
+                del self._trackers[old.address]
         trackers = self._trackers
         assigned = []
         for address in chosen:  # an existing tracker keeps its in-flight count; only new pods get one

@@ -41,7 +41,7 @@ def round_half_away(value: float, scale: float = _PRECISION) -> float:
 
 def smoothing_coefficient(buckets: int) -> float:
     """The weighted-exponential decay for a window of ``buckets`` buckets: 60 → 0.2, 6 → 0.78456."""
-    return max(1.0 - (1.0 - _WEIGHT_PRECISION) ** (1.0 / buckets), _MIN_COEFFICIENT)
+    return max(1.0 - math.pow(1.0 - _WEIGHT_PRECISION, 1.0 / buckets), _MIN_COEFFICIENT)
 
 
 def _bucket_count(window: float) -> int:
