@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 from auth_fixtures import AUDIENCE, ISSUER, JwksServer, SigningKey, bearer
-from queueproxy_fixtures import UserContainer, run, start_queue_proxy, wait_ready
+from queueproxy_fixtures import UserContainer, run, running_queue_proxy, start_queue_proxy, wait_ready
 
 from queueproxy.auth import AuthSpec, NeedKeys
 from queueproxy.config import ConfigError
@@ -24,30 +24,23 @@ KEY = SigningKey("key-1")
 
 def test_admin_stats_and_metrics_stay_on_loopback_when_serving_binds_every_address():
     async def body():
-        user = await UserContainer().start()
-        proxy, _ = await start_queue_proxy(user.port, host="0.0.0.0")
-        try:
+        async with UserContainer() as user, running_queue_proxy(user.port, host="0.0.0.0") as (proxy, _):
             assert proxy.serving.host == "0.0.0.0"
             assert {proxy.admin.host, proxy.stats_server.host, proxy.metrics_server.host} == {"127.0.0.1"}
-        finally:
-            await proxy._close_servers(0.0)
-            await user.stop()
 
     run(body)
 
 
 def test_stats_can_bind_every_address_for_the_autoscaler_and_needs_no_token():
     async def body():
-        user = await UserContainer().start()
-        proxy, ports = await start_queue_proxy(user.port, stats_host="0.0.0.0")
-        try:
+        async with (
+            UserContainer() as user,
+            running_queue_proxy(user.port, stats_host="0.0.0.0") as (proxy, ports),
+            httpx.AsyncClient(timeout=5) as client,
+        ):
             assert proxy.stats_server.host == "0.0.0.0" and proxy.admin.host == "127.0.0.1"
-            async with httpx.AsyncClient(timeout=5) as client:
-                stat = await client.get(f"http://127.0.0.1:{ports['stats_port']}/stats")
-                assert stat.status_code == 200 and "average_concurrent_requests" in stat.json()
-        finally:
-            await proxy._close_servers(0.0)
-            await user.stop()
+            stat = await client.get(f"http://127.0.0.1:{ports['stats_port']}/stats")
+            assert stat.status_code == 200 and "average_concurrent_requests" in stat.json()
 
     run(body)
 
@@ -56,9 +49,10 @@ def test_repeated_wait_for_drain_without_a_sigterm_never_fails_health_checks():
     """Regression: each GET started a drain, so calling it every half second kept the pod unready."""
 
     async def body():
-        user = await UserContainer().start()
-        proxy, ports = await start_queue_proxy(user.port, drain_timeout=5.0)
-        try:
+        async with (
+            UserContainer() as user,
+            running_queue_proxy(user.port, drain_timeout=5.0) as (proxy, ports),
+        ):
             await wait_ready(proxy)
             async with httpx.AsyncClient(timeout=5) as client:
                 admin = f"http://127.0.0.1:{ports['admin_port']}/wait-for-drain"
@@ -78,23 +72,18 @@ def test_repeated_wait_for_drain_without_a_sigterm_never_fails_health_checks():
                 }
                 assert (await client.get(serving)).status_code == 200
             assert not proxy.drain.drainer.draining
-        finally:
-            await proxy._close_servers(0.0)
-            await user.stop()
 
     run(body)
 
 
 async def _with_auth(spec: AuthSpec, check) -> None:
-    user = await UserContainer().start()
-    proxy, ports = await start_queue_proxy(user.port, auth=spec, revision="hello")
-    try:
+    async with (
+        UserContainer() as user,
+        running_queue_proxy(user.port, auth=spec, revision="hello") as (proxy, ports),
+        httpx.AsyncClient(timeout=10) as client,
+    ):
         await wait_ready(proxy)
-        async with httpx.AsyncClient(timeout=10) as client:
-            await check(client, f"http://127.0.0.1:{ports['serving_port']}", proxy, user)
-    finally:
-        await proxy._close_servers(0.0)
-        await user.stop()
+        await check(client, f"http://127.0.0.1:{ports['serving_port']}", proxy, user)
 
 
 def test_static_bearer_tokens_right_wrong_and_missing(tmp_path):
