@@ -143,8 +143,8 @@ class AdminApi:
             gates[key] = gate
         elif request.method == b"DELETE":
             gates.pop(key, None)
-        gate = gates.get(key)
-        return gate.spec.to_json() if gate is not None else {}
+        current = gates.get(key)
+        return current.spec.to_json() if current is not None else {}
 
     async def _put_endpoints(self, request: Request, key: RevisionKey) -> dict[str, Any]:
         _known(self.activator, key)
