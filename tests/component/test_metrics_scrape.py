@@ -9,6 +9,7 @@ unchanged. (The predictor serves no /metrics.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import textwrap
 import time
@@ -19,7 +20,7 @@ import pytest
 from activator_fixtures import Pod
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from queueproxy_fixtures import UserContainer, run, start_queue_proxy, wait_ready
+from queueproxy_fixtures import UserContainer, run, running_queue_proxy, wait_ready
 
 from activator.admin import AdminApi
 from activator.server import Activator
@@ -80,18 +81,16 @@ async def scrape_until(url: str, done: Callable[[Scrape], bool], timeout: float 
 
 def test_the_queue_proxy_metrics_port_counts_what_it_answered_under_a_hostile_pod_name():
     async def body() -> Scrape:
-        user = await UserContainer().start()
-        proxy, ports = await start_queue_proxy(user.port, pod_name=HOSTILE, container_concurrency=2)
-        try:
+        async with (
+            UserContainer() as user,
+            running_queue_proxy(user.port, pod_name=HOSTILE, container_concurrency=2) as (proxy, ports),
+        ):
             await wait_ready(proxy)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['serving_port']}") as client:
                 codes = [(await client.get(path)).status_code for path in ("/", "/", "/", "/die")]
             assert codes == [200, 200, 200, 502]
             url = f"http://127.0.0.1:{ports['metrics_port']}/metrics"
             return await scrape_until(url, lambda s: s.value("revision_request_latencies_count") == 4)
-        finally:
-            await proxy._close_servers(0.0)
-            await user.stop()
 
     scraped = run(body)
     assert set(scraped.families) == QUEUE_PROXY_FAMILIES
@@ -111,24 +110,25 @@ def test_the_activator_admin_port_counts_requests_waits_and_reads_its_gauges():
     async def body() -> Scrape:
         activator = Activator()
         api = AdminApi(activator, "token")
-        ports = await activator.start("127.0.0.1", 0, admin_port=0, admin_handler=api.handle)
-        pod = await Pod().start()
-        admin = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.admin}", headers=ADMIN_AUTH)
-        data = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{ports.serving}", headers={"host": "predictor.ml"}
-        )
-        try:
+        async with contextlib.AsyncExitStack() as cleanup:  # stops what started, however the test ends
+            ports = await activator.start("127.0.0.1", 0, admin_port=0, admin_handler=api.handle)
+            cleanup.push_async_callback(activator.stop)
+            pod = await Pod().start()
+            cleanup.push_async_callback(pod.stop)
+            admin = await cleanup.enter_async_context(
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.admin}", headers=ADMIN_AUTH)
+            )
+            data = await cleanup.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{ports.serving}", headers={"host": "predictor.ml"}
+                )
+            )
             await admin.put("/revisions/ml/predictor", json={"container_concurrency": 2})
             await admin.put("/revisions/ml/predictor/endpoints", json={"addresses": [pod.address]})
             assert [(await data.get("/")).status_code for _ in range(2)] == [200, 200]
             assert (await data.get("/", headers={"host": "nobody.ml"})).status_code == 404
             url = f"http://127.0.0.1:{ports.admin}/metrics"
             return await scrape_until(url, lambda s: s.value("activator_requests_total", code="200") == 2)
-        finally:
-            await admin.aclose()
-            await data.aclose()
-            await activator.stop()
-            await pod.stop()
 
     scraped = run(body)
     revision = {"namespace": "ml", "revision": "predictor"}
