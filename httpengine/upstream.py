@@ -4,7 +4,7 @@ The queue-proxy forwards to its user container and the activator to a pod's queu
 this pool; both need the same three things from it: stream bodies both ways with backpressure,
 reuse connections, and say precisely what failed.
 
-API (shared by the queue-proxy, the activator and ``kpa up``'s entry; keep it stable)::
+API (shared by the queue-proxy, the activator, ``kpa up``'s entry and ``kpa load``; keep it stable)::
 
     pool = UpstreamPool("127.0.0.1", 8080, max_idle=100)
     status = await pool.forward(request, response,            # a server's Request, a ResponseSink
@@ -13,6 +13,8 @@ API (shared by the queue-proxy, the activator and ``kpa up``'s entry; keep it st
                                 drop_headers=frozenset({b"knative-serving-revision"}))
     status, headers, body = await pool.request(b"GET", b"/healthz", headers=((b"k-network-probe", b"queue"),))
     dispatched = pool.dispatch(request, response, on_done, host=..., drop_headers=...)  # no coroutine
+    prepared = pool.prepare(b"GET", b"/", headers=(), body=b"", host=b"rev.example")   # made once...
+    status = await pool.send(prepared, sink)                                            # ...sent often
     pool.close()
 
 ``forward`` sends the request upstream (hop-by-hop headers removed, including those named in
@@ -24,7 +26,9 @@ coroutine when it can start at once (an idle pooled connection, the whole body i
 a ``Dispatched`` handle (``cancel()`` abandons the request) and calls ``on_done(status_or_error)``
 later; otherwise it returns None and the caller awaits ``forward``. The
 client's slowness pauses reading from the upstream and the upstream's slowness pauses reading from
-the client, so neither body is ever held whole.
+the client, so neither body is ever held whole. ``prepare`` and ``send`` are the client side for
+requests of our own (probes, admin calls, ``kpa load``): the request's bytes are made once, and the
+answer goes into any ``ResponseSink`` (``request`` keeps it whole in a ``BufferedResponse``).
 
 Errors:
 
@@ -52,10 +56,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from httpengine.errors import StaleConnection, UpstreamConnectError, UpstreamError
 from httpengine.head import HeadMemo
-from httpengine.request import Request, RequestBody
+from httpengine.request import Request
 from httpengine.response import BufferedResponse, ResponseSink
 from httpengine.upstream_connection import UpstreamConnection
 
@@ -75,6 +80,14 @@ REQUEST_DROP = frozenset(
     }
 )
 _NO_DROP: frozenset[bytes] = frozenset()
+_OWN_DROP = REQUEST_DROP | {b"host", b"content-length"}  # a prepared request's Host and framing are ours
+
+
+class Prepared(NamedTuple):
+    """A request of our own as it goes on the wire (``UpstreamPool.prepare``, ``send``)."""
+
+    data: bytes  # head and body
+    is_head: bool  # a HEAD request: no body follows the answer's head, whatever its length says
 
 
 def _frame(data: bytes, chunked: bool) -> bytes:
@@ -340,6 +353,56 @@ class UpstreamPool:
                 if pump is not None and not pump.done():
                     pump.cancel()
 
+    def prepare(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        body: bytes = b"",
+        *,
+        host: bytes | None = None,
+    ) -> Prepared:
+        """A request of our own (not a client's) made into bytes once, to ``send`` as often as wanted:
+        a probe or a load generator repeats one request, and need not rebuild it each time. ``host``
+        replaces the Host header (default: the upstream's address), for a server that routes by it;
+        hop-by-hop and framing headers in ``headers`` are dropped (the pool frames the request)."""
+        lines = [b"%s %s HTTP/1.1" % (method, target), b"host: " + (host or self._host_header)]
+        lines += [b"%s: %s" % (n.lower(), v) for n, v in headers if n.lower() not in _OWN_DROP]
+        if body or method in (b"POST", b"PUT", b"PATCH"):
+            lines.append(b"content-length: %d" % len(body))
+        lines.append(b"\r\n")
+        return Prepared(b"\r\n".join(lines) + body, method == b"HEAD")
+
+    async def send(self, prepared: Prepared, response: ResponseSink) -> int:
+        """Send a prepared request and stream the answer into ``response``; returns the status.
+
+        Errors as ``forward``'s; a sink that drops the body spares holding it whole (``kpa load``).
+        """
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        retried = False
+        while True:
+            conn = self._checkout()
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect()
+            future = self._loop.create_future()
+            conn.begin(response, prepared.is_head, True, _settle(future))
+            conn.transport.write(prepared.data)
+            try:
+                return await future
+            except StaleConnection:
+                if reused and not retried and not response.started:
+                    retried = True
+                    continue
+                raise UpstreamError(
+                    f"upstream {self.address} closed the connection before responding"
+                ) from None
+            except BaseException:
+                conn.abort()
+                response.link_flow(None)
+                raise
+
     async def request(
         self,
         method: bytes,
@@ -348,10 +411,6 @@ class UpstreamPool:
         body: bytes = b"",
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """A small buffered request (probes, admin calls); returns status, headers and body."""
-        hdrs = [(b"host", self._host_header), *((n.lower(), v) for n, v in headers)]
-        if body or method in (b"POST", b"PUT", b"PATCH"):
-            hdrs.append((b"content-length", b"%d" % len(body)))
         sink = BufferedResponse()
-        request = Request(method, target, hdrs, "1.1", True, "", RequestBody.of(body))
-        status = await self.forward(request, sink)
+        status = await self.send(self.prepare(method, target, headers, body), sink)
         return status, sink.headers, sink.body

@@ -10,7 +10,7 @@ from queueproxy_fixtures import UserContainer, free_port, raw_exchange, run
 from httpengine.errors import UpstreamConnectError, UpstreamError
 from httpengine.limits import Limits
 from httpengine.request import Request
-from httpengine.response import Response
+from httpengine.response import BufferedResponse, Response
 from httpengine.server import HttpServer
 from httpengine.upstream import UpstreamPool
 
@@ -489,3 +489,35 @@ def test_excess_bytes_after_part_of_the_answer_went_out_cut_the_client_off_and_a
     with caplog.at_level("WARNING", logger="httpengine.upstream_connection"):
         run(body)
     assert "past the end of its response" in caplog.text
+
+
+def test_a_prepared_request_is_sent_as_made_each_time_with_the_pool_framing_it():
+    """``prepare`` once, ``send`` many times (a probe, a load generator): the caller's Host wins, and
+    hop-by-hop or framing headers it passed are dropped, since the pool frames the request itself."""
+
+    async def body():
+        heads = []
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                heads.append(head + await reader.readexactly(4))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        upstream = await asyncio.start_server(answer, "127.0.0.1", 0)
+        pool = UpstreamPool("127.0.0.1", upstream.sockets[0].getsockname()[1])
+        headers = [(b"X-Tag", b"1"), (b"Connection", b"close"), (b"Transfer-Encoding", b"chunked"),
+                   (b"Content-Length", b"99")]  # fmt: skip
+        prepared = pool.prepare(b"PUT", b"/x", headers, b"data", host=b"rev.example")
+        try:
+            for _ in range(2):
+                sink = BufferedResponse()
+                assert await pool.send(prepared, sink) == 200
+                assert sink.body == b"ok"
+        finally:
+            pool.close()
+            upstream.close()
+        sent = b"PUT /x HTTP/1.1\r\nhost: rev.example\r\nx-tag: 1\r\ncontent-length: 4\r\n\r\ndata"
+        assert heads == [sent, sent]
+
+    run(body)

@@ -27,6 +27,7 @@ from httpengine.response import (
 from httpengine.server import HttpServer
 from httpengine.upstream import Dispatched, UpstreamPool
 from httpengine.upstream_connection import Pool, Replay, UpstreamConnection
+from kpa.load_client import Outcome
 
 
 def _server_response() -> Response:
@@ -44,6 +45,7 @@ ROLES = [
     (ResponseSink, "Response", _server_response),
     (ResponseSink, "BufferedResponse", BufferedResponse),
     (ResponseSink, "WithHeader", lambda: WithHeader(_server_response(), HeaderLine(b"x-a", b"1"))),
+    (ResponseSink, "Outcome", Outcome),  # kpa load's: keeps the status and the cold-start flag
     (Channel, "ServerConnection", lambda: ServerConnection(HttpServer(lambda request, response: None))),
     (BodySource, "ServerConnection", lambda: ServerConnection(HttpServer(lambda request, response: None))),
     (Listener, "HttpServer", lambda: HttpServer(lambda request, response: None)),

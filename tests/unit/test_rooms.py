@@ -128,6 +128,7 @@ PURE_CORES = sorted(
     | {"kubebackend.enrollment", "kubebackend.endpoints", "kubebackend.sidecar"}
     | {"queueproxy.breaker", "queueproxy.stats"}
     | {"activator.throttler", "activator.routing", "activator.config"}
+    | {"kpa.load_phases", "kpa.load_report"}
 )
 CLOCKS_AND_IO = {"time", "datetime", "asyncio", "socket", "subprocess", "threading", "httpx", "uvloop"}
 
