@@ -58,7 +58,11 @@ async def start_queue_proxy(limits: Limits) -> tuple[int, Stop]:
     from queueproxy_fixtures import start_queue_proxy as start_proxy
 
     user = await UserContainer().start()
-    proxy, ports = await start_proxy(user.port)
+    try:
+        proxy, ports = await start_proxy(user.port)
+    except BaseException:  # a proxy that cannot start leaves no user container behind
+        await user.stop()
+        raise
 
     async def stop() -> None:
         await proxy._close_servers(0.0)

@@ -30,6 +30,7 @@ from server_thread import (
     start_queue_proxy,
     start_sample_app,
 )
+from waiting import wait_until_blocking
 
 from httpengine.errors import RequestRefused
 from httpengine.limits import Limits, default_max_connections
@@ -184,13 +185,8 @@ def test_each_server_refuses_connections_past_its_cap_with_503_then_serves_again
     finally:
         for sock in held:
             sock.close()
-    deadline = time.monotonic() + 5
-    while True:  # the server notices the closes on its own loop: poll
-        status, _ = get_ok(port)
-        if status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert status == 200
+    # The server notices the closes on its own loop, a little later.
+    wait_until_blocking(lambda: get_ok(port)[0] == 200, 5, "a 200 once the held connections closed", 0.02)
 
 
 @pytest.mark.parametrize("kind", ["predictor"])
@@ -238,6 +234,10 @@ def test_inflate_decodes_within_the_limit():
     assert inflate(b"plain", b"identity", 10) == b"plain"
 
 
-@pytest.mark.parametrize(("fd_limit", "cap"), [(256, 96), (1024, 384), (20_000, 9_488), (1 << 20, 523_776)])
+@pytest.mark.parametrize(
+    ("fd_limit", "cap"),
+    [(256, 96), (1024, 384), (20_000, 9_488), (1 << 20, 523_776)],
+    ids=["256-fds", "1024-fds", "20000-fds", "1Mi-fds"],
+)
 def test_default_connection_cap_leaves_a_reserve_and_room_for_upstream_connections(fd_limit, cap):
     assert default_max_connections(fd_limit) == cap
