@@ -13,8 +13,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
 
@@ -24,7 +27,7 @@ def status_table(doc: Mapping[str, Any], width: int | None = None):
     from rich.table import Table
 
     wide = width is None or width >= 120
-    columns = [
+    columns: list[tuple[str, JustifyMethod, Callable[[Mapping[str, Any]], str]]] = [
         (
             "revision",
             "left",

@@ -131,17 +131,18 @@ class SimulatedActivator:
 
     def _arm(self, deadline: float) -> None:
         self._expiry_at = deadline
-        self._expiry = timer = self._env.timeout(max(deadline - self._env.now, 0.0), deadline)
+        self._expiry = timer = self._env.timeout(max(deadline - self._env.now, 0.0))
         timer.callbacks.append(self._on_expiry)
 
     def _on_expiry(self, timer: simpy.Event) -> None:
         if timer is not self._expiry:
             return  # superseded by an earlier deadline; that timer re-arms for the rest
+        due = self._expiry_at
         self._expiry = None
         self._expiry_at = math.inf
         now = self._env.now
         # The timer is due at its deadline even where float rounding put simpy's clock a hair before it.
-        for expired in self._throttler.expire(max(now, timer.value)):
+        for expired in self._throttler.expire(max(now, due)):
             self._sim.timed_out(expired.ticket, now)
         deadline = self._throttler.next_deadline()
         if deadline is not None:

@@ -42,7 +42,7 @@ from simulation import limits
 from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
 from simulation.activator import SimulatedActivator
 from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod, Request
-from simulation.recycled import Recycled, Recycler
+from simulation.recycled import Callbacks, Recycled, Recycler
 from simulation.sample import Sample
 from simulation.scenario import Scenario
 
@@ -133,7 +133,7 @@ class Simulation:
         self.timers = Recycler(self.env)  # the arrivals and the pods' service completions
         self._arrival = Recycled(self.env)  # one arrival pending at a time: one event, fired again
         self._again = self.timers.again
-        self._on_arrival_callbacks = [self._on_arrival]
+        self._on_arrival_callbacks: Callbacks = [self._on_arrival]
         self.service_time = revision.service_time.sampler(np.random.default_rng(streams[1]))
         self._cold_start = revision.cold_start.sampler(np.random.default_rng(streams[2]))
         self.rng = random.Random(int(streams[3].generate_state(1)[0]))
@@ -319,8 +319,9 @@ class Simulation:
             else self.autoscaler.reconcile(now, ready, activator_in_path=in_path)
         )
         self.decision = decision
-        if self._decisions.requeue(now, decision.requeue_after):
-            self.env.timeout(decision.requeue_after).callbacks.append(self._on_requeue)
+        after = decision.requeue_after
+        if after is not None and self._decisions.requeue(now, after):
+            self.env.timeout(after).callbacks.append(self._on_requeue)
         delay = self.scenario.platform.actuation_delay
         serve = decision.mode == "serve"
         desired = decision.desired_pods if decision.apply else None
@@ -433,7 +434,8 @@ class Simulation:
             if pod is not None:
                 lives.append(PodLife(pod.created, pod.ready_at, pod.unready_at, pod.gone_at))
             else:
-                lives.append(PodLife(*(None if math.isnan(t) else t for t in times)))
+                created, *later = times  # a pod's creation time is always known
+                lives.append(PodLife(created, *(None if math.isnan(t) else t for t in later)))
         return lives
 
     # -- timeline -------------------------------------------------------------------------------------

@@ -25,9 +25,11 @@ from queueproxy.breaker import Admission, Breaker
 from queueproxy.stats import RequestStats, StatsReport
 
 if TYPE_CHECKING:
+    import simpy
+
     from activator.throttler import Grant
     from simulation.engine import Simulation
-    from simulation.recycled import Recycled
+    from simulation.recycled import Callbacks, Recycled
 
 STARTING, READY, DRAINING, GONE = "starting", "ready", "draining", "gone"
 REPORT_INTERVAL = 1.0  # the queue-proxy cuts a stats report every second
@@ -61,8 +63,8 @@ class ParallelService:
         self._sample = sample
         self._finished = pod.finished
         self._expired = pod.expired
-        self._on_finish_callbacks = [self._on_finish]  # shared by every firing: simpy only reads it
-        self._on_expire_callbacks = [self._on_expire]
+        self._on_finish_callbacks: Callbacks = [self._on_finish]  # shared by all firings: simpy only reads it
+        self._on_expire_callbacks: Callbacks = [self._on_expire]
 
     def start(self, request: Request, now: float) -> None:
         request.start = now
@@ -97,7 +99,7 @@ class SharedService:
         self._seq = itertools.count()
         self._virtual = 0.0
         self._last = 0.0
-        self._wakeup = None
+        self._wakeup: simpy.Timeout | None = None
         self._wakeup_at = float("inf")
 
     @property

@@ -73,7 +73,8 @@ def join(path: str, key: str | int) -> str:
 
 @dataclass(frozen=True)
 class Node:
-    """One mapping of the scenario document, its path from the root and where it was written."""
+    """One mapping of the scenario document, its path from the root and where it was written (a list's
+    items are read as a mapping from their indexes)."""
 
     value: Mapping[Any, Any]
     path: str = ""
@@ -143,7 +144,7 @@ class Node:
     def has(self, key: str) -> bool:
         return key in self.value
 
-    def raw(self, key: str, default: Any = _REQUIRED) -> Any:
+    def raw(self, key: str | int, default: Any = _REQUIRED) -> Any:
         if key not in self.value:
             if default is _REQUIRED:
                 raise ScenarioError(f"{join(self.path, key)}: required", self.at)
@@ -164,7 +165,7 @@ class Node:
 
     def number(
         self,
-        key: str,
+        key: str | int,
         default: Any = _REQUIRED,
         *,
         minimum: float | None = None,

@@ -79,7 +79,7 @@ def measure(document: dict[str, Any], seed: int) -> Measured:
     return Measured(
         p_wait=float(np.mean(waits > 0)),
         mean_wait=float(waits.mean()),
-        mean_response=float(counters.latencies.mean()),
+        mean_response=math.nan if (mean := counters.latencies.mean()) is None else mean,
         p_block=counters.rejected / counters.requests,
     )
 
