@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
+from waiting import wait_until
 
 from autoscaler.actuator import PodInfo, PodsListener
 from autoscaler.revision import settings_from
@@ -42,12 +43,6 @@ class FakeActuator:
 
     def subscribe(self, listener: PodsListener) -> None:
         self.listeners.append(listener)
-
-
-async def wait_until(predicate, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 class Running:

@@ -7,8 +7,8 @@ import sys
 import time
 
 import pytest
-
-from tests.component.queueproxy_fixtures import free_port
+from queueproxy_fixtures import free_port
+from waiting import wait_until_blocking
 
 
 def spawn(port: int, service: str, startup: str) -> subprocess.Popen:
@@ -20,15 +20,18 @@ def spawn(port: int, service: str, startup: str) -> subprocess.Popen:
 
 
 def wait_listening(port: int, proc: subprocess.Popen, limit: float = 20.0) -> float:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+    """When the app was seen listening: no earlier than it began to, perhaps a poll later."""
+
+    def listening() -> bool:
         assert proc.poll() is None, proc.stderr.read().decode()
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return time.monotonic()
         except OSError:
-            time.sleep(0.01)
-    raise AssertionError(f"synthetic app on port {port} did not listen within {limit}s")
+            return False
+        return True
+
+    wait_until_blocking(listening, limit, f"the synthetic app to listen on port {port}")
+    return time.monotonic()
 
 
 def get(port: int, path: str = "/") -> tuple[str, float]:
@@ -55,7 +58,12 @@ def app(request):
     yield start
     for proc in procs:
         proc.terminate()
-        proc.wait(10)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def test_start_up_draw_counts_from_process_creation(app):
@@ -87,9 +95,14 @@ def test_process_age_reads_the_kernels_process_start():
         ('{"dist": "constant", "value": 0}', "{dist", "--startup"),
         ('{"dist": "exponential", "mean": -1}', '{"dist": "constant", "value": 0}', "service_time.mean"),
     ],
+    ids=["unknown-service-distribution", "startup-not-json", "negative-mean"],
 )
 def test_a_bad_distribution_is_refused_naming_the_option(service, startup, named):
     proc = spawn(free_port(), service, startup)
-    _, err = proc.communicate(timeout=20)
+    try:
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()  # a no-op once it exited; stops it if it did not
+        proc.wait()
     assert proc.returncode == 2
     assert named in err.decode() and "expected" in err.decode()
