@@ -57,13 +57,18 @@ def test_validate_runs_the_scenario_live_and_simulated(tmp_path):
         ("  service_model: shared\n", "revision.service_model"),
         ("  queue_depth: 5\n", "revision.queue_depth"),
     ],
+    ids=["shared-service-model", "queue-depth"],
 )
 def test_validate_refuses_what_the_live_stack_cannot_reproduce(change, problem):
     doc = yaml.safe_load(SCENARIO.replace("revision:\n", "revision:\n" + change))
     assert any(p.startswith(problem) for p in unsupported(parse_scenario(doc)))
 
 
-@pytest.mark.parametrize(("annotations", "max_pods"), [({"max-scale": "8"}, 10), ({}, None)])
+@pytest.mark.parametrize(
+    ("annotations", "max_pods"),
+    [({"max-scale": "8"}, 10), ({}, None)],
+    ids=["max-scale-8-gets-room-for-2-draining", "no-max-scale-no-cap"],
+)
 def test_the_live_stack_leaves_draining_pods_room_above_the_scenarios_max_scale(annotations, max_pods):
     """kpa up's capacity cap counts draining pods; the simulator has no cap, so the live run gets room."""
     doc = yaml.safe_load(SCENARIO)
