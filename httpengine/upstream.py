@@ -133,7 +133,7 @@ class Dispatched:
         """The connection failed the request (a success goes straight to ``on_done``)."""
         self.conn = None
         if isinstance(error, StaleConnection) and self.task is None and not self.response.started:
-            self.task = self.pool._loop.create_task(self._replay())
+            self.task = asyncio.get_running_loop().create_task(self._replay())  # called back on the loop
             return
         if isinstance(error, StaleConnection):
             error = UpstreamError(str(error))
@@ -214,7 +214,7 @@ class UpstreamPool:
             self._idle.remove(conn)
 
     async def _connect(self) -> UpstreamConnection:
-        loop = self._loop
+        loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
