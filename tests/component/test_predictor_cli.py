@@ -67,6 +67,14 @@ def test_cpu_affinity_pins_the_process(tmp_path):
         (["--model-repository", ".", "--cpu-affinity", "4096"], {}, "this process may use CPUs"),
         (["--model-repository", "."], {"PORT": "eighty"}, "PORT='eighty' is not a port number"),
     ],
+    ids=[
+        "repository-missing",
+        "no-repository-flag",
+        "zero-threads",
+        "affinity-not-a-range",
+        "affinity-cpu-not-allowed",
+        "port-env-not-a-number",
+    ],
 )
 def test_bad_invocations_say_what_to_fix(args, env, message):
     result = _kpa(*args, env=env)

@@ -114,6 +114,7 @@ def test_http_1_0_closes_after_the_response(server):
         (b"NOT HTTP AT ALL\r\n\r\n", 400, b"malformed HTTP request"),
         (b"GET / HTTP/1.1\r\nContent-Length: nope\r\n\r\n", 400, b"malformed HTTP request"),
     ],
+    ids=["declared-body-past-the-limit", "not-http", "content-length-not-a-number"],
 )
 def test_bad_requests_get_an_error_and_the_connection_closes(server, raw, status, message):
     port, _ = server

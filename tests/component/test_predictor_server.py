@@ -349,6 +349,25 @@ CNN_OK = {"name": "image", "datatype": "FP32", "shape": [1, 3, 64, 64], "data": 
             "does not match [batch, 3, 64, 64]",
         ),
     ],
+    ids=[
+        "body-not-json",
+        "wrong-shape",
+        "wrong-datatype",
+        "unknown-input",
+        "batch-past-max",
+        "unknown-output",
+        "binary-header-length-not-a-number",
+        "unknown-content-encoding",
+        "unknown-model",
+        "unknown-version",
+        "version-not-a-number",
+        "model-name-escaping-the-repository",
+        "load-name-dot-dot",
+        "load-unknown-model",
+        "infer-with-get",
+        "unknown-route",
+        "v1-wrong-shape",
+    ],
 )
 def test_bad_requests_get_the_right_status_and_message(server, method, path, body, headers, status, message):
     got_status, got_headers, got_body = server.request(method, path, body, headers)
