@@ -231,46 +231,42 @@ class _Reader:
         def get(key: str) -> yaml.Node | None:
             return fields_[key][1] if key in fields_ else None
 
-        name = self.dns_label(get("name"), f"{path}.name")
+        name = self.dns_label(fields_["name"][1], f"{path}.name")
         namespace = (
-            self.dns_label(get("namespace"), f"{path}.namespace") if get("namespace") else DEFAULT_NAMESPACE
+            self.dns_label(given, f"{path}.namespace") if (given := get("namespace")) else DEFAULT_NAMESPACE
         )
-        command = self.command(get("command"), f"{path}.command")
+        command = self.command(fields_["command"][1], f"{path}.command")
         port_env = DEFAULT_PORT_ENV
-        if get("portEnv") is not None:
-            port_env = self.string(get("portEnv"), f"{path}.portEnv")
+        if (given := get("portEnv")) is not None:
+            port_env = self.string(given, f"{path}.portEnv")
             if not _ENV_NAME.match(port_env):
-                self.fail(get("portEnv"), f'{path}.portEnv="{port_env}": not an environment variable name')
-        env = self.string_map(get("env"), f"{path}.env") if get("env") else {}
+                self.fail(given, f'{path}.portEnv="{port_env}": not an environment variable name')
+        env = self.string_map(given, f"{path}.env") if (given := get("env")) else {}
         cc = (
-            self.integer(
-                get("containerConcurrency"), f"{path}.containerConcurrency", 0, MAX_CONTAINER_CONCURRENCY
-            )
-            if get("containerConcurrency")
+            self.integer(given, f"{path}.containerConcurrency", 0, MAX_CONTAINER_CONCURRENCY)
+            if (given := get("containerConcurrency"))
             else 0
         )
         timeout = (
-            self.integer(get("timeoutSeconds"), f"{path}.timeoutSeconds", 1, MAX_TIMEOUT_SECONDS)
-            if get("timeoutSeconds")
+            self.integer(given, f"{path}.timeoutSeconds", 1, MAX_TIMEOUT_SECONDS)
+            if (given := get("timeoutSeconds"))
             else DEFAULT_TIMEOUT_SECONDS
         )
         response_start = None
-        if get("responseStartTimeoutSeconds") is not None:
-            response_start = self.integer(
-                get("responseStartTimeoutSeconds"), f"{path}.responseStartTimeoutSeconds", 0, timeout
-            )
+        if (given := get("responseStartTimeoutSeconds")) is not None:
+            response_start = self.integer(given, f"{path}.responseStartTimeoutSeconds", 0, timeout)
         idle = (
-            self.integer(get("idleTimeoutSeconds"), f"{path}.idleTimeoutSeconds", 0, MAX_TIMEOUT_SECONDS)
-            if get("idleTimeoutSeconds")
+            self.integer(given, f"{path}.idleTimeoutSeconds", 0, MAX_TIMEOUT_SECONDS)
+            if (given := get("idleTimeoutSeconds"))
             else 0
         )
         startup = (
-            self.seconds(get("startupTimeoutSeconds"), f"{path}.startupTimeoutSeconds")
-            if get("startupTimeoutSeconds")
+            self.seconds(given, f"{path}.startupTimeoutSeconds")
+            if (given := get("startupTimeoutSeconds"))
             else DEFAULT_STARTUP_TIMEOUT_SECONDS
         )
-        annotations = self.string_map(get("annotations"), f"{path}.annotations") if get("annotations") else {}
-        own_config = self.string_map(get("config"), f"{path}.config") if get("config") else {}
+        annotations = self.string_map(given, f"{path}.annotations") if (given := get("annotations")) else {}
+        own_config = self.string_map(given, f"{path}.config") if (given := get("config")) else {}
         config = {**global_config, **own_config}
         settings = self.settings(fields_, path, annotations, config, cc)
         auth = self.auth(get("annotations"), annotations, f"{path}.annotations")
@@ -288,13 +284,11 @@ class _Reader:
             response_start_timeout_seconds=response_start,
             idle_timeout_seconds=idle,
             startup_timeout_seconds=startup,
-            activator_queue_bound=self.integer(
-                get("activatorQueueBound"), f"{path}.activatorQueueBound", 1, MAX_QUEUE_BOUND
-            )
-            if get("activatorQueueBound")
+            activator_queue_bound=self.integer(given, f"{path}.activatorQueueBound", 1, MAX_QUEUE_BOUND)
+            if (given := get("activatorQueueBound"))
             else None,
-            readiness_probe=self.probe(get("readinessProbe"), f"{path}.readinessProbe")
-            if get("readinessProbe")
+            readiness_probe=self.probe(given, f"{path}.readinessProbe")
+            if (given := get("readinessProbe"))
             else None,
             workdir=self.workdir,
             auth=auth,
@@ -302,6 +296,8 @@ class _Reader:
 
     def auth(self, node: yaml.Node | None, annotations: Mapping[str, str], path: str) -> AuthSpec | None:
         """The ``kpa.dev/auth-*`` annotations; a relative tokens file is found beside the stack file."""
+        if node is None:  # no annotations: no authentication
+            return None
         try:
             spec = AuthSpec.from_annotations(annotations)
         except AuthConfigError as exc:
