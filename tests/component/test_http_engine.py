@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from queueproxy_fixtures import UserContainer, free_port, raw_exchange, run
+from waiting import wait_until
 
 from httpengine.errors import UpstreamConnectError, UpstreamError
 from httpengine.limits import Limits
@@ -17,8 +20,11 @@ from httpengine.upstream import UpstreamPool
 pytestmark = pytest.mark.timeout(30)
 
 
-async def start_forwarder(user_port: int, **pool_args) -> tuple[HttpServer, int, UpstreamPool]:
-    pool = UpstreamPool("127.0.0.1", user_port, **pool_args)
+@contextlib.asynccontextmanager
+async def forwarding(user_port: int) -> AsyncIterator[tuple[int, UpstreamPool]]:
+    """A server forwarding every request to ``user_port`` through a pool: its port and the pool, both
+    closed on the way out however the test ends."""
+    pool = UpstreamPool("127.0.0.1", user_port)
 
     async def forward(request: Request, response: Response) -> None:
         try:
@@ -30,45 +36,43 @@ async def start_forwarder(user_port: int, **pool_args) -> tuple[HttpServer, int,
                 response.abort()
 
     server = HttpServer(forward, name="forwarder", limits=Limits(max_head_bytes=8192))
-    _, port = await server.start("127.0.0.1", 0)
-    return server, port, pool
+    try:
+        _, port = await server.start("127.0.0.1", 0)
+        yield port, pool
+    finally:
+        await server.shutdown(0)
+        pool.close()
 
 
 def test_pipelined_requests_are_answered_in_order_on_one_connection():
     async def body():
-        user = await UserContainer().start()
-        server, port, _ = await start_forwarder(user.port)
-        requests = (
-            b"GET /sleep?s=0.1 HTTP/1.1\r\nHost: a\r\n\r\n"
-            b"GET /stream?n=2&gap=0.01 HTTP/1.1\r\nHost: a\r\n\r\n"
-            b"GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
-        )
-        data = await raw_exchange(port, requests)
-        assert data.count(b"HTTP/1.1 200 OK") == 3
-        first, second, third = data.index(b"slept"), data.index(b"part1"), data.index(b"\r\n\r\nok")
-        assert first < second < third
-        assert user.max_in_flight == 1  # one at a time, as the client sent them
-        await server.shutdown(0)
-        await user.stop()
+        async with UserContainer() as user, forwarding(user.port) as (port, _):
+            requests = (
+                b"GET /sleep?s=0.1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                b"GET /stream?n=2&gap=0.01 HTTP/1.1\r\nHost: a\r\n\r\n"
+                b"GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+            data = await raw_exchange(port, requests)
+            assert data.count(b"HTTP/1.1 200 OK") == 3
+            first, second, third = data.index(b"slept"), data.index(b"part1"), data.index(b"\r\n\r\nok")
+            assert first < second < third
+            assert user.max_in_flight == 1  # one at a time, as the client sent them
 
     run(body)
 
 
 def test_bad_request_line_gets_400_and_other_connections_keep_working():
     async def body():
-        user = await UserContainer().start()
-        server, port, _ = await start_forwarder(user.port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # a healthy keep-alive client
-        writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert b"200 OK" in await reader.readuntil(b"ok")
-        bad = await raw_exchange(port, b"THIS IS NOT HTTP\r\n\r\n")
-        assert bad.startswith(b"HTTP/1.1 400 Bad Request")
-        assert b"connection: close" in bad
-        writer.write(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert b"200 OK" in await reader.readuntil(b"ok")
-        writer.close()
-        await server.shutdown(0)
-        await user.stop()
+        async with UserContainer() as user, forwarding(user.port) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)  # a healthy keep-alive client
+            writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert b"200 OK" in await reader.readuntil(b"ok")
+            bad = await raw_exchange(port, b"THIS IS NOT HTTP\r\n\r\n")
+            assert bad.startswith(b"HTTP/1.1 400 Bad Request")
+            assert b"connection: close" in bad
+            writer.write(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert b"200 OK" in await reader.readuntil(b"ok")
+            writer.close()
 
     run(body)
 
@@ -84,34 +88,28 @@ def test_bad_request_line_gets_400_and_other_connections_keep_working():
 )
 def test_oversized_request_heads_are_refused_without_harming_other_connections(head, status):
     async def body():
-        user = await UserContainer().start()
-        server, port, _ = await start_forwarder(user.port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        answer = await raw_exchange(port, head)
-        assert answer.startswith(b"HTTP/1.1 " + status + b" ")
-        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert b"200 OK" in await reader.readuntil(b"ok")
-        writer.close()
-        assert user.served == 1  # the oversized request never reached the user container
-        await server.shutdown(0)
-        await user.stop()
+        async with UserContainer() as user, forwarding(user.port) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            answer = await raw_exchange(port, head)
+            assert answer.startswith(b"HTTP/1.1 " + status + b" ")
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert b"200 OK" in await reader.readuntil(b"ok")
+            writer.close()
+            assert user.served == 1  # the oversized request never reached the user container
 
     run(body)
 
 
 def test_head_only_sent_in_pieces_still_parses():
     async def body():
-        user = await UserContainer().start()
-        server, port, _ = await start_forwarder(user.port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for piece in (b"GE", b"T /hea", b"ders HTTP/1.1\r\nHo", b"st: pieces\r\n", b"\r\n"):
-            writer.write(piece)
-            await writer.drain()
-            await asyncio.sleep(0.01)
-        assert b'"host": "pieces"' in await reader.readuntil(b"}")
-        writer.close()
-        await server.shutdown(0)
-        await user.stop()
+        async with UserContainer() as user, forwarding(user.port) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for piece in (b"GE", b"T /hea", b"ders HTTP/1.1\r\nHo", b"st: pieces\r\n", b"\r\n"):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.01)  # each piece on its own: the parser sees them apart
+            assert b'"host": "pieces"' in await reader.readuntil(b"}")
+            writer.close()
 
     run(body)
 
@@ -120,61 +118,56 @@ def test_chunked_request_and_response_bodies_stream_through():
     """The user container echoes each chunk as it arrives; the client reads it before sending more."""
 
     async def body():
-        user = await UserContainer().start()
-        server, port, _ = await start_forwarder(user.port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert b"transfer-encoding: chunked" in head.lower()
-        for word in (b"first", b"second", b"third"):
-            writer.write(b"%x\r\n%s\r\n" % (len(word), word))
-            await writer.drain()
-            # The echo comes back while the request body is still open: nothing is buffered whole.
-            size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 2)
-            assert int(size_line, 16) == len(word)
-            assert await reader.readexactly(len(word) + 2) == word + b"\r\n"
-        writer.write(b"0\r\n\r\n")
-        assert await reader.readuntil(b"0\r\n\r\n") == b"0\r\n\r\n"
-        writer.close()
-        await server.shutdown(0)
-        await user.stop()
+        async with UserContainer() as user, forwarding(user.port) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b"transfer-encoding: chunked" in head.lower()
+            for word in (b"first", b"second", b"third"):
+                writer.write(b"%x\r\n%s\r\n" % (len(word), word))
+                await writer.drain()
+                # The echo comes back while the request body is still open: nothing is buffered whole.
+                size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 2)
+                assert int(size_line, 16) == len(word)
+                assert await reader.readexactly(len(word) + 2) == word + b"\r\n"
+            writer.write(b"0\r\n\r\n")
+            assert await reader.readuntil(b"0\r\n\r\n") == b"0\r\n\r\n"
+            writer.close()
 
     run(body)
 
 
 def test_large_upload_streams_with_content_length():
     async def body():
-        user = await UserContainer().start()
-        server, port, _ = await start_forwarder(user.port)
-        size = 8 * 1024 * 1024
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
-        block = b"z" * 65536
-        for _ in range(size // len(block)):
-            writer.write(block)
-            await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200")
-        assert await reader.readexactly(len(str(size))) == str(size).encode()
-        writer.close()
-        await server.shutdown(0)
-        await user.stop()
+        async with UserContainer() as user, forwarding(user.port) as (port, _):
+            size = 8 * 1024 * 1024
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+            block = b"z" * 65536
+            for _ in range(size // len(block)):
+                writer.write(block)
+                await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert await reader.readexactly(len(str(size))) == str(size).encode()
+            writer.close()
 
     run(body)
 
 
 def test_expect_100_continue_is_answered_before_the_body_is_sent():
     async def body():
-        user = await UserContainer().start()
-        server, port, _ = await start_forwarder(user.port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        writer.write(b"hello")
-        assert b"\r\n\r\n5" in await reader.readuntil(b"5")
-        writer.close()
-        await server.shutdown(0)
-        await user.stop()
+        async with UserContainer() as user, forwarding(user.port) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+            )
+            assert (
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            )
+            writer.write(b"hello")
+            assert b"\r\n\r\n5" in await reader.readuntil(b"5")
+            writer.close()
 
     run(body)
 
@@ -189,21 +182,19 @@ def test_head_and_204_responses_carry_no_body_and_keep_the_connection_usable():
 
         upstream = HttpServer(handler)
         _, user_port = await upstream.start()
-        server, port, _ = await start_forwarder(user_port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"".join(
-                b"%s HTTP/1.1\r\nHost: a\r\n\r\n" % line for line in (b"HEAD /", b"GET /empty", b"GET /")
-            )
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200") and b"content-length: 12" in head
-        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 204")
-        third = await reader.readuntil(b"twelve bytes")
-        assert third.startswith(b"HTTP/1.1 200")
-        writer.close()
-        await server.shutdown(0)
-        await upstream.shutdown(0)
+        try:
+            async with forwarding(user_port) as (port, _):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                heads = (b"HEAD /", b"GET /empty", b"GET /")
+                writer.write(b"".join(b"%s HTTP/1.1\r\nHost: a\r\n\r\n" % line for line in heads))
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200") and b"content-length: 12" in head
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 204")
+                third = await reader.readuntil(b"twelve bytes")
+                assert third.startswith(b"HTTP/1.1 200")
+                writer.close()
+        finally:
+            await upstream.shutdown(0)
 
     run(body)
 
@@ -217,12 +208,10 @@ def test_close_delimited_upstream_response_is_rechunked_for_the_client():
             writer.close()
 
         upstream = await asyncio.start_server(old_server, "127.0.0.1", 0)
-        server, port, _ = await start_forwarder(upstream.sockets[0].getsockname()[1])
-        data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        assert b"transfer-encoding: chunked" in data
-        assert data.endswith(b"d\r\nuntil the end\r\n0\r\n\r\n")
-        await server.shutdown(0)
-        upstream.close()
+        async with upstream, forwarding(upstream.sockets[0].getsockname()[1]) as (port, _):
+            data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            assert b"transfer-encoding: chunked" in data
+            assert data.endswith(b"d\r\nuntil the end\r\n0\r\n\r\n")
 
     run(body)
 
@@ -253,41 +242,36 @@ def test_a_pooled_connection_alternating_plain_and_special_heads_frames_each_one
             writer.close()
 
         upstream = await asyncio.start_server(one_connection, "127.0.0.1", 0)
-        server, port, _ = await start_forwarder(upstream.sockets[0].getsockname()[1])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for want in expected:  # one client connection, so the client side may take raw heads too
-            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            head = (await reader.readuntil(b"\r\n\r\n")).lower()
-            assert head.startswith(b"http/1.1 200") and b"keep-alive" not in head
-            if b"transfer-encoding: chunked" in head:
-                got = (await reader.readuntil(b"0\r\n\r\n")).split(b"\r\n")[1]
-            else:
-                assert head.count(b"content-length: 5\r\n") == 1
-                got = await reader.readexactly(5)
-            assert got == want
-        assert len(connections) == 1
-        writer.close()
-        await server.shutdown(0)
-        upstream.close()
+        async with upstream, forwarding(upstream.sockets[0].getsockname()[1]) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for want in expected:  # one client connection, so the client side may take raw heads too
+                writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                assert head.startswith(b"http/1.1 200") and b"keep-alive" not in head
+                if b"transfer-encoding: chunked" in head:
+                    got = (await reader.readuntil(b"0\r\n\r\n")).split(b"\r\n")[1]
+                else:
+                    assert head.count(b"content-length: 5\r\n") == 1
+                    got = await reader.readexactly(5)
+                assert got == want
+            assert len(connections) == 1
+            writer.close()
 
     run(body)
 
 
 def test_hop_by_hop_headers_are_not_forwarded():
     async def body():
-        user = await UserContainer().start()
-        server, port, _ = await start_forwarder(user.port)
-        await raw_exchange(
-            port,
-            b"GET /headers HTTP/1.1\r\nHost: a\r\nConnection: close, X-Secret\r\nX-Secret: s\r\n"
-            b"Keep-Alive: timeout=5\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n",
-        )
-        seen = user.seen_headers[-1]
-        assert seen["x-kept"] == "yes"
-        assert not {"connection", "keep-alive", "te", "x-secret"} & set(seen)
-        assert seen["x-forwarded-for"] == "127.0.0.1"
-        await server.shutdown(0)
-        await user.stop()
+        async with UserContainer() as user, forwarding(user.port) as (port, _):
+            await raw_exchange(
+                port,
+                b"GET /headers HTTP/1.1\r\nHost: a\r\nConnection: close, X-Secret\r\nX-Secret: s\r\n"
+                b"Keep-Alive: timeout=5\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n",
+            )
+            seen = user.seen_headers[-1]
+            assert seen["x-kept"] == "yes"
+            assert not {"connection", "keep-alive", "te", "x-secret"} & set(seen)
+            assert seen["x-forwarded-for"] == "127.0.0.1"
 
     run(body)
 
@@ -310,13 +294,15 @@ def test_stale_pooled_connection_is_retried_once_on_a_fresh_one():
 
         upstream = await asyncio.start_server(one_answer_per_connection, "127.0.0.1", 0)
         pool = UpstreamPool("127.0.0.1", upstream.sockets[0].getsockname()[1])
-        assert (await pool.request(b"GET", b"/"))[0] == 200
-        assert pool.idle_connections == 1
-        status, _, body_bytes = await pool.request(b"POST", b"/", body=b"replayed")
-        assert (status, body_bytes) == (200, b"ok")
-        assert len(connections) == 2
-        pool.close()
-        upstream.close()
+        try:
+            assert (await pool.request(b"GET", b"/"))[0] == 200
+            assert pool.idle_connections == 1
+            status, _, body_bytes = await pool.request(b"POST", b"/", body=b"replayed")
+            assert (status, body_bytes) == (200, b"ok")
+            assert len(connections) == 2
+        finally:
+            pool.close()
+            upstream.close()
 
     run(body)
 
@@ -341,9 +327,8 @@ def test_a_connection_reset_before_the_request_is_written_is_an_upstream_error_n
 
             async def create_connection(self, factory, host, port):
                 transport, protocol = await loop.create_connection(factory, host, port)
-                while not transport.is_closing():
-                    await asyncio.sleep(0.005)
-                await asyncio.sleep(0.01)  # connection_lost has run by now
+                await wait_until(transport.is_closing, what="the upstream's reset")
+                await asyncio.sleep(0.01)  # connection_lost, scheduled at the close, has run by now
                 return transport, protocol
 
         pool = UpstreamPool("127.0.0.1", upstream.sockets[0].getsockname()[1])
@@ -366,9 +351,12 @@ def test_a_fresh_connection_closed_without_an_answer_is_an_upstream_error():
 
         upstream = await asyncio.start_server(hangs_up, "127.0.0.1", 0)
         pool = UpstreamPool("127.0.0.1", upstream.sockets[0].getsockname()[1])
-        with pytest.raises(UpstreamError, match="closed the connection before responding"):
-            await pool.request(b"GET", b"/")
-        upstream.close()
+        try:
+            with pytest.raises(UpstreamError, match="closed the connection before responding"):
+                await pool.request(b"GET", b"/")
+        finally:
+            pool.close()
+            upstream.close()
 
     run(body)
 
@@ -376,8 +364,11 @@ def test_a_fresh_connection_closed_without_an_answer_is_an_upstream_error():
 def test_refused_connection_is_reported_as_a_connect_error():
     async def body():
         pool = UpstreamPool("127.0.0.1", free_port())
-        with pytest.raises(UpstreamConnectError, match=r"cannot connect to upstream 127\.0\.0\.1:"):
-            await pool.request(b"POST", b"/", body=b"payload")
+        try:
+            with pytest.raises(UpstreamConnectError, match=r"cannot connect to upstream 127\.0\.0\.1:"):
+                await pool.request(b"POST", b"/", body=b"payload")
+        finally:
+            pool.close()
 
     run(body)
 
@@ -391,11 +382,9 @@ def test_upstream_dying_mid_response_aborts_the_client_connection():
             writer.transport.abort()
 
         upstream = await asyncio.start_server(dies, "127.0.0.1", 0)
-        server, port, _ = await start_forwarder(upstream.sockets[0].getsockname()[1])
-        data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"only part")  # cut short, then closed
-        await server.shutdown(0)
-        upstream.close()
+        async with upstream, forwarding(upstream.sockets[0].getsockname()[1]) as (port, _):
+            data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"only part")  # cut short, then closed
 
     run(body)
 
@@ -437,12 +426,10 @@ def test_an_upstream_breaking_framing_before_its_answer_went_out_gets_502_and_a_
 
     async def body():
         upstream, upstream_port = await _scripted_upstream(*parts)
-        server, port, pool = await start_forwarder(upstream_port)
-        data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", read_timeout=0.3)
-        assert data.startswith(b"HTTP/1.1 502 ") and why in data, data
-        assert pool.idle_connections == 0  # the broken connection is not kept
-        await server.shutdown(0)
-        upstream.close()
+        async with upstream, forwarding(upstream_port) as (port, pool):
+            data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", read_timeout=0.3)
+            assert data.startswith(b"HTTP/1.1 502 ") and why in data, data
+            assert pool.idle_connections == 0  # the broken connection is not kept
 
     with caplog.at_level("WARNING", logger="httpengine.upstream_connection"):
         run(body)
@@ -454,21 +441,17 @@ def test_bytes_after_a_complete_forwarded_answer_leave_it_whole_and_the_connecti
         upstream, upstream_port = await _scripted_upstream(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"GARBAGE", gap=0.1
         )
-        server, port, pool = await start_forwarder(upstream_port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
-        first = await reader.readuntil(b"\r\n\r\nok")
-        assert first.startswith(b"HTTP/1.1 200 OK")  # complete: the client keeps it
-        deadline = asyncio.get_running_loop().time() + 5
-        while pool.idle_connections and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)  # the stray bytes arrive 0.1 s later on the idle connection
-        assert pool.idle_connections == 0
-        writer.write(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n")  # served on a fresh upstream connection
-        second = await reader.readuntil(b"\r\n\r\nok")
-        assert second.startswith(b"HTTP/1.1 200 OK")
-        writer.close()
-        await server.shutdown(0)
-        upstream.close()
+        async with upstream, forwarding(upstream_port) as (port, pool):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+            first = await reader.readuntil(b"\r\n\r\nok")
+            assert first.startswith(b"HTTP/1.1 200 OK")  # complete: the client keeps it
+            # The stray bytes arrive 0.1 s later on the idle connection, which the pool then drops.
+            await wait_until(lambda: pool.idle_connections == 0, what="the pool to drop the connection")
+            writer.write(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n")  # on a fresh upstream connection
+            second = await reader.readuntil(b"\r\n\r\nok")
+            assert second.startswith(b"HTTP/1.1 200 OK")
+            writer.close()
 
     with caplog.at_level("WARNING", logger="httpengine.upstream_connection"):
         run(body)
@@ -480,11 +463,9 @@ def test_excess_bytes_after_part_of_the_answer_went_out_cut_the_client_off_and_a
         upstream, upstream_port = await _scripted_upstream(
             b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc", b"defEXTRA"
         )
-        server, port, _ = await start_forwarder(upstream_port)
-        data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"\r\n\r\nabc")  # cut short, closed
-        await server.shutdown(0)
-        upstream.close()
+        async with upstream, forwarding(upstream_port) as (port, _):
+            data = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"\r\n\r\nabc")  # cut short
 
     with caplog.at_level("WARNING", logger="httpengine.upstream_connection"):
         run(body)
