@@ -6,6 +6,7 @@ the module, the import and what the room allows.
 """
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -124,11 +125,18 @@ def test_every_package_of_ours_has_modules_checked():
 
 PURE_CORES = sorted(
     AUTOSCALER_CORE
+    | {"autoscaler.actuator"}
     | {"localbackend.spawn_limit", "localbackend.capacity"}
-    | {"kubebackend.enrollment", "kubebackend.endpoints", "kubebackend.sidecar"}
-    | {"queueproxy.breaker", "queueproxy.stats"}
-    | {"activator.throttler", "activator.routing", "activator.config"}
+    | {"kubebackend.enrollment", "kubebackend.endpoints", "kubebackend.sidecar", "kubebackend.rbac"}
+    | {"httpengine.errors", "httpengine.head"}
+    | {"queueproxy.breaker", "queueproxy.stats", "queueproxy.auth"}
+    | {"activator.throttler", "activator.routing", "activator.config", "activator.probing"}
+    | {"activator.reporter"}
+    | {"predictor.batch_planner", "predictor.config", "predictor.datatypes", "predictor.protocol"}
+    | {"predictor.signature"}
+    | {"simulation.limits", "simulation.queueing", "simulation.sample"}
     | {"kpa.load_phases", "kpa.load_report"}
+    | {"fakecluster.store", "fakecluster.patches", "fakecluster.strategic", "fakecluster.selectors"}
 )
 CLOCKS_AND_IO = {"time", "datetime", "asyncio", "socket", "subprocess", "threading", "httpx", "uvloop"}
 
@@ -138,3 +146,16 @@ def test_pure_cores_read_no_clock_and_do_no_io(module):
     """Time is a parameter: the simulator and the live loop hand these the same ``now``."""
     imported = top_level_imports(module)
     assert not imported & CLOCKS_AND_IO, f"{module} imports {sorted(imported & CLOCKS_AND_IO)}"
+
+
+def test_pure_cores_are_the_strictly_type_checked_modules():
+    """pyproject.toml's strict mypy override lists exactly PURE_CORES: a new pure module is typed strictly,
+    and a strictly typed module is held to no clock and no I/O."""
+    mypy = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    strict = [o for o in mypy["overrides"] if o.get("disallow_untyped_defs")]
+    assert len(strict) == 1, "one [[tool.mypy.overrides]] section with the strict flags, listing PURE_CORES"
+    listed = set(strict[0]["module"])
+    assert listed == set(PURE_CORES), (
+        f"pure but not strictly typed: {sorted(set(PURE_CORES) - listed)}; "
+        f"strictly typed but not in PURE_CORES: {sorted(listed - set(PURE_CORES))}"
+    )
