@@ -21,17 +21,20 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 
+Description = str | Callable[[], str] | None  # a callable is asked at the timeout: the state then
+
 
 async def wait_until(
     predicate: Callable[[], bool | Awaitable[bool]],
     timeout: float = 5.0,
-    what: str | None = None,
+    what: Description = None,
     interval: float = 0.01,
 ) -> float:
     """Poll ``predicate`` (plain or async) until it is true; the seconds it took.
 
-    Fails with an AssertionError naming ``what`` (by default the predicate's source line) once
-    ``timeout`` seconds pass; an exception the predicate raises propagates at once.
+    Fails with an AssertionError naming ``what`` (by default the predicate's source line; a callable
+    is asked then, so it can show the state that never came right) once ``timeout`` seconds pass; an
+    exception the predicate raises propagates at once.
     """
     start = time.monotonic()
     while True:
@@ -48,7 +51,7 @@ async def wait_until(
 def wait_until_blocking(
     predicate: Callable[[], bool],
     timeout: float = 5.0,
-    what: str | None = None,
+    what: Description = None,
     interval: float = 0.01,
 ) -> float:
     """The thread-blocking twin of :func:`wait_until`, for tests that talk through blocking sockets,
@@ -61,8 +64,10 @@ def wait_until_blocking(
     return time.monotonic() - start
 
 
-def _timed_out(predicate: Callable[[], object], timeout: float, what: str | None) -> str:
-    if what is None:
+def _timed_out(predicate: Callable[[], object], timeout: float, what: Description) -> str:
+    if callable(what):
+        what = what()
+    elif what is None:
         try:
             what = inspect.getsource(predicate).strip()
         except (OSError, TypeError):

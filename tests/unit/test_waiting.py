@@ -21,6 +21,17 @@ def test_blocking_wait_fails_naming_what_it_waited_for():
         wait_until_blocking(lambda: False, timeout=0.05, what="the door to open")
 
 
+def test_a_description_given_as_a_callable_shows_the_state_at_the_timeout():
+    state = {"pods": 0}
+
+    def later() -> bool:
+        state["pods"] += 1
+        return False
+
+    with pytest.raises(AssertionError, match=r"waiting for 3 pods \(last seen: [1-9]\d*\)"):
+        wait_until_blocking(later, timeout=0.05, what=lambda: f"3 pods (last seen: {state['pods']})")
+
+
 def test_a_wait_without_a_description_names_the_predicate_by_its_source():
     with pytest.raises(AssertionError, match=r"lambda: 1 > 2"):
         wait_until_blocking(lambda: 1 > 2, timeout=0.02)
