@@ -64,6 +64,7 @@ def already_exists(resource: ResourceType, name: str) -> ApiError:
 def invalid(resource: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiError:
     """422 for ``causes`` given as (field, "Invalid value: …" or "Required value: …") pairs."""
     summary = ", ".join(f"{field}: {why}" for field, why in causes)
+    summary = summary if len(causes) == 1 else f"[{summary}]"  # as apimachinery's NewInvalid words several
     details = {
         "name": name,
         "group": resource.group,

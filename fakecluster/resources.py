@@ -25,8 +25,9 @@ class ResourceType:
     kind: str
     namespaced: bool = True
     subresources: tuple[str, ...] = ()  # "status", "scale"
-    # "spec": a change of spec (or, for Deployments, of annotations) bumps generation; "all": any
-    # change outside metadata does (custom resources); None: the type has no generation.
+    # "spec": a change of spec or annotations bumps generation (Deployments); "all": any change
+    # outside metadata (and status, where it is a subresource) does (custom resources, webhook
+    # configurations); None: the type has no generation.
     generation: str | None = None
     custom: bool = False
     returns_deleted_object: bool = False
@@ -144,7 +145,7 @@ MUTATING_WEBHOOKS = ResourceType(
     "mutatingwebhookconfiguration",
     "MutatingWebhookConfiguration",
     namespaced=False,
-    generation="spec",
+    generation="all",
 )
 INFERENCESERVICES = ResourceType(
     "serving.kserve.io",
