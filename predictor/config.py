@@ -30,7 +30,7 @@ MODEL_FILE_NAMES = ("model.pt", "model.pt2")  # tried in this order when the con
 EXPORT_FILE_NAME = "model.pt2"  # beside a TorchScript model.pt: the same model as compilers prefer it
 
 
-class ConfigError(ValueError):
+class PredictorConfigError(ValueError):
     """config.pbtxt cannot be served as written; the message names the file and the field."""
 
 
@@ -96,13 +96,13 @@ def parse_model_config(text: str, directory_name: str, origin: str = "config.pbt
     try:
         proto = text_format.Parse(text, ModelConfigProto())
     except text_format.ParseError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
+        raise PredictorConfigError(f"{origin}: {exc}") from None
     return _check(proto, directory_name, origin)
 
 
 def _check(proto: ModelConfigProto, directory_name: str, origin: str) -> ModelConfig:
-    def fail(message: str) -> ConfigError:
-        return ConfigError(f"{origin}: {message}")
+    def fail(message: str) -> PredictorConfigError:
+        return PredictorConfigError(f"{origin}: {message}")
 
     name = proto.name or directory_name
     if name != directory_name:
@@ -144,7 +144,9 @@ def _check(proto: ModelConfigProto, directory_name: str, origin: str) -> ModelCo
 
 
 def _tensors(
-    protos: Sequence[ModelInput] | Sequence[ModelOutput], kind: str, fail: Callable[[str], ConfigError]
+    protos: Sequence[ModelInput] | Sequence[ModelOutput],
+    kind: str,
+    fail: Callable[[str], PredictorConfigError],
 ) -> tuple[TensorSpec, ...]:
     if not protos:
         raise fail(f"at least one {kind} is required")
@@ -175,7 +177,7 @@ def datatypes_name(enum_value: int) -> str | None:
     return dtype.name if dtype else None
 
 
-def _version_policy(proto: ModelConfigProto, fail: Callable[[str], ConfigError]) -> VersionPolicy:
+def _version_policy(proto: ModelConfigProto, fail: Callable[[str], PredictorConfigError]) -> VersionPolicy:
     if not proto.HasField("version_policy"):
         return VersionPolicy()
     choice = proto.version_policy.WhichOneof("policy_choice")
@@ -192,7 +194,9 @@ def _version_policy(proto: ModelConfigProto, fail: Callable[[str], ConfigError])
     return VersionPolicy("latest", num_versions=count)
 
 
-def _dynamic_batching(proto: ModelConfigProto, fail: Callable[[str], ConfigError]) -> DynamicBatching | None:
+def _dynamic_batching(
+    proto: ModelConfigProto, fail: Callable[[str], PredictorConfigError]
+) -> DynamicBatching | None:
     if not proto.HasField("dynamic_batching"):
         return None
     if proto.max_batch_size < 1:
@@ -204,7 +208,7 @@ def _dynamic_batching(proto: ModelConfigProto, fail: Callable[[str], ConfigError
     return DynamicBatching(proto.dynamic_batching.max_queue_delay_microseconds / 1e6, preferred)
 
 
-def _instance_count(proto: ModelConfigProto, fail: Callable[[str], ConfigError]) -> int:
+def _instance_count(proto: ModelConfigProto, fail: Callable[[str], PredictorConfigError]) -> int:
     total = 0
     for group in proto.instance_group:
         if group.kind == ModelInstanceGroup.KIND_GPU:

@@ -16,8 +16,8 @@ from pathlib import Path
 from predictor.config import (
     EXPORT_FILE_NAME,
     MODEL_FILE_NAMES,
-    ConfigError,
     ModelConfig,
+    PredictorConfigError,
     parse_model_config,
 )
 
@@ -113,7 +113,7 @@ class Repository:
         digest = hashlib.sha256(text).hexdigest()
         try:
             config = parse_model_config(text.decode(errors="replace"), name, origin=f"{name}/{CONFIG_FILE}")
-        except ConfigError as exc:
+        except PredictorConfigError as exc:
             return ModelSource(name, directory, None, digest, (), str(exc))
         present = [int(p.name) for p in directory.iterdir() if _VERSION.fullmatch(p.name) and p.is_dir()]
         selected = config.version_policy.select(present)

@@ -4,7 +4,13 @@ policies pick versions, and how requests are matched against the declared signat
 import numpy as np
 import pytest
 
-from predictor.config import ConfigError, DynamicBatching, TensorSpec, VersionPolicy, parse_model_config
+from predictor.config import (
+    DynamicBatching,
+    PredictorConfigError,
+    TensorSpec,
+    VersionPolicy,
+    parse_model_config,
+)
 from predictor.protocol import ProtocolError, Tensor
 from predictor.signature import bind_inputs, check_requested_outputs
 
@@ -94,7 +100,7 @@ def test_defaults_fill_in_name_backend_policy_and_one_instance():
     ],
 )
 def test_configs_that_cannot_be_served_are_refused_with_the_reason(text, message):
-    with pytest.raises(ConfigError, match=r"tiny/config\.pbtxt") as error:
+    with pytest.raises(PredictorConfigError, match=r"tiny/config\.pbtxt") as error:
         parse_model_config(text, "tiny", origin="tiny/config.pbtxt")
     assert message in str(error.value)
 
