@@ -3,8 +3,8 @@ annotations, with Knative's names, defaults, legacy aliases and validation range
 
 One deliberate difference: Knative's admission webhook rejects a bad annotation before the autoscaler
 ever reads it, and the autoscaler then treats an unparsable value as absent. There is no webhook here,
-so every bad value is rejected at parse time with a :class:`ConfigError` that names the key, the value
-and what is allowed — e.g. ``annotation autoscaling.knative.dev/target="abc": not a number``.
+so every bad value is rejected at parse time with an :class:`AutoscalerConfigError` that names the key,
+the value and what is allowed — e.g. ``annotation autoscaling.knative.dev/target="abc": not a number``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = [
     "LINEAR",
     "WEIGHTED_EXPONENTIAL",
     "AutoscalerConfig",
-    "ConfigError",
+    "AutoscalerConfigError",
     "RevisionAnnotations",
     "initial_scale",
     "panic_window",
@@ -52,7 +52,7 @@ WINDOW_MIN, WINDOW_MAX = 6.0, 3600.0
 INT32_MAX = 2**31 - 1
 
 
-class ConfigError(ValueError):
+class AutoscalerConfigError(ValueError):
     """A configuration or annotation value that cannot be used; the message says which and why."""
 
 
@@ -117,8 +117,8 @@ class _Reader:
         self._label = label
         self._data = data
 
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f'{self._label(key)}="{self._data[key]}": {problem}')
+    def fail(self, key: str, problem: str) -> AutoscalerConfigError:
+        return AutoscalerConfigError(f'{self._label(key)}="{self._data[key]}": {problem}')
 
     def get(self, keys: tuple[str, ...], parse: Callable[[str], T]) -> tuple[str, T] | None:
         """The first of ``keys`` present (new name before legacy alias), parsed; None when absent."""
@@ -127,11 +127,11 @@ class _Reader:
             return None
         if len(present) > 1:
             both = " and ".join(self._label(k) for k in present)
-            raise ConfigError(f"{both} are both set; keep only {self._label(keys[0])}")
+            raise AutoscalerConfigError(f"{both} are both set; keep only {self._label(keys[0])}")
         key = present[0]
         raw = self._data[key]
         if not isinstance(raw, str):
-            raise ConfigError(f"{self._label(key)}={raw!r}: must be a string")
+            raise AutoscalerConfigError(f"{self._label(key)}={raw!r}: must be a string")
         try:
             return key, parse(raw)
         except ValueError as exc:
@@ -212,7 +212,9 @@ def parse_config(data: Mapping[str, str] | None = None, *, strict: bool = False)
             close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             known = ", ".join(sorted(CONFIG_KEYS))
-            raise ConfigError(f'config-autoscaler {key}="{data[key]}": unknown key; {hint}known: {known}')
+            raise AutoscalerConfigError(
+                f'config-autoscaler {key}="{data[key]}": unknown key; {hint}known: {known}'
+            )
     reader = _Reader(lambda key: f"config-autoscaler {key}", data)
     values: dict[str, object] = {}
     for key, (name, parse) in _CONFIG_KEYS.items():
@@ -232,7 +234,7 @@ def _validate_config(c: AutoscalerConfig, reader: _Reader, data: Mapping[str, st
         if not ok:
             if key in data:
                 raise reader.fail(key, allowed)
-            raise ConfigError(f"config-autoscaler {key}: {allowed}")
+            raise AutoscalerConfigError(f"config-autoscaler {key}: {allowed}")
 
     fraction = c.container_concurrency_target_fraction
     check(
@@ -379,7 +381,7 @@ def parse_annotations(
     reader = _Reader(lambda key: f"annotation {key}", data)
     unknown = sorted(set(data) - ANNOTATION_KEYS)
     if unknown:
-        raise ConfigError(
+        raise AutoscalerConfigError(
             f'annotation {unknown[0]}="{data[unknown[0]]}": unknown autoscaling annotation; '
             f"known: {', '.join(sorted(k.removeprefix(ANNOTATION_PREFIX) for k in ANNOTATION_KEYS))}"
         )
@@ -472,7 +474,7 @@ def resolve_metric_target(
     ``max(0.01, total × utilization)``.
     """
     if container_concurrency < 0:
-        raise ConfigError(
+        raise AutoscalerConfigError(
             f"containerConcurrency={container_concurrency}: must not be negative (0 means unlimited)"
         )
     if (annotations.metric or "concurrency") == "rps":

@@ -37,7 +37,7 @@ from autoscaler.collection import MetricCollection, NoDataError
 from autoscaler.config import (
     LINEAR,
     AutoscalerConfig,
-    ConfigError,
+    AutoscalerConfigError,
     initial_scale,
     panic_window,
     parse_annotations,
@@ -115,16 +115,16 @@ def settings_from(
     reachable: bool = True,
     strict_config: bool = False,
 ) -> RevisionSettings:
-    """Resolve a revision's settings; raises :class:`ConfigError` naming any bad key or value.
+    """Resolve a revision's settings; raises :class:`AutoscalerConfigError` naming any bad key or value.
 
     ``config`` is config-autoscaler's data (or an already parsed :class:`AutoscalerConfig`);
     ``reachable`` is False for a revision no route sends traffic to (min-scale and retention are ignored);
     ``strict_config`` rejects unknown config keys (see :func:`parse_config`).
     """
     if isinstance(container_concurrency, bool) or not isinstance(container_concurrency, int):
-        raise ConfigError(f"containerConcurrency={container_concurrency!r}: must be an integer")
+        raise AutoscalerConfigError(f"containerConcurrency={container_concurrency!r}: must be an integer")
     if not 0 <= container_concurrency <= CONTAINER_CONCURRENCY_MAX:
-        raise ConfigError(
+        raise AutoscalerConfigError(
             f"containerConcurrency={container_concurrency}: must be in [0, {CONTAINER_CONCURRENCY_MAX}]"
             " (0 means no limit)"
         )

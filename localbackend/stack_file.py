@@ -22,11 +22,10 @@ from typing import Any, NoReturn
 
 import yaml
 
-from autoscaler.config import ConfigError
+from autoscaler.config import AutoscalerConfigError
 from autoscaler.revision import RevisionSettings, settings_from
 from queueproxy.auth import TOKENS_FILE, AuthConfigError, AuthSpec, parse_tokens
-from queueproxy.config import ConfigError as QueueProxyConfigError
-from queueproxy.config import parse_probes
+from queueproxy.config import QueueProxyConfigError, parse_probes
 
 DEFAULT_PORT_ENV = "PORT"
 DEFAULT_NAMESPACE = "default"
@@ -359,13 +358,13 @@ class _Reader:
     ) -> RevisionSettings:
         try:
             return settings_from(annotations, config, cc, strict_config=True)
-        except ConfigError as exc:
+        except AutoscalerConfigError as exc:
             message = str(exc)
             node, where = self._culprit(message, fields_, path)
             self.fail(node, f"{where}: {message}")
 
     def _culprit(self, message: str, fields_: dict[str, tuple], path: str) -> tuple[yaml.Node, str]:
-        """The annotation or config entry a core ConfigError is about, found by the key it names."""
+        """The annotation or config entry an AutoscalerConfigError is about, found by the key it names."""
         prefixes = {"annotations": "annotation ", "config": "config-autoscaler "}
         sections = [(fields_[s][1], f"{path}.{s}", prefixes[s]) for s in prefixes if s in fields_]
         if self.global_config_node is not None:

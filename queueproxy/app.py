@@ -35,7 +35,7 @@ from httpengine.response import Response
 from httpengine.server import HttpServer
 from httpengine.upstream import UpstreamPool
 from queueproxy.auth import AuthConfigError
-from queueproxy.config import ConfigError, QueueProxyConfig
+from queueproxy.config import QueueProxyConfig, QueueProxyConfigError
 from queueproxy.drain import Drainer, DrainWaiter
 from queueproxy.gate import AuthGate
 from queueproxy.handler import QueueProxyHandler
@@ -73,7 +73,7 @@ class QueueProxy:
     async def start(self) -> dict[str, int]:
         """Bind all four ports and start probing and reporting; returns the bound ports.
 
-        Raises ConfigError when the data-path authentication settings cannot be used (an unreadable
+        Raises QueueProxyConfigError when the data-path authentication settings cannot be used (an unreadable
         tokens file), OSError when a port cannot be bound.
         """
         config = self.config
@@ -82,7 +82,7 @@ class QueueProxy:
             try:
                 gate = AuthGate.load(config.revision or config.pod_name, config.auth)
             except AuthConfigError as exc:
-                raise ConfigError(str(exc)) from None
+                raise QueueProxyConfigError(str(exc)) from None
             gate.prefetch()
         self.handler = QueueProxyHandler(
             config, self.pool, self.stats, self.readiness, self.drain.drainer, self.metrics, gate

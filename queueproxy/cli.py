@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from queueproxy.config import ENV_NAMES, FLAG_NAMES, ConfigError, load_config
+from queueproxy.config import ENV_NAMES, FLAG_NAMES, QueueProxyConfigError, load_config
 
 _HELP = {
     "container_concurrency": "hard limit of requests at the user container; 0 = unlimited, no breaker",
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         config = load_config(os.environ, vars(args))
-    except ConfigError as exc:
+    except QueueProxyConfigError as exc:
         print(f"kpa queue-proxy: {exc}", file=sys.stderr)
         return 2
 
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return uvloop.run(serve(config, announce))
-    except ConfigError as exc:
+    except QueueProxyConfigError as exc:
         print(f"kpa queue-proxy: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

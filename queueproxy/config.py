@@ -1,7 +1,7 @@
 """The queue-proxy's settings, read from Knative's environment variables and overridden by flags.
 
 Pure: ``load_config(env, overrides)`` turns strings into a validated ``QueueProxyConfig`` or raises
-``ConfigError`` naming the variable, the value and what would be accepted, e.g.
+``QueueProxyConfigError`` naming the variable, the value and what would be accepted, e.g.
 ``CONTAINER_CONCURRENCY="x": not an integer``. The readiness probe is Knative's JSON encoding of a
 Kubernetes probe (``SERVING_READINESS_PROBE``), one object or a list of them.
 """
@@ -31,7 +31,7 @@ LOOPBACK = "127.0.0.1"
 QUEUE_DEPTH_PER_SLOT = 10  # Knative: queue depth = 10 × containerConcurrency
 
 
-class ConfigError(ValueError):
+class QueueProxyConfigError(ValueError):
     """A setting that cannot be used; the message names it, its value and the accepted range."""
 
 
@@ -101,10 +101,10 @@ def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> i
     try:
         value = int(raw.strip())
     except ValueError:
-        raise ConfigError(f'{name}="{raw}": not an integer') from None
+        raise QueueProxyConfigError(f'{name}="{raw}": not an integer') from None
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-        raise ConfigError(f'{name}="{raw}": must be {bound}')
+        raise QueueProxyConfigError(f'{name}="{raw}": must be {bound}')
     return value
 
 
@@ -112,9 +112,9 @@ def _seconds(name: str, raw: str, *, positive: bool = False) -> float:
     try:
         value = float(raw.strip())
     except ValueError:
-        raise ConfigError(f'{name}="{raw}": not a number of seconds') from None
+        raise QueueProxyConfigError(f'{name}="{raw}": not a number of seconds') from None
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ConfigError(
+        raise QueueProxyConfigError(
             f'{name}="{raw}": must be a {"positive" if positive else "non-negative"} number of seconds'
         )
     return value
@@ -171,12 +171,12 @@ def load_config(
         message = str(exc)
         for annotation, env_name in ENV_OF_ANNOTATION.items():
             message = message.replace(annotation, env_name)
-        raise ConfigError(message) from None
+        raise QueueProxyConfigError(message) from None
     config = QueueProxyConfig(**values, auth=auth)
     if not config.pod_name:
         config = replace(config, pod_name=socket.gethostname())
     if config.queue_depth and not config.container_concurrency:
-        raise ConfigError(
+        raise QueueProxyConfigError(
             f"{FLAG_NAMES['queue_depth']}={config.queue_depth}: needs a container concurrency > 0 "
             "(with CONTAINER_CONCURRENCY=0 there is no breaker and no queue)"
         )
@@ -198,7 +198,9 @@ def parse_probes(raw: str, source: str, user_host: str, user_port: int) -> tuple
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{source}={raw!r}: not valid JSON ({exc.msg} at position {exc.pos})") from None
+        raise QueueProxyConfigError(
+            f"{source}={raw!r}: not valid JSON ({exc.msg} at position {exc.pos})"
+        ) from None
     docs = doc if isinstance(doc, list) else [doc]
     if not docs:
         return (default_probe(user_host, user_port),)
@@ -210,12 +212,12 @@ def parse_probes(raw: str, source: str, user_host: str, user_port: int) -> tuple
 
 def _parse_probe(doc: Any, source: str, user_host: str, user_port: int) -> ProbeSpec:
     if not isinstance(doc, dict):
-        raise ConfigError(f"{source}: a probe must be a JSON object, got {type(doc).__name__}")
+        raise QueueProxyConfigError(f"{source}: a probe must be a JSON object, got {type(doc).__name__}")
 
     def number(key: str, default: float, minimum: float = 0) -> float:
         value = doc.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise ConfigError(f"{source}: {key}={value!r}: must be a number >= {minimum}")
+            raise QueueProxyConfigError(f"{source}: {key}={value!r}: must be a number >= {minimum}")
         return float(value)
 
     def port_of(action: dict, key: str) -> int:
@@ -223,7 +225,7 @@ def _parse_probe(doc: Any, source: str, user_host: str, user_port: int) -> Probe
         if isinstance(value, str) and value.isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-            raise ConfigError(
+            raise QueueProxyConfigError(
                 f"{source}: {key}.port={value!r}: must be a port number (named ports are not supported)"
             )
         return value
@@ -240,10 +242,12 @@ def _parse_probe(doc: Any, source: str, user_host: str, user_port: int) -> Probe
         action = doc["httpGet"]
         scheme = str(action.get("scheme", "HTTP")).lower()
         if scheme != "http":
-            raise ConfigError(f"{source}: httpGet.scheme={action.get('scheme')!r}: only HTTP is supported")
+            raise QueueProxyConfigError(
+                f"{source}: httpGet.scheme={action.get('scheme')!r}: only HTTP is supported"
+            )
         path = action.get("path") or "/"
         if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigError(f"{source}: httpGet.path={path!r}: must start with /")
+            raise QueueProxyConfigError(f"{source}: httpGet.path={path!r}: must start with /")
         headers = []
         for h in action.get("httpHeaders") or []:
             if (
@@ -251,7 +255,9 @@ def _parse_probe(doc: Any, source: str, user_host: str, user_port: int) -> Probe
                 or not isinstance(h.get("name"), str)
                 or not isinstance(h.get("value"), str)
             ):
-                raise ConfigError(f"{source}: httpGet.httpHeaders entry {h!r}: needs string name and value")
+                raise QueueProxyConfigError(
+                    f"{source}: httpGet.httpHeaders entry {h!r}: needs string name and value"
+                )
             headers.append((h["name"], h["value"]))
         return probe(
             kind="http",
@@ -266,6 +272,6 @@ def _parse_probe(doc: Any, source: str, user_host: str, user_port: int) -> Probe
     if "exec" in doc or "grpc" in doc:
         # Knative turns exec probes into TCP probes on the user port; gRPC health is not spoken here.
         return probe(kind="tcp", host=user_host, port=user_port)
-    raise ConfigError(
+    raise QueueProxyConfigError(
         f"{source}: needs one of httpGet, tcpSocket (or exec, probed as TCP); got keys {sorted(doc)}"
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from autoscaler.config import ConfigError
+from autoscaler.config import AutoscalerConfigError
 from autoscaler.revision import RevisionSettings, settings_from
 from simulation import limits, yamldoc
 from simulation.distributions import Constant, Distribution, Exponential, parse_distribution
@@ -124,7 +124,7 @@ def _settings(
         settings = settings_from(
             annotations=annotations, config=config, container_concurrency=cc, strict_config=True
         )
-    except ConfigError as exc:
+    except AutoscalerConfigError as exc:
         text = str(exc)
         node = root.child("config", {}) if text.startswith("config-autoscaler") else _annotations(root)
         raise ScenarioError(f"{node.path}: {text}", _named_key(node, text)) from None

@@ -13,7 +13,7 @@ from auth_fixtures import AUDIENCE, ISSUER, JwksServer, SigningKey, bearer
 from queueproxy_fixtures import UserContainer, run, running_queue_proxy, start_queue_proxy, wait_ready
 
 from queueproxy.auth import AuthSpec, NeedKeys
-from queueproxy.config import ConfigError
+from queueproxy.config import QueueProxyConfigError
 from queueproxy.gate import AuthGate
 from queueproxy.jwks import JwksCache
 
@@ -110,7 +110,7 @@ def test_static_bearer_tokens_right_wrong_and_missing(tmp_path):
 def test_an_unreadable_tokens_file_is_refused_at_start_naming_it(tmp_path):
     async def body():
         missing = str(tmp_path / "nope.txt")
-        with pytest.raises(ConfigError, match=r"kpa\.dev/auth-bearer-tokens-file=.*cannot read"):
+        with pytest.raises(QueueProxyConfigError, match=r"kpa\.dev/auth-bearer-tokens-file=.*cannot read"):
             await start_queue_proxy(1, auth=AuthSpec(bearer_tokens_file=missing))
 
     run(body)

@@ -4,7 +4,7 @@ import pytest
 
 from autoscaler.config import (
     AutoscalerConfig,
-    ConfigError,
+    AutoscalerConfigError,
     RevisionAnnotations,
     initial_scale,
     panic_window,
@@ -118,7 +118,7 @@ def test_target_percentage_above_one_is_a_percentage(value, fraction):  # §9.13
     ],
 )
 def test_bad_config_value_names_key_value_and_rule(key, value, message):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(AutoscalerConfigError) as err:
         parse_config({key: value})
     assert f'config-autoscaler {key}="{value}"' in str(err.value)
     assert message in str(err.value)
@@ -129,13 +129,13 @@ def test_panic_threshold_has_no_range_at_cluster_level():  # §9.22
 
 
 def test_max_scale_limit_requires_a_bounded_max_scale():  # §9.21
-    with pytest.raises(ConfigError, match=r"max-scale.*\[1, max-scale-limit=10\]"):
+    with pytest.raises(AutoscalerConfigError, match=r"max-scale.*\[1, max-scale-limit=10\]"):
         parse_config({"max-scale-limit": "10"})
     assert parse_config({"max-scale-limit": "10", "max-scale": "5"}).max_scale == 5
 
 
 def test_min_scale_may_not_exceed_max_scale():
-    with pytest.raises(ConfigError, match='min-scale="5": must not exceed max-scale=3'):
+    with pytest.raises(AutoscalerConfigError, match='min-scale="5": must not exceed max-scale=3'):
         parse_config({"min-scale": "5", "max-scale": "3"})
 
 
@@ -229,7 +229,8 @@ def test_legacy_camel_case_aliases_are_accepted(alias, value, field, want):
 
 def test_new_name_and_alias_together_are_rejected():
     with pytest.raises(
-        ConfigError, match=r"min-scale and annotation autoscaling\.knative\.dev/minScale are both set"
+        AutoscalerConfigError,
+        match=r"min-scale and annotation autoscaling\.knative\.dev/minScale are both set",
     ):
         parse_annotations({A + "min-scale": "1", A + "minScale": "1"})
 
@@ -259,28 +260,28 @@ def test_new_name_and_alias_together_are_rejected():
     ],
 )
 def test_bad_annotation_is_rejected_with_key_value_and_rule(key, value, message):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(AutoscalerConfigError) as err:
         parse_annotations({A + key: value})
     assert f'annotation {A}{key}="{value}"' in str(err.value)
     assert message in str(err.value)
 
 
 def test_error_message_reads_like_the_guide():
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(AutoscalerConfigError) as err:
         parse_annotations({A + "target": "abc"})
     assert str(err.value) == 'annotation autoscaling.knative.dev/target="abc": not a number'
 
 
 def test_max_scale_below_min_scale_is_rejected():
-    with pytest.raises(ConfigError, match="must not be less than min-scale=5"):
+    with pytest.raises(AutoscalerConfigError, match="must not be less than min-scale=5"):
         parse_annotations({A + "min-scale": "5", A + "max-scale": "3"})
 
 
 def test_unlimited_max_scale_annotation_is_forbidden_under_a_limit():  # §9.21
     limited = parse_config({"max-scale-limit": "10", "max-scale": "10"})
-    with pytest.raises(ConfigError, match="0, unlimited, is not allowed"):
+    with pytest.raises(AutoscalerConfigError, match="0, unlimited, is not allowed"):
         parse_annotations({A + "max-scale": "0"}, limited)
-    with pytest.raises(ConfigError, match=r"\[1, max-scale-limit=10\]"):
+    with pytest.raises(AutoscalerConfigError, match=r"\[1, max-scale-limit=10\]"):
         parse_annotations({A + "max-scale": "11"}, limited)
 
 
@@ -290,7 +291,7 @@ def test_zero_initial_scale_annotation_needs_the_cluster_switch():
 
 
 def test_activation_scale_must_fit_inside_the_bounds():
-    with pytest.raises(ConfigError, match="must not exceed max-scale=3"):
+    with pytest.raises(AutoscalerConfigError, match="must not exceed max-scale=3"):
         parse_annotations({A + "activation-scale": "5", A + "max-scale": "3"})
 
 
@@ -317,7 +318,7 @@ def test_resolve_metric_target(label, config, annotations, cc, want):  # §1.8
 
 
 def test_negative_container_concurrency_is_rejected():
-    with pytest.raises(ConfigError, match="containerConcurrency=-1"):
+    with pytest.raises(AutoscalerConfigError, match="containerConcurrency=-1"):
         resolve_metric_target(AutoscalerConfig(), RevisionAnnotations(), -1)
 
 
@@ -340,7 +341,7 @@ def test_initial_scale_is_the_annotation_else_the_config(config, annotations, wa
 
 def test_strict_config_rejects_an_unknown_key_with_a_suggestion():
     expected = r"config-autoscaler stable-windw=\"6s\": unknown key; did you mean 'stable-window'"
-    with pytest.raises(ConfigError, match=expected):
+    with pytest.raises(AutoscalerConfigError, match=expected):
         parse_config({"stable-windw": "6s"}, strict=True)
 
 

@@ -17,11 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from activator.config import ActivatorConfigError, RevisionConfig
-from autoscaler.config import ANNOTATION_KEYS, CONFIG_KEYS, ConfigError
+from autoscaler.config import ANNOTATION_KEYS, CONFIG_KEYS, AutoscalerConfigError
 from autoscaler.revision import RevisionAutoscaler, settings_from
 from autoscaler.stat import Stat
-from queueproxy.config import ENV_NAMES, FLAG_NAMES, load_config
-from queueproxy.config import ConfigError as QueueProxyConfigError
+from queueproxy.config import ENV_NAMES, FLAG_NAMES, QueueProxyConfigError, load_config
 
 SETTINGS = settings(
     max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -80,7 +79,7 @@ def named(message: str, keys: list[str]) -> bool:
 def test_revision_settings_accept_or_name_the_bad_key(config, annotations, cc):
     try:
         s = settings_from(annotations, config, cc)
-    except ConfigError as exc:
+    except AutoscalerConfigError as exc:
         assert named(str(exc), [*config, *annotations, "containerConcurrency"]), str(exc)
         return
     rev = RevisionAutoscaler(s, 1_700_000_000.0, ready_pods=1)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from queueproxy.config import ConfigError, ProbeSpec, load_config, parse_probes
+from queueproxy.config import ProbeSpec, QueueProxyConfigError, load_config, parse_probes
 
 
 def test_defaults_are_knatives():
@@ -60,7 +60,7 @@ def test_idle_pool_size_is_cc_or_1000_when_unlimited():
     ],
 )
 def test_bad_values_are_refused_naming_the_setting(env, flags, message):
-    with pytest.raises(ConfigError) as refused:
+    with pytest.raises(QueueProxyConfigError) as refused:
         load_config(env, flags)
     assert message in str(refused.value)
 
@@ -96,6 +96,6 @@ def test_probe_list_with_defaults_and_exec_probed_as_tcp():
     ],
 )
 def test_bad_probes_are_refused_naming_the_field(raw, message):
-    with pytest.raises(ConfigError) as refused:
+    with pytest.raises(QueueProxyConfigError) as refused:
         parse_probes(raw, "SERVING_READINESS_PROBE", "127.0.0.1", 8080)
     assert message in str(refused.value)

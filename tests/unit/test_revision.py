@@ -6,7 +6,7 @@ are pinned by those components' tests; the rest are cited where they are exercis
 
 import pytest
 
-from autoscaler.config import ConfigError, parse_config
+from autoscaler.config import AutoscalerConfigError, parse_config
 from autoscaler.revision import RevisionAutoscaler, ScaleDecision, settings_from
 from autoscaler.scaling import DeciderSpec
 from autoscaler.stat import Stat
@@ -95,7 +95,7 @@ def test_an_already_parsed_config_is_accepted():
     ],
 )
 def test_bad_settings_are_rejected_with_a_clear_error(kwargs, message):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(AutoscalerConfigError) as err:
         settings_from(**kwargs)
     assert message in str(err.value)
 
