@@ -101,7 +101,9 @@ def parse_stat_push(doc: Any) -> list[tuple[RevisionKey, Stat]]:
     return entries
 
 
-class _Revision:
+class _ScaledRevision:
+    """One revision the service scales: its decision core, the state its loops share, and the loops."""
+
     def __init__(self, ref: RevisionKey, settings: RevisionSettings, now: float, ready: int) -> None:
         self.ref = ref
         self.settings = settings
@@ -134,7 +136,7 @@ class AutoscalerService:
         self.scrape_interval = scrape_interval
         self.decide_interval = decide_interval
         self.scrape_timeout = scrape_timeout
-        self._revisions: dict[RevisionKey, _Revision] = {}
+        self._revisions: dict[RevisionKey, _ScaledRevision] = {}
         self._mode_listeners: list[ModeListener] = []
         self._http: httpx.AsyncClient | None = None
         self._running = False
@@ -151,7 +153,7 @@ class AutoscalerService:
             self._revisions[ref].settings = settings
             return
         ready = len(ready_pods(self.actuator.pods(ref)))
-        revision = self._revisions[ref] = _Revision(ref, settings, self.clock(), ready)
+        revision = self._revisions[ref] = _ScaledRevision(ref, settings, self.clock(), ready)
         if self._running:
             self._start_loops(revision)
 
@@ -198,7 +200,7 @@ class AutoscalerService:
         if self._http is not None:
             await self._http.aclose()
 
-    def _start_loops(self, revision: _Revision) -> None:
+    def _start_loops(self, revision: _ScaledRevision) -> None:
         for listener in self._mode_listeners:
             listener(revision.ref, revision.mode)
         revision.tasks = [
@@ -215,7 +217,7 @@ class AutoscalerService:
 
     # ---- scraping ---------------------------------------------------------------------------------
 
-    async def _scrape_loop(self, revision: _Revision) -> None:
+    async def _scrape_loop(self, revision: _ScaledRevision) -> None:
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while True:
@@ -231,7 +233,7 @@ class AutoscalerService:
             except Exception:
                 log.exception("%s: scrape tick failed", revision.ref)
 
-    async def _scrape_once(self, revision: _Revision) -> None:
+    async def _scrape_once(self, revision: _ScaledRevision) -> None:
         if not revision.settings.has_scrape_target:
             return  # target-burst-capacity -1: only the activator's stats count
         pods = ready_pods(self.actuator.pods(revision.ref))
@@ -280,7 +282,7 @@ class AutoscalerService:
 
     # ---- deciding ---------------------------------------------------------------------------------
 
-    async def _decide_loop(self, revision: _Revision) -> None:
+    async def _decide_loop(self, revision: _ScaledRevision) -> None:
         """The decider on its ticks and on pushed-stat pokes; the reconciler alone on anything else.
 
         As in Knative, a pod coming or going, or a requeue for scale-to-zero sequencing, re-applies
