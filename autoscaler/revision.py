@@ -24,6 +24,16 @@ Example, under simulated time::
     >>> (d.desired_pods, d.apply, d.mode, d.panicking)
     (4, True, 'proxy', True)
 
+Three counts of pods, each with one name (docs/autoscaler.md, "Desired, want, requested"):
+
+* **desired pods** (``desired_pods``): what the autoscaler decided the revision should have —
+  :class:`~autoscaler.scaling.ScaleResult`'s is the KPA's (step 2), :class:`ScaleDecision`'s the
+  reconciler's, after bounds and scale-to-zero sequencing (step 4; -1 unknown);
+* **want**: that reconciler's count under the name Knative's reconciler gives it (``LifecycleStep.want``,
+  the status row's ``want``);
+* **requested pods**: what the actuator was last told (``Actuator.desired_scale``, the status row's
+  ``requested_pods``); it trails the decision when a decision does not apply.
+
 Pure: no I/O, no clock; ``now`` is seconds (unix epoch in the live system, any origin in a simulation).
 """
 

@@ -57,12 +57,12 @@ class ScrapeError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RevisionStatus:
-    """What `kpa status` shows for one revision."""
+    """What `kpa status` shows for one revision (desired, want and requested: docs/autoscaler.md)."""
 
     namespace: str
     name: str
-    desired_pods: int  # what the actuator was last told
-    want: int  # the reconciler's latest wish (-1 unknown)
+    requested_pods: int  # what the actuator was last told (its desired_scale)
+    want: int  # the reconciler's desired_pods of its last decision (-1 unknown)
     ready_pods: int
     pods: int
     mode: str
@@ -77,7 +77,12 @@ class RevisionStatus:
     pod_failure: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {field: getattr(self, field) for field in self.__dataclass_fields__}
+        """The `/status` row. Its keys are a wire contract older than these names: the requested pods
+        go out as ``desired_pods`` (docs/local-stack.md)."""
+        return {_WIRE_NAMES.get(field, field): getattr(self, field) for field in self.__dataclass_fields__}
+
+
+_WIRE_NAMES = {"requested_pods": "desired_pods"}
 
 
 def parse_stat_push(doc: Any) -> list[tuple[RevisionKey, Stat]]:
@@ -355,7 +360,7 @@ class AutoscalerService:
                 RevisionStatus(
                     namespace=ref.namespace,
                     name=ref.name,
-                    desired_pods=self.actuator.desired_scale(ref),
+                    requested_pods=self.actuator.desired_scale(ref),
                     want=last.desired_pods if last else -1,
                     ready_pods=len(ready_pods(pods)),
                     pods=len(pods),
@@ -381,7 +386,7 @@ class AutoscalerService:
 # (name, help, value from a status row): Knative's autoscaler gauges, labelled namespace and revision.
 _GAUGES: tuple[tuple[str, str, Callable[[RevisionStatus], float]], ...] = (
     ("autoscaler_desired_pods", "Pods the autoscaler wants", lambda s: s.want),
-    ("autoscaler_requested_pods", "Pods requested from the actuator", lambda s: s.desired_pods),
+    ("autoscaler_requested_pods", "Pods requested from the actuator", lambda s: s.requested_pods),
     ("autoscaler_ready_pods", "Ready pods", lambda s: s.ready_pods),
     ("autoscaler_actual_pods", "Pods that exist (ready or not)", lambda s: s.pods),
     ("autoscaler_panic_mode", "1 while the revision is in panic mode", lambda s: int(s.panicking)),

@@ -131,7 +131,7 @@ async def cold_starts(count: int, log_dir: Path) -> list[ColdStart]:
     client = Client(Target.from_url(stack.entry_url + "/", host_header="bench"), timeout=30)
     try:
         for _ in range(count):
-            await _wait(lambda: _row(stack).pods == 0 and _row(stack).desired_pods == 0, 40)
+            await _wait(lambda: _row(stack).pods == 0 and _row(stack).requested_pods == 0, 40)
             await asyncio.sleep(0.3)
             events.desired = events.launched = events.ready = None
             start = loop.time()
@@ -212,18 +212,18 @@ async def scale_cycles(cycles: int, log_dir: Path, console: Console) -> CycleSta
         await _wait(lambda: _row(stack).ready_pods >= 1, 20)
 
         async def watch() -> None:
-            last_desired = _row(stack).desired_pods
+            last_desired = _row(stack).requested_pods
             rising = False
             while True:
                 row = _row(stack)
                 stats.max_pods = max(stats.max_pods, row.pods)
                 if row.mode == "serve":
                     stats.serve_seconds += 0.1
-                if row.desired_pods > last_desired and not rising:
+                if row.requested_pods > last_desired and not rising:
                     stats.ups, rising = stats.ups + 1, True
-                elif row.desired_pods < last_desired and rising:
+                elif row.requested_pods < last_desired and rising:
                     stats.downs, rising = stats.downs + 1, False
-                last_desired = row.desired_pods
+                last_desired = row.requested_pods
                 await asyncio.sleep(0.1)
 
         watcher = asyncio.create_task(watch())

@@ -96,7 +96,7 @@ def test_autoscaler_families_are_the_status_rows_under_any_revision_name(name):
     revision = frozenset({("namespace", "ns"), ("revision", name)})
     gauges = {
         "autoscaler_desired_pods": row.want,
-        "autoscaler_requested_pods": row.desired_pods,
+        "autoscaler_requested_pods": row.requested_pods,
         "autoscaler_ready_pods": 2,
         "autoscaler_actual_pods": 2,
         "autoscaler_panic_mode": int(row.panicking),
@@ -119,3 +119,17 @@ def test_autoscaler_families_are_the_status_rows_under_any_revision_name(name):
     assert parsed["autoscaler_scrape_failures"][1] == {("autoscaler_scrape_failures_total", revision): 0}
     assert parsed["autoscaler_stats_received"][1] == {("autoscaler_stats_received_total", frozenset()): 1}
     assert parsed["autoscaler_stats_rejected"][1] == {("autoscaler_stats_rejected_total", frozenset()): 1}
+
+
+def test_status_row_keeps_its_wire_keys():
+    """`kpa status` and scripts read `desired_pods` (the pods the actuator was asked for) and `want`."""
+    service = AutoscalerService(_TwoReadyPods(), clock=lambda: 1000.0)
+    ref = RevisionKey("ns", "hello")
+    service.add_revision(ref, settings_from({"autoscaling.knative.dev/target": "10"}, {}, 0))
+    service.record_pushed([(ref, Stat("pod-1", average_concurrent_requests=28.0))])
+    service.decide_now(ref)
+    (row,) = service.status()
+    doc = row.to_json()
+    assert (doc["desired_pods"], doc["want"]) == (row.requested_pods, row.want) == (2, 4)
+    assert list(doc)[:4] == ["namespace", "name", "desired_pods", "want"] and "requested_pods" not in doc
+
