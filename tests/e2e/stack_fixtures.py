@@ -7,13 +7,11 @@ read its state directly while ``kpa.load`` sends traffic through the entry like 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import textwrap
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +78,6 @@ def client(stack: LocalStack, timeout: float = 30.0) -> Client:
 
 def row(stack: LocalStack) -> dict[str, Any]:
     return stack.service.status()[0].to_json()
-
-
-async def wait_until(
-    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
-) -> float:
-    """Poll ``predicate``; returns the seconds it took, fails the test naming ``what`` on timeout."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(interval)
-    return time.monotonic() - start
 
 
 def run(coro) -> Any:

@@ -5,7 +5,8 @@ import signal
 import time
 
 import httpx
-from stack_fixtures import REVISION, row, run, running_stack, stack_text, wait_until
+from stack_fixtures import REVISION, row, run, running_stack, stack_text
+from waiting import wait_until
 
 
 def test_a_stopped_pod_in_serve_mode_is_answered_504_just_after_the_revision_timeout(tmp_path):
@@ -21,8 +22,11 @@ def test_a_stopped_pod_in_serve_mode_is_answered_504_just_after_the_revision_tim
             config={"target-burst-capacity": "0"},
         ).replace("timeoutSeconds: 30", "timeoutSeconds: 2")
         async with running_stack(text, tmp_path) as stack:
-            await wait_until(lambda: row(stack)["mode"] == "serve" and row(stack)["ready_pods"] == 1, 20,
-                             "serve mode with one ready pod")
+            await wait_until(
+                lambda: row(stack)["mode"] == "serve" and row(stack)["ready_pods"] == 1,
+                20,
+                "serve mode with one ready pod",
+            )
             entry = httpx.AsyncClient(base_url=stack.entry_url, headers={"host": "hello"}, timeout=10)
             async with entry as c:
                 assert (await c.get("/")).status_code == 200

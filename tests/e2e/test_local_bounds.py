@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 import psutil
-from stack_fixtures import REVISION, run, running_stack, stack_text, wait_until
+from stack_fixtures import REVISION, run, running_stack, stack_text
+from waiting import wait_until, wait_until_blocking
 
 from localbackend.actuator import LocalActuator
 from localbackend.pod import PodTemplate
@@ -38,24 +39,26 @@ class KpaUp:
         self.admin = ""
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not (self.ready_file.exists() and self.ready_file.read_text().endswith("\n")):
+        def listening() -> bool:
             assert self.proc.poll() is None, f"kpa up exited {self.proc.returncode}: {self.err()}"
-            assert time.monotonic() < deadline, f"kpa up not listening after {timeout}s: {self.err()}"
-            time.sleep(0.05)
+            return self.ready_file.exists() and self.ready_file.read_text().endswith("\n")
+
+        wait_until_blocking(listening, timeout, lambda: f"kpa up to listen: {self.err()}", 0.05)
         self.admin = json.loads(self.ready_file.read_text())["admin"]
 
     def status(self) -> dict:
         return httpx.get(self.admin + "/status", timeout=5).json()
 
     def poll_status(self, predicate, timeout: float, what: str) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            doc = self.status()
-            if predicate(doc):
-                return doc
-            assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}: {doc}"
-            time.sleep(0.1)
+        """The first /status document that satisfies ``predicate``."""
+        seen: list[dict] = []
+
+        def satisfied() -> bool:
+            seen.append(self.status())
+            return predicate(seen[-1])
+
+        wait_until_blocking(satisfied, timeout, lambda: f"{what}: {seen[-1]}", 0.1)
+        return seen[-1]
 
     def descendants(self) -> list[psutil.Process]:
         return psutil.Process(self.proc.pid).children(recursive=True)
@@ -85,16 +88,16 @@ def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
 
 
 def wait_all_gone(processes: list[psutil.Process], timeout: float) -> float:
-    start = time.monotonic()
-    while survivors := alive(processes):
-        if time.monotonic() - start > timeout:
-            for p in survivors:
-                p.kill()
-            raise AssertionError(
-                f"still running {timeout:g}s later: {[(p.pid, ' '.join(p.cmdline())) for p in survivors]}"
-            )
-        time.sleep(0.05)
-    return time.monotonic() - start
+    """Seconds until every one of ``processes`` is gone; on a timeout the survivors are killed."""
+
+    def survivors() -> str:
+        return f"every process gone: {[(p.pid, ' '.join(p.cmdline())) for p in alive(processes)]} still run"
+
+    try:
+        return wait_until_blocking(lambda: not alive(processes), timeout, survivors, 0.05)
+    finally:
+        for p in alive(processes):
+            p.kill()
 
 
 def runaway_stack() -> str:

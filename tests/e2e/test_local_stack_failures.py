@@ -4,7 +4,8 @@ import asyncio
 import os
 import signal
 
-from stack_fixtures import REVISION, client, row, run, running_stack, stack_text, wait_until
+from stack_fixtures import REVISION, client, row, run, running_stack, stack_text
+from waiting import wait_until
 
 from kpa.load import Record, parse_phases, run_load
 
@@ -69,7 +70,7 @@ def test_sigkill_of_a_pod_mid_load_fails_fast_and_the_pod_is_replaced(tmp_path):
 
             async def kill_one():
                 nonlocal kill_at
-                await asyncio.sleep(2.0)
+                await wait_until(lambda: len(records) >= 20, 10, "traffic flowing through both pods")
                 victim, pids = sorted(stack.actuator.process_groups(REVISION).items())[0]
                 kill_at = asyncio.get_running_loop().time()
                 for pid in pids:
@@ -79,6 +80,9 @@ def test_sigkill_of_a_pod_mid_load_fails_fast_and_the_pod_is_replaced(tmp_path):
             killer = asyncio.create_task(kill_one())
             try:
                 result = await run_load(load, parse_phases(["conc:6:8"]), on_record=records.append)
+            except BaseException:
+                killer.cancel()
+                raise
             finally:
                 load.close()
             victim = await killer
@@ -108,7 +112,7 @@ def test_a_user_command_that_cannot_start_is_reported_and_retried_with_backoff(t
             await wait_until(
                 lambda: stack.actuator.last_failure(REVISION) is not None, 10, "a reported failure"
             )
-            await asyncio.sleep(6.0)
+            await asyncio.sleep(6.0)  # the window the retries are counted in: backoff is the behaviour
             failure = stack.actuator.last_failure(REVISION)
             assert "user container exited with code 3 before becoming ready" in failure.reason
             assert "boom: no model here" in failure.output_tail
@@ -165,8 +169,8 @@ def test_a_failing_scrape_records_nothing_and_the_revision_keeps_its_decision(tm
         settings = settings_from({"autoscaling.knative.dev/target": "1"}, {"stable-window": "6s"}, 0)
         service = AutoscalerService(actuator)
         service.add_revision(REVISION, settings)
-        await service.start()
         try:
+            await service.start()
             stat = await service.scrape(actuator.pods(REVISION), settings.stable_window)
             assert stat.pod_name == "service-scraper" and stat.average_concurrent_requests == 7.0
             service.record_pushed([(REVISION, stat)])
@@ -188,5 +192,6 @@ def test_a_failing_scrape_records_nothing_and_the_revision_keeps_its_decision(tm
             assert later.valid and later.desired_pods == 10
         finally:
             await service.close()
+            await server.shutdown(0)  # at once if the test already shut it down
 
     run(scenario())

@@ -1,12 +1,12 @@
 """The local stack scales real processes 0 → N → 0 the way Knative does."""
 
-import asyncio
 import json
 import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from stack_fixtures import REVISION, client, row, run, running_stack, stack_text, wait_until
+from stack_fixtures import REVISION, client, row, run, running_stack, stack_text
+from waiting import wait_until
 
 from kpa.load import parse_phases, run_load
 
@@ -75,7 +75,11 @@ def test_status_and_metrics_endpoints_describe_the_revision(tmp_path):
     async def scenario():
         async with running_stack(stack_text(delay=0.0, cc=1), tmp_path) as stack:
             await wait_until(lambda: row(stack)["ready_pods"] == 1, 20, "the initial pod")
-            await asyncio.sleep(2.5)  # one decision with data
+            await wait_until(
+                lambda: row(stack)["want"] >= 0 and row(stack)["state"] == "active",
+                10,
+                "a decision with data",
+            )
             token = {"Authorization": f"Bearer {stack.admin_token}"}
             async with httpx.AsyncClient(timeout=5, headers=token) as http:
                 status = (await http.get(stack.admin_url + "/status")).json()

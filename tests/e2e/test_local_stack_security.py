@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from stack_fixtures import REVISION, row, run, running_stack, stack_text, wait_until
+from stack_fixtures import REVISION, row, run, running_stack, stack_text
+from waiting import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "component"))
 from auth_fixtures import AUDIENCE, ISSUER, JwksServer, SigningKey, bearer
@@ -51,11 +52,12 @@ def test_kpa_up_admin_is_private_and_needs_the_token_from_its_ready_file(tmp_pat
         env={**os.environ, "KPA_ADMIN_TOKEN": "from-env"},
     )  # fmt: skip
 
+    def written() -> bool:
+        assert up.poll() is None, f"kpa up exited with {up.returncode}"
+        return ready_file.exists() and ready_file.read_text().endswith("\n")
+
     async def scenario():
-        deadline = time.monotonic() + 30
-        while not ready_file.exists():
-            assert up.poll() is None and time.monotonic() < deadline, "kpa up never wrote its ready file"
-            await asyncio.sleep(0.05)
+        await wait_until(written, 30, "kpa up to write its ready file", 0.05)
         assert stat.S_IMODE(ready_file.stat().st_mode) == 0o600
         ready = json.loads(ready_file.read_text())
         assert ready["admin_token"] == "from-env"
@@ -72,11 +74,13 @@ def test_kpa_up_admin_is_private_and_needs_the_token_from_its_ready_file(tmp_pat
             assert status.status_code == 200
             accepted = await admin.post("/stats", json=STAT, headers={"Authorization": "Bearer from-env"})
             assert accepted.json() == {"accepted": 1}
-            for _ in range(200):
-                pids = (await admin.get("/status")).json()["pod_pids"]
-                if pids:
-                    break
-                await asyncio.sleep(0.05)
+            pids: list[int] = []
+
+            async def pods_started() -> bool:
+                pids[:] = (await admin.get("/status")).json()["pod_pids"]
+                return bool(pids)
+
+            await wait_until(pods_started, 10, "the pod the stat asked for", 0.05)
             for pid in pids:  # neither the queue-proxy nor the user container got the token
                 assert "KPA_ADMIN_TOKEN" not in psutil.Process(pid).environ()
 
