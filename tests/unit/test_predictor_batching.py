@@ -5,6 +5,7 @@ import threading
 
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from predictor.batch_planner import BatchPolicy, Dispatch, Queued, Wait, plan
 from predictor.batcher import DynamicBatcher
@@ -70,9 +71,11 @@ def _bound(value: float, rows: int = 1) -> BoundInputs:
 
 def test_shell_runs_one_model_call_for_concurrent_requests_and_splits_the_answers():
     calls: list[int] = []
+    running = threading.Event()
     gate = threading.Event()
 
     def execute(arrays: list[np.ndarray], requests: int) -> list[np.ndarray]:
+        running.set()
         gate.wait(5)
         calls.append(len(arrays[0]))
         return [arrays[0] * 10]
@@ -80,15 +83,18 @@ def test_shell_runs_one_model_call_for_concurrent_requests_and_splits_the_answer
     async def scenario() -> list[list[np.ndarray]]:
         workers = Workers(1, "test")
         batcher = DynamicBatcher(BatchPolicy(8, 0.0), execute, workers.submit, instances=1)
-        first = asyncio.ensure_future(batcher.submit(_bound(1.0)))
-        await asyncio.sleep(0.01)  # the first call is running (held at the gate) ...
-        rest = [asyncio.ensure_future(batcher.submit(_bound(v, rows))) for v, rows in ((2.0, 2), (3.0, 1))]
-        await asyncio.sleep(0.01)
-        assert batcher.queued == 2  # ... so these queue up and go together
-        gate.set()
         try:
+            first = asyncio.ensure_future(batcher.submit(_bound(1.0)))
+            await wait_until(running.is_set, what="the first call to run (held at the gate)")
+            rest = [
+                asyncio.ensure_future(batcher.submit(_bound(v, rows))) for v, rows in ((2.0, 2), (3.0, 1))
+            ]
+            # ... so these queue up behind the one busy instance, and go together
+            await wait_until(lambda: batcher.queued == 2, what="the two later requests queued")
+            gate.set()
             return await asyncio.gather(first, *rest)
         finally:
+            gate.set()
             workers.shutdown()
 
     first, second, third = asyncio.run(scenario())
