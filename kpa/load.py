@@ -8,14 +8,8 @@ have their own module and are re-exported here, the API tests, benchmarks and `k
 * ``kpa.load_run``: ``run_load``, open loop on schedule (no coordinated omission), ``Progress``;
 * ``kpa.load_report``: ``Record``, ``LoadResult`` and its summary, ``percentile``.
 
-Phase syntax (repeat ``--phase`` or list them under ``phases:`` in a YAML file):
-
-    idle:SECONDS                     send nothing
-    rate:RPS:SECONDS                 constant rate
-    ramp:FROM:TO:SECONDS             rate changing linearly from FROM to TO req/s
-    steps:FROM:TO:COUNT:SECONDS      COUNT constant-rate steps from FROM to TO, SECONDS each
-    burst:REQUESTS[:SECONDS]         REQUESTS sent at once, then wait out SECONDS (default 0)
-    conc:CLIENTS:SECONDS             closed loop: CLIENTS each send the next request when one ends
+Phases are given with ``--phase`` (repeatable) or under ``phases:`` in a YAML plan file; their
+grammar is in ``kpa.load_phases`` and docs/local-stack.md.
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ class Target:
 
 
 class Reply(NamedTuple):
+    """What one request came to (a failure is status 0 with a reason, never an exception)."""
+
     status: int  # 0 when no response came
     error: str = ""
     cold: bool = False
