@@ -111,6 +111,16 @@ def test_each_deployment_runs_as_its_own_service_account(name):
     assert one(base(), "ServiceAccount", name)["metadata"]["namespace"] == NS
 
 
+@pytest.mark.parametrize("directory", ALL)
+def test_every_deployment_selects_its_own_pods_and_spreads_them(directory):
+    for deployment in of_kind(render(directory), "Deployment"):
+        labels = _pod_labels(deployment)
+        assert selects(deployment["spec"]["selector"], labels), "selector must match the template labels"
+        affinity = _pod_spec(deployment).get("affinity", {}).get("podAntiAffinity", {})
+        for term in affinity.get("preferredDuringSchedulingIgnoredDuringExecution", ()):
+            assert selects(term["podAffinityTerm"]["labelSelector"], labels)
+
+
 @pytest.mark.parametrize("name", [rbac.CONTROLLER, rbac.ACTIVATOR])
 def test_each_service_selects_its_deployments_pods_and_ports(name):
     service, deployment = one(base(), "Service", name), one(base(), "Deployment", name)
