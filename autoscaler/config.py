@@ -5,16 +5,25 @@ One deliberate difference: Knative's admission webhook rejects a bad annotation 
 ever reads it, and the autoscaler then treats an unparsable value as absent. There is no webhook here,
 so every bad value is rejected at parse time with an :class:`AutoscalerConfigError` that names the key,
 the value and what is allowed — e.g. ``annotation autoscaling.knative.dev/target="abc": not a number``.
+Each value is read with Go's grammar for its type (:mod:`autoscaler.values`).
 """
 
 from __future__ import annotations
 
 import difflib
-import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
+
+from autoscaler.values import (
+    AutoscalerConfigError,
+    Reader,
+    parse_bool,
+    parse_duration,
+    parse_float,
+    parse_int32,
+    whole_seconds,
+)
 
 __all__ = [
     "ANNOTATION_PREFIX",
@@ -49,93 +58,6 @@ _METRICS = ("concurrency", "rps")
 TARGET_MIN = 0.01  # the smallest target value Knative allows (register.go TargetMin)
 RPS_TARGET_UTILIZATION = 0.7  # fixed: there is no config key for the RPS utilization
 WINDOW_MIN, WINDOW_MAX = 6.0, 3600.0
-INT32_MAX = 2**31 - 1
-
-
-class AutoscalerConfigError(ValueError):
-    """A configuration or annotation value that cannot be used; the message says which and why."""
-
-
-# -- scalar parsers: each returns the value or raises ValueError("<what is wrong>") ----------------------
-
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-_INT = re.compile(r"[+-]?\d+")
-_DURATION = re.compile(r"[+-]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+")
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-
-
-def parse_float(text: str) -> float:
-    if not _FLOAT.fullmatch(text):
-        raise ValueError("not a number")
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("not a finite number")
-    return value
-
-
-def parse_int32(text: str) -> int:
-    if not _INT.fullmatch(text):
-        raise ValueError("not an integer")
-    value = int(text)
-    if not -INT32_MAX - 1 <= value <= INT32_MAX:
-        raise ValueError("out of the int32 range")
-    return value
-
-
-def parse_bool(text: str) -> bool:
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError('not a boolean (use "true" or "false")')
-
-
-def parse_duration(text: str) -> float:
-    """Parse a Go duration ("60s", "1m30s", "1.5h", "500ms", or "0") into seconds."""
-    if text in ("0", "+0", "-0"):
-        return 0.0
-    if not _DURATION.fullmatch(text):
-        raise ValueError('not a duration (use e.g. "60s", "1m", "1h")')
-    seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text))
-    return -seconds if text.startswith("-") else seconds
-
-
-def _whole_seconds(seconds: float) -> bool:
-    return abs(seconds - round(seconds)) < 1e-9
-
-
-T = TypeVar("T")
-
-
-class _Reader:
-    """Reads one source (the config map or the annotations), naming each value in its errors."""
-
-    def __init__(self, label: Callable[[str], str], data: Mapping[str, str]) -> None:
-        self._label = label
-        self._data = data
-
-    def fail(self, key: str, problem: str) -> AutoscalerConfigError:
-        return AutoscalerConfigError(f'{self._label(key)}="{self._data[key]}": {problem}')
-
-    def get(self, keys: tuple[str, ...], parse: Callable[[str], T]) -> tuple[str, T] | None:
-        """The first of ``keys`` present (new name before legacy alias), parsed; None when absent."""
-        present = [k for k in keys if k in self._data]
-        if not present:
-            return None
-        if len(present) > 1:
-            both = " and ".join(self._label(k) for k in present)
-            raise AutoscalerConfigError(f"{both} are both set; keep only {self._label(keys[0])}")
-        key = present[0]
-        raw = self._data[key]
-        if not isinstance(raw, str):
-            raise AutoscalerConfigError(f"{self._label(key)}={raw!r}: must be a string")
-        try:
-            return key, parse(raw)
-        except ValueError as exc:
-            raise self.fail(key, str(exc)) from None
 
 
 # -- config-autoscaler -------------------------------------------------------------------------------
@@ -215,8 +137,8 @@ def parse_config(data: Mapping[str, str] | None = None, *, strict: bool = False)
             raise AutoscalerConfigError(
                 f'config-autoscaler {key}="{data[key]}": unknown key; {hint}known: {known}'
             )
-    reader = _Reader(lambda key: f"config-autoscaler {key}", data)
-    values: dict[str, object] = {}
+    reader = Reader(lambda key: f"config-autoscaler {key}", data)
+    values: dict[str, Any] = {}  # field -> value, each of the type its table entry's parser returns
     for key, (name, parse) in _CONFIG_KEYS.items():
         found = reader.get((key,), parse)
         if found is not None:
@@ -224,12 +146,12 @@ def parse_config(data: Mapping[str, str] | None = None, *, strict: bool = False)
     fraction = values.get("container_concurrency_target_fraction")
     if isinstance(fraction, float) and fraction > 1.0:
         values["container_concurrency_target_fraction"] = fraction / 100.0  # "70" means 70 %, "1" means 100 %
-    config = AutoscalerConfig(**values)  # type: ignore[arg-type]
+    config = AutoscalerConfig(**values)
     _validate_config(config, reader, data)
     return config
 
 
-def _validate_config(c: AutoscalerConfig, reader: _Reader, data: Mapping[str, str]) -> None:
+def _validate_config(c: AutoscalerConfig, reader: Reader, data: Mapping[str, str]) -> None:
     def check(key: str, ok: bool, allowed: str) -> None:
         if not ok:
             if key in data:
@@ -258,7 +180,7 @@ def _validate_config(c: AutoscalerConfig, reader: _Reader, data: Mapping[str, st
         "must be >= 0, or -1 for an unlimited burst capacity",
     )
     check("stable-window", WINDOW_MIN <= c.stable_window <= WINDOW_MAX, "must be in [6s, 1h]")
-    check("stable-window", _whole_seconds(c.stable_window), "must be a whole number of seconds")
+    check("stable-window", whole_seconds(c.stable_window), "must be a whole number of seconds")
     check("panic-window-percentage", 1 <= c.panic_window_percentage <= 100, "must be in [1, 100]")
     check("max-scale-up-rate", c.max_scale_up_rate > 1, "must be greater than 1")
     check("max-scale-down-rate", c.max_scale_down_rate > 1, "must be greater than 1")
@@ -289,7 +211,7 @@ def _validate_config(c: AutoscalerConfig, reader: _Reader, data: Mapping[str, st
         f"must not exceed max-scale={c.max_scale}",
     )
     check("scale-down-delay", c.scale_down_delay >= 0, "must not be negative")
-    check("scale-down-delay", _whole_seconds(c.scale_down_delay), "must be a whole number of seconds")
+    check("scale-down-delay", whole_seconds(c.scale_down_delay), "must be a whole number of seconds")
     check(
         "pod-autoscaler-class",
         c.pod_autoscaler_class == KPA_CLASS,
@@ -375,10 +297,11 @@ def parse_annotations(
     (``max-scale-limit``, ``allow-zero-initial-scale``).
     """
     config = config or AutoscalerConfig()
-    data = {k: v for k, v in (annotations or {}).items() if k.startswith(ANNOTATION_PREFIX)}
-    if PROGRESS_DEADLINE_ANNOTATION in (annotations or {}):
-        data[PROGRESS_DEADLINE_ANNOTATION] = annotations[PROGRESS_DEADLINE_ANNOTATION]  # type: ignore[index]
-    reader = _Reader(lambda key: f"annotation {key}", data)
+    given = annotations or {}
+    data = {k: v for k, v in given.items() if k.startswith(ANNOTATION_PREFIX)}
+    if PROGRESS_DEADLINE_ANNOTATION in given:
+        data[PROGRESS_DEADLINE_ANNOTATION] = given[PROGRESS_DEADLINE_ANNOTATION]
+    reader = Reader(lambda key: f"annotation {key}", data)
     unknown = sorted(set(data) - ANNOTATION_KEYS)
     if unknown:
         raise AutoscalerConfigError(
@@ -389,7 +312,7 @@ def parse_annotations(
     if found_class is not None and found_class[1] != KPA_CLASS:
         raise reader.fail(_CLASS_KEY, f"only {KPA_CLASS} is implemented by this autoscaler")
 
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # field -> value, each of the type its table entry's parser returns
     keys: dict[str, str] = {}
     for name, (names, parse) in _ANNOTATIONS.items():
         found = reader.get(names, parse)
@@ -401,7 +324,9 @@ def parse_annotations(
             raise reader.fail(keys[name], allowed)
 
     def value(name: str) -> float:
-        return values.get(name, 0)  # type: ignore[return-value]
+        number = values.get(name, 0)
+        assert isinstance(number, int | float), name  # asked only of numeric annotations
+        return number
 
     check("target", value("target") >= TARGET_MIN, f"must be at least {TARGET_MIN}")
     check("target_utilization", 1 <= value("target_utilization") <= 100, "must be in [1, 100]")
@@ -410,7 +335,7 @@ def parse_annotations(
         "target_burst_capacity", tbc >= 0 or tbc == -1, "must be >= 0, or -1 for an unlimited burst capacity"
     )
     check("window", WINDOW_MIN <= value("window") <= WINDOW_MAX, "must be in [6s, 1h]")
-    check("window", _whole_seconds(value("window")), "must be a whole number of seconds")
+    check("window", whole_seconds(value("window")), "must be a whole number of seconds")
     check("panic_window_percentage", 1 <= value("panic_window_percentage") <= 100, "must be in [1, 100]")
     check(
         "panic_threshold_percentage",
@@ -451,14 +376,14 @@ def parse_annotations(
     )
     delay = value("scale_down_delay")
     check("scale_down_delay", 0 <= delay <= WINDOW_MAX, "must be in [0s, 1h]")
-    check("scale_down_delay", _whole_seconds(delay), "must be a whole number of seconds")
+    check("scale_down_delay", whole_seconds(delay), "must be a whole number of seconds")
     retention = value("scale_to_zero_pod_retention_period")
     check("scale_to_zero_pod_retention_period", 0 <= retention <= WINDOW_MAX, "must be in [0s, 1h]")
     check("progress_deadline", value("progress_deadline") > 0, "must be positive")
 
     if "target_utilization" in values:
         values["target_utilization"] = value("target_utilization") / 100.0
-    return RevisionAnnotations(**values)  # type: ignore[arg-type]
+    return RevisionAnnotations(**values)
 
 
 # -- resolution ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ ENGINE = "httpengine"  # the HTTP engine: a name here allows every module of the
 AUTOSCALER_CORE = {
     "autoscaler.stat", "autoscaler.scaling", "autoscaler.aggregation", "autoscaler.config",
     "autoscaler.collection", "autoscaler.lifecycle", "autoscaler.revision", "autoscaler.schedule",
+    "autoscaler.values",
 }  # fmt: skip
 # The local backend drives the live loop: the autoscaler's service, actuator interface and core, the
 # activator, and the queue-proxy's configuration parsers (probes, authentication and its gate).
