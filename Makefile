@@ -17,15 +17,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Load generators from Debian (tests/e2e/test_conservation.py counts with hey, benchmarks use wrk):
+# Tools from Debian, as tool:package (tests/e2e/test_conservation.py counts with hey, benchmarks use
+# wrk, tests/component/test_manifests.py renders manifests/ with `kubectl kustomize`):
 # installed only when missing and possible (root with apt-get); otherwise their tests skip, saying so.
 tools:
-	@for tool in hey wrk; do \
+	@for spec in hey:hey wrk:wrk kubectl:kubernetes-client; do \
+	  tool=$${spec%%:*}; pkg=$${spec#*:}; \
 	  command -v $$tool >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -q $$tool >/dev/null 2>&1 \
-	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$tool >/dev/null 2>&1; } \
-	      || echo "make tools: apt-get could not install $$tool; its tests are skipped"; \
+	    apt-get install -y -q $$pkg >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$pkg >/dev/null 2>&1; } \
+	      || echo "make tools: apt-get could not install $$pkg ($$tool); its tests are skipped"; \
 	  else echo "make tools: $$tool missing and not installable here (needs root and apt-get)"; fi; \
 	done; true
 
