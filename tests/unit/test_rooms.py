@@ -140,7 +140,6 @@ PURE_CORES = sorted(
     | {"simulation.limits", "simulation.queueing", "simulation.sample"}
     | {"kpa.load_phases", "kpa.load_report"}
     | {"fakecluster.store", "fakecluster.patches", "fakecluster.strategic", "fakecluster.selectors"}
-    | {"fakecluster.store", "fakecluster.patches", "fakecluster.strategic", "fakecluster.selectors"}
 )
 CLOCKS_AND_IO = {"time", "datetime", "asyncio", "socket", "subprocess", "threading", "httpx", "uvloop"}
 
