@@ -1,6 +1,7 @@
 """Knative's bucketed windows (autoscaler.aggregation): bucketing.go and max/window.go behaviour."""
 
 import pytest
+from tables import named
 
 from autoscaler.aggregation import (
     BucketWindow,
@@ -60,11 +61,13 @@ def test_gap_of_a_whole_window_resets_the_window():  # §9.12
 
 @pytest.mark.parametrize(
     ("label", "read_at", "want_avg", "want_empty"),
-    [
-        ("a window after the last write averages to zero but is not empty", T0 + 5, 0.0, False),
-        ("past a window the set is empty", T0 + 6, 0.0, True),
-        ("read inside the same second keeps the value", T0 + 0.999, 9.0, False),
-    ],
+    named(
+        [
+            ("a window after the last write averages to zero but is not empty", T0 + 5, 0.0, False),
+            ("past a window the set is empty", T0 + 6, 0.0, True),
+            ("read inside the same second keeps the value", T0 + 0.999, 9.0, False),
+        ]
+    ),
 )
 def test_emptiness_is_strictly_after_a_window(label, read_at, want_avg, want_empty):  # §2.3
     w = BucketWindow(5)
@@ -81,10 +84,12 @@ def test_never_written_window_is_empty_and_zero():
 
 @pytest.mark.parametrize(
     ("label", "late_second", "kept"),
-    [
-        ("a write exactly a window old is dropped", T0 + 10 - 5, False),
-        ("a write inside the window is added to its bucket", T0 + 10 - 4, True),
-    ],
+    named(
+        [
+            ("a write exactly a window old is dropped", T0 + 10 - 5, False),
+            ("a write inside the window is added to its bucket", T0 + 10 - 4, True),
+        ]
+    ),
 )
 def test_too_old_writes_are_dropped(label, late_second, kept):  # §2.2
     w = BucketWindow(5)
@@ -109,6 +114,13 @@ def test_late_write_moves_the_first_write_back():
         (-0.0000005, -0.000001),
         (2.5e-7, 0.0),
     ],
+    ids=[
+        "one-third",
+        "half-a-millionth-rounds-up",
+        "two-and-a-half-millionths-round-up",
+        "negative-half-rounds-away-from-zero",
+        "a-quarter-millionth-rounds-to-zero",
+    ],
 )
 def test_averages_round_to_six_decimals_half_away_from_zero(value, want):  # §9.23
     assert round_half_away(value) == want
@@ -119,7 +131,11 @@ def test_window_average_is_rounded():
     assert w.average(T0 + 2) == 0.666667
 
 
-@pytest.mark.parametrize(("buckets", "want"), [(60, 0.2), (40, 0.20567), (6, 0.78456), (4, 0.9)])
+@pytest.mark.parametrize(
+    ("buckets", "want"),
+    [(60, 0.2), (40, 0.20567), (6, 0.78456), (4, 0.9)],
+    ids=["60-buckets", "40-buckets", "6-buckets", "4-buckets"],
+)
 def test_smoothing_coefficient_formula(buckets, want):  # §2.4
     assert smoothing_coefficient(buckets) == pytest.approx(want, abs=5e-6)
 

@@ -7,7 +7,9 @@ import pytest
 from kpa.argtypes import positive_int
 
 
-@pytest.mark.parametrize(("text", "value"), [("1", 1), ("8", 8), (" 12 ", 12)])
+@pytest.mark.parametrize(
+    ("text", "value"), [("1", 1), ("8", 8), (" 12 ", 12)], ids=["one", "eight", "padded-twelve"]
+)
 def test_a_whole_number_of_at_least_one_is_taken(text, value):
     assert positive_int(text) == value
 

@@ -50,6 +50,8 @@ def verdict(tok: str, *, keys=KEYS, refreshed=False, now=NOW, tokens=None, spec=
     ("header", "token"),
     [(None, None), (b"", None), (b"Bearer abc", "abc"), (b"bearer  abc ", "abc"), (b"Basic abc", None),
      (b"Bearer", None), (b"Bearer a b", None)],
+    ids=["no-header", "empty", "bearer", "lowercase-scheme-extra-spaces", "basic-scheme",
+         "bearer-without-token", "two-words"],
 )  # fmt: skip
 def test_bearer_reads_only_the_bearer_scheme(header, token):
     assert bearer(header) == token
@@ -110,6 +112,8 @@ def test_a_valid_jwt_passes():
         (token(alg="HS256", private=HMAC_SECRET), 401, "alg='HS256' not accepted"),
         ("not.a.jwt", 401, "not a JWT"),
     ],
+    ids=["expired", "not-yet-valid", "wrong-issuer", "wrong-audience", "bad-signature", "no-exp", "hmac-alg",
+         "not-a-jwt"],
 )  # fmt: skip
 def test_a_bad_jwt_is_refused_with_the_reason(tok, status, words):
     denial = verdict(tok)
@@ -182,7 +186,11 @@ def _segment(doc) -> str:
     return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
 
 
-@pytest.mark.parametrize("header", [{"alg": ["RS256"], "kid": "k1"}, {"alg": {"x": 1}}, {"alg": None}])
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": ["RS256"], "kid": "k1"}, {"alg": {"x": 1}}, {"alg": None}],
+    ids=["alg-a-list", "alg-an-object", "alg-null"],
+)
 def test_a_jwt_header_with_a_non_string_alg_is_refused_not_a_crash(header):
     forged = f"{_segment(header)}.{_segment({'exp': NOW + 60})}.c2ln"
     denial = verdict(forged)

@@ -77,6 +77,7 @@ def test_cancelled_waiter_frees_its_slot_and_is_never_admitted():
         {"queue_depth": 1, "max_concurrency": -1},
         {"queue_depth": 1, "max_concurrency": 1, "initial_capacity": 2},
     ],
+    ids=["queue-depth-0", "negative-concurrency", "capacity-above-concurrency"],
 )
 def test_invalid_parameters_are_rejected_with_the_name(kwargs):
     with pytest.raises(ValueError, match="breaker"):

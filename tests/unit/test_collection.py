@@ -100,7 +100,19 @@ def test_update_to_another_algorithm_starts_fresh_windows():
 
 
 @pytest.mark.parametrize(
-    ("pods", "want"), [(-1, 0), (0, 0), (1, 1), (2, 2), (3, 3), (5, 4), (10, 7), (100, 14), (1000, 16)]
+    ("pods", "want"),
+    [(-1, 0), (0, 0), (1, 1), (2, 2), (3, 3), (5, 4), (10, 7), (100, 14), (1000, 16)],
+    ids=[
+        "negative-pods",
+        "0-pods",
+        "1-pod",
+        "2-pods",
+        "3-pods",
+        "5-pods",
+        "10-pods",
+        "100-pods",
+        "1000-pods",
+    ],
 )
 def test_sample_size_formula(pods, want):  # §3.3
     assert sample_size(pods) == want
@@ -143,6 +155,7 @@ def test_a_pod_exactly_a_stable_window_old_counts_as_old():
         ([2, 4, 6, 8, 10], 6, 36),
         ([5, 9, 13, 17, 21, 14, 19], 11, 154),  # 98 / 7 · 11
     ],
+    ids=["3-of-3-sampled", "5-sampled-of-6", "7-sampled-of-11"],
 )
 def test_extrapolation_scales_the_sample_mean_to_all_ready_pods(values, ready, want):  # §3.3
     result = extrapolate([stat(concurrency=v, requests=2 * v) for v in values], ready)

@@ -1,6 +1,7 @@
 """config-autoscaler keys and autoscaling.knative.dev/* annotations (autoscaler.config)."""
 
 import pytest
+from tables import named
 
 from autoscaler.config import (
     AutoscalerConfig,
@@ -78,7 +79,9 @@ def test_every_config_key_is_read():
 
 @pytest.mark.parametrize(
     ("value", "fraction"),
-    [("1", 0.01 * 100), ("0.7", 0.7), ("70", 0.7), ("100", 1.0), ("1.5", 0.015)],
+    named(
+        [("1", 0.01 * 100), ("0.7", 0.7), ("70", 0.7), ("100", 1.0), ("1.5", 0.015)], lambda value, _: value
+    ),
 )
 def test_target_percentage_above_one_is_a_percentage(value, fraction):  # §9.13: "1" means 100 %
     got = parse_config(
@@ -89,33 +92,36 @@ def test_target_percentage_above_one_is_a_percentage(value, fraction):  # §9.13
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
-    [
-        ("stable-window", "abc", 'config-autoscaler stable-window="abc": not a duration'),
-        ("stable-window", "60", 'config-autoscaler stable-window="60": not a duration'),
-        ("stable-window", "5s", "must be in [6s, 1h]"),
-        ("stable-window", "61m", "must be in [6s, 1h]"),
-        ("stable-window", "6500ms", "whole number of seconds"),
-        ("target-burst-capacity", "-2", "-1 for an unlimited"),
-        ("target-burst-capacity", "nan", "not a number"),
-        ("container-concurrency-target-percentage", "0", "must be in (0, 100] percent"),
-        ("container-concurrency-target-percentage", "101", "must be in (0, 100] percent"),
-        ("container-concurrency-target-default", "0.001", "must be at least 0.01"),
-        ("requests-per-second-target-default", "0", "must be at least 0.01"),
-        ("max-scale-up-rate", "1", "greater than 1"),
-        ("max-scale-down-rate", "0.5", "greater than 1"),
-        ("panic-window-percentage", "0.5", "[1, 100]"),
-        ("scale-to-zero-grace-period", "0s", "must be positive"),
-        ("scale-to-zero-pod-retention-period", "-1s", "must not be negative"),
-        ("activator-capacity", "0.5", "at least 1"),
-        ("initial-scale", "0", "allow-zero-initial-scale"),
-        ("initial-scale", "1.5", "not an integer"),
-        ("min-scale", "-1", "must not be negative"),
-        ("max-scale-limit", "-1", "must not be negative"),
-        ("scale-down-delay", "1.5s", "whole number of seconds"),
-        ("enable-scale-to-zero", "yes", "not a boolean"),
-        ("pod-autoscaler-class", "hpa.autoscaling.knative.dev", "only kpa.autoscaling.knative.dev"),
-        ("max-scale", "99999999999", "int32"),
-    ],
+    named(
+        [
+            ("stable-window", "abc", 'config-autoscaler stable-window="abc": not a duration'),
+            ("stable-window", "60", 'config-autoscaler stable-window="60": not a duration'),
+            ("stable-window", "5s", "must be in [6s, 1h]"),
+            ("stable-window", "61m", "must be in [6s, 1h]"),
+            ("stable-window", "6500ms", "whole number of seconds"),
+            ("target-burst-capacity", "-2", "-1 for an unlimited"),
+            ("target-burst-capacity", "nan", "not a number"),
+            ("container-concurrency-target-percentage", "0", "must be in (0, 100] percent"),
+            ("container-concurrency-target-percentage", "101", "must be in (0, 100] percent"),
+            ("container-concurrency-target-default", "0.001", "must be at least 0.01"),
+            ("requests-per-second-target-default", "0", "must be at least 0.01"),
+            ("max-scale-up-rate", "1", "greater than 1"),
+            ("max-scale-down-rate", "0.5", "greater than 1"),
+            ("panic-window-percentage", "0.5", "[1, 100]"),
+            ("scale-to-zero-grace-period", "0s", "must be positive"),
+            ("scale-to-zero-pod-retention-period", "-1s", "must not be negative"),
+            ("activator-capacity", "0.5", "at least 1"),
+            ("initial-scale", "0", "allow-zero-initial-scale"),
+            ("initial-scale", "1.5", "not an integer"),
+            ("min-scale", "-1", "must not be negative"),
+            ("max-scale-limit", "-1", "must not be negative"),
+            ("scale-down-delay", "1.5s", "whole number of seconds"),
+            ("enable-scale-to-zero", "yes", "not a boolean"),
+            ("pod-autoscaler-class", "hpa.autoscaling.knative.dev", "only kpa.autoscaling.knative.dev"),
+            ("max-scale", "99999999999", "int32"),
+        ],
+        lambda key, value, _: f"{key}={value}",
+    ),
 )
 def test_bad_config_value_names_key_value_and_rule(key, value, message):
     with pytest.raises(AutoscalerConfigError) as err:
@@ -141,22 +147,29 @@ def test_min_scale_may_not_exceed_max_scale():
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [
-        ("60s", 60),
-        ("1m", 60),
-        ("1h", 3600),
-        ("1m30s", 90),
-        ("1.5h", 5400),
-        ("500ms", 0.5),
-        ("0", 0),
-        (".5s", 0.5),
-    ],
+    named(
+        [
+            ("60s", 60),
+            ("1m", 60),
+            ("1h", 3600),
+            ("1m30s", 90),
+            ("1.5h", 5400),
+            ("500ms", 0.5),
+            ("0", 0),
+            (".5s", 0.5),
+        ],
+        lambda text, _: text,
+    ),
 )
 def test_durations_parse_like_go(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["60", "1d", "s", "", " 60s", "1 m"])
+@pytest.mark.parametrize(
+    "text",
+    ["60", "1d", "s", "", " 60s", "1 m"],
+    ids=["bare-number", "days", "unit-only", "empty", "leading-space", "inner-space"],
+)
 def test_malformed_durations_are_rejected(text):
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
@@ -205,23 +218,25 @@ def test_annotations_are_read_with_defaults_absent():
 
 @pytest.mark.parametrize(
     ("alias", "value", "field", "want"),
-    [
-        ("minScale", "2", "min_scale", 2),
-        ("maxScale", "7", "max_scale", 7),
-        ("initialScale", "4", "initial_scale", 4),
-        ("targetUtilizationPercentage", "50", "target_utilization", 0.5),
-        ("targetBurstCapacity", "-1", "target_burst_capacity", -1),
-        ("panicWindowPercentage", "15", "panic_window_percentage", 15),
-        ("panicThresholdPercentage", "400", "panic_threshold_percentage", 400),
-        ("scaleDownDelay", "1m", "scale_down_delay", 60),
-        ("scaleToZeroPodRetentionPeriod", "10s", "scale_to_zero_pod_retention_period", 10),
-        (
-            "metricAggregationAlgorithm",
-            "weightedExponential",
-            "metric_aggregation_algorithm",
-            "weighted-exponential",
-        ),
-    ],
+    named(
+        [
+            ("minScale", "2", "min_scale", 2),
+            ("maxScale", "7", "max_scale", 7),
+            ("initialScale", "4", "initial_scale", 4),
+            ("targetUtilizationPercentage", "50", "target_utilization", 0.5),
+            ("targetBurstCapacity", "-1", "target_burst_capacity", -1),
+            ("panicWindowPercentage", "15", "panic_window_percentage", 15),
+            ("panicThresholdPercentage", "400", "panic_threshold_percentage", 400),
+            ("scaleDownDelay", "1m", "scale_down_delay", 60),
+            ("scaleToZeroPodRetentionPeriod", "10s", "scale_to_zero_pod_retention_period", 10),
+            (
+                "metricAggregationAlgorithm",
+                "weightedExponential",
+                "metric_aggregation_algorithm",
+                "weighted-exponential",
+            ),
+        ]
+    ),
 )
 def test_legacy_camel_case_aliases_are_accepted(alias, value, field, want):
     assert getattr(parse_annotations({A + alias: value}), field) == want
@@ -237,27 +252,30 @@ def test_new_name_and_alias_together_are_rejected():
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
-    [
-        ("target", "abc", "not a number"),
-        ("target", "0.001", "at least 0.01"),
-        ("metric", "cpu", "must be one of concurrency, rps"),
-        ("class", "hpa.autoscaling.knative.dev", "only kpa.autoscaling.knative.dev"),
-        ("target-utilization-percentage", "0.5", "[1, 100]"),
-        ("target-burst-capacity", "-3", "-1 for an unlimited"),
-        ("window", "5s", "[6s, 1h]"),
-        ("window", "10.5s", "whole number of seconds"),
-        ("panic-window-percentage", "101", "[1, 100]"),
-        ("panic-threshold-percentage", "100", "[110, 1000]"),  # §9.22: annotation range
-        ("min-scale", "-1", "must not be negative"),
-        ("max-scale", "x", "not an integer"),
-        ("initial-scale", "0", "allow-zero-initial-scale"),
-        ("activation-scale", "1", "at least 2"),
-        ("scale-down-delay", "2h", "[0s, 1h]"),
-        ("scale-down-delay", "1500ms", "whole number of seconds"),
-        ("scale-to-zero-pod-retention-period", "-5s", "[0s, 1h]"),
-        ("metric-aggregation-algorithm", "median", "must be one of linear"),
-        ("minscale", "1", "unknown autoscaling annotation"),
-    ],
+    named(
+        [
+            ("target", "abc", "not a number"),
+            ("target", "0.001", "at least 0.01"),
+            ("metric", "cpu", "must be one of concurrency, rps"),
+            ("class", "hpa.autoscaling.knative.dev", "only kpa.autoscaling.knative.dev"),
+            ("target-utilization-percentage", "0.5", "[1, 100]"),
+            ("target-burst-capacity", "-3", "-1 for an unlimited"),
+            ("window", "5s", "[6s, 1h]"),
+            ("window", "10.5s", "whole number of seconds"),
+            ("panic-window-percentage", "101", "[1, 100]"),
+            ("panic-threshold-percentage", "100", "[110, 1000]"),  # §9.22: annotation range
+            ("min-scale", "-1", "must not be negative"),
+            ("max-scale", "x", "not an integer"),
+            ("initial-scale", "0", "allow-zero-initial-scale"),
+            ("activation-scale", "1", "at least 2"),
+            ("scale-down-delay", "2h", "[0s, 1h]"),
+            ("scale-down-delay", "1500ms", "whole number of seconds"),
+            ("scale-to-zero-pod-retention-period", "-5s", "[0s, 1h]"),
+            ("metric-aggregation-algorithm", "median", "must be one of linear"),
+            ("minscale", "1", "unknown autoscaling annotation"),
+        ],
+        lambda key, value, _: f"{key}={value}",
+    ),
 )
 def test_bad_annotation_is_rejected_with_key_value_and_rule(key, value, message):
     with pytest.raises(AutoscalerConfigError) as err:
@@ -297,7 +315,7 @@ def test_activation_scale_must_fit_inside_the_bounds():
 
 @pytest.mark.parametrize(
     ("label", "config", "annotations", "cc", "want"),
-    [
+    named([
         ("defaults with unlimited concurrency", {}, {}, 0, (70, 100)),
         ("container concurrency is the total", {}, {}, 10, (7, 10)),
         ("rps uses the rps default and fixed 70 %", {}, {"metric": "rps"}, 0, (140, 200)),
@@ -309,7 +327,7 @@ def test_activation_scale_must_fit_inside_the_bounds():
          (100, 100)),
         ("target value never drops below 0.01", {}, {"target": "0.01", UTIL: "1"}, 0, (0.01, 0.01)),
         ("rps target annotation is not capped", {}, {"metric": "rps", "target": "500"}, 10, (350, 500)),
-    ],
+    ]),
 )  # fmt: skip
 def test_resolve_metric_target(label, config, annotations, cc, want):  # §1.8
     parsed = parse_annotations({A + k: v for k, v in annotations.items()})
@@ -324,7 +342,10 @@ def test_negative_container_concurrency_is_rejected():
 
 @pytest.mark.parametrize(
     ("stable", "percentage", "want"),
-    [(60, 10, 6), (10, 10, 1), (600, 10, 60), (60, 50, 30), (60, 51, 31), (6, 1, 1), (3600, 100, 3600)],
+    named(
+        [(60, 10, 6), (10, 10, 1), (600, 10, 60), (60, 50, 30), (60, 51, 31), (6, 1, 1), (3600, 100, 3600)],
+        lambda stable, percentage, _: f"{percentage}%-of-{stable}s",
+    ),
 )
 def test_panic_window_rounds_to_the_second_with_a_one_second_floor(stable, percentage, want):  # §2.1
     assert panic_window(stable, percentage) == want
@@ -333,6 +354,7 @@ def test_panic_window_rounds_to_the_second_with_a_one_second_floor(stable, perce
 @pytest.mark.parametrize(
     ("config", "annotations", "want"),
     [({}, {}, 1), ({"initial-scale": "3"}, {}, 3), ({}, {"initial-scale": "5"}, 5)],
+    ids=["default", "from-config", "from-annotation"],
 )
 def test_initial_scale_is_the_annotation_else_the_config(config, annotations, want):
     parsed = parse_annotations({A + k: v for k, v in annotations.items()})

@@ -33,6 +33,27 @@ PLAIN = (
         (PLAIN.replace(b"\r\nserver", b"\r\n server"), None),  # a folded line
         (PLAIN.replace(b"\r\nserver", b"\r\n\tserver"), None),
     ],
+    ids=[
+        "plain-200",
+        "plain-503",
+        "mixed-case-length-with-tab",
+        "http-1.0",
+        "101-upgrade",
+        "no-length",
+        "two-lengths",
+        "chunked",
+        "connection-close",
+        "keep-alive",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "upgrade",
+        "x-connection-is-fine",
+        "bare-lf",
+        "bare-cr",
+        "folded-line",
+        "folded-line-tab",
+    ],
 )
 def test_only_plain_fixed_length_heads_skip_the_parser(head, verdict):
     assert plain_head(head) == verdict

@@ -9,6 +9,7 @@ i.e. the scale applies *and* differs from the current replicas; "enqueue" counts
 from dataclasses import dataclass, field, replace
 
 import pytest
+from tables import named
 
 from autoscaler.lifecycle import (
     ACTIVATING,
@@ -219,14 +220,16 @@ def test_traffic_while_inactive_reactivates():
 
 @pytest.mark.parametrize(
     ("label", "want", "ebc", "ready", "state", "mode"),
-    [
-        ("pods and spare burst capacity serve directly", 3, 0, 3, ACTIVE, SERVE),
-        ("short burst capacity keeps the activator in the path", 3, -1, 3, ACTIVE, PROXY),
-        ("no ready pod forces proxy", 3, 5, 0, ACTIVE, PROXY),
-        ("zero keeps the activator in the path", 0, 5, 1, INACTIVE, PROXY),
-        ("unknown scale of an active revision keeps serving", -1, 5, 2, ACTIVE, SERVE),
-        ("unknown scale of an inactive revision stays proxied", -1, 5, 2, INACTIVE, PROXY),
-    ],
+    named(
+        [
+            ("pods and spare burst capacity serve directly", 3, 0, 3, ACTIVE, SERVE),
+            ("short burst capacity keeps the activator in the path", 3, -1, 3, ACTIVE, PROXY),
+            ("no ready pod forces proxy", 3, 5, 0, ACTIVE, PROXY),
+            ("zero keeps the activator in the path", 0, 5, 1, INACTIVE, PROXY),
+            ("unknown scale of an active revision keeps serving", -1, 5, 2, ACTIVE, SERVE),
+            ("unknown scale of an inactive revision stays proxied", -1, 5, 2, INACTIVE, PROXY),
+        ]
+    ),
 )
 def test_serve_or_proxy(label, want, ebc, ready, state, mode):  # §1.5, §6.3
     lc = Lifecycle(LifecycleSettings(), T0, status=PAStatus(state, T0 - 1000, scale_target_initialized=True))

@@ -17,6 +17,14 @@ GIB = 1024**3
         (4, 0, 1),  # never below one pod
         (0, 64 * GIB, 4),  # a machine reporting no cores still counts as one
     ],
+    ids=[
+        "2-cores-64GiB",
+        "16-cores-64GiB",
+        "16-cores-2GiB-memory-bound",
+        "memory-unknown",
+        "no-memory",
+        "no-cores",
+    ],
 )
 def test_default_max_pods(cores, memory, expected):
     assert default_max_pods(cores, memory) == expected
@@ -34,6 +42,17 @@ def test_default_max_pods(cores, memory, expected):
         ({"a": -1, "b": 5}, 3, {"a": 0, "b": 3}),  # negative demands count as none
         ({}, 4, {}),
         ({"a": 5}, 0, {"a": 0}),
+    ],
+    ids=[
+        "under-the-cap",
+        "one-over",
+        "small-one-not-starved",
+        "equal-demands-split",
+        "three-way",
+        "zero-demand",
+        "negative-demand",
+        "nothing-desired",
+        "zero-cap",
     ],
 )
 def test_allot_is_max_min_fair(desired, cap, expected):

@@ -31,6 +31,15 @@ NOTHING = Platform(avx512=False, zentorch_library=None, zentorch_version=None, c
         ("inductor", EVERYTHING, "inductor", "requested"),
         ("zentorch", EVERYTHING, "zentorch", "requested"),
     ],
+    ids=[
+        "auto-everything",
+        "auto-no-avx512",
+        "auto-no-zentorch",
+        "auto-nothing",
+        "eager",
+        "inductor",
+        "zentorch",
+    ],
 )
 def test_backend_choice(requested, platform, backend, reason):
     choice = resolve_backend(requested, platform)
@@ -44,6 +53,7 @@ def test_backend_choice(requested, platform, backend, reason):
         ("zentorch", NO_ZENTORCH, "not installed"),
         ("inductor", NOTHING, "no C++ compiler"),
     ],
+    ids=["zentorch-without-avx512", "zentorch-not-installed", "inductor-without-compiler"],
 )
 def test_an_explicit_backend_that_cannot_run_is_an_error_not_a_downgrade(requested, platform, message):
     with pytest.raises(BackendUnavailable, match=re.escape(message)):

@@ -98,6 +98,27 @@ def test_defaults_fill_in_name_backend_policy_and_one_instance():
         ("instance_group [{ kind: KIND_GPU }]\n" + MINIMAL, "KIND_GPU is not available"),
         ('default_model_filename: "../model.pt"\n' + MINIMAL, "must be a plain file name"),
     ],
+    ids=[
+        "unknown-field",
+        "unknown-datatype",
+        "name-mismatch",
+        "unserved-platform",
+        "unserved-backend",
+        "unknown-backend-parameter",
+        "negative-max-batch-size",
+        "no-input",
+        "input-twice",
+        "no-data-type",
+        "zero-dim",
+        "string-input",
+        "reshape-mismatch",
+        "version-0",
+        "zero-latest-versions",
+        "batching-without-batch-size",
+        "preferred-batch-too-big",
+        "gpu-instance",
+        "model-file-a-path",
+    ],
 )
 def test_configs_that_cannot_be_served_are_refused_with_the_reason(text, message):
     with pytest.raises(PredictorConfigError, match=r"tiny/config\.pbtxt") as error:
@@ -115,6 +136,7 @@ def test_configs_that_cannot_be_served_are_refused_with_the_reason(text, message
         (VersionPolicy("all"), [4, 1, 9], (1, 4, 9)),
         (VersionPolicy("specific", versions=(2, 9)), [1, 2, 3], (2,)),
     ],
+    ids=["latest-1", "latest-2", "latest-more-than-there-are", "latest-of-none", "all", "specific"],
 )
 def test_version_policy_selects_versions_like_triton(policy, available, expected):
     assert policy.select(available) == expected
@@ -155,6 +177,16 @@ def test_matching_inputs_bind_in_config_order_with_their_batch_size():
             "disagree on the batch size",
         ),
         ([_tensor("image", "FP32", (1, 3, 8, 8)), _tensor("image", "FP32", (1, 3, 8, 8))], "given twice"),
+    ],
+    ids=[
+        "missing-input",
+        "extra-input",
+        "wrong-datatype",
+        "wrong-shape",
+        "batch-past-max",
+        "empty-batch",
+        "batch-sizes-disagree",
+        "input-twice",
     ],
 )
 def test_requests_that_do_not_fit_the_signature_are_refused(tensors, message):

@@ -211,6 +211,28 @@ def test_output_binary_flags_follow_output_then_request_defaults():
         ),
         (b'{"inputs": 1}', 99, "body has 13 bytes"),
     ],
+    ids=[
+        "not-json",
+        "not-an-object",
+        "no-inputs",
+        "input-without-name",
+        "unknown-datatype",
+        "negative-dim",
+        "boolean-dim",
+        "float-dim",
+        "shape-not-a-list",
+        "too-few-values",
+        "ragged-data",
+        "strings-for-floats",
+        "floats-for-ints",
+        "int8-out-of-range",
+        "ints-for-bools",
+        "numbers-for-bytes",
+        "no-data",
+        "id-not-a-string",
+        "classification-asked",
+        "binary-length-past-the-body",
+    ],
 )
 def test_malformed_requests_are_refused_with_the_field_named(body, header_length, message):
     with pytest.raises(ProtocolError, match=message):
@@ -225,6 +247,7 @@ def test_malformed_requests_are_refused_with_the_field_named(body, header_length
         ([("x", "BYTES", [2], struct.pack("<I", 1) + b"a")], b"", "ends after 1 of 2"),
         ([("x", "BYTES", [1], struct.pack("<I", 9) + b"a")], b"", "past the end"),
     ],
+    ids=["short-payload", "unclaimed-trailing-bytes", "bytes-end-early", "bytes-length-past-the-end"],
 )
 def test_inconsistent_binary_payloads_are_refused(tensors, trailing, message):
     body, length = _binary_request(tensors)
@@ -270,6 +293,14 @@ def test_v1_named_instances_feed_several_inputs_and_columnar_outputs_are_named()
         ({"instances": [{"image": [1.0]}]}, "needs all model inputs"),
         ({"inputs": {"image": [[1.0]]}}, "lacks mask"),
         ({"inputs": {"image": [["a"]], "mask": [[True]]}}, "holds strings"),
+    ],
+    ids=[
+        "instances-and-inputs",
+        "no-instances",
+        "instance-not-an-object",
+        "instance-missing-an-input",
+        "inputs-missing-one",
+        "strings-for-floats",
     ],
 )
 def test_v1_malformed_requests_are_refused(doc, message):

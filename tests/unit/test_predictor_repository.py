@@ -4,6 +4,7 @@ fingerprints notice, and that no name or link reaches outside the repository roo
 from pathlib import Path
 
 import pytest
+from tables import named
 
 from predictor.repository import InvalidName, Repository, check_model_name, parse_version
 
@@ -22,7 +23,11 @@ def _model(root: Path, name: str, versions: dict[int, str], config: str = CONFIG
         (root / name / str(version) / file_name).write_bytes(b"weights")
 
 
-@pytest.mark.parametrize("name", ["resnet", "bert-base_v2.1", "A", "x" * 128])
+@pytest.mark.parametrize(
+    "name",
+    ["resnet", "bert-base_v2.1", "A", "x" * 128],
+    ids=["plain", "dashes-dots-underscores", "one-letter", "128-chars"],
+)
 def test_ordinary_model_names_are_accepted(name):
     assert check_model_name(name) == name
 
@@ -30,6 +35,20 @@ def test_ordinary_model_names_are_accepted(name):
 @pytest.mark.parametrize(
     "name",
     ["", "..", ".", ".hidden", "a/b", "../etc", "a..b", "x" * 129, "with space", "ünïcode", "a\\b", "-lead"],
+    ids=[
+        "empty",
+        "dot-dot",
+        "dot",
+        "hidden",
+        "slash",
+        "parent-path",
+        "double-dot-inside",
+        "129-chars",
+        "space",
+        "non-ascii",
+        "backslash",
+        "leading-dash",
+    ],
 )
 def test_names_that_could_escape_or_confuse_are_refused(name):
     with pytest.raises(InvalidName, match="is not allowed"):
@@ -37,7 +56,11 @@ def test_names_that_could_escape_or_confuse_are_refused(name):
 
 
 @pytest.mark.parametrize(
-    ("text", "ok"), [("1", True), ("42", True), ("0", False), ("01", False), ("-1", False), ("v1", False)]
+    ("text", "ok"),
+    named(
+        [("1", True), ("42", True), ("0", False), ("01", False), ("-1", False), ("v1", False)],
+        lambda text, _: text,
+    ),
 )
 def test_versions_are_positive_integers_without_padding(text, ok):
     if ok:

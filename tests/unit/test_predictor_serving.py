@@ -45,6 +45,7 @@ class SleepingRunner:
         (0.006, 3, 1, True),  # 2 ms per example when 3 rows took 6 ms ...
         (0.006, 3, 4, False),  # ... so 4 rows would take 8 ms
     ],
+    ids=["never-ran", "trivial", "trivial-8-rows", "20ms-call", "2ms-per-row-asked-1", "2ms-per-row-asked-4"],
 )
 def test_only_calls_expected_to_be_short_may_run_on_the_event_loop(
     sleep_s, calls_with_rows, asked_rows, fits

@@ -58,6 +58,17 @@ def test_idle_pool_size_is_cc_or_1000_when_unlimited():
         ({}, {"drain_timeout": "soon"}, '--drain-timeout="soon": not a number of seconds'),
         ({}, {"queue_depth": "5"}, "--queue-depth=5: needs a container concurrency > 0"),
     ],
+    ids=[
+        "cc-not-int",
+        "cc-negative",
+        "user-port-0",
+        "serving-port-too-big",
+        "timeout-0",
+        "idle-timeout-negative",
+        "timeout-nan",
+        "drain-timeout-not-a-number",
+        "queue-depth-without-cc",
+    ],
 )
 def test_bad_values_are_refused_naming_the_setting(env, flags, message):
     with pytest.raises(QueueProxyConfigError) as refused:
@@ -94,6 +105,7 @@ def test_probe_list_with_defaults_and_exec_probed_as_tcp():
         ('{"tcpSocket": {}, "periodSeconds": -1}', "periodSeconds=-1: must be a number >= 0"),
         ('{"grpcx": {}}', "needs one of httpGet, tcpSocket"),
     ],
+    ids=["not-json", "not-an-object", "named-port", "https", "negative-period", "unknown-kind"],
 )
 def test_bad_probes_are_refused_naming_the_field(raw, message):
     with pytest.raises(QueueProxyConfigError) as refused:

@@ -13,6 +13,7 @@ from queueproxy.drain import Drainer
         ([12.0], 10.0, 42.0),  # a request while draining restarts the quiet period
         ([12.0, 39.0], 10.0, 69.0),  # ... every time
     ],
+    ids=["no-traffic", "traffic-before-the-drain", "a-request-while-draining", "every-request-restarts-it"],
 )
 def test_drain_completes_a_quiet_period_after_the_last_request(requests_at, drain_at, expected):
     drainer = Drainer(quiet_period=30.0)

@@ -38,6 +38,17 @@ class FakeRequest:
         ({"idle_timeout": 3}, FakeResponse(started=True, last_write=108.0), 111.0, True),
         ({"response_start_timeout": 0, "idle_timeout": 0}, FakeResponse(), 250.0, False),  # 0 disables
     ],
+    ids=[
+        "revision-not-yet",
+        "revision-at-its-deadline",
+        "revision-after-the-response-started",
+        "response-start",
+        "response-start-disarmed-once-started",
+        "idle-before-any-byte",
+        "idle-rearmed-by-writes",
+        "idle-after-the-last-write",
+        "zero-disables",
+    ],
 )
 def test_a_request_expires_on_whichever_timeout_comes_first(settings, response, now, expired):
     timeouts = Timeouts(QueueProxyConfig(**settings), loop=None)

@@ -64,6 +64,7 @@ def test_stat_round_trips_and_subtracts_proxied():
         ({"request_count": -1}, "request_count"),
         ({"bogus": 1}, "bogus"),
     ],
+    ids=["not-an-object", "pod-name-not-a-string", "count-not-a-number", "count-negative", "unknown-field"],
 )
 def test_bad_stat_documents_name_the_field(doc, message):
     with pytest.raises(StatError, match=message):

@@ -93,6 +93,7 @@ def test_an_already_parsed_config_is_accepted():
         ({"container_concurrency": 1001}, "containerConcurrency=1001"),
         ({"container_concurrency": 2.5}, "containerConcurrency=2.5: must be an integer"),
     ],
+    ids=["bad-annotation", "bad-config", "cc-negative", "cc-too-big", "cc-fraction"],
 )
 def test_bad_settings_are_rejected_with_a_clear_error(kwargs, message):
     with pytest.raises(AutoscalerConfigError) as err:
@@ -104,6 +105,7 @@ def test_bad_settings_are_rejected_with_a_clear_error(kwargs, message):
     ("annotations", "want"),
     [({}, 100 - 211), ({A + "target-burst-capacity": "0"}, 0), ({A + "target-burst-capacity": "-1"}, -1),
      ({A + "initial-scale": "3"}, 300 - 211)],
+    ids=["default-tbc", "tbc-0", "tbc-unlimited", "initial-scale-3"],
 )  # fmt: skip
 def test_initial_excess_burst_capacity(annotations, want):  # §1.4
     assert settings_from(annotations).initial_excess_burst_capacity == want

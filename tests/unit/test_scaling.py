@@ -7,6 +7,7 @@ the same so the expected numbers read exactly as theirs. Section 9 items of the 
 import math
 
 import pytest
+from tables import named
 
 from autoscaler.scaling import Autoscaler, DeciderSpec, ScaleResult
 
@@ -43,54 +44,56 @@ def test_defaults_are_knatives_for_container_concurrency_zero():
 
 @pytest.mark.parametrize(
     ("label", "target", "tbc", "stable", "panic", "ready", "changes", "want_pods", "want_ebc"),
-    [
-        ("stable mode keeps five pods for fifty at target ten", 10, 100, 50, 50, 1, {}, 5, None),
-        ("unlimited TBC gives EBC -1", 181, -1, 21, 26, 1, {}, 1, -1),
-        ("zero TBC gives EBC 0", 10, 0, 50, 49, 1, {}, 5, 0),
-        ("already scaled stays", 10, 100, 50, 50, 5, {}, 5, None),
-        # §9.2: ceil(1.1 * 2) = 3 lets a conservative rate still grow by one pod.
-        (
-            "small scale-up rate still grows by one pod",
-            1,
-            1982,
-            3,
-            3.1,
-            2,
-            {"max_scale_up_rate": 1.1},
-            3,
-            None,
-        ),
-        # §9.2: floor(100 / 1.1) = 90.
-        (
-            "small scale-down rate floors the drop",
-            10,
-            1982,
-            1,
-            1,
-            100,
-            {"max_scale_down_rate": 1.1},
-            90,
-            None,
-        ),
-        # §9.8: an unreachable revision may drop to anything.
-        (
-            "unreachable revision ignores the scale-down rate",
-            10,
-            1982,
-            1,
-            1,
-            100,
-            {"max_scale_down_rate": 1.1, "reachable": False},
-            1,
-            None,
-        ),
-        ("panic concurrency takes precedence when it doubles", 10, 84, 50, 100, 1, {}, 10, None),
-        ("rate limit caps scale-up at ten times", 10, 61, 1000, 1001, 1, {}, 10, None),
-        ("rate limit caps scale-down at a tenth", 10, 61, 1, 1, 100, {}, 10, None),
-        # §9.1: zero ready pods -> rates use one pod, EBC uses zero.
-        ("zero ready pods use one pod for rates but zero for EBC", 10, 81, 1000, 888, 0, {}, 10, None),
-        ("no traffic wants zero pods", 10, 75, 0, 0, 1, {}, 0, None),
-    ],
+    named(
+        [
+            ("stable mode keeps five pods for fifty at target ten", 10, 100, 50, 50, 1, {}, 5, None),
+            ("unlimited TBC gives EBC -1", 181, -1, 21, 26, 1, {}, 1, -1),
+            ("zero TBC gives EBC 0", 10, 0, 50, 49, 1, {}, 5, 0),
+            ("already scaled stays", 10, 100, 50, 50, 5, {}, 5, None),
+            # §9.2: ceil(1.1 * 2) = 3 lets a conservative rate still grow by one pod.
+            (
+                "small scale-up rate still grows by one pod",
+                1,
+                1982,
+                3,
+                3.1,
+                2,
+                {"max_scale_up_rate": 1.1},
+                3,
+                None,
+            ),
+            # §9.2: floor(100 / 1.1) = 90.
+            (
+                "small scale-down rate floors the drop",
+                10,
+                1982,
+                1,
+                1,
+                100,
+                {"max_scale_down_rate": 1.1},
+                90,
+                None,
+            ),
+            # §9.8: an unreachable revision may drop to anything.
+            (
+                "unreachable revision ignores the scale-down rate",
+                10,
+                1982,
+                1,
+                1,
+                100,
+                {"max_scale_down_rate": 1.1, "reachable": False},
+                1,
+                None,
+            ),
+            ("panic concurrency takes precedence when it doubles", 10, 84, 50, 100, 1, {}, 10, None),
+            ("rate limit caps scale-up at ten times", 10, 61, 1000, 1001, 1, {}, 10, None),
+            ("rate limit caps scale-down at a tenth", 10, 61, 1, 1, 100, {}, 10, None),
+            # §9.1: zero ready pods -> rates use one pod, EBC uses zero.
+            ("zero ready pods use one pod for rates but zero for EBC", 10, 81, 1000, 888, 0, {}, 10, None),
+            ("no traffic wants zero pods", 10, 75, 0, 0, 1, {}, 0, None),
+        ]
+    ),
 )
 def test_one_decision_matches_knative(label, target, tbc, stable, panic, ready, changes, want_pods, want_ebc):
     scaler = Autoscaler(spec_for(target, tbc, **changes), T0, ready_pods=1)
@@ -121,7 +124,7 @@ KNATIVE_SEQUENCES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("label", "target", "tbc", "metric", "steps"), KNATIVE_SEQUENCES)
+@pytest.mark.parametrize(("label", "target", "tbc", "metric", "steps"), named(KNATIVE_SEQUENCES))
 def test_decision_sequences_match_knative(label, target, tbc, metric, steps):
     scaler = Autoscaler(spec_for(target, tbc, scaling_metric=metric), T0, ready_pods=1)
     for at, ready, stable, panic, want in steps:
@@ -132,11 +135,13 @@ def test_decision_sequences_match_knative(label, target, tbc, metric, steps):
 
 @pytest.mark.parametrize(
     ("label", "stable", "panic", "want"),
-    [
-        # §9.6: the panic decision is max(stable, panic).
-        ("stable larger than panic wins while panicking", 50, 30, 50),
-        ("panic larger than stable wins while panicking", 20, 30, 30),
-    ],
+    named(
+        [
+            # §9.6: the panic decision is max(stable, panic).
+            ("stable larger than panic wins while panicking", 50, 30, 50),
+            ("panic larger than stable wins while panicking", 20, 30, 30),
+        ]
+    ),
 )
 def test_panic_uses_the_larger_of_stable_and_panic(label, stable, panic, want):
     scaler = Autoscaler(spec_for(1, 100), T0, ready_pods=5)  # starts in panic (ready > 1)
@@ -146,11 +151,13 @@ def test_panic_uses_the_larger_of_stable_and_panic(label, stable, panic, want):
 
 @pytest.mark.parametrize(
     ("label", "ready", "stable", "panic"),
-    [
-        ("unknown ready count", None, 10.0, 10.0),
-        ("no stable value", 1, None, 10.0),
-        ("no panic value", 1, 10.0, None),
-    ],
+    named(
+        [
+            ("unknown ready count", None, 10.0, 10.0),
+            ("no stable value", 1, None, 10.0),
+            ("no panic value", 1, 10.0, None),
+        ]
+    ),
 )
 def test_unavailable_input_gives_an_invalid_result(label, ready, stable, panic):
     scaler = Autoscaler(spec_for(10, 81), T0, ready_pods=1)
@@ -209,7 +216,9 @@ def test_exponential_panic_tracks_demand():
 
 
 @pytest.mark.parametrize(
-    ("ready", "panicking", "max_panic_pods"), [(0, False, 0), (1, False, 1), (2, True, 2)]
+    ("ready", "panicking", "max_panic_pods"),
+    [(0, False, 0), (1, False, 1), (2, True, 2)],
+    ids=["0-ready", "1-ready", "2-ready"],
 )
 def test_autoscaler_starts_in_panic_only_above_one_ready_pod(ready, panicking, max_panic_pods):  # §9.10
     scaler = Autoscaler(spec_for(100, 11, total_value=120, panic_threshold=2.2), T0, ready_pods=ready)
@@ -232,12 +241,14 @@ def test_restart_never_scales_down_for_a_stable_window():  # §9.10
 
 @pytest.mark.parametrize(
     ("label", "stable", "panic", "want"),
-    [
-        # §9.7: activation scale lifts any non-zero wish, and leaves zero alone.
-        ("one pod of demand is lifted to activation scale", 5, 5, 3),
-        ("zero demand stays at zero", 0, 0, 0),
-        ("demand above activation scale is untouched", 50, 50, 5),
-    ],
+    named(
+        [
+            # §9.7: activation scale lifts any non-zero wish, and leaves zero alone.
+            ("one pod of demand is lifted to activation scale", 5, 5, 3),
+            ("zero demand stays at zero", 0, 0, 0),
+            ("demand above activation scale is untouched", 50, 50, 5),
+        ]
+    ),
 )
 def test_activation_scale_is_a_minimum_non_zero_scale(label, stable, panic, want):
     scaler = Autoscaler(spec_for(10, 0, activation_scale=3, panic_threshold=100), T0, ready_pods=1)
@@ -267,28 +278,30 @@ KNATIVE_DELAY_SPEC = dict(
 
 @pytest.mark.parametrize(
     ("label", "delay", "steps"),
-    [
-        (
-            "simple: held for five minutes, dropped two seconds later",  # §9.9: 150 two-second buckets
-            300.0,
-            [(2, 40, 4), (300, 0, 4), (302, 0, 0)],
-        ),
-        (
-            "gradual: the largest value dominates until it scrolls out",
-            300.0,
-            [
-                (2, 40, 4),
-                (300, 0, 4),
-                (302, 0, 0),
-                (540, 40, 4),
-                (600, 30, 4),
-                (660, 0, 4),
-                (840, 0, 3),
-                (900, 0, 0),
-            ],
-        ),
-        ("zero delay scales down at once, even within one bucket", 0.0, [(0, 40, 4), (0.5, 20, 2)]),
-    ],
+    named(
+        [
+            (
+                "simple: held for five minutes, dropped two seconds later",  # §9.9: 150 two-second buckets
+                300.0,
+                [(2, 40, 4), (300, 0, 4), (302, 0, 0)],
+            ),
+            (
+                "gradual: the largest value dominates until it scrolls out",
+                300.0,
+                [
+                    (2, 40, 4),
+                    (300, 0, 4),
+                    (302, 0, 0),
+                    (540, 40, 4),
+                    (600, 30, 4),
+                    (660, 0, 4),
+                    (840, 0, 3),
+                    (900, 0, 0),
+                ],
+            ),
+            ("zero delay scales down at once, even within one bucket", 0.0, [(0, 40, 4), (0.5, 20, 2)]),
+        ]
+    ),
 )
 def test_scale_down_delay_matches_knative(label, delay, steps):  # TestAutoscalerScaleDownDelay
     scaler = Autoscaler(DeciderSpec(**KNATIVE_DELAY_SPEC, scale_down_delay=delay), 0.0, ready_pods=0)
@@ -333,15 +346,18 @@ def test_rps_metric_divides_by_the_rps_target():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [
-        ("target_value", 0.0),
-        ("target_value", math.nan),
-        ("total_value", -1.0),
-        ("stable_window", -1.0),
-        ("max_scale_down_rate", 0.0),
-        ("target_burst_capacity", -2.0),
-        ("scale_down_delay", -1),
-    ],
+    named(
+        [
+            ("target_value", 0.0),
+            ("target_value", math.nan),
+            ("total_value", -1.0),
+            ("stable_window", -1.0),
+            ("max_scale_down_rate", 0.0),
+            ("target_burst_capacity", -2.0),
+            ("scale_down_delay", -1),
+        ],
+        lambda field, value: f"{field}={value}",
+    ),
 )
 def test_spec_rejects_values_that_would_break_the_arithmetic(field, value):
     with pytest.raises(ValueError, match=field):

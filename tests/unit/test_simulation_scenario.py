@@ -76,6 +76,24 @@ def test_defaults_follow_knative_and_the_issue_contract():
             "workload[0].length=20: must be <= 10",
         ),
     ],
+    ids=[
+        "unknown-distribution",
+        "no-duration",
+        "misspelt-key",
+        "warmup-not-shorter",
+        "negative-rate",
+        "unknown-phase",
+        "queue-without-cc",
+        "cores-without-shared",
+        "unknown-routing",
+        "lognormal-without-sd",
+        "unreadable-empirical-file",
+        "cc-too-big",
+        "bad-annotation",
+        "bad-config",
+        "empty-workload",
+        "burst-longer-than-its-period",
+    ],
 )
 def test_bad_scenarios_name_the_key_and_the_reason(doc, message):
     with pytest.raises(ScenarioError) as info:

@@ -84,7 +84,11 @@ WAITS = [
 ]
 
 
-@pytest.mark.parametrize(("steps", "now", "expected"), WAITS)
+@pytest.mark.parametrize(
+    ("steps", "now", "expected"),
+    WAITS,
+    ids=["fresh", "after-one-take", "part-way-to-the-next-token", "both-in-flight-places-taken"],
+)
 def test_wait_says_when_to_look_again(steps, now, expected):
     limiter = SpawnLimiter(max_in_flight=2, per_second=2.0, burst=1)
     replay(limiter, steps)
@@ -106,6 +110,7 @@ def test_take_beyond_the_limit_is_refused_naming_the_state():
         ((1, float("inf"), 1), "per_second=inf"),
         ((1, 1.0, 0), "burst=0: must be at least 1"),
     ],
+    ids=["max-in-flight-0", "per-second-0", "per-second-inf", "burst-0"],
 )
 def test_unworkable_limits_are_rejected(args, message):
     with pytest.raises(SpawnLimitError, match=message):

@@ -42,6 +42,7 @@ def test_a_relative_tokens_file_is_found_beside_the_stack_file_and_reaches_the_q
         ("kpa.dev/auth-tokens: x",
          'annotation kpa.dev/auth-tokens="x": unknown; known: kpa.dev/auth-bearer-tokens-file'),
     ],
+    ids=["unreadable-tokens-file", "empty-tokens-file", "jwks-url-alone", "unknown-annotation"],
 )  # fmt: skip
 def test_bad_auth_annotations_are_refused_at_their_line(annotation, message, tmp_path):
     (tmp_path / "empty.txt").write_text("# no tokens yet\n")

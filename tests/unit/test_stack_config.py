@@ -126,7 +126,27 @@ BAD_FILES = [
 ]
 
 
-@pytest.mark.parametrize(("extra", "expected"), BAD_FILES)
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    BAD_FILES,
+    ids=[
+        "cc-not-int",
+        "cc-too-big",
+        "timeout-0",
+        "response-start-timeout-too-big",
+        "startup-timeout-negative",
+        "port-env-not-a-name",
+        "env-a-list",
+        "env-value-a-list",
+        "misspelt-command",
+        "bad-annotation-value",
+        "annotation-out-of-range",
+        "misspelt-annotation",
+        "bad-config-value",
+        "misspelt-config-key",
+        "probe-path-relative",
+    ],
+)
 def test_bad_revision_fields_are_rejected_with_line_and_key(extra, expected):
     text = "# a comment\nrevisions:\n  - name: hello\n    command: ./server\n    " + extra + "\n"
     with pytest.raises(StackConfigError) as err:
@@ -177,6 +197,24 @@ def test_bad_revision_fields_are_rejected_with_line_and_key(extra, expected):
             "maxPods: many\nrevisions:\n  - {name: a, command: x}\n",
             'stack.yaml:1: maxPods="many": not an integer',
         ),
+    ],
+    ids=[
+        "empty",
+        "not-yaml",
+        "not-a-mapping",
+        "no-revisions",
+        "missing-revisions",
+        "misspelt-revisions",
+        "no-name",
+        "no-command",
+        "empty-command",
+        "unclosed-quote",
+        "name-not-a-dns-label",
+        "name-used-twice",
+        "bad-config",
+        "name-given-twice",
+        "max-pods-0",
+        "max-pods-not-an-integer",
     ],
 )
 def test_bad_files_are_rejected_with_line_and_key(text, expected):
