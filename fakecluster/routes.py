@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from fakecluster.paths import Target
 
 Admit = Callable[[str, Target, dict[str, Any]], Awaitable[dict[str, Any]]]
 _FALSE = ("", "0", "false")
+log = logging.getLogger("fakecluster")
 
 
 @dataclass(frozen=True)
@@ -171,5 +173,11 @@ def create_app(cluster: Cluster, options: ServeOptions, admit: Admit) -> FastAPI
             return await resource_request(request, paths.parse(request.url.path))
         except ApiError as error:
             return _json(error.status, error.code)
+        except (
+            Exception
+        ) as error:  # a bug here or in a controller: a Status, as kube-apiserver answers a panic
+            log.exception("fake API server: %s %s failed", request.method, request.url.path)
+            failure = errors.internal(f"{type(error).__name__}: {error}")
+            return _json(failure.status, failure.code)
 
     return app

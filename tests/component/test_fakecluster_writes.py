@@ -450,3 +450,25 @@ def test_server_stops_within_a_second_even_with_a_watch_open(kube):
     kube.server.stop()
     assert time.monotonic() - started < 1
     watched.wait(5)
+
+
+def test_controllers_are_the_seam_that_settles_deployments_and_can_be_replaced():
+    seen = []
+    with Kube(controllers=[lambda change, cluster: seen.append((change.type, change.resource.kind))]) as kube:
+        kube.apps.create_namespaced_deployment(NAMESPACE, deployment("d"))
+        assert kube.apps.read_namespaced_deployment("d", NAMESPACE).status is None  # nothing settles it now
+    assert seen == [("ADDED", "Deployment")]
+
+
+def test_a_controller_that_raises_answers_the_write_with_a_500_status_naming_the_error():
+    def broken(change, cluster):
+        raise RuntimeError("kubelet stand-in broke")
+
+    with Kube(controllers=[broken]) as kube:
+        with pytest.raises(ApiException) as failed:
+            kube.core.create_namespaced_config_map(NAMESPACE, config_map("a"))
+        assert failed.value.status == 500
+        assert (
+            status_of(failed.value)["message"]
+            == "Internal error occurred: RuntimeError: kubelet stand-in broke"
+        )
