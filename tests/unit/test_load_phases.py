@@ -3,6 +3,7 @@
 import itertools
 
 import pytest
+from tables import named
 
 from kpa.load import (
     LoadResult,
@@ -19,16 +20,18 @@ from kpa.load import (
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [
-        ("idle:10", [Phase("idle", 10.0)]),
-        ("rate:50:20", [Phase("rate", 20.0, rate=50.0)]),
-        ("rate:0.5:4", [Phase("rate", 4.0, rate=0.5)]),
-        ("ramp:0:100:10", [Phase("ramp", 10.0, rate=0.0, rate_to=100.0)]),
-        ("burst:200", [Phase("burst", 0.0, requests=200)]),
-        ("burst:200:5", [Phase("burst", 5.0, requests=200)]),
-        ("conc:8:30", [Phase("conc", 30.0, clients=8)]),
-        (" idle:1 ", [Phase("idle", 1.0)]),
-    ],
+    named(
+        [
+            ("idle:10", [Phase("idle", 10.0)]),
+            ("rate:50:20", [Phase("rate", 20.0, rate=50.0)]),
+            ("rate:0.5:4", [Phase("rate", 4.0, rate=0.5)]),
+            ("ramp:0:100:10", [Phase("ramp", 10.0, rate=0.0, rate_to=100.0)]),
+            ("burst:200", [Phase("burst", 0.0, requests=200)]),
+            ("burst:200:5", [Phase("burst", 5.0, requests=200)]),
+            ("conc:8:30", [Phase("conc", 30.0, clients=8)]),
+            (" idle:1 ", [Phase("idle", 1.0)]),
+        ]
+    ),
 )
 def test_each_phase_form_parses_to_its_phase(text, expected):
     assert parse_phase(text) == expected
@@ -41,19 +44,21 @@ def test_steps_expand_to_evenly_spaced_constant_rate_phases():
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [
-        ("wait:10", "unknown kind 'wait'"),
-        ("rate:50", "rate takes 2 value(s)"),
-        ("idle:1:2", "idle takes 1 value(s)"),
-        ("burst:1:2:3", "burst takes 1 or 2 value(s)"),
-        ("rate:fast:10", "RPS='fast' is not a number"),
-        ("rate:50:0", "SECONDS='0' must be > 0"),
-        ("rate:-5:10", "RPS='-5' must be > 0"),
-        ("burst:2.5", "REQUESTS='2.5' is not a whole number"),
-        ("conc:0:10", "CLIENTS='0' must be > 0"),
-        ("ramp:0:0:10", "sends nothing"),
-        ("idle:inf", "must be > 0"),
-    ],
+    named(
+        [
+            ("wait:10", "unknown kind 'wait'"),
+            ("rate:50", "rate takes 2 value(s)"),
+            ("idle:1:2", "idle takes 1 value(s)"),
+            ("burst:1:2:3", "burst takes 1 or 2 value(s)"),
+            ("rate:fast:10", "RPS='fast' is not a number"),
+            ("rate:50:0", "SECONDS='0' must be > 0"),
+            ("rate:-5:10", "RPS='-5' must be > 0"),
+            ("burst:2.5", "REQUESTS='2.5' is not a whole number"),
+            ("conc:0:10", "CLIENTS='0' must be > 0"),
+            ("ramp:0:0:10", "sends nothing"),
+            ("idle:inf", "must be > 0"),
+        ]
+    ),
 )
 def test_bad_phases_are_rejected_naming_the_phase_and_value(text, message):
     with pytest.raises(PhaseError) as err:
@@ -107,6 +112,7 @@ def test_plan_file_reads_phases_and_request_options(tmp_path):
         ("phases: ['bogus:1']\n", "unknown kind 'bogus'"),
         ("phases: [\n", "cannot read load plan"),
     ],
+    ids=["not-a-list", "unknown-key", "phase-not-a-string", "unknown-kind", "not-yaml"],
 )
 def test_bad_plan_files_are_rejected_with_the_file_and_key(tmp_path, content, message):
     plan = tmp_path / "plan.yaml"

@@ -118,6 +118,7 @@ def test_trace_sums_chosen_functions_and_scales(trace):
         ({"functions": []}, 'expected a non-empty list of functions or "all"'),
         ({}, "trace needs exactly one of function or functions"),
     ],
+    ids=["unknown-prefix", "row-out-of-range", "empty-list", "neither"],
 )
 def test_trace_selection_errors_name_the_key(trace, selection, message):
     with pytest.raises(ScenarioError) as info:
