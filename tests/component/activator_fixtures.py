@@ -47,7 +47,15 @@ class Pod:
         return self
 
     async def stop(self) -> None:
+        """Stop listening and drop its connections; again is harmless (a test may stop it first)."""
         await self.server.shutdown(grace=0.0)
+
+    async def __aenter__(self) -> Pod:
+        """``async with Pod() as pod``: listening on a free port, stopped however the test ends."""
+        return await self.start()
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
 
     async def handle(self, request: Request, response: Response) -> None:
         if request.header(b"k-network-probe") == b"queue":
@@ -95,6 +103,12 @@ class FakeAutoscaler:
 
     async def stop(self) -> None:
         await self.server.shutdown(grace=0.0)
+
+    async def __aenter__(self) -> FakeAutoscaler:
+        return await self.start()
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
 
     async def handle(self, request: Request, response: Response) -> None:
         doc: Any = json.loads(await request.body.read_all(1 << 20))

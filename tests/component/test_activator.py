@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from activator_fixtures import FakeAutoscaler, Pod, free_port, run
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_until
 
 from activator.config import RevisionConfig
 from activator.server import Activator
@@ -20,92 +23,92 @@ pytestmark = pytest.mark.timeout(30)
 KEY = RevisionKey("default", "hello")
 
 
-async def start_activator(*, cc=1, timeout=10.0, queue_bound=None, sink=None, slot=(-1, 1), **kwargs):
+@contextlib.asynccontextmanager
+async def running_activator(
+    *, cc=1, timeout=10.0, queue_bound=None, sink=None, slot=(-1, 1), **kwargs
+) -> AsyncIterator[tuple[Activator, httpx.AsyncClient]]:
+    """An activator serving revision "hello", and a client for it; both closed however the test ends."""
     activator = Activator(stat_sink=sink, activator_index=slot[0], activator_count=slot[1], **kwargs)
-    activator.set_revision(RevisionConfig("hello", container_concurrency=cc, timeout_seconds=timeout,
-                                          queue_bound=queue_bound))
-    ports = await activator.start("127.0.0.1", 0)
-    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.serving}", headers={"host": "hello"},
-                               timeout=10.0, limits=httpx.Limits(max_connections=200))
-    return activator, client
-
-
-async def wait_until(predicate, timeout=5.0):
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
+    activator.set_revision(
+        RevisionConfig("hello", container_concurrency=cc, timeout_seconds=timeout, queue_bound=queue_bound)
+    )
+    try:
+        ports = await activator.start("127.0.0.1", 0)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{ports.serving}",
+            headers={"host": "hello"},
+            timeout=10.0,
+            limits=httpx.Limits(max_connections=200),
+        ) as client:
+            yield activator, client
+    finally:
+        await activator.stop()
 
 
 def test_request_at_zero_is_held_reported_at_once_and_served_the_moment_a_pod_passes_its_probe():
     async def body():
-        autoscaler = await FakeAutoscaler().start()
-        activator, client = await start_activator(sink=HttpStatSink(autoscaler.url))
-        port = free_port()  # the pod's address is known before it listens, as with a starting pod
-        activator.set_endpoints(KEY, [f"127.0.0.1:{port}"])
-        pod = Pod()
-        try:
-            pending = asyncio.ensure_future(client.get("/work", headers={"x-trace": "1"}))
-            await autoscaler.wait_for(lambda stats: len(stats) >= 1, timeout=2.0)
-            namespace, revision, first = autoscaler.stats()[0]
-            assert (namespace, revision) == ("default", "hello")
-            assert (first.average_concurrent_requests, first.request_count) == (1.0, 1.0)
-            assert first.pod_name == "activator"
-            await asyncio.sleep(0.5)  # probes keep failing (connection refused): the request stays held
-            assert not pending.done()
-            assert activator.revision_status(KEY)["held"] == 1
-            await pod.start(port)
-            started = time.monotonic()
-            reply = await pending
-            assert time.monotonic() - started < 0.5  # one probe period (0.2 s) plus forwarding
-            assert reply.status_code == 200
-            assert reply.text == f"served by {port}\n"
-            assert reply.headers["x-kpa-cold-start"] == "true"
-            seen = pod.seen[0]
-            assert seen[b"k-proxy-request"] == b"activator"
-            assert seen[b"k-original-host"] == b"hello"
-            assert seen[b"host"] == f"127.0.0.1:{port}".encode()
-            assert seen[b"x-trace"] == b"1"
-            warm = await client.get("/again")
-            assert warm.headers["x-kpa-cold-start"] == "false"
-            # periodic reports count both requests minus the one the immediate stat already reported
-            def periodic_count(stats):
-                return sum(stat.request_count for _, _, stat in stats[1:])
+        async with (
+            FakeAutoscaler() as autoscaler,
+            running_activator(sink=HttpStatSink(autoscaler.url)) as (activator, client),
+        ):
+            port = free_port()  # the pod's address is known before it listens, as with a starting pod
+            activator.set_endpoints(KEY, [f"127.0.0.1:{port}"])
+            pod = Pod()
+            try:
+                pending = asyncio.ensure_future(client.get("/work", headers={"x-trace": "1"}))
+                await autoscaler.wait_for(lambda stats: len(stats) >= 1, timeout=2.0)
+                namespace, revision, first = autoscaler.stats()[0]
+                assert (namespace, revision) == ("default", "hello")
+                assert (first.average_concurrent_requests, first.request_count) == (1.0, 1.0)
+                assert first.pod_name == "activator"
+                await asyncio.sleep(0.5)  # a negative check: probes keep failing, the request stays held
+                assert not pending.done()
+                assert activator.revision_status(KEY)["held"] == 1
+                await pod.start(port)
+                started = time.monotonic()
+                reply = await pending
+                assert time.monotonic() - started < 0.5  # one probe period (0.2 s) plus forwarding
+                assert reply.status_code == 200
+                assert reply.text == f"served by {port}\n"
+                assert reply.headers["x-kpa-cold-start"] == "true"
+                seen = pod.seen[0]
+                assert seen[b"k-proxy-request"] == b"activator"
+                assert seen[b"k-original-host"] == b"hello"
+                assert seen[b"host"] == f"127.0.0.1:{port}".encode()
+                assert seen[b"x-trace"] == b"1"
+                warm = await client.get("/again")
+                assert warm.headers["x-kpa-cold-start"] == "false"
 
-            await autoscaler.wait_for(lambda stats: periodic_count(stats) >= 1, timeout=3.0)
-            assert periodic_count(autoscaler.stats()) == 1
-        finally:
-            await client.aclose()
-            await activator.stop()
-            await pod.stop()
-            await autoscaler.stop()
+                # periodic reports count both requests minus the one the immediate stat already reported
+                def periodic_count(stats):
+                    return sum(stat.request_count for _, _, stat in stats[1:])
+
+                await autoscaler.wait_for(lambda stats: periodic_count(stats) >= 1, timeout=3.0)
+                assert periodic_count(autoscaler.stats()) == 1
+            finally:
+                await pod.stop()
 
     run(body)
 
 
 def test_bursts_never_exceed_cc_at_any_pod():
     async def body():
-        pods = [await Pod(delay=0.02).start() for _ in range(3)]
-        activator, client = await start_activator(cc=2)
-        activator.set_endpoints(KEY, [p.address for p in pods])
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            pods = [await stack.enter_async_context(Pod(delay=0.02)) for _ in range(3)]
+            activator, client = await stack.enter_async_context(running_activator(cc=2))
+            activator.set_endpoints(KEY, [p.address for p in pods])
             await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 6)
             replies = await asyncio.gather(*(client.get(f"/{i}") for i in range(60)))
             assert [r.status_code for r in replies] == [200] * 60
             assert [p.max_in_flight for p in pods] == [2, 2, 2]
             assert sum(p.served for p in pods) == 60
-        finally:
-            await client.aclose()
-            await activator.stop()
-            for pod in pods:
-                await pod.stop()
 
     run(body)
 
 
 def test_overflow_is_refused_at_once_with_retry_after_and_waiting_too_long_gets_504():
     async def body():
-        activator, client = await start_activator(cc=1, timeout=0.4, queue_bound=2)
-        try:
+        async with running_activator(cc=1, timeout=0.4, queue_bound=2) as (activator, client):
             held = [asyncio.ensure_future(client.get(f"/{i}")) for i in range(2)]
             await wait_until(lambda: activator.revision_status(KEY)["held"] == 2)
             started = time.monotonic()
@@ -126,9 +129,6 @@ def test_overflow_is_refused_at_once_with_retry_after_and_waiting_too_long_gets_
             assert samples["activator_requests_total", "503"] == 1
             assert samples["activator_requests_total", "504"] == 2
             assert samples["activator_capacity_wait_seconds_bucket", "0.5"] == 2
-        finally:
-            await client.aclose()
-            await activator.stop()
 
     run(body)
 
@@ -136,10 +136,8 @@ def test_overflow_is_refused_at_once_with_retry_after_and_waiting_too_long_gets_
 @pytest.mark.parametrize("mode", ["die-mid-stream", "die-before-head"])
 def test_pod_dying_during_a_request_gives_the_client_a_clean_error_not_a_hang(mode):
     async def body():
-        pod = await Pod(mode=mode).start()
-        activator, client = await start_activator(cc=1)
-        activator.set_endpoints(KEY, [pod.address])
-        try:
+        async with Pod(mode=mode) as pod, running_activator(cc=1) as (activator, client):
+            activator.set_endpoints(KEY, [pod.address])
             await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
             started = time.monotonic()
             if mode == "die-mid-stream":
@@ -151,20 +149,16 @@ def test_pod_dying_during_a_request_gives_the_client_a_clean_error_not_a_hang(mo
                 assert f"pod {pod.address} failed" in reply.text
             assert time.monotonic() - started < 1.0
             assert activator.revision_status(KEY)["in_flight"] == 0  # the slot came back
-        finally:
-            await client.aclose()
-            await activator.stop()
-            await pod.stop()
 
     run(body)
 
 
 def test_refused_connection_is_retried_on_another_pod_with_its_body():
     async def body():
-        pods = [await Pod().start() for _ in range(2)]
-        activator, client = await start_activator(cc=1)
-        activator.set_endpoints(KEY, [p.address for p in pods])
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            pods = [await stack.enter_async_context(Pod()) for _ in range(2)]
+            activator, client = await stack.enter_async_context(running_activator(cc=1))
+            activator.set_endpoints(KEY, [p.address for p in pods])
             await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 2)
             first = min(pods, key=lambda p: p.address)  # first-available picks the lowest address
             other = pods[1] if first is pods[0] else pods[0]
@@ -174,43 +168,39 @@ def test_refused_connection_is_retried_on_another_pod_with_its_body():
             assert reply.text == f"served by {other.port}\n"
             assert other.bodies == [b"payload-123"]
             assert activator.revision_status(KEY)["healthy"] == [other.address]
-        finally:
-            await client.aclose()
-            await activator.stop()
-            await pods[1].stop()
 
     run(body)
 
 
 def test_refused_connection_with_no_other_pod_is_held_until_the_pod_is_back():
     async def body():
-        pod = await Pod().start()
-        activator, client = await start_activator(cc=1)
-        activator.set_endpoints(KEY, [pod.address])
-        try:
+        async with Pod() as pod, running_activator(cc=1) as (activator, client):
+            activator.set_endpoints(KEY, [pod.address])
             await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
             port = pod.port
             await pod.stop()
             pending = asyncio.ensure_future(client.get("/x"))
             await wait_until(lambda: activator.revision_status(KEY)["held"] == 1)
             assert activator.revision_status(KEY)["capacity"] == 0
-            revived = await Pod().start(port)
-            reply = await pending
+            revived = Pod()  # the pod back on the same port
+            try:
+                await revived.start(port)
+                reply = await pending
+            finally:
+                await revived.stop()
             assert (reply.status_code, reply.text) == (200, f"served by {port}\n")
             assert reply.headers["x-kpa-cold-start"] == "true"
-            await revived.stop()
-        finally:
-            await client.aclose()
-            await activator.stop()
 
     run(body)
 
 
 def test_two_activator_replicas_share_pods_without_exceeding_cc():
     async def body():
-        pods = [await Pod(delay=0.02).start() for _ in range(4)]
-        replicas = [await start_activator(cc=1, slot=(i, 2)) for i in range(2)]
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            pods = [await stack.enter_async_context(Pod(delay=0.02)) for _ in range(4)]
+            replicas = [
+                await stack.enter_async_context(running_activator(cc=1, slot=(i, 2))) for i in range(2)
+            ]
             for activator, _ in replicas:
                 activator.set_endpoints(KEY, [p.address for p in pods])
             for activator, _ in replicas:
@@ -221,20 +211,13 @@ def test_two_activator_replicas_share_pods_without_exceeding_cc():
             replies = await asyncio.gather(*(replicas[i % 2][1].get(f"/{i}") for i in range(40)))
             assert [r.status_code for r in replies] == [200] * 40
             assert [p.max_in_flight for p in pods] == [1, 1, 1, 1]
-        finally:
-            for activator, client in replicas:
-                await client.aclose()
-                await activator.stop()
-            for pod in pods:
-                await pod.stop()
 
     run(body)
 
 
 def test_health_probe_and_unknown_revision():
     async def body():
-        activator, client = await start_activator()
-        try:
+        async with running_activator() as (_, client):
             probe = await client.get("/", headers={"k-network-probe": "activator"})
             assert (probe.status_code, probe.text) == (200, "activator")
             wrong = await client.get("/", headers={"k-network-probe": "queue"})
@@ -248,40 +231,30 @@ def test_health_probe_and_unknown_revision():
             headers = {"host": "127.0.0.1", "knative-serving-revision": "nope"}
             by_header = await client.get("/", headers=headers)
             assert by_header.status_code == 404
-        finally:
-            await client.aclose()
-            await activator.stop()
 
     run(body)
 
 
 def test_client_leaving_while_held_frees_its_place():
     async def body():
-        activator, client = await start_activator(cc=1, queue_bound=1)
-        try:
+        async with running_activator(cc=1, queue_bound=1) as (activator, client):
             pending = asyncio.ensure_future(client.get("/x"))
             await wait_until(lambda: activator.revision_status(KEY)["held"] == 1)
             pending.cancel()
             await wait_until(lambda: activator.revision_status(KEY)["held"] == 0)
-            pod = await Pod().start()
-            activator.set_endpoints(KEY, [pod.address])
-            reply = await client.get("/y")
-            assert reply.status_code == 200
-            assert pod.served == 1
-            await pod.stop()
-        finally:
-            await client.aclose()
-            await activator.stop()
+            async with Pod() as pod:
+                activator.set_endpoints(KEY, [pod.address])
+                reply = await client.get("/y")
+                assert reply.status_code == 200
+                assert pod.served == 1
 
     run(body)
 
 
 def test_pod_slower_than_the_revision_timeout_gets_504_and_its_slot_back():
     async def body():
-        pod = await Pod(delay=2.0).start()
-        activator, client = await start_activator(cc=1, timeout=0.3)
-        activator.set_endpoints(KEY, [pod.address])
-        try:
+        async with Pod(delay=2.0) as pod, running_activator(cc=1, timeout=0.3) as (activator, client):
+            activator.set_endpoints(KEY, [pod.address])
             await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
             started = time.monotonic()
             reply = await client.get("/slow")
@@ -289,9 +262,5 @@ def test_pod_slower_than_the_revision_timeout_gets_504_and_its_slot_back():
             assert reply.status_code == 504
             assert reply.text.startswith(f"activator request timeout: pod {pod.address} did not answer")
             assert activator.revision_status(KEY)["in_flight"] == 0
-        finally:
-            await client.aclose()
-            await activator.stop()
-            await pod.stop()
 
     run(body)

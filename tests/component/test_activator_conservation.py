@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from activator_fixtures import Pod, run
+from waiting import wait_until
 
 from activator.config import RevisionConfig
 from activator.server import Activator
@@ -44,31 +46,33 @@ class _FrontDoor:
         return pending
 
 
-async def _start(cc: int, timeout: float = 5.0):
+@contextlib.asynccontextmanager
+async def _started(
+    cc: int, timeout: float = 5.0
+) -> AsyncIterator[tuple[Activator, _FrontDoor, httpx.AsyncClient]]:
+    """The activator behind a front door, and a client for it; all stopped however the test ends."""
     activator = Activator(probe_frequency=0.05)
     activator.set_revision(RevisionConfig("hello", container_concurrency=cc, timeout_seconds=timeout))
-    await activator.start(port=None)
     front = _FrontDoor(activator)
-    _, port = await front.server.start("127.0.0.1", 0)
-    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers={"host": "hello"}, timeout=8.0)
-    return activator, front, client
-
-
-async def _wait_until(predicate, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
+    try:
+        await activator.start(port=None)
+        _, port = await front.server.start("127.0.0.1", 0)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"host": "hello"}, timeout=8.0
+        ) as client:
+            yield activator, front, client
+    finally:
+        await front.server.shutdown(0.0)
+        await activator.stop()
 
 
 def test_capacity_freed_in_the_same_turn_a_request_is_queued_reaches_that_request():
     async def body():
-        pod = await Pod(delay=0.3).start()
-        activator, front, client = await _start(cc=1)
-        try:
+        async with Pod(delay=0.3) as pod, _started(cc=1) as (activator, front, client):
             activator.set_endpoints(KEY, [pod.address])
-            await _wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
+            await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
             first = asyncio.ensure_future(client.get("/a"))
-            await _wait_until(lambda: pod.in_flight == 1)
+            await wait_until(lambda: pod.in_flight == 1)
             # The second request queues (the one slot is busy); in the same turn the revision's container
             # concurrency doubles, which admits it before its waiting code has started.
             front.after_handle = lambda: activator.set_revision(
@@ -79,38 +83,26 @@ def test_capacity_freed_in_the_same_turn_a_request_is_queued_reaches_that_reques
             assert (await first).status_code == 200
             status = activator.revision_status(KEY)
             assert (status["held"], status["in_flight"]) == (0, 0)
-        finally:
-            await client.aclose()
-            await front.server.shutdown(0.0)
-            await activator.stop()
-            await pod.stop()
 
     run(body)
 
 
 def test_a_request_removed_with_its_revision_before_its_code_runs_is_answered_503():
     async def body():
-        activator, front, client = await _start(cc=1)
-        try:
+        async with _started(cc=1) as (activator, front, client):
             front.after_handle = lambda: activator.remove_revision(KEY)
             reply = await client.get("/held")
             assert reply.status_code == 503
             assert "removed" in reply.text
-        finally:
-            await client.aclose()
-            await front.server.shutdown(0.0)
-            await activator.stop()
 
     run(body)
 
 
 def test_clients_that_leave_while_held_give_every_slot_back_and_report_no_phantom_concurrency():
     async def body():
-        pod = await Pod(delay=0.02).start()
-        activator, front, client = await _start(cc=1)
-        try:
+        async with Pod(delay=0.02) as pod, _started(cc=1) as (activator, _, client):
             activator.set_endpoints(KEY, [pod.address])
-            await _wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
+            await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
 
             async def impatient(i: int) -> None:
                 async with httpx.AsyncClient(
@@ -120,25 +112,19 @@ def test_clients_that_leave_while_held_give_every_slot_back_and_report_no_phanto
                         await quick.get(f"/{i}")
 
             await asyncio.gather(*(impatient(i) for i in range(60)))
-            await _wait_until(lambda: activator.revision_status(KEY)["held"] == 0)
-            await _wait_until(lambda: activator.revision_status(KEY)["in_flight"] == 0)
+            await wait_until(lambda: activator.revision_status(KEY)["held"] == 0)
+            await wait_until(lambda: activator.revision_status(KEY)["in_flight"] == 0)
             # the slot still works, and the reporter counts nothing in flight
             assert (await client.get("/after")).status_code == 200
             stats = activator._reporter.report(activator.now() + 10.0)
             assert all(stat.average_concurrent_requests == 0 for _, stat in stats)
-        finally:
-            await client.aclose()
-            await front.server.shutdown(0.0)
-            await activator.stop()
-            await pod.stop()
 
     run(body)
 
 
 def test_a_request_that_waited_in_vain_is_told_why_the_revisions_pods_failed():
     async def body():
-        activator, front, client = await _start(cc=1, timeout=0.3)
-        try:
+        async with _started(cc=1, timeout=0.3) as (activator, _, client):
             activator.set_revision_failure(KEY, "user container exited with code 3 at start")
             reply = await client.get("/held")
             assert reply.status_code == 504
@@ -148,9 +134,5 @@ def test_a_request_that_waited_in_vain_is_told_why_the_revisions_pods_failed():
             reply = await client.get("/held")
             assert reply.status_code == 504
             assert "failure" not in reply.text
-        finally:
-            await client.aclose()
-            await front.server.shutdown(0.0)
-            await activator.stop()
 
     run(body)

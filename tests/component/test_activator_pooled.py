@@ -9,37 +9,36 @@ when the client gives up.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from activator_fixtures import Pod, run
-from test_activator import KEY, start_activator, wait_until
+from test_activator import KEY, running_activator
+from waiting import wait_until
+
+from activator.server import Activator
 
 pytestmark = pytest.mark.timeout(30)
 
 
-async def warmed(pod_kwargs=None, **activator_kwargs):
-    """An activator with one pod (cc 1) that has served one request: its connection is in the pool."""
-    pod = await Pod(**(pod_kwargs or {})).start()
-    activator, client = await start_activator(**activator_kwargs)
-    activator.set_endpoints(KEY, [pod.address])
-    await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
-    first = await client.get("/warm")
-    assert first.status_code == 200
-    return pod, activator, client
-
-
-async def close(pod, activator, client):
-    await client.aclose()
-    await activator.stop()
-    await pod.stop()
+@contextlib.asynccontextmanager
+async def warmed(**activator_kwargs) -> AsyncIterator[tuple[Pod, Activator, httpx.AsyncClient]]:
+    """An activator with one pod (cc 1) that has served one request: its connection is in the pool.
+    All of it stopped however the test ends."""
+    async with Pod() as pod, running_activator(**activator_kwargs) as (activator, client):
+        activator.set_endpoints(KEY, [pod.address])
+        await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 1)
+        first = await client.get("/warm")
+        assert first.status_code == 200
+        yield pod, activator, client
 
 
 def test_pooled_request_carries_the_activators_headers_both_ways():
     async def body():
-        pod, activator, client = await warmed(cc=1)
-        try:
+        async with warmed(cc=1) as (pod, activator, client):
             replies = [await client.post("/again", content=b"abc") for _ in range(5)]
             assert [r.status_code for r in replies] == [200] * 5
             assert all(r.headers["x-kpa-cold-start"] == "false" for r in replies)
@@ -47,8 +46,6 @@ def test_pooled_request_carries_the_activators_headers_both_ways():
             assert seen[b"k-proxy-request"] == b"activator" and seen[b"k-original-host"] == b"hello"
             assert pod.bodies[-5:] == [b"abc"] * 5
             assert activator.revision_status(KEY)["in_flight"] == 0
-        finally:
-            await close(pod, activator, client)
 
     run(body)
 
@@ -56,9 +53,8 @@ def test_pooled_request_carries_the_activators_headers_both_ways():
 @pytest.mark.parametrize("mode", ["die-mid-stream", "die-before-head"])
 def test_pod_failing_a_pooled_request_gives_a_clean_error_and_the_slot_back(mode):
     async def body():
-        pod, activator, client = await warmed(cc=1)
-        pod.mode = mode
-        try:
+        async with warmed(cc=1) as (pod, activator, client):
+            pod.mode = mode
             if mode == "die-mid-stream":
                 with pytest.raises(httpx.RemoteProtocolError):
                     await client.get("/stream")
@@ -68,54 +64,46 @@ def test_pod_failing_a_pooled_request_gives_a_clean_error_and_the_slot_back(mode
             assert activator.revision_status(KEY)["in_flight"] == 0
             pod.mode = "ok"
             assert (await client.get("/after")).status_code == 200
-        finally:
-            await close(pod, activator, client)
 
     run(body)
 
 
 def test_pooled_request_slower_than_the_revision_timeout_gets_504_and_the_slot_back():
     async def body():
-        pod, activator, client = await warmed(cc=1, timeout=0.3)
-        pod.delay = 2.0
-        try:
+        async with warmed(cc=1, timeout=0.3) as (pod, activator, client):
+            pod.delay = 2.0
             started = time.monotonic()
             reply = await client.get("/slow")
             assert 0.25 < time.monotonic() - started < 1.5
             assert reply.status_code == 504
             assert reply.text.startswith(f"activator request timeout: pod {pod.address} did not answer")
             assert activator.revision_status(KEY)["in_flight"] == 0
-        finally:
-            await close(pod, activator, client)
 
     run(body)
 
 
 def test_client_giving_up_on_a_pooled_request_frees_the_slot_for_the_next():
     async def body():
-        pod, activator, client = await warmed(cc=1)
-        pod.delay = 1.0
-        try:
+        async with warmed(cc=1) as (pod, activator, client):
+            pod.delay = 1.0
             with pytest.raises(httpx.ReadTimeout):
                 await client.get("/abandoned", timeout=0.2)
             await wait_until(lambda: activator.revision_status(KEY)["in_flight"] == 0, timeout=3.0)
             pod.delay = 0.0
             reply = await client.get("/next")
             assert reply.status_code == 200
-        finally:
-            await close(pod, activator, client)
 
     run(body)
 
 
 def test_pooled_request_dropped_by_a_pod_that_vanished_is_retried_on_another_pod():
     async def body():
-        pods = [await Pod().start() for _ in range(2)]
-        activator, client = await start_activator(cc=1)
-        activator.set_endpoints(KEY, [p.address for p in pods])
-        first = min(pods, key=lambda p: p.address)  # first-available picks the lowest address
-        other = pods[1] if first is pods[0] else pods[0]
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            pods = [await stack.enter_async_context(Pod()) for _ in range(2)]
+            activator, client = await stack.enter_async_context(running_activator(cc=1))
+            activator.set_endpoints(KEY, [p.address for p in pods])
+            first = min(pods, key=lambda p: p.address)  # first-available picks the lowest address
+            other = pods[1] if first is pods[0] else pods[0]
             await wait_until(lambda: activator.revision_status(KEY)["capacity"] == 2)
             assert (await client.get("/warm")).text == f"served by {first.port}\n"
             first.mode = "vanish"  # the pooled connection dies unanswered; a new one is refused
@@ -123,10 +111,5 @@ def test_pooled_request_dropped_by_a_pod_that_vanished_is_retried_on_another_pod
             assert reply.status_code == 200 and reply.text == f"served by {other.port}\n", reply.text
             assert activator.revision_status(KEY)["healthy"] == [other.address]
             assert activator.revision_status(KEY)["in_flight"] == 0
-        finally:
-            await client.aclose()
-            await activator.stop()
-            for pod in pods:
-                await pod.stop()
 
     run(body)
