@@ -81,7 +81,7 @@ def _show(title: str, requests: int, wall: float, sim: Simulation) -> None:
     print(
         f"{title}: {requests:,} requests in {wall:.2f} s wall = {requests / wall:,.0f} simulated requests / "
         f"wall-s (completed {sim.counters.completed:,}, peak {max(r.ready_pods for r in sim.timeline)} pods, "
-        f"{sim.scale_events} scale events)"
+        f"{sim.fleet.scale_events} scale events)"
     )
 
 

@@ -17,7 +17,8 @@ request, which keeps a simulated request at a few microseconds of wall time.
 Memory does not grow with the duration: timeline rows go to a sink one simulated second at a time
 (the command line streams them to timeline.csv), per-second counts live in a ring of four seconds,
 latencies in a bounded :class:`~simulation.sample.Sample`, and a pod that is gone leaves only its
-four times behind. What a run may cost is bounded up front by :mod:`simulation.limits`.
+four times behind (the pods: :mod:`simulation.fleet`). What a run may cost is bounded up front by
+:mod:`simulation.limits`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ import itertools
 import math
 import random
 import time
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 import simpy
@@ -41,7 +40,8 @@ from autoscaler.stat import Stat
 from simulation import limits
 from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
 from simulation.activator import SimulatedActivator
-from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod, Request
+from simulation.fleet import Fleet
+from simulation.pods import REPORT_INTERVAL, Pod, Request
 from simulation.recycled import Callbacks, Recycled, Recycler
 from simulation.sample import Sample
 from simulation.scenario import Scenario
@@ -64,15 +64,6 @@ class Counters:
     cold: int = 0
     latencies: Sample = field(default_factory=Sample)
     waits: Sample = field(default_factory=Sample)
-
-
-class PodLife(NamedTuple):
-    """When a pod was created, ready, out of the endpoints and gone (None: not yet), for pod figures."""
-
-    created: float
-    ready_at: float | None
-    unready_at: float | None
-    gone_at: float | None
 
 
 @dataclass(slots=True)
@@ -135,7 +126,6 @@ class Simulation:
         self._again = self.timers.again
         self._on_arrival_callbacks: Callbacks = [self._on_arrival]
         self.service_time = revision.service_time.sampler(np.random.default_rng(streams[1]))
-        self._cold_start = revision.cold_start.sampler(np.random.default_rng(streams[2]))
         self.rng = random.Random(int(streams[3].generate_state(1)[0]))
         self._random = self.rng.random
 
@@ -155,13 +145,9 @@ class Simulation:
         self.counters = Counters()
         self.outstanding = 0
         self._max_outstanding = limits.MAX_IN_FLIGHT
-        self.scale_events = 0
 
-        self._alive: dict[int, Pod] = {}  # starting, ready or draining pods by index
-        self._lives = [array("d") for _ in PodLife._fields]  # every pod's times by index; NaN = None
-        self.starting: list[Pod] = []
-        self.ready: list[Pod] = []
-        self.draining: list[Pod] = []
+        self.fleet = Fleet(self, revision.cold_start.sampler(np.random.default_rng(streams[2])))
+        self.ready = self.fleet.ready  # the pods requests are routed to: the fleet's list, changed in place
         self._round_robin = revision.routing == "round_robin"
         self._next_pod = 0
         self._serve = False  # activator out of the path
@@ -169,7 +155,6 @@ class Simulation:
         self.autoscaler = RevisionAutoscaler(self.settings, 0.0, ready_pods=0)
         self._decisions = DecisionSchedule(0.0)  # its 2 s ticks fall on the control ticks
         self.decision: ScaleDecision | None = None
-        self.replicas = 0
         self.wall_seconds = 0.0
         self.drain_seconds = 0.0
 
@@ -177,7 +162,7 @@ class Simulation:
 
     def _start(self) -> None:
         initial = self.settings.initial_scale
-        self._set_replicas(initial, 0.0)
+        self.fleet.set_replicas(initial, 0.0)
         self._every(CONTROL_INTERVAL, 0.0, self._control_tick)
         self._every(ACTIVATOR_REPORT_INTERVAL, ACTIVATOR_REPORT_PHASE, self._activator_tick)
         self._schedule_next_arrival(0.0)
@@ -340,115 +325,20 @@ class Simulation:
     def _actuate(self, desired: int | None, serve: bool, now: float) -> None:
         self._serve = serve
         if desired is not None:
-            self._set_replicas(desired, now)
-
-    # -- pods -----------------------------------------------------------------------------------------
-
-    def _set_replicas(self, wanted: int, now: float) -> None:
-        current = len(self.starting) + len(self.ready)
-        if wanted == current:
-            return
-        limits.check_pods(
-            f"the autoscaler's decision at {now:g} s", wanted, "set max-scale or lower the rate"
-        )
-        if self.warmup <= now < self.duration:
-            self.scale_events += 1
-        self.replicas = wanted
-        for _ in range(wanted - current):
-            self._create_pod(now)
-        # Like a ReplicaSet: not-ready pods go first, then the youngest ready ones.
-        for _ in range(current - wanted):
-            if self.starting:
-                pod = self.starting.pop()
-                pod.state = GONE
-                pod.gone_at = now
-                self._retire(pod)
-            else:
-                self._drain(self.ready.pop(), now)
-
-    def _create_pod(self, now: float) -> None:
-        created, *times = self._lives
-        pod = Pod(self, len(created), now)
-        created.append(now)
-        for column in times:
-            column.append(math.nan)
-        self._alive[pod.index] = pod
-        self.starting.append(pod)
-        event = self.env.timeout(self._cold_start())
-        event.callbacks.append(lambda _event: self._pod_ready(pod))
-
-    def _pod_ready(self, pod: Pod) -> None:
-        if pod.state is not STARTING:
-            return  # scaled away while starting
-        now = self.env.now
-        self.starting.remove(pod)
-        pod.become_ready(now)
-        self.ready.append(pod)
-        self.activator.add_pod(pod, now)
-
-        def report(_event: simpy.Event) -> None:
-            if pod.state is READY:
-                pod.cut_report(self.env.now)
-                again = self.env.timeout(REPORT_INTERVAL)
-                again.callbacks.append(report)
-
-        first = self.env.timeout(REPORT_INTERVAL)
-        first.callbacks.append(report)
-
-    def _drain(self, pod: Pod, now: float) -> None:
-        pod.start_draining(now)
-        self.activator.remove_pod(pod, now)
-        self.draining.append(pod)
-
-        def quiet(_event: simpy.Event) -> None:
-            if pod.drain_period_over(self.env.now):
-                self.pod_gone(pod, self.env.now)
-
-        event = self.env.timeout(self.scenario.platform.drain_period)
-        event.callbacks.append(quiet)
-
-    def pod_gone(self, pod: Pod, now: float) -> None:
-        if pod.state is DRAINING:
-            self.draining.remove(pod)
-        pod.state = GONE
-        pod.gone_at = now
-        self._retire(pod)
-
-    def _retire(self, pod: Pod) -> None:
-        """Keep a gone pod's times only (32 bytes), not the pod."""
-        _, ready_at, unready_at, gone_at = self._lives
-        for column, value in ((ready_at, pod.ready_at), (unready_at, pod.unready_at), (gone_at, pod.gone_at)):
-            column[pod.index] = math.nan if value is None else value
-        del self._alive[pod.index]
-
-    @property
-    def pods(self) -> list[Pod]:
-        """The pods alive now (starting, ready or draining), oldest first."""
-        return list(self._alive.values())
-
-    def pod_lives(self) -> list[PodLife]:
-        """Every pod's times, in creation order (the order pod figures are summed in)."""
-        lives = []
-        for i, times in enumerate(zip(*self._lives, strict=True)):
-            pod = self._alive.get(i)
-            if pod is not None:
-                lives.append(PodLife(pod.created, pod.ready_at, pod.unready_at, pod.gone_at))
-            else:
-                created, *later = times  # a pod's creation time is always known
-                lives.append(PodLife(created, *(None if math.isnan(t) else t for t in later)))
-        return lives
+            self.fleet.set_replicas(desired, now)
 
     # -- timeline -------------------------------------------------------------------------------------
 
     def _snapshot(self, second: int) -> TimelineRow:
         decision = self.decision
+        fleet = self.fleet
         return TimelineRow(
             second=second,
-            desired_pods=decision.desired_pods if decision is not None else self.replicas,
-            replicas=self.replicas,
+            desired_pods=decision.desired_pods if decision is not None else fleet.replicas,
+            replicas=fleet.replicas,
             ready_pods=len(self.ready),
-            starting_pods=len(self.starting),
-            draining_pods=len(self.draining),
+            starting_pods=len(fleet.starting),
+            draining_pods=len(fleet.draining),
             mode="serve" if self._serve and self.ready else "proxy",
             panicking=bool(decision.panicking) if decision is not None else False,
             stable_concurrency=decision.stable if decision is not None else 0.0,

@@ -235,7 +235,7 @@ class Pod:
             for waiter in breaker.release():
                 self.service.start(waiter, now)
         if self._drain_over and self.in_flight == 0 and self.state is DRAINING:
-            self.sim.pod_gone(self, now)
+            self.sim.fleet.pod_gone(self, now)
 
     def _queue_timeout(self, request: Request) -> None:
         if request.start >= 0 or request.pod is not self or self.breaker is None:
@@ -246,7 +246,7 @@ class Pod:
             self.stats.request_out(now, request.proxied)
             self.sim.timed_out(request, now)
             if self.in_flight == 0 and self._drain_over and self.state is DRAINING:
-                self.sim.pod_gone(self, now)
+                self.sim.fleet.pod_gone(self, now)
 
     # -- life cycle -------------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from simulation.engine import PodLife, Simulation, TimelineRow
+from simulation.engine import Simulation, TimelineRow
+from simulation.fleet import PodLife
 from simulation.sample import Sample
 
 TIMELINE_COLUMNS = [f.name for f in fields(TimelineRow)]
@@ -68,7 +69,7 @@ def summarize(sim: Simulation) -> dict[str, Any]:
     lo, hi = scenario.warmup, scenario.duration
     settings = scenario.settings
     spec = settings.spec
-    lives = sim.pod_lives()
+    lives = sim.fleet.lives()
     return {
         "requests": counters.requests,
         "completed": counters.completed,
@@ -79,7 +80,7 @@ def summarize(sim: Simulation) -> dict[str, Any]:
         "cold_start_requests": counters.cold,
         "pod_seconds": pod_seconds(lives, lo, hi),
         "ready_pods": ready_pod_stats(lives, lo, hi),
-        "scale_events": sim.scale_events,
+        "scale_events": sim.fleet.scale_events,
         "simulated_seconds": scenario.duration,
         "wall_seconds": sim.wall_seconds,
         "warmup": scenario.warmup,

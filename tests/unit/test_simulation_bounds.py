@@ -168,10 +168,10 @@ def test_gone_pods_leave_only_their_times():
     doc = base(**{"workload": [{"type": "on_off", "rate": 20, "on": 5, "off": 120, "duration": 1000}]})
     set_path(doc, "duration", 1000)
     sim = Simulation(parse_scenario(doc), 1).run()
-    lives = sim.pod_lives()
+    lives = sim.fleet.lives()
     gone = [life for life in lives if life.gone_at is not None]
     assert len(gone) >= 8  # scaled to zero after every burst
-    assert len(sim.pods) == len(lives) - len(gone) <= 2
+    assert len(sim.fleet.pods) == len(lives) - len(gone) <= 2
     assert all(math.isfinite(life.created) for life in lives)
 
 

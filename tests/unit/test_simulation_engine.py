@@ -99,8 +99,8 @@ def test_draining_pods_finish_what_they_hold():
     doc = step_scenario(1, 0, 10.0, 4.0, 1.0, idle=120, busy=60)  # 4 s requests, then scale down
     sim = simulate(doc)
     assert sim.counters.completed == sim.counters.requests
-    assert all(pod.in_flight == 0 for pod in sim.pods)
-    lives = sim.pod_lives()
+    assert all(pod.in_flight == 0 for pod in sim.fleet.pods)
+    lives = sim.fleet.lives()
     assert any(life.unready_at is not None and life.gone_at is not None for life in lives)
 
 
