@@ -56,7 +56,12 @@ class FakeApiServer:
             access_log=False,
         )
         self._server = uvicorn.Server(config)
-        self._socket = socket.create_server(("127.0.0.1", 0))
+        # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+        # create_server's proto 0 left Nagle on, adding 40 ms (a delayed ACK) to every answer.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(128)
         self.port: int = self._socket.getsockname()[1]
         self._thread = threading.Thread(target=self._run, name=f"fakecluster:{self.port}", daemon=True)
 
