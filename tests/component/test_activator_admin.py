@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from activator_fixtures import Pod, run
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_until
 
 from activator.admin import AdminApi
 from activator.server import Activator
@@ -14,24 +17,38 @@ from activator.server import Activator
 ADMIN_TOKEN = "test-admin-token"
 
 
-async def start():
+@contextlib.asynccontextmanager
+async def started() -> AsyncIterator[tuple[Activator, httpx.AsyncClient, httpx.AsyncClient]]:
+    """The activator with its admin API, a client for each port; all closed however the test ends."""
     activator = Activator()
     admin_api = AdminApi(activator, ADMIN_TOKEN)
-    ports = await activator.start("127.0.0.1", 0, admin_port=0, admin_handler=admin_api.handle)
-    admin = httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{ports.admin}",
-        timeout=5.0,
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    )
-    data = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.serving}", timeout=5.0)
-    return activator, admin, data
+    try:
+        ports = await activator.start("127.0.0.1", 0, admin_port=0, admin_handler=admin_api.handle)
+        async with (
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{ports.admin}",
+                timeout=5.0,
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            ) as admin,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.serving}", timeout=5.0) as data,
+        ):
+            yield activator, admin, data
+    finally:
+        await activator.stop()
+
+
+def held(admin: httpx.AsyncClient, path: str, count: int) -> Callable[[], Awaitable[bool]]:
+    """A predicate for ``wait_until``: the admin API shows ``count`` requests held for the revision."""
+
+    async def holding() -> bool:
+        return (await admin.get(path)).json()["held"] == count
+
+    return holding
 
 
 def test_an_autoscaler_can_drive_a_revision_from_zero_through_the_admin_api():
     async def body():
-        activator, admin, data = await start()
-        pod = await Pod().start()
-        try:
+        async with started() as (_, admin, data), Pod() as pod:
             created = await admin.put("/revisions/ml/predictor", json={"container_concurrency": 2,
                                                                        "timeout_seconds": 30})
             assert created.status_code == 200
@@ -39,14 +56,13 @@ def test_an_autoscaler_can_drive_a_revision_from_zero_through_the_admin_api():
             assert (status["name"], status["namespace"], status["capacity"], status["held"]) == (
                 "predictor", "ml", 0, 0)
             assert status["effective_queue_bound"] == 1000
-            held = asyncio.ensure_future(data.get("/", headers={"host": "predictor.ml.svc.cluster.local"}))
-            await asyncio.sleep(0.1)
-            assert (await admin.get("/revisions/ml/predictor")).json()["held"] == 1
+            waiting = asyncio.ensure_future(data.get("/", headers={"host": "predictor.ml.svc.cluster.local"}))
+            await wait_until(held(admin, "/revisions/ml/predictor", 1), what="the request held at zero")
             endpoints = await admin.put("/revisions/ml/predictor/endpoints",
                                         json={"addresses": [pod.address]})
             assert endpoints.status_code == 200
             assert endpoints.json()["endpoints"] == [pod.address]
-            reply = await held
+            reply = await waiting
             assert reply.status_code == 200
             listed = (await admin.get("/revisions")).json()["revisions"]
             assert [(r["namespace"], r["name"], r["healthy"], r["capacity"]) for r in listed] == [
@@ -61,38 +77,27 @@ def test_an_autoscaler_can_drive_a_revision_from_zero_through_the_admin_api():
             assert removed.json() == {"removed": "ml/predictor"}
             gone = await data.get("/", headers={"host": "predictor.ml"})
             assert gone.status_code == 404
-        finally:
-            for client in (admin, data):
-                await client.aclose()
-            await activator.stop()
-            await pod.stop()
 
     run(body)
 
 
 def test_removing_a_revision_answers_its_held_requests_503():
     async def body():
-        activator, admin, data = await start()
-        try:
+        async with started() as (_, admin, data):
             await admin.put("/revisions/default/hello", json={})
-            held = asyncio.ensure_future(data.get("/", headers={"host": "hello"}))
-            await asyncio.sleep(0.1)
+            waiting = asyncio.ensure_future(data.get("/", headers={"host": "hello"}))
+            await wait_until(held(admin, "/revisions/default/hello", 1), what="the request held at zero")
             await admin.delete("/revisions/default/hello")
-            reply = await held
+            reply = await waiting
             assert reply.status_code == 503
             assert "was removed" in reply.text
-        finally:
-            for client in (admin, data):
-                await client.aclose()
-            await activator.stop()
 
     run(body)
 
 
 def test_bad_requests_get_errors_that_name_the_input():
     async def body():
-        activator, admin, data = await start()
-        try:
+        async with started() as (activator, admin, _):
             cases = [
                 (admin.put("/revisions/default/hello", json={"container_concurrency": -1}), 400,
                  "container_concurrency=-1"),
@@ -120,9 +125,5 @@ def test_bad_requests_get_errors_that_name_the_input():
             slot = await admin.put("/activators", json={"index": 1, "count": 3})
             assert slot.json() == {"index": 1, "count": 3}
             assert activator.activator_slot == (1, 3)
-        finally:
-            for client in (admin, data):
-                await client.aclose()
-            await activator.stop()
 
     run(body)
