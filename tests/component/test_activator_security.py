@@ -42,39 +42,42 @@ def test_cli_admin_listens_on_loopback_and_state_changes_need_the_token(tmp_path
     os.chmod(token_file, 0o600)
 
     async def body():
-        pod = await Pod().start()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kpa", "activator", "--host", "0.0.0.0", "--port", "0",
-            "--admin-port", "0", "--admin-token-file", str(token_file),
-            "--revision", f"hello:cc=1,endpoints={pod.address}",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
-            bound = listening(proc.pid)
-            assert ("0.0.0.0", ready["serving_port"]) in bound
-            assert ("127.0.0.1", ready["admin_port"]) in bound
-            assert ready["admin_host"] == "127.0.0.1"
-            admin = f"http://127.0.0.1:{ready['admin_port']}/revisions/default/hello"
-            evil = {"addresses": ["10.9.9.9:80"]}
-            async with httpx.AsyncClient(timeout=5.0) as client:
-                missing = await client.put(admin + "/endpoints", json=evil)
-                assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
-                wrong = await client.put(admin + "/endpoints", json=evil, headers=bearer("guess"))
-                assert wrong.status_code == 403
-                assert (await client.delete(admin)).status_code == 401
-                assert (await client.post(admin)).status_code == 401  # refused before routing
-                status = await client.get(admin)  # read-only: no token needed
-                assert status.status_code == 200 and status.json()["endpoints"] == [pod.address]
-                moved = await client.put(admin + "/endpoints", json={"addresses": []}, headers=bearer(TOKEN))
-                assert moved.status_code == 200 and moved.json()["endpoints"] == []
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 10) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            await pod.stop()
+        async with Pod() as pod:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "kpa", "activator", "--host", "0.0.0.0", "--port", "0",
+                "--admin-port", "0", "--admin-token-file", str(token_file),
+                "--revision", f"hello:cc=1,endpoints={pod.address}",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
+                bound = listening(proc.pid)
+                assert ("0.0.0.0", ready["serving_port"]) in bound
+                assert ("127.0.0.1", ready["admin_port"]) in bound
+                assert ready["admin_host"] == "127.0.0.1"
+                admin = f"http://127.0.0.1:{ready['admin_port']}/revisions/default/hello"
+                evil = {"addresses": ["10.9.9.9:80"]}
+                async with httpx.AsyncClient(timeout=5.0) as client:
+                    missing = await client.put(admin + "/endpoints", json=evil)
+                    assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith(
+                        "Bearer"
+                    )
+                    wrong = await client.put(admin + "/endpoints", json=evil, headers=bearer("guess"))
+                    assert wrong.status_code == 403
+                    assert (await client.delete(admin)).status_code == 401
+                    assert (await client.post(admin)).status_code == 401  # refused before routing
+                    status = await client.get(admin)  # read-only: no token needed
+                    assert status.status_code == 200 and status.json()["endpoints"] == [pod.address]
+                    moved = await client.put(
+                        admin + "/endpoints", json={"addresses": []}, headers=bearer(TOKEN)
+                    )
+                    assert moved.status_code == 200 and moved.json()["endpoints"] == []
+                proc.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(proc.wait(), 10) == 0
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
 
     run(body, timeout=30)
 
@@ -100,9 +103,11 @@ def test_an_admin_port_without_a_handler_is_refused_naming_the_handler_to_pass()
     async def body():
         activator = Activator()
         fix = "admin_port=0 without an admin_handler: pass admin_handler=AdminApi"
-        with pytest.raises(ValueError, match=fix):
-            await activator.start("127.0.0.1", None, admin_port=0)
-        await activator.stop()
+        try:
+            with pytest.raises(ValueError, match=fix):
+                await activator.start("127.0.0.1", None, admin_port=0)
+        finally:
+            await activator.stop()  # had it started after all
 
     run(body)
 
@@ -183,19 +188,22 @@ def test_a_valid_jwt_waits_for_the_first_jwks_fetch_then_is_forwarded_once():
 
     async def body():
         jwks = await JwksServer(key, delay=0.3).start()
-        pod = await Pod().start()
-        spec = AuthSpec(jwks_url=jwks.url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
-        activator, ports, _ = await _gated_activator(spec)
-        activator.set_endpoints(KEY, [pod.address])
         try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.serving}", timeout=10) as data:
-                headers = {"host": "hello", **bearer(key.token())}
-                answers = await asyncio.gather(*(data.get("/", headers=headers) for _ in range(4)))
-                assert [a.status_code for a in answers] == [200] * 4
-                assert pod.served == 4 and jwks.fetches == 1
+            async with Pod() as pod:
+                spec = AuthSpec(jwks_url=jwks.url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+                activator, ports, _ = await _gated_activator(spec)
+                try:
+                    activator.set_endpoints(KEY, [pod.address])
+                    async with httpx.AsyncClient(
+                        base_url=f"http://127.0.0.1:{ports.serving}", timeout=10
+                    ) as data:
+                        headers = {"host": "hello", **bearer(key.token())}
+                        answers = await asyncio.gather(*(data.get("/", headers=headers) for _ in range(4)))
+                        assert [a.status_code for a in answers] == [200] * 4
+                        assert pod.served == 4 and jwks.fetches == 1
+                finally:
+                    await activator.stop()
         finally:
-            await activator.stop()
-            await pod.stop()
             await jwks.stop()
 
     run(body, timeout=30)
