@@ -87,8 +87,7 @@ class Cluster:
         """The ``<Kind>List`` a list request answers; built-in items without kind/apiVersion, as real."""
         matches = selectors.object_matcher(label_selector, field_selector, resource)
         with self._lock:
-            items, revision = self.store.objects(resource, namespace)
-        items = [item for item in items if matches(item)]
+            items, revision = self.store.objects(resource, namespace, matches)
         if not resource.custom:
             for item in items:
                 del item["kind"], item["apiVersion"]
@@ -230,8 +229,8 @@ class Cluster:
         """
         with self._lock:
             if resource_version in ("", "0"):
-                objects, revision = self.store.objects(resource, namespace)
-                first = [watch_events.added(obj) for obj in objects if matches(obj)]
+                objects, revision = self.store.objects(resource, namespace, matches)
+                first = [watch_events.added(obj) for obj in objects]
             else:
                 revision = _revision(resource_version)
                 changes = self.store.changes_since(resource, revision)

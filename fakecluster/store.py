@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,11 +84,19 @@ class Store:
     def exists(self, resource: ResourceType, namespace: str | None, name: str) -> bool:
         return self._key(resource, namespace, name) in self._table(resource)
 
-    def objects(self, resource: ResourceType, namespace: str | None) -> tuple[list[dict[str, Any]], int]:
-        """Objects of ``resource`` (in ``namespace``, or all), by namespace and name, and the revision."""
+    def objects(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        matches: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Objects of ``resource`` (in ``namespace``, or all) that ``matches`` selects, by namespace and
+        name, and the revision they reflect; only those selected are copied."""
         table = self._table(resource)
         keys = sorted(key for key in table if namespace is None or key[0] == namespace)
-        return [copy.deepcopy(table[key]) for key in keys], self.revision
+        return [
+            copy.deepcopy(table[key]) for key in keys if matches is None or matches(table[key])
+        ], self.revision
 
     def create(
         self, resource: ResourceType, namespace: str | None, obj: dict[str, Any], now: str, uid: str
