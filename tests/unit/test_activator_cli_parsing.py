@@ -1,6 +1,7 @@
 """`kpa activator` flag parsing: durations, --revision specs and revision files."""
 
 import pytest
+from tables import named
 
 from activator.cli import load_revisions_file, parse_duration, parse_revision_spec
 from activator.config import ActivatorConfigError, RevisionConfig
@@ -8,7 +9,10 @@ from activator.config import ActivatorConfigError, RevisionConfig
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("0.2", 0.2), ("0.2s", 0.2), ("200ms", 0.2), (" 1S ", 1.0), ("1m30s", 90.0), ("1.5h", 5400.0)],
+    named(
+        [("0.2", 0.2), ("0.2s", 0.2), ("200ms", 0.2), (" 1S ", 1.0), ("1m30s", 90.0), ("1.5h", 5400.0)],
+        lambda text, _: text,
+    ),
 )
 def test_durations_accept_seconds_and_go_durations(text, seconds):
     assert parse_duration(text, "--probe-frequency") == pytest.approx(seconds)
@@ -31,6 +35,7 @@ def test_bad_durations_name_the_flag(text):
             ["127.0.0.1:9001", "127.0.0.1:9002"],
         ),
     ],
+    ids=["name-only", "name-and-namespace", "every-option"],
 )
 def test_revision_specs(spec, config, endpoints):
     assert parse_revision_spec(spec) == (config, endpoints)
@@ -55,6 +60,7 @@ def test_revisions_file_takes_a_list_or_a_revisions_key(tmp_path):
         ("- {name: a, container_concurrency: -2}\n", "entry 0: revision a container_concurrency=-2"),
         ("- [unclosed\n", "cannot read it"),
     ],
+    ids=["not-a-list", "entry-not-an-object", "endpoints-not-a-list", "bad-cc", "not-yaml"],
 )
 def test_bad_revisions_files_say_where(tmp_path, content, fragment):
     path = tmp_path / "r.yaml"

@@ -16,6 +16,7 @@ from activator.config import MIN_QUEUE_BOUND, ActivatorConfigError, RevisionConf
         ),
         ({"name": "hello", "queue_bound": None}, RevisionConfig("hello")),
     ],
+    ids=["name-only", "every-field", "null-queue-bound"],
 )
 def test_valid_documents_parse(doc, expected):
     assert RevisionConfig.from_json(doc) == expected
@@ -36,6 +37,10 @@ def test_valid_documents_parse(doc, expected):
         ({"name": "h", "cc": 1}, "unknown field(s) ['cc']"),
         ({}, "needs a name"),
         ([], "must be an object"),
+    ],
+    ids=[
+        "name-not-a-dns-label", "empty-namespace", "cc-negative", "cc-a-string", "cc-a-bool", "timeout-0",
+        "timeout-a-string", "timeout-inf", "queue-bound-0", "unknown-field", "no-name", "not-an-object",
     ],
 )
 def test_bad_documents_name_the_field(doc, fragment):
@@ -59,6 +64,7 @@ def test_key_mismatch_is_refused():
         (0, 0, 1000),  # unlimited cc is sized as 100 per pod
         (0, 2, 2000),
     ],
+    ids=["cc1-cold", "cc10-cold", "cc10-30-pods", "unlimited-cold", "unlimited-2-pods"],
 )
 def test_default_queue_bound_grows_with_revision_capacity(cc, pods, bound):
     assert default_queue_bound(cc, pods) == bound

@@ -29,6 +29,7 @@ def test_first_request_for_an_untracked_revision_sends_a_stat_at_once():
         # correction never makes a figure negative
         ([("in", 0.0), ("out", 0.25)], 1.0, stat(0.0, 0.0)),
     ],
+    ids=["one-held-all-second", "two-held", "one-leaves-half-way", "never-negative"],
 )
 def test_first_periodic_report_subtracts_the_immediate_stat(events, report_at, expected):
     r = ConcurrencyReporter("activator-0")

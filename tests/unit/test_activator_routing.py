@@ -26,6 +26,10 @@ ROUTER = RevisionRouter(
         ("", None),
         ("a..b", None),
     ],
+    ids=[
+        "short-name", "short-name-port", "mixed-case-namespace", "cluster-local", "svc", "cluster-local-fqdn",
+        "external-domain", "ip-port", "ipv6-port", "empty", "empty-label",
+    ],
 )
 def test_host_forms_name_a_revision_or_nothing(host, expected):
     assert parse_host(host) == expected
@@ -42,6 +46,10 @@ def test_host_forms_name_a_revision_or_nothing(host, expected):
         ("hello-00001", "predictor-00001", None, RevisionKey("ml", "predictor-00001")),  # header wins
         ("dup.b", None, None, RevisionKey("b", "dup")),
     ],
+    ids=[
+        "short-name", "name-namespace-port", "cluster-local", "headers", "revision-header-default-namespace",
+        "header-wins-over-host", "dotted-name",
+    ],
 )
 def test_route_finds_the_revision(host, rev_header, ns_header, expected):
     assert ROUTER.route(host, rev_header, ns_header) == expected
@@ -57,6 +65,7 @@ def test_route_finds_the_revision(host, rev_header, ns_header, expected):
         ("dup", None, None, ["namespaces a, b", "name the namespace"]),
         (None, None, None, ["does not name a revision"]),
     ],
+    ids=["unknown-name", "unknown-in-namespace", "ip-host", "unknown-by-header", "ambiguous-name", "no-host"],
 )
 def test_unknown_revision_is_a_miss_listing_known_names(host, rev_header, ns_header, fragments):
     miss = ROUTER.route(host, rev_header, ns_header)

@@ -3,6 +3,7 @@
 import random
 
 import pytest
+from tables import named
 
 from activator.throttler import (
     UNLIMITED,
@@ -41,12 +42,31 @@ def send(t, ticket, now=0.0, deadline=100.0):
         (PODS6, 0, 1, PODS6),
         (list(reversed(PODS6)), 0, 3, PODS6[0:2]),  # split over the sorted list
     ],
+    ids=[
+        "4-activators-slot-0",
+        "4-activators-slot-1",
+        "4-activators-slot-2",
+        "4-activators-slot-3",
+        "5-pods-2-activators-slot-0",
+        "5-pods-2-activators-slot-1",
+        "more-activators-than-pods",
+        "one-pod",
+        "not-in-the-list",
+        "one-activator",
+        "unsorted-pods",
+    ],
 )
 def test_assign_slice_matches_knatives_split(pods, index, count, expected):
     assert assign_slice(pods, index, count) == expected
 
 
-@pytest.mark.parametrize(("pods", "activators"), [(6, 4), (5, 2), (7, 3), (4, 4), (10, 3)])
+@pytest.mark.parametrize(
+    ("pods", "activators"),
+    named(
+        [(6, 4), (5, 2), (7, 3), (4, 4), (10, 3)],
+        lambda pods, activators: f"{pods}-pods-{activators}-activators",
+    ),
+)
 def test_assign_slice_gives_each_pod_to_exactly_one_activator(pods, activators):
     addresses = [f"p{i:02d}" for i in range(pods)]
     slices = [assign_slice(addresses, i, activators) for i in range(activators)]
@@ -65,6 +85,16 @@ def test_assign_slice_gives_each_pod_to_exactly_one_activator(pods, activators):
         (1, 5, (1, 2), 2),
         (0, 0, (-1, 1), 0),
         (0, 3, (0, 4), UNLIMITED),  # cc=0: every activator uses every pod, capacity unbounded
+    ],
+    ids=[
+        "cc1-no-pods",
+        "cc1-3-pods",
+        "cc10-slot-0-of-4",
+        "cc10-slot-2-of-4",
+        "cc1-5-pods-slot-0-of-2",
+        "cc1-5-pods-slot-1-of-2",
+        "unlimited-no-pods",
+        "unlimited-with-pods",
     ],
 )
 def test_capacity_is_cc_times_assigned_pods(cc, pods, slot, capacity):
@@ -143,6 +173,7 @@ def test_held_requests_are_admitted_fifo_the_moment_a_pod_becomes_healthy():
         (10, None, 0, 1000),
         (200, None, 0, 2000),  # 10 × cc × max(1, pods)
     ],
+    ids=["explicit-bound", "default-cc1", "default-cc10", "default-cc200"],
 )
 def test_wait_queue_is_bounded_and_rejects_at_once_past_the_bound(cc, queue_bound, pods, held_before_reject):
     t = throttler(cc, PODS6[:pods], queue_bound=queue_bound)
@@ -283,7 +314,13 @@ def test_random_traffic_and_pod_churn_never_exceed_cc_at_any_pod(cc):
     assert full > 100
 
 
-@pytest.mark.parametrize(("cc", "pods", "activators"), [(1, 2, 2), (3, 5, 2), (5, 6, 4), (1, 6, 3)])
+@pytest.mark.parametrize(
+    ("cc", "pods", "activators"),
+    named(
+        [(1, 2, 2), (3, 5, 2), (5, 6, 4), (1, 6, 3)],
+        lambda cc, pods, activators: f"cc{cc}-{pods}-pods-{activators}-activators",
+    ),
+)
 def test_activator_replicas_sharing_pods_never_exceed_cc_at_any_pod(cc, pods, activators):
     rng = random.Random(cc * 100 + pods * 10 + activators)
     replicas = [throttler(cc, PODS6[:pods], slot=(i, activators), seed=i) for i in range(activators)]
