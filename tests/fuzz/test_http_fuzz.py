@@ -24,7 +24,7 @@ from fuzz_targets import SERVERS, standard_targets
 from http_fuzz import BOUND, exchange, fuzz
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "component"))
-from queueproxy_fixtures import UserContainer, run, start_queue_proxy, wait_ready
+from queueproxy_fixtures import UserContainer, run, running_queue_proxy, wait_ready
 
 from httpengine.errors import ClientDisconnected
 from httpengine.request import Request
@@ -113,9 +113,10 @@ def test_queue_proxy_answers_an_upgrade_request_that_carries_a_body_and_frees_it
     )
 
     async def body() -> None:
-        user = await UserContainer().start()
-        proxy, ports = await start_queue_proxy(user.port, container_concurrency=1)
-        try:
+        async with (
+            UserContainer() as user,
+            running_queue_proxy(user.port, container_concurrency=1) as (proxy, ports),
+        ):
             await wait_ready(proxy)
             outcome = await exchange(
                 "127.0.0.1", ports["serving_port"], Case(0, "upgrade-body", data, (b"PUT",), 1)
@@ -124,8 +125,6 @@ def test_queue_proxy_answers_an_upgrade_request_that_carries_a_body_and_frees_it
             plain = Case(1, "valid", b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", (b"GET",), 1)
             after = await exchange("127.0.0.1", ports["serving_port"], plain, BOUND)
             assert after.statuses == (200,), f"the slot is still held: {after}"
-        finally:
-            await user.stop()  # the in-process proxy goes with the test's event loop
 
     run(body, timeout=15)
 
