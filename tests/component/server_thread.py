@@ -6,6 +6,7 @@ the activator and ``kpa up`` serve on), the queue-proxy in front of a user conta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -54,21 +55,12 @@ async def start_engine(limits: Limits) -> tuple[int, Stop]:
 
 async def start_queue_proxy(limits: Limits) -> tuple[int, Stop]:
     """The queue-proxy (its own default limits) in front of a user container that answers "ok"."""
-    from queueproxy_fixtures import UserContainer
-    from queueproxy_fixtures import start_queue_proxy as start_proxy
+    from queueproxy_fixtures import UserContainer, running_queue_proxy
 
-    user = await UserContainer().start()
-    try:
-        proxy, ports = await start_proxy(user.port)
-    except BaseException:  # a proxy that cannot start leaves no user container behind
-        await user.stop()
-        raise
-
-    async def stop() -> None:
-        await proxy._close_servers(0.0)
-        await user.stop()
-
-    return ports["serving_port"], stop
+    async with contextlib.AsyncExitStack() as started:  # a failed start stops what did start
+        user = await started.enter_async_context(UserContainer())
+        _, ports = await started.enter_async_context(running_queue_proxy(user.port))
+        return ports["serving_port"], started.pop_all().aclose
 
 
 async def start_predictor(limits: Limits, repository: Path) -> tuple[int, Stop]:
