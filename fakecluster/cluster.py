@@ -143,11 +143,11 @@ class Cluster:
     def write_status(
         self, resource: ResourceType, namespace: str | None, name: str, status: Object
     ) -> Object:
-        """Set an object's ``status`` unconditionally, as a controller does through ``/status``."""
+        """Set an object's ``status`` through ``/status``, as a controller does: read and written under
+        the lock, so its resourceVersion precondition always holds (custom resources need one)."""
         with self._lock:
             current = self.store.get(resource, namespace, name)
             current["status"] = status
-            current["metadata"]["resourceVersion"] = ""
             return self._update(resource, namespace, name, current, "status")
 
     def _update(

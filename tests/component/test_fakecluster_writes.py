@@ -15,6 +15,8 @@ from fakecluster_fixtures import NAMESPACE, Collected, Kube, config_map, deploym
 from kubernetes import dynamic
 from kubernetes.client import ApiException, V1Pod
 
+from fakecluster.resources import INFERENCESERVICES
+
 ISVC = {"group": "serving.kserve.io", "version": "v1beta1", "plural": "inferenceservices"}
 
 
@@ -488,3 +490,11 @@ def test_answers_take_milliseconds_not_a_delayed_ack(kube):
         took.append(time.perf_counter() - started)
     connection.close()
     assert sorted(took)[10] < 0.02, f"median answer {sorted(took)[10] * 1e3:.1f} ms"
+
+
+def test_a_controller_writes_status_of_a_custom_resource_too(kube):
+    kube.custom.create_namespaced_custom_object(namespace=NAMESPACE, body=isvc(), **ISVC)
+    kube.server.cluster.write_status(INFERENCESERVICES, NAMESPACE, "m", {"url": "http://m.ns"})
+    assert kube.custom.get_namespaced_custom_object(name="m", namespace=NAMESPACE, **ISVC)["status"] == {
+        "url": "http://m.ns"
+    }
