@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -75,22 +76,22 @@ class FakeApiServer:
     def start(self) -> Self:
         """Serve until ``stop``; returns once the server accepts requests."""
         self._thread.start()
-        deadline = threading.Event()
-        for _ in range(int(START_TIMEOUT_S / 0.01)):
-            if self._server.started:
-                return self
-            if not self._thread.is_alive():
-                break
-            deadline.wait(0.01)
-        raise RuntimeError(
-            f"the fake API server on port {self.port} did not start within {START_TIMEOUT_S} s"
-        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"the fake API server on port {self.port} did not start within {START_TIMEOUT_S} s"
+                )
+            time.sleep(0.01)
+        return self
 
     def stop(self) -> None:
         """End every watch, then the server; returns once its thread is gone."""
         self.cluster.drop_watches()
         self._server.should_exit = True
-        self._thread.join(START_TIMEOUT_S)
+        if self._thread.is_alive():
+            self._thread.join(START_TIMEOUT_S)
         self._socket.close()
 
     def __enter__(self) -> Self:
