@@ -15,10 +15,9 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from fakecluster import errors, patches, selectors, validation, watch_events
-from fakecluster.controllers import Controller
 from fakecluster.faults import Faults
 from fakecluster.resources import DEPLOYMENTS, ResourceType
 from fakecluster.scale import scale_of, scaled
@@ -37,6 +36,12 @@ def _revision(resource_version: str) -> int:
             "out (a decimal number)"
         )
     return int(resource_version)
+
+
+class Controller(Protocol):
+    """Runs after every committed write (``fakecluster.controllers``); writes back through the cluster."""
+
+    def __call__(self, change: Change, cluster: Cluster) -> None: ...
 
 
 class Cluster:

@@ -12,17 +12,13 @@ a controller that creates Pods and reports readiness as they come up (docs/fake-
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from fakecluster.resources import DEPLOYMENTS
 from fakecluster.store import Change
 
 if TYPE_CHECKING:
     from fakecluster.cluster import Cluster
-
-
-class Controller(Protocol):
-    def __call__(self, change: Change, cluster: Cluster) -> None: ...
 
 
 def settled_status(deployment: dict[str, Any], now: str) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Self
 import uvicorn
 
 from fakecluster.admission import MutatingAdmission
-from fakecluster.cluster import Cluster
-from fakecluster.controllers import Controller, settle_deployments
+from fakecluster.cluster import Cluster, Controller
+from fakecluster.controllers import settle_deployments
 from fakecluster.routes import ServeOptions, create_app
 
 if TYPE_CHECKING:

@@ -29,8 +29,21 @@ from queueproxy.breaker import Admission
 from queueproxy.stats import RequestStats
 
 if TYPE_CHECKING:
-    from simulation.engine import Simulation
+    from typing import Protocol
+
     from simulation.pods import Pod, Request
+    from simulation.scenario import Scenario
+
+    class ActivatorHost(Protocol):
+        """What the activator needs of the simulation: a Protocol, so it never imports the engine."""
+
+        @property
+        def env(self) -> simpy.Environment: ...
+        @property
+        def scenario(self) -> Scenario: ...
+        def push_stat(self, stat: Stat, now: float) -> None: ...
+        def rejected(self, request: Request, now: float) -> None: ...
+        def timed_out(self, request: Request, now: float) -> None: ...
 
 ACTIVATOR_NAME = "activator-0"
 REPORT_INTERVAL = 1.0
@@ -38,7 +51,7 @@ _QUEUED = Admission.QUEUED
 
 
 class SimulatedActivator:
-    def __init__(self, sim: Simulation, queue_depth: int, rng: random.Random) -> None:
+    def __init__(self, sim: ActivatorHost, queue_depth: int, rng: random.Random) -> None:
         self._sim = sim
         self._env = sim.env
         cc = sim.scenario.revision.container_concurrency

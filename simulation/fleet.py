@@ -22,9 +22,26 @@ from simulation import limits
 from simulation.pods import DRAINING, GONE, READY, REPORT_INTERVAL, STARTING, Pod
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     import simpy
 
-    from simulation.engine import Simulation
+    from simulation.pods import PodHost
+
+    class FleetActivator(Protocol):
+        def add_pod(self, pod: Pod, now: float) -> None: ...
+        def remove_pod(self, pod: Pod, now: float) -> None: ...
+
+    class FleetHost(PodHost, Protocol):
+        """What the fleet (and the pods it makes) needs of the simulation: a Protocol, so the fleet
+        never imports the engine."""
+
+        @property
+        def activator(self) -> FleetActivator: ...
+        @property
+        def warmup(self) -> float: ...
+        @property
+        def duration(self) -> float: ...
 
 
 class PodLife(NamedTuple):
@@ -39,7 +56,7 @@ class PodLife(NamedTuple):
 class Fleet:
     """The pods of the simulated revision: created, started, ready, drained, gone; and their times."""
 
-    def __init__(self, sim: Simulation, cold_start: Callable[[], float]) -> None:
+    def __init__(self, sim: FleetHost, cold_start: Callable[[], float]) -> None:
         self._sim = sim
         self._env = sim.env
         self._cold_start = cold_start

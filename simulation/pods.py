@@ -25,11 +25,33 @@ from queueproxy.breaker import Admission, Breaker
 from queueproxy.stats import RequestStats, StatsReport
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     import simpy
 
     from activator.throttler import Grant
-    from simulation.engine import Simulation
-    from simulation.recycled import Callbacks, Recycled
+    from simulation.recycled import Callbacks, Recycled, Recycler
+    from simulation.scenario import Scenario
+
+    class PodFleet(Protocol):
+        def pod_gone(self, pod: Pod, now: float) -> None: ...
+
+    class PodHost(Protocol):
+        """What a pod needs of the simulation it runs in: a Protocol, so pods never import the engine."""
+
+        @property
+        def env(self) -> simpy.Environment: ...
+        @property
+        def scenario(self) -> Scenario: ...
+        @property
+        def timers(self) -> Recycler: ...
+        @property
+        def fleet(self) -> PodFleet: ...
+        @property
+        def service_time(self) -> Callable[[], float]: ...
+        def watch_deadline(self, request: Request, expire: Callable[[Request], None]) -> None: ...
+        def completed(self, request: Request, now: float) -> None: ...
+        def timed_out(self, request: Request, now: float) -> None: ...
 
 STARTING, READY, DRAINING, GONE = "starting", "ready", "draining", "gone"
 REPORT_INTERVAL = 1.0  # the queue-proxy cuts a stats report every second
@@ -170,7 +192,7 @@ class SharedService:
 class Pod:
     """One pod: queue-proxy breaker and stats in front of a service model."""
 
-    def __init__(self, sim: Simulation, index: int, now: float) -> None:
+    def __init__(self, sim: PodHost, index: int, now: float) -> None:
         self.sim = sim
         self.index = index
         self.name = f"pod-{index}"
