@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv tools test lint unit demo bench clean
+.PHONY: venv tools test lint unit demo bench clean image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ tools:
 	      || echo "make tools: apt-get could not install $$pkg ($$tool); its tests are skipped"; \
 	  else echo "make tools: $$tool missing and not installable here (needs root and apt-get)"; fi; \
 	done; true
+
+# The two images (images/: the slim kpa image, the predictor with CPU torch and zentorch), tagged with
+# the project's version, built by buildah (root; Debian's buildah) from python:3.11-slim, or from a
+# debootstrapped Debian bookworm base where no registry is reachable. See docs/kubernetes.md, "Images".
+IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+
+image:
+	sh images/build.sh $(IMAGE_TAG)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
