@@ -124,3 +124,16 @@ def run_wrk(
         args += ["-H", header]
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=duration + 30).stdout
     return parse_wrk(out)
+
+
+def tree_env(tree: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child running another checkout's code (``--baseline-tree``), or ours.
+
+    ``PYTHONPATH`` is searched before the editable install's finder, so ``python -m kpa`` in the child
+    imports the baseline's packages; everything else (venv, wrk, the upstream) stays the same, which is
+    what lets one run compare two versions of our code on one machine at one time.
+    """
+    env = {**os.environ, **(extra or {})}
+    if tree:
+        env["PYTHONPATH"] = os.path.abspath(tree)
+    return env

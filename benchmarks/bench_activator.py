@@ -45,7 +45,16 @@ from httpengine.server import HttpServer
 from httpengine.upstream import UpstreamPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WrkResult, cpu_seconds, ensure_debian_packages, free_port, machine, run_wrk, stop
+from _common import (
+    WrkResult,
+    cpu_seconds,
+    ensure_debian_packages,
+    free_port,
+    machine,
+    run_wrk,
+    stop,
+    tree_env,
+)
 
 PY = sys.executable
 # The cold-start rounds drive the activator's admin API, whose state changes need a token.
@@ -55,9 +64,13 @@ PROCESSES = ("activator", "queue-proxy", "app")
 console = Console(width=150)
 
 
-def spawn(*args: str) -> tuple[subprocess.Popen[str], dict]:
-    """Start a `kpa` child that prints its bound ports as a JSON line first; return it and that line."""
-    proc = subprocess.Popen([PY, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def spawn(*args: str, tree: str | None = None) -> tuple[subprocess.Popen[str], dict]:
+    """Start a `kpa` child that prints its bound ports as a JSON line first; return it and that line.
+
+    ``tree``: run another checkout's code (``--baseline-tree``)."""
+    proc = subprocess.Popen(
+        [PY, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=tree_env(tree)
+    )
     line = proc.stdout.readline()
     if not line:
         raise SystemExit(f"child {' '.join(args)} exited before printing its ports")
@@ -79,7 +92,10 @@ class ServeRun:
     cpu_us: dict[str, float]  # CPU microseconds per request, by process
 
 
-def serve_path(duration: float, rounds: int) -> dict[str, list[ServeRun]]:
+BASELINE = "activator + queue-proxy (baseline)"
+
+
+def serve_path(duration: float, rounds: int, baseline_tree: str | None = None) -> dict[str, list[ServeRun]]:
     app_port = free_port()
     app = subprocess.Popen([PY, "-m", "kpa.sample_app", "--port", str(app_port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -94,6 +110,13 @@ def serve_path(duration: float, rounds: int) -> dict[str, list[ServeRun]]:
         "queue-proxy": (f"http://127.0.0.1:{qp_ports['serving_port']}/", ()),
         "activator + queue-proxy": (f"http://127.0.0.1:{act_ports['serving_port']}/", ("Host: hello",)),
     }
+    if baseline_tree:  # the same activator from another checkout, in front of the same queue-proxy
+        base, base_ports = spawn(
+            "-m", "kpa", "activator", "--port", "0", "--admin-port", "0", "--log-level", "warning",
+            "--revision", f"hello:endpoints=127.0.0.1:{qp_ports['serving_port']}", tree=baseline_tree,
+        )  # fmt: skip
+        processes["activator (baseline)"] = base
+        targets[BASELINE] = (f"http://127.0.0.1:{base_ports['serving_port']}/", ("Host: hello",))
     results: dict[str, list[ServeRun]] = {name: [] for name in targets}
     try:
         time.sleep(0.5)  # the activator's first probe of the queue-proxy
@@ -110,9 +133,10 @@ def serve_path(duration: float, rounds: int) -> dict[str, list[ServeRun]]:
                     results[name].append(ServeRun(result, cpu))
                     progress.advance(task)
     finally:
-        for proc in (act, qp):
-            proc.send_signal(signal.SIGINT)
-            proc.wait(10)
+        for name in ("activator", "activator (baseline)", "queue-proxy"):
+            if name in processes:
+                processes[name].send_signal(signal.SIGINT)
+                processes[name].wait(10)
         stop(app)
     return results
 
@@ -237,6 +261,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
+def own(target: str, process: str) -> str:
+    """The process whose CPU a column shows for ``target``: the baseline's own activator on its row."""
+    return "activator (baseline)" if target == BASELINE and process == "activator" else process
+
+
 def report(serve: dict[str, list[ServeRun]], colds: dict[str, list[ColdStart]]) -> None:
     console.print(f"[bold]machine[/bold]: {machine()}")
     table = Table(title="(1) serve path, wrk -t1 -c16, trivial upstream (mean over rounds)")
@@ -249,9 +278,17 @@ def report(serve: dict[str, list[ServeRun]], colds: dict[str, list[ColdStart]]) 
             name, f"{mean[name]:,.0f}", f"{statistics.fmean(r.wrk.p50_ms for r in runs):.2f}",
             f"{statistics.fmean(r.wrk.p99_ms for r in runs):.2f}", str(sum(r.wrk.errors for r in runs)),
             f"{mean[name] / mean['queue-proxy']:.2f}", f"{mean[name] / mean['direct']:.2f}",
-            *(f"{statistics.fmean(r.cpu_us[p] for r in runs):.0f}" for p in PROCESSES),
+            *(f"{statistics.fmean(r.cpu_us[own(name, p)] for r in runs):.0f}" for p in PROCESSES),
         )
     console.print(table)
+    if BASELINE in serve:
+        ours, theirs = mean["activator + queue-proxy"], mean[BASELINE]
+        cpu_ours = statistics.fmean(r.cpu_us["activator"] for r in serve["activator + queue-proxy"])
+        cpu_theirs = statistics.fmean(r.cpu_us["activator (baseline)"] for r in serve[BASELINE])
+        console.print(
+            f"activator, this tree / baseline: req/s {ours / theirs:.2f} ({ours:,.0f} vs {theirs:,.0f}), "
+            f"CPU µs/req {cpu_ours:.0f} vs {cpu_theirs:.0f}"
+        )
     ratio = mean["activator + queue-proxy"] / mean["queue-proxy"]
     console.print(f"activator path / queue-proxy alone = {ratio:.2f} req/s (goal >= 0.50: "
                   f"{'met' if ratio >= 0.5 else 'NOT met'})")
@@ -283,11 +320,12 @@ def main() -> int:
     parser.add_argument("--cold-starts", type=int, default=24, help="cold starts per probe period (0: skip)")
     parser.add_argument("--probe-frequency", action="append", default=None,
                         help="activator probe period(s) for the cold starts (default: 200ms, Knative's)")
+    parser.add_argument("--baseline-tree", help="another checkout: its activator runs too, for before/after")
     args = parser.parse_args()
     ensure_debian_packages({"wrk": "wrk"})
     import uvloop
 
-    serve = serve_path(args.duration, args.rounds)
+    serve = serve_path(args.duration, args.rounds, args.baseline_tree)
     frequencies = (args.probe_frequency or ["200ms"]) if args.cold_starts > 0 else []
     colds = {f: uvloop.run(cold_starts(args.cold_starts, f)) for f in frequencies}
     report(serve, colds)

@@ -39,6 +39,7 @@ from _common import (
     machine,
     run_wrk,
     stop,
+    tree_env,
     wait_for_port,
 )
 
@@ -113,11 +114,11 @@ def start_upstream() -> Target:
     return Target("direct", port, proc, [])
 
 
-def start_queue_proxy(name: str, user_port: int, cc: int) -> Target:
+def start_queue_proxy(name: str, user_port: int, cc: int, tree: str | None = None) -> Target:
     proc = subprocess.Popen(
         [sys.executable, "-m", "kpa", "queue-proxy", "--user-port", str(user_port), "--log-level", "warning",
          "--serving-port", "0", "--admin-port", "0", "--stats-port", "0", "--metrics-port", "0"],
-        env={**os.environ, "CONTAINER_CONCURRENCY": str(cc)},
+        env=tree_env(tree, {"CONTAINER_CONCURRENCY": str(cc)}),
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
@@ -209,8 +210,21 @@ def report(results: dict[int, dict[str, dict]], duration: float, rounds: int) ->
                 f"c=1 {name}: adds {added:.3f} ms to p50 (goal <= 0.2) {'met' if added <= 0.2 else 'MISSED'}"
             )
     console.print("\n".join(goals))
+    baseline = [name for name in next(iter(results.values())) if name.endswith(BASELINE)]
+    if baseline:
+        md += ["", "| connections | queue-proxy | req/s this / baseline | CPU µs/req this tree | baseline |"]
+        md.append("|---|---|---|---|---|")
+        for conns, by_target in results.items():
+            for name in baseline:
+                ours, theirs = by_target[name.removesuffix(BASELINE)], by_target[name]
+                row = f"{ours['rps'] / theirs['rps']:.2f} | {ours['cpu']:.1f} | {theirs['cpu']:.1f}"
+                md.append(f"| {conns} | {name.removesuffix(BASELINE)} | {row} |")
+                console.print(f"c={conns:<3} {name}: this tree / baseline req/s {row}")
     console.print(f"machine: {machine()}")
     return "\n".join(md)
+
+
+BASELINE = " (baseline)"
 
 
 def main() -> int:
@@ -219,6 +233,9 @@ def main() -> int:
     parser.add_argument("--connections", default="1,16,64", help="comma-separated connection counts")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every run")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown block for docs")
+    parser.add_argument(
+        "--baseline-tree", help="another checkout: its queue-proxy runs too, interleaved, for before/after"
+    )
     args = parser.parse_args()
     connection_counts = [int(c) for c in args.connections.split(",")]
     ensure_debian_packages({"wrk": "wrk", "nginx": "nginx"})
@@ -235,6 +252,11 @@ def main() -> int:
                 start_queue_proxy("queue-proxy cc=100", upstream.port, 100),
                 start_nginx(upstream.port, workdir),
             ]
+            if args.baseline_tree:
+                targets += [
+                    start_queue_proxy(f"queue-proxy cc={cc}{BASELINE}", upstream.port, cc, args.baseline_tree)
+                    for cc in (0, 100)
+                ]
             started += targets[1:]
             samples: dict[int, dict[str, list[Sample]]] = {
                 c: {t.name: [] for t in targets} for c in connection_counts
