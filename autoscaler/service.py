@@ -153,6 +153,7 @@ class AutoscalerService:
     # ---- configuration ----------------------------------------------------------------------------
 
     def add_revision(self, ref: RevisionKey, settings: RevisionSettings) -> None:
+        """Scale ``ref``; for a revision already scaled, new settings apply in place (windows kept)."""
         if ref in self._revisions:
             self._revisions[ref].core.update(settings, self.clock())
             self._revisions[ref].settings = settings
@@ -161,6 +162,16 @@ class AutoscalerService:
         revision = self._revisions[ref] = _ScaledRevision(ref, settings, self.clock(), ready)
         if self._running:
             self._start_loops(revision)
+
+    def remove_revision(self, ref: RevisionKey) -> None:
+        """Stop scaling ``ref`` (its workload went away): its loops end, stats pushed for it from now
+        on count as rejected, and adding it again starts it afresh."""
+        revision = self._revisions.pop(ref, None)
+        for task in revision.tasks if revision is not None else ():
+            task.cancel()
+
+    def settings(self, ref: RevisionKey) -> RevisionSettings:
+        return self._revisions[ref].settings
 
     def on_mode_change(self, listener: ModeListener) -> None:
         """``listener(revision, "serve" | "proxy")`` after each flip (and once per revision at start)."""
