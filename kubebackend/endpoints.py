@@ -80,9 +80,19 @@ def effective_mode(wanted: str, ready_pods: int, ready_activators: int) -> str:
     return wanted
 
 
-def slice_name(revision: str) -> str:
-    """The one EndpointSlice the controller writes for ``revision`` (the Service is named ``revision``)."""
+def service_name(revision: str) -> str:
+    """The revision's public Service: ``<revision>-kpa``, the address clients call.
+
+    Not the revision's own name, which Knative would use: on a plain cluster that name is usually
+    taken already — KServe owns a Service ``<isvc>-predictor`` (and reverts edits to it), and a
+    Deployment ``web`` mostly comes with the user's own Service ``web`` selecting its pods.
+    """
     return f"{revision}-kpa"
+
+
+def slice_name(revision: str) -> str:
+    """The one EndpointSlice the controller writes for ``revision`` (named like its Service)."""
+    return service_name(revision)
 
 
 def endpoint_slice(
@@ -103,7 +113,11 @@ def endpoint_slice(
     metadata: dict[str, Any] = {
         "name": slice_name(revision),
         "namespace": namespace,
-        "labels": {SERVICE_NAME_LABEL: revision, MANAGED_BY_LABEL: MANAGED_BY, REVISION_LABEL: revision},
+        "labels": {
+            SERVICE_NAME_LABEL: service_name(revision),
+            MANAGED_BY_LABEL: MANAGED_BY,
+            REVISION_LABEL: revision,
+        },
         "annotations": {MODE_ANNOTATION: mode},
     }
     if owner is not None:
@@ -141,7 +155,7 @@ def revision_service(
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": revision,
+            "name": service_name(revision),
             "namespace": namespace,
             "labels": {**(labels or {}), REVISION_LABEL: revision},
         },

@@ -9,6 +9,7 @@ from kubebackend.endpoints import (
     activators_needed,
     effective_mode,
     endpoint_slice,
+    revision_service,
     slice_differs,
 )
 
@@ -76,10 +77,14 @@ def test_slice_names_its_service_and_our_manager_and_lists_ready_endpoints_sorte
         "web",
         "serve",
         [Endpoint("10.1.0.9", "web-b"), Endpoint("10.1.0.3", "web-a")],
-        owner={"name": "web", "uid": "u-1"},
+        owner={"name": "web-kpa", "uid": "u-1"},
     )
     labels = body["metadata"]["labels"]
-    assert labels["kubernetes.io/service-name"] == "web"
+    assert (
+        labels["kubernetes.io/service-name"]
+        == "web-kpa"
+        == revision_service("shop", "web")["metadata"]["name"]
+    )
     assert labels["endpointslice.kubernetes.io/managed-by"] == MANAGED_BY
     assert body["addressType"] == "IPv4"
     assert [e["addresses"] for e in body["endpoints"]] == [["10.1.0.3"], ["10.1.0.9"]]

@@ -57,6 +57,9 @@ def test_injection_adds_a_queue_proxy_the_queue_proxy_itself_accepts():
     assert queue["readinessProbe"]["httpGet"]["httpHeaders"] == [
         {"name": "K-Network-Probe", "value": "queue"}
     ]
+    restricted = queue["securityContext"]
+    assert restricted["runAsNonRoot"] and not restricted["allowPrivilegeEscalation"]
+    assert restricted["capabilities"] == {"drop": ["ALL"]} and queue["resources"]["requests"]["cpu"] == "25m"
 
 
 def test_user_container_drains_through_the_queue_proxy_and_gets_the_revision_timeout_as_grace():
