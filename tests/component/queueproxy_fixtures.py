@@ -1,4 +1,5 @@
-"""Real loopback servers for the queue-proxy's component tests: a user container and a raw client.
+"""Real loopback servers for the queue-proxy's and the HTTP engine's component tests: a user
+container, a queue-proxy in front of it, a forwarding server and a raw client.
 
 The user container is a small HTTP server with endpoints whose timing and framing a test controls
 (sleep, gate, stream, echo, die), and it counts how many requests it is serving at once, so a test can
@@ -16,9 +17,12 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
+from httpengine.errors import UpstreamError
+from httpengine.limits import Limits
 from httpengine.request import Request
 from httpengine.response import Response
 from httpengine.server import HttpServer
+from httpengine.upstream import UpstreamPool
 from queueproxy.app import QueueProxy
 from queueproxy.config import QueueProxyConfig, default_probe
 
@@ -146,6 +150,30 @@ async def running_queue_proxy(
 
 async def wait_ready(proxy: QueueProxy, timeout: float = 5.0) -> None:
     await asyncio.wait_for(proxy.readiness.wait_ready(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def forwarding(user_port: int) -> AsyncIterator[tuple[int, UpstreamPool]]:
+    """A server forwarding every request to ``user_port`` through a pool: its port and the pool, both
+    closed on the way out however the test ends."""
+    pool = UpstreamPool("127.0.0.1", user_port)
+
+    async def forward(request: Request, response: Response) -> None:
+        try:
+            await pool.forward(request, response)
+        except UpstreamError as exc:
+            if not response.started:
+                response.send(502, str(exc).encode())
+            else:
+                response.abort()
+
+    server = HttpServer(forward, name="forwarder", limits=Limits(max_head_bytes=8192))
+    try:
+        _, port = await server.start("127.0.0.1", 0)
+        yield port, pool
+    finally:
+        await server.shutdown(0)
+        pool.close()
 
 
 async def raw_exchange(port: int, data: bytes, *, read_timeout: float = 2.0) -> bytes:
