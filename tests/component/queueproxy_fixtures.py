@@ -17,6 +17,8 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
+import httpx
+
 from httpengine.errors import UpstreamError
 from httpengine.limits import Limits
 from httpengine.request import Request
@@ -150,6 +152,27 @@ async def running_queue_proxy(
 
 async def wait_ready(proxy: QueueProxy, timeout: float = 5.0) -> None:
     await asyncio.wait_for(proxy.readiness.wait_ready(), timeout)
+
+
+def client_for(port: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=10.0, limits=httpx.Limits(max_connections=500)
+    )
+
+
+Stack = tuple[UserContainer, QueueProxy, dict[str, int], httpx.AsyncClient]
+
+
+@contextlib.asynccontextmanager
+async def stack(**changes: Any) -> AsyncIterator[Stack]:
+    """A ready queue-proxy in front of a user container, and a client; all stopped however the test ends."""
+    async with (
+        UserContainer() as user,
+        running_queue_proxy(user.port, **changes) as (proxy, ports),
+        client_for(ports["serving_port"]) as client,
+    ):
+        await wait_ready(proxy)
+        yield user, proxy, ports, client
 
 
 @contextlib.asynccontextmanager
