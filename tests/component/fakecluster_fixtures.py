@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes import client, watch
+from kubernetes.client import ApiException
 
 from fakecluster import FakeApiServer
 
@@ -63,6 +65,11 @@ def deployment(name: str = "d", replicas: int = 1, **spec: Any) -> dict[str, Any
 
 def config_map(name: str, **labels: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}
+
+
+def status_of(error: ApiException) -> dict[str, Any]:
+    """The Status body of a refused request."""
+    return json.loads(error.body)
 
 
 class Collected:
