@@ -5,13 +5,17 @@ resumes after a dropped stream from the last resourceVersion it saw: each of tho
 behave here as on kube-apiserver, or a controller tested on the fake loses or repeats events there.
 """
 
+import contextlib
 import http.client
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 from fakecluster_fixtures import NAMESPACE, Collected, Kube, config_map, watch_names
 from kubernetes.client import ApiException
+from tables import named
+from waiting import wait_until_blocking
 
 
 @pytest.fixture
@@ -45,7 +49,10 @@ def test_watch_without_resource_version_first_replays_every_object_as_added(kube
     kube.core.create_namespaced_config_map(NAMESPACE, config_map("a"))
     kube.core.create_namespaced_config_map("elsewhere", config_map("x"))
     watched = Collected(kube.core.list_namespaced_config_map, lambda events: len(events) == 2, NAMESPACE)
-    time.sleep(0.2)  # let the replay arrive before the change, as on a real server
+    # The replay arrives before the change, as on a real server.
+    wait_until_blocking(
+        lambda: len(watched.events) == 1, what=lambda: f"the replay of a: {watched.summary()}"
+    )
     kube.core.create_namespaced_config_map(NAMESPACE, config_map("b"))
     assert list(watch_names(watched.wait())) == [("ADDED", "a"), ("ADDED", "b")]
 
@@ -73,19 +80,25 @@ def test_watch_from_a_compacted_resource_version_raises_410_and_a_relist_recover
     assert list(watch_names(resumed.wait())) == [("ADDED", "c")]
 
 
-def raw_get(kube, query):
+@contextlib.contextmanager
+def raw_get(kube, query) -> Iterator[http.client.HTTPResponse]:
+    """The answer to a GET of the namespace's ConfigMaps with ``query``; its connection is closed on
+    the way out."""
     connection = http.client.HTTPConnection("127.0.0.1", kube.server.port, timeout=5)
-    connection.request("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps?{query}")
-    return connection, connection.getresponse()
+    try:
+        connection.request("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps?{query}")
+        yield connection.getresponse()
+    finally:
+        connection.close()
 
 
 def test_expired_watch_is_a_200_stream_with_one_error_event_carrying_code_reason_and_message(kube):
     kube.core.create_namespaced_config_map(NAMESPACE, config_map("a"))
     kube.core.create_namespaced_config_map(NAMESPACE, config_map("b"))
     kube.server.compact()
-    connection, response = raw_get(kube, "watch=true&resourceVersion=1")
-    assert response.status == 200
-    event = json.loads(response.read())  # one line, then the server ends the stream
+    with raw_get(kube, "watch=true&resourceVersion=1") as response:
+        assert response.status == 200
+        event = json.loads(response.read())  # one line, then the server ends the stream
     assert event["type"] == "ERROR"
     assert event["object"] == {
         "kind": "Status",
@@ -96,21 +109,21 @@ def test_expired_watch_is_a_200_stream_with_one_error_event_carrying_code_reason
         "reason": "Expired",
         "code": 410,
     }
-    connection.close()
 
 
 @pytest.mark.parametrize(
-    ("flag", "watching"), [("true", True), ("True", True), ("1", True), ("false", False), ("0", False)]
+    ("flag", "watching"),
+    named(
+        [("true", True), ("True", True), ("1", True), ("false", False), ("0", False)],
+        lambda flag, watching: f"watch={flag} {'watches' if watching else 'lists'}",
+    ),
 )
 def test_watch_flag_is_true_unless_false_or_0(kube, flag, watching):
     kube.core.create_namespaced_config_map(NAMESPACE, config_map("a"))
-    connection, response = raw_get(
-        kube, f"watch={flag}&timeoutSeconds=1&pretty=true"
-    )  # unknown params ignored
-    first = json.loads(response.readline())
+    with raw_get(kube, f"watch={flag}&timeoutSeconds=1&pretty=true") as response:  # unknown params ignored
+        first = json.loads(response.readline())
     assert (first.get("type") == "ADDED") is watching
     assert (first.get("kind") == "ConfigMapList") is not watching
-    connection.close()
 
 
 def test_bookmarks_come_only_when_allowed_and_carry_the_newest_resource_version(kube):
@@ -152,9 +165,7 @@ def test_dropped_watch_resumes_from_the_last_resource_version_missing_and_repeat
     )
     for name in ("a", "b"):
         kube.core.create_namespaced_config_map(NAMESPACE, config_map(name))
-    deadline = time.monotonic() + 5
-    while len(watched.events) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until_blocking(lambda: len(watched.events) == 2, what=lambda: f"a and b: {watched.summary()}")
     assert kube.server.drop_watches() == 1
     for name in ("c", "d"):  # written while the client reconnects: it must still see both
         kube.core.create_namespaced_config_map(NAMESPACE, config_map(name))
@@ -218,14 +229,13 @@ def test_timeout_seconds_ends_the_stream_and_the_client_does_not_reconnect(kube)
 
 
 def test_watch_stream_is_chunked_json_lines_flushed_event_by_event(kube):
-    connection, response = raw_get(kube, "watch=1&timeoutSeconds=5")  # headers come before any event exists
-    assert response.getheader("Transfer-Encoding") == "chunked"
-    assert response.getheader("Content-Type") == "application/json"
-    kube.core.create_namespaced_config_map(NAMESPACE, config_map("a"))
-    first = response.readline()  # arrives while the stream stays open
+    with raw_get(kube, "watch=1&timeoutSeconds=5") as response:  # headers come before any event exists
+        assert response.getheader("Transfer-Encoding") == "chunked"
+        assert response.getheader("Content-Type") == "application/json"
+        kube.core.create_namespaced_config_map(NAMESPACE, config_map("a"))
+        first = response.readline()  # arrives while the stream stays open
     assert first.endswith(b"}\n") and b" " not in first
     assert json.loads(first)["object"]["kind"] == "ConfigMap"  # events carry kind and apiVersion
-    connection.close()
 
 
 def test_all_namespace_watch_sees_every_namespace(kube):
