@@ -7,6 +7,7 @@ resourceVersion older than the kept history answered 410 Expired.
 """
 
 import pytest
+from tables import named
 
 from fakecluster.errors import ApiError
 from fakecluster.resources import CONFIGMAPS, DEPLOYMENTS, INFERENCESERVICES, LEASES, MUTATING_WEBHOOKS, PODS
@@ -45,14 +46,16 @@ def test_create_sets_generation_and_drops_status_where_the_type_has_a_status_sub
 
 
 @pytest.mark.parametrize(
-    ("body", "code", "reason"),
-    [
-        ({"metadata": {"name": "c"}}, 409, "AlreadyExists"),
-        ({"metadata": {"name": "x", "namespace": "other"}}, 400, "BadRequest"),
-        ({"metadata": {"name": "x", "resourceVersion": "5"}}, 400, "BadRequest"),
-    ],
+    ("label", "body", "code", "reason"),
+    named(
+        [
+            ("a taken name", {"metadata": {"name": "c"}}, 409, "AlreadyExists"),
+            ("another namespace", {"metadata": {"name": "x", "namespace": "other"}}, 400, "BadRequest"),
+            ("a resourceVersion", {"metadata": {"name": "x", "resourceVersion": "5"}}, 400, "BadRequest"),
+        ]
+    ),
 )
-def test_create_refuses_a_taken_name_a_foreign_namespace_and_a_resource_version(body, code, reason):
+def test_create_refuses_a_taken_name_a_foreign_namespace_and_a_resource_version(label, body, code, reason):
     store = Store()
     store.create(CONFIGMAPS, "ns", {"metadata": {"name": "c"}}, NOW, "u")
     with pytest.raises(ApiError) as refused:
