@@ -6,6 +6,7 @@ faults, discovery), table-driven.
 import json
 
 import pytest
+from tables import named
 
 from fakecluster import discovery, paths, validation, watch_events
 from fakecluster.errors import ApiError
@@ -28,22 +29,24 @@ from fakecluster.store import Change
 
 @pytest.mark.parametrize(
     ("path", "target"),
-    [
-        ("/api/v1/namespaces/ns/pods", (PODS, "ns", None, None)),
-        ("/api/v1/pods", (PODS, None, None, None)),
-        ("/api/v1/namespaces/ns/pods/p/status", (PODS, "ns", "p", "status")),
-        ("/apis/apps/v1/namespaces/ns/deployments/d/scale", (DEPLOYMENTS, "ns", "d", "scale")),
-        ("/apis/apps/v1/deployments", (DEPLOYMENTS, None, None, None)),
-        ("/apis/events.k8s.io/v1/namespaces/ns/events", (EVENTS_V1, "ns", None, None)),
-        (
-            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/w",
-            (MUTATING_WEBHOOKS, None, "w", None),
-        ),
-        (
-            "/apis/serving.kserve.io/v1beta1/namespaces/ns/inferenceservices/i/status",
-            (INFERENCESERVICES, "ns", "i", "status"),
-        ),
-    ],
+    named(
+        [
+            ("/api/v1/namespaces/ns/pods", (PODS, "ns", None, None)),
+            ("/api/v1/pods", (PODS, None, None, None)),
+            ("/api/v1/namespaces/ns/pods/p/status", (PODS, "ns", "p", "status")),
+            ("/apis/apps/v1/namespaces/ns/deployments/d/scale", (DEPLOYMENTS, "ns", "d", "scale")),
+            ("/apis/apps/v1/deployments", (DEPLOYMENTS, None, None, None)),
+            ("/apis/events.k8s.io/v1/namespaces/ns/events", (EVENTS_V1, "ns", None, None)),
+            (
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/w",
+                (MUTATING_WEBHOOKS, None, "w", None),
+            ),
+            (
+                "/apis/serving.kserve.io/v1beta1/namespaces/ns/inferenceservices/i/status",
+                (INFERENCESERVICES, "ns", "i", "status"),
+            ),
+        ]
+    ),
 )
 def test_paths_name_resource_namespace_name_and_subresource(path, target):
     parsed = paths.parse(path)
@@ -80,35 +83,75 @@ SPEC = DEPLOYMENT["spec"]
 
 
 @pytest.mark.parametrize(
-    ("resource", "obj", "field"),
-    [
-        (CONFIGMAPS, {"metadata": {}}, "metadata.name"),
-        (CONFIGMAPS, {"metadata": {"name": "Upper_Case"}}, "metadata.name"),
-        (SERVICES, {"metadata": {"name": "1starts-with-digit"}}, "metadata.name"),
-        (CONFIGMAPS, {"metadata": {"name": "c", "labels": {"k": "x" * 64}}}, "metadata.labels[k]"),
-        (DEPLOYMENTS, {**DEPLOYMENT, "spec": {**DEPLOYMENT["spec"], "replicas": -1}}, "spec.replicas"),
-        (
-            DEPLOYMENTS,
-            {**DEPLOYMENT, "spec": {**SPEC, "selector": {"matchLabels": {"app": "x"}}}},
-            "spec.template.metadata.labels",
-        ),
-        (DEPLOYMENTS, {"metadata": {"name": "d"}, "spec": {"template": SPEC["template"]}}, "spec.selector"),
-        (PODS, {"metadata": {"name": "p"}, "spec": {"containers": []}}, "spec.containers"),
-        (ENDPOINTSLICES, {"metadata": {"name": "s"}, "endpoints": []}, "addressType"),
-        (
-            ENDPOINTSLICES,
-            {"metadata": {"name": "s"}, "addressType": "IPv4", "endpoints": [{"addresses": []}]},
-            "endpoints[0].addresses",
-        ),
-        (SERVICES, {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 0}]}}, "spec.ports[0].port"),
-        (
-            MUTATING_WEBHOOKS,
-            {"metadata": {"name": "w"}, "webhooks": [{"name": "w"}]},
-            "webhooks[0].sideEffects",
-        ),
-    ],
+    ("label", "resource", "obj", "field"),
+    named(
+        [
+            ("no name", CONFIGMAPS, {"metadata": {}}, "metadata.name"),
+            ("a name in upper case", CONFIGMAPS, {"metadata": {"name": "Upper_Case"}}, "metadata.name"),
+            (
+                "a Service name starting with a digit",
+                SERVICES,
+                {"metadata": {"name": "1starts-with-digit"}},
+                "metadata.name",
+            ),
+            (
+                "a label value over 63 characters",
+                CONFIGMAPS,
+                {"metadata": {"name": "c", "labels": {"k": "x" * 64}}},
+                "metadata.labels[k]",
+            ),
+            (
+                "negative replicas",
+                DEPLOYMENTS,
+                {**DEPLOYMENT, "spec": {**DEPLOYMENT["spec"], "replicas": -1}},
+                "spec.replicas",
+            ),
+            (
+                "a selector the template's labels do not match",
+                DEPLOYMENTS,
+                {**DEPLOYMENT, "spec": {**SPEC, "selector": {"matchLabels": {"app": "x"}}}},
+                "spec.template.metadata.labels",
+            ),
+            (
+                "a Deployment without a selector",
+                DEPLOYMENTS,
+                {"metadata": {"name": "d"}, "spec": {"template": SPEC["template"]}},
+                "spec.selector",
+            ),
+            (
+                "a Pod without containers",
+                PODS,
+                {"metadata": {"name": "p"}, "spec": {"containers": []}},
+                "spec.containers",
+            ),
+            (
+                "an EndpointSlice without addressType",
+                ENDPOINTSLICES,
+                {"metadata": {"name": "s"}, "endpoints": []},
+                "addressType",
+            ),
+            (
+                "an endpoint without addresses",
+                ENDPOINTSLICES,
+                {"metadata": {"name": "s"}, "addressType": "IPv4", "endpoints": [{"addresses": []}]},
+                "endpoints[0].addresses",
+            ),
+            (
+                "a Service port 0",
+                SERVICES,
+                {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 0}]}},
+                "spec.ports[0].port",
+            ),
+            (
+                "a webhook without sideEffects",
+                MUTATING_WEBHOOKS,
+                {"metadata": {"name": "w"}, "webhooks": [{"name": "w"}]},
+                "webhooks[0].sideEffects",
+            ),
+        ]
+    ),
 )
-def test_obviously_bad_objects_are_422_invalid_naming_the_field(resource, obj, field):
+def test_obviously_bad_objects_are_422_invalid_naming_the_field(label, resource, obj, field):
     with pytest.raises(ApiError) as refused:
         validation.checked(resource, obj)
     assert (refused.value.code, refused.value.reason) == (422, "Invalid")
@@ -118,15 +161,17 @@ def test_obviously_bad_objects_are_422_invalid_naming_the_field(resource, obj, f
 
 
 @pytest.mark.parametrize(
-    "obj",
-    [
-        [1],
-        {"metadata": "x"},
-        {"kind": "Pod", "metadata": {"name": "c"}},
-        {"apiVersion": "v2", "metadata": {"name": "c"}},
-    ],
+    ("label", "obj"),
+    named(
+        [
+            ("a list", [1]),
+            ("metadata that is not an object", {"metadata": "x"}),
+            ("another kind", {"kind": "Pod", "metadata": {"name": "c"}}),
+            ("another apiVersion", {"apiVersion": "v2", "metadata": {"name": "c"}}),
+        ]
+    ),
 )
-def test_a_body_that_is_not_this_kind_of_object_is_a_400(obj):
+def test_a_body_that_is_not_this_kind_of_object_is_a_400(label, obj):
     with pytest.raises(ApiError) as refused:
         validation.checked(CONFIGMAPS, obj)
     assert refused.value.code == 400
@@ -134,11 +179,14 @@ def test_a_body_that_is_not_this_kind_of_object_is_a_400(obj):
 
 @pytest.mark.parametrize(
     ("sent", "stored"),
-    [
-        ("2026-01-02T03:04:05.000006Z", "2026-01-02T03:04:05.000006Z"),
-        ("2026-01-02T03:04:05.123456+00:00", "2026-01-02T03:04:05.123456Z"),  # what py37's LeaseLock sends
-        ("2026-01-02T05:04:05.123456+02:00", "2026-01-02T03:04:05.123456Z"),
-    ],
+    named(
+        [
+            ("2026-01-02T03:04:05.000006Z", "2026-01-02T03:04:05.000006Z"),
+            ("2026-01-02T03:04:05.123456+00:00", "2026-01-02T03:04:05.123456Z"),  # py37's LeaseLock sends it
+            ("2026-01-02T05:04:05.123456+02:00", "2026-01-02T03:04:05.123456Z"),
+        ],
+        lambda sent, stored: f"{sent} is stored as {stored}",
+    ),
 )
 def test_micro_times_are_stored_in_utc_with_six_digits(sent, stored):
     lease = {"metadata": {"name": "l"}, "spec": {"renewTime": sent, "holderIdentity": "a"}}
@@ -192,8 +240,11 @@ def test_scale_write_changes_only_replicas_and_carries_its_resource_version_as_p
     assert scaled(stored_deployment(), {"spec": {"replicas": 0}})["metadata"]["resourceVersion"] == ""
 
 
-@pytest.mark.parametrize("replicas", [-1, "3", None, True])
-def test_scale_to_anything_but_a_whole_number_is_422(replicas):
+@pytest.mark.parametrize(
+    ("label", "replicas"),
+    named([("negative", -1), ("a string", "3"), ("null", None), ("a boolean", True)]),
+)
+def test_scale_to_anything_but_a_whole_number_is_422(label, replicas):
     with pytest.raises(ApiError) as refused:
         scaled(stored_deployment(), {"spec": {"replicas": replicas}})
     assert refused.value.code == 422
@@ -210,19 +261,21 @@ def change(kind, labels, previous_labels=None, namespace="ns"):
 
 
 @pytest.mark.parametrize(
-    ("committed", "seen"),
-    [
-        (change("ADDED", {"a": "1"}), "ADDED"),
-        (change("ADDED", {"a": "2"}), None),
-        (change("MODIFIED", {"a": "1"}, {"a": "1"}), "MODIFIED"),
-        (change("MODIFIED", {"a": "1"}, {"a": "2"}), "ADDED"),  # it entered the selection
-        (change("MODIFIED", {"a": "2"}, {"a": "1"}), "DELETED"),  # it left the selection
-        (change("MODIFIED", {"a": "2"}, {"a": "2"}), None),
-        (change("DELETED", {"a": "1"}, {"a": "1"}), "DELETED"),
-        (change("ADDED", {"a": "1"}, namespace="other"), None),
-    ],
+    ("label", "committed", "seen"),
+    named(
+        [
+            ("added inside the selection", change("ADDED", {"a": "1"}), "ADDED"),
+            ("added outside it", change("ADDED", {"a": "2"}), None),
+            ("modified inside it", change("MODIFIED", {"a": "1"}, {"a": "1"}), "MODIFIED"),
+            ("modified into it", change("MODIFIED", {"a": "1"}, {"a": "2"}), "ADDED"),
+            ("modified out of it", change("MODIFIED", {"a": "2"}, {"a": "1"}), "DELETED"),
+            ("modified outside it", change("MODIFIED", {"a": "2"}, {"a": "2"}), None),
+            ("deleted inside it", change("DELETED", {"a": "1"}, {"a": "1"}), "DELETED"),
+            ("added in another namespace", change("ADDED", {"a": "1"}, namespace="other"), None),
+        ]
+    ),
 )
-def test_watchers_see_changes_through_their_namespace_and_selector(committed, seen):
+def test_watchers_see_changes_through_their_namespace_and_selector(label, committed, seen):
     event = watch_events.seen_as(committed, "ns", lambda obj: label_matcher("a=1")(obj["metadata"]["labels"]))
     assert (event and event["type"]) == seen
 
@@ -258,8 +311,17 @@ def test_injected_failures_match_verb_and_resource_and_run_out():
     assert faults.count() == 5
 
 
-@pytest.mark.parametrize(("times", "verb", "code"), [(1, "frob", 500), (1, "get", 418), (0, "get", 500)])
-def test_a_fault_the_fake_cannot_inject_is_refused_naming_the_argument(times, verb, code):
+@pytest.mark.parametrize(
+    ("label", "times", "verb", "code"),
+    named(
+        [
+            ("an unknown verb", 1, "frob", 500),
+            ("a code it cannot answer", 1, "get", 418),
+            ("no times", 0, "get", 500),
+        ]
+    ),
+)
+def test_a_fault_the_fake_cannot_inject_is_refused_naming_the_argument(label, times, verb, code):
     with pytest.raises(ValueError, match="fail_next"):
         Faults().fail_next(times, verb, "*", code)
 
