@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fakecluster_fixtures import NAMESPACE, Kube, config_map
 from kubernetes.client import ApiException
+from tables import named
 
 
 def certificate(names, issuer_key=None, issuer=None):
@@ -204,7 +205,13 @@ def test_a_denial_reaches_the_client_with_the_webhooks_code_and_message(kube, ho
     assert kube.core.list_namespaced_pod(NAMESPACE).items == []
 
 
-@pytest.mark.parametrize(("policy", "created"), [("Fail", False), ("Ignore", True)])
+@pytest.mark.parametrize(
+    ("policy", "created"),
+    named(
+        [("Fail", False), ("Ignore", True)],
+        lambda policy, created: f"failurePolicy {policy}: {'created' if created else 'refused'}",
+    ),
+)
 def test_an_unreachable_webhook_fails_the_create_or_is_skipped_as_its_failure_policy_says(
     kube, hook, policy, created
 ):
