@@ -20,9 +20,9 @@ from typing import Any
 
 from autoscaler.lifecycle import PROXY, SERVE
 
-MANAGED_BY = (
-    "kpa-emulator.dev/controller"  # never the built-in controllers' values (see kubernetes-wire.md 1.4)
-)
+# Never the built-in controllers' values (kubernetes-wire.md 1.4), and a valid label *value*: no "/"
+# (a value is at most 63 of [A-Za-z0-9._-]; the API server refuses the slice, and a selector on it, else).
+MANAGED_BY = "controller.kpa-emulator.dev"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 REVISION_LABEL = "kpa-emulator.dev/revision"

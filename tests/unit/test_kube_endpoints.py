@@ -1,5 +1,7 @@
 """The revision's EndpointSlice: activators in proxy mode, pods in serve mode, Knative's overrides."""
 
+import re
+
 import pytest
 
 from kubebackend.endpoints import (
@@ -104,3 +106,20 @@ def test_slice_differs_only_when_endpoints_ports_or_mode_change():
     )
     assert slice_differs(stored, endpoint_slice("shop", "web", "proxy", pods))
     assert slice_differs(None, stored)
+
+
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")  # apimachinery's, ≤ 63 long
+
+
+def test_every_label_value_the_controller_writes_is_one_the_api_server_accepts():
+    bodies = [
+        endpoint_slice(
+            "shop", "web", "serve", [Endpoint("10.1.0.3", "web-a")], owner={"name": "web-kpa", "uid": "u"}
+        ),
+        revision_service("shop", "web"),
+    ]
+    for body in bodies:
+        for key, value in body["metadata"]["labels"].items():
+            assert len(value) <= 63 and LABEL_VALUE.match(value), (
+                f"label {key}={value!r} is not a valid value"
+            )
