@@ -338,20 +338,32 @@ class UpstreamPool:
                 pump = self._loop.create_task(conn.pump(head, body))
             try:
                 return await future
-            except StaleConnection:
-                if reused and payload is not None and not retried and not response.started:
-                    retried = True
-                    continue
-                raise UpstreamError(
-                    f"upstream {self.address} closed the connection before responding"
-                ) from None
-            except BaseException:
-                conn.abort()
-                response.link_flow(None)
-                raise
+            except BaseException as error:
+                if not self._retry_fresh(
+                    error, conn, response, reused and payload is not None and not retried
+                ):
+                    raise
+                retried = True
             finally:
                 if pump is not None and not pump.done():
                     pump.cancel()
+
+    def _retry_fresh(
+        self, error: BaseException, conn: UpstreamConnection, response: ResponseSink, replayable: bool
+    ) -> bool:
+        """What ``forward`` and ``send`` do with an exchange that failed with ``error``: True to send
+        the request again on a fresh connection (a stale reused one, ``replayable``: the request in
+        hand and not retried yet, and nothing of the answer gone out); else it raises ``UpstreamError``
+        for a stale connection, or aborts the connection and returns False for the caller to re-raise
+        ``error``. Called from ``except`` only, so the success path pays nothing for it.
+        """
+        if isinstance(error, StaleConnection):
+            if replayable and not response.started:
+                return True
+            raise UpstreamError(f"upstream {self.address} closed the connection before responding") from None
+        conn.abort()
+        response.link_flow(None)
+        return False
 
     def prepare(
         self,
@@ -391,17 +403,10 @@ class UpstreamPool:
             conn.transport.write(prepared.data)
             try:
                 return await future
-            except StaleConnection:
-                if reused and not retried and not response.started:
-                    retried = True
-                    continue
-                raise UpstreamError(
-                    f"upstream {self.address} closed the connection before responding"
-                ) from None
-            except BaseException:
-                conn.abort()
-                response.link_flow(None)
-                raise
+            except BaseException as error:
+                if not self._retry_fresh(error, conn, response, reused and not retried):
+                    raise
+                retried = True
 
     async def request(
         self,
