@@ -131,6 +131,7 @@ PURE_CORES = sorted(
     | {"autoscaler.actuator"}
     | {"localbackend.spawn_limit", "localbackend.capacity"}
     | {"kubebackend.enrollment", "kubebackend.endpoints", "kubebackend.sidecar", "kubebackend.rbac"}
+    | {"kubebackend.leader"}
     | {"httpengine.errors", "httpengine.head"}
     | {"queueproxy.breaker", "queueproxy.stats", "queueproxy.auth"}
     | {"activator.throttler", "activator.routing", "activator.config", "activator.probing"}
