@@ -19,7 +19,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "activator": ("activator.cli", "run the activator: hold requests at zero, throttle to pod capacity"),
     "predictor": ("predictor.cli", "serve a model repository over KServe V2/V1"),
     "up": ("kpa.up", "run the embedded local stack: autoscaler + activator + pods as local processes"),
-    "status": ("kpa.status", "show per-revision scaling state of a running `kpa up`"),
+    "controller": (
+        "kpa.controller",
+        "run the Kubernetes controller: scale enrolled Deployments and KServe predictors, flip traffic",
+    ),
+    "status": ("kpa.status", "show per-revision scaling state of a running `kpa up` or `kpa controller`"),
     "load": ("kpa.load", "generate HTTP load: constant rate, steps, bursts, idle gaps"),
     "demo": ("kpa.demo", "the end-to-end demonstration run by `make demo`"),
     "simulate": ("simulation.cli", "simulate a scenario under simulated time"),

@@ -1,4 +1,5 @@
-"""`kpa status`: the per-revision scaling table of a running `kpa up`, read from its admin port.
+"""`kpa status`: the per-revision scaling table of a running `kpa up` (read from its admin port) or,
+with ``--controller URL``, of `kpa controller` (its status API).
 
 The same table is `kpa up`'s live view, so what you see in either place means the same thing:
 desired and ready pods, pods pending (desired but not started: beyond the local capacity cap,
@@ -74,6 +75,10 @@ def _title(doc: Mapping[str, Any]) -> str:
     entry = doc.get("entry")
     uptime = doc.get("uptime_s")
     parts = ["kpa up"]
+    if "controller" in doc:  # `kpa controller`'s /status: which replica, and whether it leads
+        parts = [f"kpa controller {doc['controller']}", "leader" if doc.get("leader") else "standby"]
+        if doc.get("refused"):
+            parts.append(f"{len(doc['refused'])} workload(s) refused (--json says why)")
     if entry:
         parts.append(f"entry {entry}")
     if uptime is not None:
@@ -102,8 +107,14 @@ def fetch_status(url: str, timeout: float = 3.0) -> dict[str, Any]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--url", default=DEFAULT_ADMIN_URL, help=f"admin address of `kpa up` (default {DEFAULT_ADMIN_URL})"
+    )
+    where.add_argument(
+        "--controller",
+        metavar="URL",
+        help="status address of `kpa controller` instead (e.g. http://HOST:8080)",
     )
     parser.add_argument("--json", action="store_true", help="print the raw status document")
     parser.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
@@ -115,12 +126,16 @@ def run(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     console = Console()
+    if args.controller:
+        args.url = args.controller
 
     def get() -> dict[str, Any] | None:
         try:
             return fetch_status(args.url)
         except (httpx.HTTPError, ValueError) as exc:
-            print(f"kpa status: cannot read {args.url}/status: {exc} (is `kpa up` running?)", file=sys.stderr)
+            running = "kpa controller" if args.controller else "kpa up"
+            message = f"kpa status: cannot read {args.url}/status: {exc} (is `{running}` running?)"
+            print(message, file=sys.stderr)
             return None
 
     doc = get()

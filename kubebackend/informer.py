@@ -12,7 +12,9 @@ arrives as one line of the stream. What can go wrong, and what an informer does 
   re-list at once;
 * the API server fails (5xx, 429, no connection, a read timeout on a silent connection): wait a
   jittered exponential backoff (``kubebackend.retry``), then re-list — a restarting API server is not
-  hammered by every informer of every controller at once.
+  hammered by every informer of every controller at once;
+* the collection is not served at all (404: a cluster without KServe has no InferenceServices): the
+  cache is empty and synced, and the list is tried again every five minutes.
 
 Bookmarks are asked for (``allowWatchBookmarks``) so a quiet watch still hears the current
 resourceVersion, and each watch carries a server-side ``timeoutSeconds`` (jittered, so informers do
@@ -53,6 +55,7 @@ LIST_TIMEOUT_S = 60.0  # a list of thousands of objects takes well under a secon
 READ_SLACK_S = 30.0  # the client gives up on a silent stream this long after its timeoutSeconds
 SHORT_WATCH_S = 1.0  # a watch that ends sooner than this counts as a failure (backoff, no hot loop)
 JOIN_TIMEOUT_S = 5.0
+NOT_SERVED_RETRY_S = 300.0  # a collection the server does not have (404) is listed again this often
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
@@ -214,6 +217,13 @@ class Informer:
             except Exception as error:
                 if self._stopping.is_set():
                     break
+                if status_of(error) == 404:
+                    # The collection is not served (KServe's CRD not installed): it is empty, and the
+                    # informer counts as synced; a CRD installed later is found at the next try.
+                    self._hand(self._replace, [])
+                    log.info("informer %s: not served by this API server (404); empty for now", self.kind)
+                    self._stopping.wait(NOT_SERVED_RETRY_S)
+                    continue
                 if status_of(error) is None and not isinstance(error, WatchFailed | ValueError):
                     log.exception("informer %s: unexpected failure", self.kind)
                 attempt += 1
