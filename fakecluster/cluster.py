@@ -21,7 +21,7 @@ from fakecluster import errors, patches, selectors, validation, watch_events
 from fakecluster.faults import Faults
 from fakecluster.resources import DEPLOYMENTS, ResourceType
 from fakecluster.scale import scale_of, scaled
-from fakecluster.store import Change, Store
+from fakecluster.store import Change, Store, deletion_grace
 from fakecluster.watch import Watcher
 from fakecluster.watch_events import Matcher
 
@@ -63,9 +63,10 @@ class Cluster:
         self._settling = False
         self._names = random.Random()
 
-    def timestamp(self) -> str:
-        """Now in RFC 3339, whole seconds, ``Z``: how metav1.Time fields go on the wire."""
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock()))
+    def timestamp(self, after_s: float = 0.0) -> str:
+        """Now (or ``after_s`` seconds from now) in RFC 3339, whole seconds, ``Z``: how metav1.Time
+        fields go on the wire."""
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock() + after_s))
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -163,11 +164,29 @@ class Cluster:
         return stored
 
     def delete(
-        self, resource: ResourceType, namespace: str | None, name: str, preconditions: Object | None = None
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        name: str,
+        preconditions: Object | None = None,
+        grace_period_seconds: int | None = None,
     ) -> Object:
-        """DELETE: the object for the types that answer with it, a Success Status for the others."""
+        """DELETE: the object for the types that answer with it, a Success Status for the others.
+
+        A Pod bound to a node is only marked for its kubelet to stop (``store.deletion_grace``);
+        ``grace_period_seconds`` (DeleteOptions) overrides its ``terminationGracePeriodSeconds``.
+        """
         with self._lock:
-            final, change = self.store.delete(resource, namespace, name, self.timestamp(), preconditions)
+            grace = deletion_grace(resource, self.store.get(resource, namespace, name), grace_period_seconds)
+            final, change = self.store.delete(
+                resource,
+                namespace,
+                name,
+                self.timestamp(),
+                preconditions,
+                grace_seconds=grace,
+                grace_ends=self.timestamp(grace),
+            )
             self._committed(change)
         if resource.returns_deleted_object or final["metadata"].get("deletionTimestamp"):
             return final

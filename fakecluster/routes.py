@@ -52,6 +52,19 @@ async def _body(request: Request) -> Any:
         raise errors.bad_request(f"the request body is not JSON: {error}") from None
 
 
+def _grace_period(query: str | None, body: Any) -> int | None:
+    """DeleteOptions' ``gracePeriodSeconds``, from the body or the query (the client may send either)."""
+    value = body if body is not None else query
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise errors.bad_request(
+            f"gracePeriodSeconds={value!r}: expected a whole number of seconds (0 deletes at once)"
+        ) from None
+
+
 def _discovery(path: str, host: str) -> dict[str, Any] | None:
     parts = [part for part in path.split("/") if part]
     if parts == ["version"]:
@@ -143,7 +156,8 @@ def create_app(cluster: Cluster, options: ServeOptions, admit: Admit) -> FastAPI
         assert name is not None
         if verb == "delete":
             options_body = await _body(request) or {}
-            return _json(cluster.delete(resource, namespace, name, options_body.get("preconditions")))
+            grace = _grace_period(query.get("gracePeriodSeconds"), options_body.get("gracePeriodSeconds"))
+            return _json(cluster.delete(resource, namespace, name, options_body.get("preconditions"), grace))
         if sub == "scale":
             if verb == "get":
                 return _json(cluster.get_scale(namespace, name))

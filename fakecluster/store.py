@@ -47,6 +47,32 @@ def _generation_moves(resource: ResourceType, old: dict[str, Any], new: dict[str
     return _without(old, *ignored) != _without(new, *ignored)
 
 
+def deletion_grace(resource: ResourceType, obj: dict[str, Any], requested: int | None) -> int:
+    """Seconds a delete of ``obj`` leaves its kubelet to stop it, as kube-apiserver's pod strategy
+    decides: only a Pod bound to a node (``spec.nodeName``) and not finished gets one — the
+    request's ``gracePeriodSeconds`` if given, else ``spec.terminationGracePeriodSeconds`` (30) —
+    every other object and pod goes at once (0)."""
+    if resource.kind != "Pod" or resource.group:
+        return 0
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
+        return 0
+    if requested is not None:
+        return max(0, requested)
+    grace = spec.get("terminationGracePeriodSeconds")
+    return grace if isinstance(grace, int) and not isinstance(grace, bool) and grace >= 0 else 30
+
+
+def _removable(obj: dict[str, Any]) -> bool:
+    """A marked object nothing holds any more: no finalizers and no grace period left to wait for."""
+    meta = obj["metadata"]
+    return bool(
+        meta.get("deletionTimestamp")
+        and not meta.get("finalizers")
+        and not meta.get("deletionGracePeriodSeconds")
+    )
+
+
 class Store:
     """Every object of every type, with a global revision and the last ``history_limit`` changes."""
 
@@ -192,7 +218,7 @@ class Store:
                 new_meta["generation"] = current["metadata"].get("generation", 0) + 1
         if new == current:
             return copy.deepcopy(current), None
-        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+        if _removable(new):
             return self._remove(resource, key, new)
         new["metadata"]["resourceVersion"] = self._next_revision()
         self._table(resource)[key] = new
@@ -205,8 +231,14 @@ class Store:
         name: str,
         now: str,
         preconditions: dict[str, Any] | None = None,
+        *,
+        grace_seconds: int = 0,
+        grace_ends: str | None = None,
     ) -> tuple[dict[str, Any], Change | None]:
-        """Remove an object, or only mark it (``deletionTimestamp``) while ``finalizers`` hold it."""
+        """Remove an object, or only mark it (``deletionTimestamp``) while ``finalizers`` hold it or,
+        with ``grace_seconds`` (:func:`deletion_grace`), while its kubelet stops it: then the mark is
+        ``grace_ends`` (now + the grace) and the kubelet's own delete with no grace removes it. A
+        second delete may shorten a grace period, never lengthen it."""
         key = self._key(resource, namespace, name)
         current = self._table(resource).get(key)
         if current is None:
@@ -214,14 +246,15 @@ class Store:
         for field in ("uid", "resourceVersion"):
             if (preconditions or {}).get(field) not in (None, current["metadata"].get(field)):
                 raise errors.conflict(resource, name)
-        if not current["metadata"].get("finalizers"):
+        meta = current["metadata"]
+        if not grace_seconds and not meta.get("finalizers"):
             return self._remove(resource, key, current)
-        if current["metadata"].get("deletionTimestamp"):
+        if meta.get("deletionTimestamp") and (meta.get("deletionGracePeriodSeconds") or 0) <= grace_seconds:
             return copy.deepcopy(current), None
         marked = copy.deepcopy(current)
         marked["metadata"].update(
-            deletionTimestamp=now,
-            deletionGracePeriodSeconds=0,
+            deletionTimestamp=(grace_ends or now) if grace_seconds else now,
+            deletionGracePeriodSeconds=grace_seconds,
             resourceVersion=self._next_revision(),
         )
         self._table(resource)[key] = marked
