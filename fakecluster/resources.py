@@ -118,6 +118,7 @@ SERVICES = ResourceType(
     categories=("all",),
 )
 CONFIGMAPS = ResourceType("", "v1", "configmaps", "configmap", "ConfigMap", short_names=("cm",))
+SECRETS = ResourceType("", "v1", "secrets", "secret", "Secret", field_labels=("type",))
 EVENTS = ResourceType("", "v1", "events", "event", "Event", short_names=("ev",), field_labels=EVENT_FIELDS)
 EVENTS_V1 = ResourceType(
     "events.k8s.io",
@@ -164,6 +165,7 @@ ALL: tuple[ResourceType, ...] = (
     PODS,
     SERVICES,
     CONFIGMAPS,
+    SECRETS,
     EVENTS,
     DEPLOYMENTS,
     EVENTS_V1,

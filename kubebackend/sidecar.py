@@ -121,7 +121,9 @@ def queue_proxy_container(
     return {
         "name": QUEUE_PROXY,
         "image": spec.image,
-        "args": ["queue-proxy", "--host", "0.0.0.0"],
+        # The user container is the pod's loopback, spelled out (it is the default) so that the pod
+        # spec names every address it uses: the fake cluster's kubelet maps loopback to the pod IP.
+        "args": ["queue-proxy", "--host", "0.0.0.0", "--user-host", "127.0.0.1"],
         "env": [
             _env("SERVING_NAMESPACE", spec.namespace),
             _env("SERVING_REVISION", spec.revision),

@@ -56,7 +56,7 @@ def test_paths_name_resource_namespace_name_and_subresource(path, target):
 @pytest.mark.parametrize(
     "path",
     [
-        "/api/v1/namespaces/ns/secrets",  # not served
+        "/api/v1/namespaces/ns/serviceaccounts",  # not served
         "/apis/apps/v1/deployments/d",  # a namespaced object outside a namespace
         "/apis/apps/v1/namespaces/ns/deployments/d/log",  # no such subresource
         "/api/v1/namespaces/ns/configmaps/c/status",  # configmaps have none
