@@ -282,7 +282,7 @@ def test_pods_beyond_the_node_cap_wait_unschedulable_until_a_slot_frees(tmp_path
         )
 
 
-def test_a_pod_with_the_injected_queue_proxy_serves_through_it_on_its_own_address_and_stops_within_its_grace(tmp_path):
+def test_the_injected_queue_proxy_serves_its_pod_on_the_pod_address_and_stops_within_the_grace(tmp_path):
     """The webhook's pod (kubebackend.sidecar applied to the template, as admission would) runs as on a
     cluster: queue-proxy on 8012/9090/8022 of the pod's own address, in front of the user container."""
     (tmp_path / "ready").write_text("")
