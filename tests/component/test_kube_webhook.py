@@ -100,10 +100,9 @@ class Running:
 
     async def secret(self) -> certs.WebhookCertificate:
         found = await asyncio.to_thread(
-            self.kube.api_client.sanitize_for_serialization,
-            await asyncio.to_thread(self.kube.core.read_namespaced_secret, WEBHOOK_SECRET, SYSTEM_NAMESPACE),
+            self.kube.core.read_namespaced_secret, WEBHOOK_SECRET, SYSTEM_NAMESPACE, _preload_content=False
         )
-        return certs.from_secret(found)
+        return certs.from_secret(json.loads(found.data))
 
     async def ca_bundles(self) -> list[str | None]:
         found = await asyncio.to_thread(
@@ -133,7 +132,7 @@ def run(
     **options: Any,
 ) -> None:
     """``test`` with the injector running and its caBundle patched into the configuration (by URL
-    unless ``configuration`` gives another); stopped, and its files checked gone, however it ends."""
+    unless ``configuration`` gives another); stopped however it ends. ``options`` go to run_webhook."""
     with Kube() as kube:
         kube.admission.create_mutating_webhook_configuration(
             configuration() if configuration else url_configuration(1)
