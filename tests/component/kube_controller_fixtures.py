@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -153,6 +154,8 @@ class Running:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.controller.stop()
+        left = [t.name for t in threading.enumerate() if t.name.startswith(("informer ", "kpa-api"))]
+        assert not left, f"threads left behind by the controller: {left}"
 
     @staticmethod
     def revision(name: str) -> RevisionKey:

@@ -191,3 +191,35 @@ def test_the_status_api_serves_the_kpa_status_table_metrics_and_health_and_refus
             assert (await http.post("/stats", content=b"not json")).status_code == 400
 
     run(body, seed_hello)
+
+
+def test_a_slice_or_service_someone_else_deletes_or_edits_is_put_back():
+    async def body(kube) -> None:
+        async with Running(kube) as running:
+            await wait_until(lambda: at_activators(running.slice_view("hello")), timeout=10)
+            kube.discovery.patch_namespaced_endpoint_slice(
+                "hello-kpa", NS, {"endpoints": [{"addresses": ["10.66.0.1"]}]}
+            )
+            await wait_until(lambda: at_activators(running.slice_view("hello")), timeout=5)
+            kube.core.delete_namespaced_service("hello-kpa", NS)
+            await wait_until(lambda: running.service("hello") is not None, timeout=5)
+
+    run(body, seed_hello)
+
+
+def test_a_service_name_taken_by_someone_else_is_left_alone_with_a_warning():
+    async def body(kube) -> None:
+        async with Running(kube) as running:
+            await wait_until(lambda: running.events("hello", "ServiceNameTaken"), timeout=10)
+            assert running.service("hello")["spec"]["selector"] == {"app": "mine"}
+            assert running.slice("hello") is None
+
+    def seed(kube) -> None:
+        seed_hello(kube)
+        theirs = {
+            "metadata": {"name": "hello-kpa"},
+            "spec": {"selector": {"app": "mine"}, "ports": [{"port": 80}]},
+        }
+        kube.core.create_namespaced_service(NS, theirs)
+
+    run(body, seed)
