@@ -145,6 +145,7 @@ class AutoscalerService:
         self._mode_listeners: list[ModeListener] = []
         self._http: httpx.AsyncClient | None = None
         self._running = False
+        self._closed = False  # closed once: the next start begins every revision afresh
         self.stats_received = 0
         self.stats_rejected = 0
         self.metrics = AutoscalerMetrics(self)
@@ -153,7 +154,13 @@ class AutoscalerService:
     # ---- configuration ----------------------------------------------------------------------------
 
     def add_revision(self, ref: RevisionKey, settings: RevisionSettings) -> None:
-        """Scale ``ref``; for a revision already scaled, new settings apply in place (windows kept)."""
+        """Scale ``ref``; for a revision already scaled, new settings apply in place (windows kept).
+
+        A new revision's decider starts from the actuator's ready pods now: more than one starts it
+        in panic, Knative's rule for an autoscaler (re)started over running pods, so a history it
+        never saw cannot scale it down for a stable window. Add revisions once the actuator knows
+        their pods (the Kubernetes controller's informers have synced), or that rule cannot apply.
+        """
         if ref in self._revisions:
             self._revisions[ref].core.update(settings, self.clock())
             self._revisions[ref].settings = settings
@@ -202,13 +209,23 @@ class AutoscalerService:
     # ---- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start every revision's loops. Started again after :meth:`close` (a controller that lost
+        leadership and won it back), the service starts each revision afresh, as a restarted Knative
+        autoscaler: empty windows, since a window with a gap reads as idle, and in panic where more
+        than one pod is ready (see :meth:`add_revision`)."""
         self._http = httpx.AsyncClient(timeout=self.scrape_timeout)
+        if self._closed:
+            now = self.clock()
+            for ref, old in self._revisions.items():
+                ready = len(ready_pods(self.actuator.pods(ref)))
+                self._revisions[ref] = _ScaledRevision(ref, old.settings, now, ready)
         self._running = True
         for revision in self._revisions.values():
             self._start_loops(revision)
 
     async def close(self) -> None:
         self._running = False
+        self._closed = True
         tasks = [t for r in self._revisions.values() for t in r.tasks]
         for task in tasks:
             task.cancel()
