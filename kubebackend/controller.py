@@ -27,7 +27,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +46,7 @@ from kubebackend.events import EventRecorder
 from kubebackend.flipper import Flipper
 from kubebackend.informer import Informer
 from kubebackend.rbac import ACTIVATOR, CONFIG_MAP, SYSTEM_NAMESPACE
+from kubebackend.sidecar import SidecarSpec
 from kubebackend.status_api import StatusServer
 
 log = logging.getLogger("kpa.controller")
@@ -199,6 +200,23 @@ class Controller:
         await self.status_server.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.api_client.close()
+
+    # ---- the sidecar webhook's seam -------------------------------------------------------------------
+
+    def sidecar_lookup(self, image: str) -> Callable[[str, Mapping[str, str]], SidecarSpec | None]:
+        """The webhook's ``lookup(namespace, pod labels)``: the queue-proxy a new pod gets (``image``),
+        or None for a pod of no enrolled revision. Answers on a standby replica too."""
+
+        def lookup(namespace: str, labels: Mapping[str, str]) -> SidecarSpec | None:
+            found = self.enrollments.revision_of_pod(namespace, labels)
+            if found is None:
+                return None
+            ref, enrollment = found
+            return SidecarSpec(
+                ref.namespace, ref.name, enrollment.container_concurrency, enrollment.timeout_seconds, image
+            )
+
+        return lookup
 
     # ---- what the status API serves -----------------------------------------------------------------
 

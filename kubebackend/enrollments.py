@@ -33,7 +33,7 @@ from autoscaler.config import AutoscalerConfig, AutoscalerConfigError, parse_con
 from autoscaler.revision import RevisionSettings, settings_from
 from autoscaler.service import AutoscalerService
 from autoscaler.stat import RevisionKey
-from kubebackend.actuator import KubeActuator
+from kubebackend.actuator import KubeActuator, selects
 from kubebackend.enrollment import (
     KSERVE_COMPONENT_LABEL,
     KSERVE_ISVC_LABEL,
@@ -129,6 +129,31 @@ class Enrollments:
     @property
     def config(self) -> AutoscalerConfig:
         return self._config
+
+    def revision_of_pod(
+        self, namespace: str, labels: Mapping[str, str]
+    ) -> tuple[RevisionKey, Enrollment] | None:
+        """The enrolled revision whose Deployment selects a pod with ``labels``, and its enrollment.
+
+        The sidecar webhook's question. Read from the caches, not from what is scaled, so a standby
+        replica (which scales nothing) answers it as the leader would; a workload whose enrollment
+        is refused gets no sidecar (its Warning Event says why).
+        """
+        for deployment in self._deployments.items(namespace):
+            if not selects((deployment.get("spec") or {}).get("selector") or {}, labels):
+                continue
+            source = self._source(deployment)
+            if source is None:
+                continue
+            try:
+                if source is deployment:
+                    enrollment = enrollment_of_deployment(source)
+                else:
+                    enrollment = enrollment_of_inference_service(source)
+            except EnrollmentError:
+                return None
+            return RevisionKey(*_name(deployment)), enrollment
+        return None
 
     # ---- the informers' changes ---------------------------------------------------------------------
 

@@ -173,8 +173,8 @@ class Flipper:
         if wanted is None or deployment is None:
             return
         uid = await self._ensure_service(ref, deployment)
-        if uid is None:
-            return
+        if uid is None or ref not in self._wanted:
+            return  # the name is taken, or the revision went while the Service was being made
         settings = self._service.settings(ref).spec
         ready = pod_endpoints(self._actuator.pods(ref))
         activators = ready_endpoints(self._activator_slices.items())

@@ -141,15 +141,17 @@ def make_pod(kube: Kube, name: str, app: str, ip: str, ready: bool = True) -> No
 
 
 class Running:
-    """A started controller on the test's loop for ``kube`` (status API on a free loopback port)."""
+    """A started controller on the test's loop for ``kube`` (status API on a free loopback port);
+    ``lead=False``: a standby, its informers synced, that never became the leader."""
 
-    def __init__(self, kube: Kube, **options: Any) -> None:
+    def __init__(self, kube: Kube, lead: bool = True, **options: Any) -> None:
         options = {"host": "127.0.0.1", "port": 0, **options}
         self.kube = kube
+        self.lead = lead
         self.controller = Controller(kube.server.configuration(), ControllerOptions(**options))
 
     async def __aenter__(self) -> Running:
-        await self.controller.start(sync_timeout=10)
+        await self.controller.start(lead=self.lead, sync_timeout=10)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -223,3 +223,33 @@ def test_a_service_name_taken_by_someone_else_is_left_alone_with_a_warning():
         kube.core.create_namespaced_service(NS, theirs)
 
     run(body, seed)
+
+
+def test_a_standby_watches_and_answers_the_webhook_but_scales_and_writes_nothing():
+    async def body(kube) -> None:
+        async with Running(kube, lead=False) as running:
+            lookup = running.controller.sidecar_lookup("kpa:1")
+            spec = lookup(NS, {"app": "hello", "pod-template-hash": "abc"})
+            assert (spec.namespace, spec.revision, spec.container_concurrency, spec.image) == (
+                NS,
+                "hello",
+                0,
+                "kpa:1",
+            )
+            assert lookup(NS, {"app": "plain"}) is None  # not enrolled
+            assert lookup("elsewhere", {"app": "hello"}) is None
+            answer = await running.push("hello", 1.0)
+            assert answer.status_code == 503 and "not the leader" in answer.json()["error"]
+            await asyncio.sleep(0.3)  # nothing may happen: the absence under test
+            assert running.service("hello") is None and running.replicas("hello") == 0
+            writes = sum(kube.server.requests(verb) for verb in ("create", "patch", "update", "delete"))
+            assert writes == 0
+            await running.controller.became_leader()  # the seam an elector calls
+            await wait_until(lambda: running.slice("hello") is not None, timeout=5)
+
+    def seed(kube) -> None:
+        seed_hello(kube)
+        kube.apps.create_namespaced_deployment(NS, deployment("plain", replicas=1))
+        kube.server.cluster.faults.reset_counts()
+
+    run(body, seed)
