@@ -40,6 +40,7 @@ from typing import Any
 __all__ = [
     "JITTER_FACTOR",
     "LEADER_LABEL",
+    "LEADER_SERVICE",
     "Action",
     "Decision",
     "Durations",
@@ -57,6 +58,7 @@ JITTER_FACTOR = 1.2  # client-go's: a candidate waits retry × (1 + rand × 1.2)
 # The label the leader puts on its own pod; Service kpa-controller-leader selects on it, so stats the
 # activators push reach the leader and not the standby (docs/kubernetes.md, "High availability").
 LEADER_LABEL = "kpa-emulator.dev/leader"
+LEADER_SERVICE = "kpa-controller-leader"  # in kpa-system, port 8080: the stat-push and status address
 
 
 @dataclass(frozen=True, slots=True)

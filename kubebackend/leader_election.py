@@ -56,7 +56,6 @@ from kubebackend.retry import describe, status_of
 
 log = logging.getLogger("kpa.controller")
 
-LEADER_SERVICE = "kpa-controller-leader"  # Service selecting the pod that carries LEADER_LABEL
 UNLABEL_TRIES = 3  # a pod that cannot remove its label leaves it to the next leader
 
 # Called on the event loop; a callback may be a coroutine function (``Controller.became_leader``):

@@ -35,6 +35,7 @@ from kubebackend.enrollment import (
     is_enrolled_deployment,
     is_enrolled_inference_service,
 )
+from kubebackend.leader import LEADER_LABEL, LEADER_SERVICE
 from kubebackend.sidecar import KSERVE_CONTAINER
 
 pytestmark = [pytest.mark.skipif(KUBECTL is None, reason=NO_KUBECTL), pytest.mark.timeout(60)]
@@ -158,14 +159,26 @@ def test_controller_and_activators_run_replicated_with_their_commands():
     assert f"--port={ACTIVATOR_PORT}" in args
 
 
-def test_activators_push_stats_to_the_controller_service():
+def test_activators_push_stats_to_the_leader_only():
     args = _pod_spec(one(base(), "Deployment", rbac.ACTIVATOR))["containers"][0]["args"]
     url = next(a.split("=", 1)[1] for a in args if a.startswith("--autoscaler-url="))
     found = re.fullmatch(r"http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc:(\d+)/stats", url)
     assert found, url
     service = one(base(), "Service", found[1])
-    assert (service["metadata"]["namespace"], found[1]) == (NS, rbac.CONTROLLER) and found[2] == NS
+    assert (service["metadata"]["namespace"], found[1]) == (NS, LEADER_SERVICE) and found[2] == NS
     assert int(found[3]) in {p["port"] for p in service["spec"]["ports"]}
+
+
+def test_the_leader_service_selects_only_the_controller_pod_the_leader_labels():
+    service, deployment = one(base(), "Service", LEADER_SERVICE), one(base(), "Deployment", rbac.CONTROLLER)
+    selector = {"matchLabels": service["spec"]["selector"]}
+    labels = _pod_labels(deployment)
+    assert not selects(selector, labels), "a pod the leader has not labelled must not be selected"
+    assert selects(selector, {**labels, LEADER_LABEL: "true"})
+    assert not selects(selector, {LEADER_LABEL: "true"}), "another app's pod with the label"
+    assert {p["port"]: _container_ports(deployment)[p["targetPort"]] for p in service["spec"]["ports"]} == {
+        8080: 8080
+    }
 
 
 def test_prometheus_scrapes_a_port_the_pod_serves_metrics_on():
