@@ -36,38 +36,42 @@ def seen(record: LeaseRecord, changed_at: float) -> Observed:
     return Observed(record, "41", changed_at)
 
 
+CREATED = LeaseRecord(ME, 15, STAMP, STAMP, 0)
+TAKEN = LeaseRecord(ME, 15, STAMP, STAMP, 4)  # the old record's 3 transitions, plus one
+RENEWED = LeaseRecord(ME, 15, OLD, STAMP, 3)
+
+
 # (case, what was read (None: no Lease), now on the local clock, our last successful write while
 # leading (None: not leading), action, the record written or None)
 CASES = [
-    ("no Lease: create it, holding it", None, 100.0, None,
-     Action.CREATE, LeaseRecord(ME, 15, STAMP, STAMP, 0)),
+    ("no Lease: create it, holding it", None, 100.0, None, Action.CREATE, CREATED),
     ("our own Lease: renew, keeping acquireTime and transitions", seen(held(ME), 99.0), 100.0, 98.0,
-     Action.RENEW, LeaseRecord(ME, 15, OLD, STAMP, 3)),
+     Action.RENEW, RENEWED),
     ("our own Lease while not leading (a write whose answer was lost): renew it", seen(held(ME), 50.0), 100.0,
-     None, Action.RENEW, LeaseRecord(ME, 15, OLD, STAMP, 3)),
+     None, Action.RENEW, RENEWED),
     ("another's, changed 1 s ago: wait", seen(held(OTHER), 99.0), 100.0, None, Action.WAIT, None),
     ("another's, unchanged for 14.9 s: wait", seen(held(OTHER), 85.1), 100.0, None, Action.WAIT, None),
     ("another's, unchanged for the 15 s lease: take over", seen(held(OTHER), 85.0), 100.0, None,
-     Action.TAKE_OVER, LeaseRecord(ME, 15, STAMP, STAMP, 4)),
+     Action.TAKE_OVER, TAKEN),
     ("another's, stamped in the future but unchanged for 15 s here: take over",
-     seen(held(OTHER, stamp=FUTURE), 85.0), 100.0, None, Action.TAKE_OVER, LeaseRecord(ME, 15, STAMP, STAMP, 4)),
+     seen(held(OTHER, stamp=FUTURE), 85.0), 100.0, None, Action.TAKE_OVER, TAKEN),
     ("another's, stamped long ago but only just seen changing: wait",
      seen(held(OTHER, stamp="2001-01-01T00:00:00.000000Z"), 99.5), 100.0, None, Action.WAIT, None),
     ("the record's own lease duration counts (a 30 s lease, unchanged for 20 s): wait",
      seen(held(OTHER, duration=30), 80.0), 100.0, None, Action.WAIT, None),
     ("no duration in the record: ours counts (unchanged for 15 s): take over",
-     seen(held(OTHER, duration=None), 85.0), 100.0, None, Action.TAKE_OVER, LeaseRecord(ME, 15, STAMP, STAMP, 4)),
+     seen(held(OTHER, duration=None), 85.0), 100.0, None, Action.TAKE_OVER, TAKEN),
     ("released (empty holder): take over at once", seen(held("", duration=1), 99.9), 100.0, None,
-     Action.TAKE_OVER, LeaseRecord(ME, 15, STAMP, STAMP, 4)),
-    ("leading, last renewal 9.9 s ago: renew", seen(held(ME), 90.1), 100.0, 90.1,
-     Action.RENEW, LeaseRecord(ME, 15, OLD, STAMP, 3)),
+     Action.TAKE_OVER, TAKEN),
+    ("leading, last renewal 9.9 s ago: renew", seen(held(ME), 90.1), 100.0, 90.1, Action.RENEW, RENEWED),
     ("leading, no renewal for the 10 s renew deadline: lost", seen(held(ME), 90.0), 100.0, 90.0,
      Action.LOST, None),
     ("leading, but the Lease names another: lost at once", seen(held(OTHER), 99.0), 100.0, 99.0,
      Action.LOST, None),
     ("leading, but the Lease was released by someone: lost", seen(held("", duration=1), 99.0), 100.0, 99.0,
      Action.LOST, None),
-    ("leading, but the Lease is gone: lost (recreate it as a candidate)", None, 100.0, 99.0, Action.LOST, None),
+    ("leading, but the Lease is gone: lost (recreate it as a candidate)", None, 100.0, 99.0,
+     Action.LOST, None),
 ]  # fmt: skip
 
 
