@@ -57,8 +57,9 @@ def test_the_command_leads_serves_its_status_and_stops_on_sigterm(tmp_path):
             )
             doc = httpx.get(url + "/status", timeout=5).json()
             assert doc["leader"] is True and [r["name"] for r in doc["revisions"]] == ["hello"]
+            wide = {**env, "COLUMNS": "200"}  # rich shortens cells to the console's width
             shown = subprocess.run(
-                kpa("status", "--controller", url), capture_output=True, text=True, timeout=30
+                kpa("status", "--controller", url), capture_output=True, text=True, timeout=30, env=wide
             )
             assert shown.returncode == 0 and "kpa controller" in shown.stdout and "ns/hello" in shown.stdout
             process.send_signal(signal.SIGTERM)
