@@ -3,9 +3,13 @@
     kpa activator --port 8012 --admin-port 8085 --autoscaler-url http://127.0.0.1:8080/stats \\
         --admin-token-file admin.token \\
         --revisions revisions.yaml --revision hello.default:cc=1,endpoints=127.0.0.1:9001
+    kpa activator --kubernetes --kubeconfig ~/.kube/config \\
+        --autoscaler-url http://kpa-controller.kpa-system:8080/stats
 
 Revisions come from a YAML/JSON file (``--revisions``, where an entry's ``auth`` turns on data-path
-authentication), from ``--revision`` flags, or later from the admin API. The admin API listens on
+authentication), from ``--revision`` flags, later from the admin API, or — with ``--kubernetes`` —
+from the cluster: the revisions the controller scales, their ready pods and this replica's slot among
+the activators, all watched (``kubebackend.activator_source``). The admin API listens on
 ``--admin-host`` (loopback by default, whatever ``--host`` is); its state-changing calls need the
 token of ``--admin-token-file`` or ``KPA_ADMIN_TOKEN``, and are all refused when neither is given.
 Once listening it prints one JSON line — ``{"event": "listening", "serving_port": ...,
@@ -34,6 +38,7 @@ from activator.revisions import parse_address
 from activator.server import Activator
 from activator.sinks import HttpStatSink
 from autoscaler.config import parse_duration as parse_go_duration
+from kubebackend.rbac import ACTIVATOR, SYSTEM_NAMESPACE
 from queueproxy.auth import ADMIN_TOKEN_ENV, AuthConfigError, AuthSpec
 from queueproxy.gate import AuthGate, load_admin_token
 
@@ -183,6 +188,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="this replica's index among --activator-count replicas (-1: use every pod)",
     )
     parser.add_argument("--activator-count", type=int, default=1)
+    kube = parser.add_argument_group(
+        "Kubernetes", "with --kubernetes the activator learns revisions, their pods and its own slot "
+        "among the activators by watching the cluster (kubebackend.activator_source; docs/kubernetes.md)"
+    )  # fmt: skip
+    kube.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="watch the cluster for revisions (their Services and pods) and the activators' EndpointSlices",
+    )
+    where = kube.add_mutually_exclusive_group()
+    where.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file to reach the API server with")
+    where.add_argument(
+        "--in-cluster", action="store_true", help="use the pod's ServiceAccount (the default inside a pod)"
+    )
+    kube.add_argument("--context", help="kubeconfig context (default: its current context)")
+    kube.add_argument(
+        "--pod-ip",
+        default=env("POD_IP") or env("KPA_POD_IP"),
+        help="this replica's pod IP, to find its slot (env POD_IP from status.podIP; else it is found "
+        "by --pod-name among the endpoints)",
+    )
+    kube.add_argument(
+        "--system-namespace", default=SYSTEM_NAMESPACE, help=f"the activators' namespace ({SYSTEM_NAMESPACE})"
+    )
+    kube.add_argument(
+        "--activator-service", default=ACTIVATOR, help=f"the activators' Service, for the slot ({ACTIVATOR})"
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -203,7 +235,26 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         admin_token = load_admin_token(args.admin_token_file, os.environ)
     except AuthConfigError as exc:
         raise ActivatorConfigError(str(exc)) from None
+    kube = None
+    if args.kubeconfig and not Path(args.kubeconfig).expanduser().is_file():
+        raise ActivatorConfigError(
+            f"--kubeconfig {args.kubeconfig}: no such file; give the cluster's kubeconfig"
+        )
+    if args.kubernetes:
+        from kubernetes.config import ConfigException
+
+        from kpa.controller import client_configuration
+
+        try:
+            kube = client_configuration(args)
+        except (ConfigException, OSError) as exc:
+            raise ActivatorConfigError(
+                f"--kubernetes: cannot reach a cluster: {exc}; give --kubeconfig PATH, or run in a pod"
+            ) from None
+    elif args.kubeconfig or args.in_cluster:
+        raise ActivatorConfigError("--kubeconfig and --in-cluster need --kubernetes")
     return {
+        "kube": kube,
         "admin_token": admin_token,
         "probe_frequency": parse_duration(args.probe_frequency, "--probe-frequency"),
         "probe_timeout": parse_duration(args.probe_timeout, "--probe-timeout"),
@@ -235,6 +286,21 @@ async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> None:
         if gate is not None:
             gate.prefetch()
             activator.auth_gates[config.key] = gate
+    source = None
+    if settings["kube"] is not None:
+        from kubernetes.client import ApiClient
+
+        from kubebackend.activator_source import ActivatorSource
+
+        source = ActivatorSource(
+            activator,
+            ApiClient(settings["kube"]),
+            pod_ip=args.pod_ip,
+            pod_name=args.pod_name,
+            system_namespace=args.system_namespace,
+            activator_service=args.activator_service,
+        )
+        await source.start()
     if sink is None:
         logging.getLogger("activator").warning("no --autoscaler-url: stats are not sent anywhere")
     if settings["admin_token"] is None:
@@ -260,6 +326,8 @@ async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if source is not None:
+        await source.close()
     await activator.stop()
 
 

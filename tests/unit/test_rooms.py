@@ -131,7 +131,7 @@ PURE_CORES = sorted(
     | {"autoscaler.actuator"}
     | {"localbackend.spawn_limit", "localbackend.capacity"}
     | {"kubebackend.enrollment", "kubebackend.endpoints", "kubebackend.sidecar", "kubebackend.rbac"}
-    | {"kubebackend.leader"}
+    | {"kubebackend.leader", "kubebackend.activator_view"}
     | {"httpengine.errors", "httpengine.head"}
     | {"queueproxy.breaker", "queueproxy.stats", "queueproxy.auth"}
     | {"activator.throttler", "activator.routing", "activator.config", "activator.probing"}
@@ -141,6 +141,7 @@ PURE_CORES = sorted(
     | {"simulation.limits", "simulation.queueing", "simulation.sample"}
     | {"kpa.load_phases", "kpa.load_report"}
     | {"fakecluster.store", "fakecluster.patches", "fakecluster.strategic", "fakecluster.selectors"}
+    | {"fakecluster.pod_spec", "fakecluster.pod_status"}
 )
 CLOCKS_AND_IO = {"time", "datetime", "asyncio", "socket", "subprocess", "threading", "httpx", "uvloop"}
 
