@@ -177,13 +177,37 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> None:
                 raise
 
 
+def _endpoint_view(pod: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+    """What of a pod its endpoints show: a change elsewhere (a container's state) changes no slice."""
+    if pod is None:
+        return None
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    ports = [c.get("ports") for c in (pod.get("spec") or {}).get("containers") or []]
+    node = (pod.get("spec") or {}).get("nodeName")
+    return (
+        meta.get("labels"),
+        meta.get("deletionTimestamp"),
+        status.get("podIP"),
+        status.get("phase"),
+        is_ready(pod),
+        ports,
+        node,
+    )
+
+
 def sync_endpoint_slices(change: Change, cluster: Cluster) -> None:
     """The controller: after a Service or Pod change, reconcile the Services it concerns."""
     meta = change.object["metadata"]
     namespace = meta.get("namespace") or ""
     if change.resource == SERVICES:
-        reconcile(cluster, namespace, meta["name"])
+        selected = [
+            ((obj or {}).get("spec") or {}).get("selector") for obj in (change.object, change.previous)
+        ]
+        if any(selected):  # a selector-less Service's slices are its owner's, before and after
+            reconcile(cluster, namespace, meta["name"])
     elif change.resource == PODS:
+        if change.type == "MODIFIED" and _endpoint_view(change.object) == _endpoint_view(change.previous):
+            return
         labels = [meta.get("labels"), ((change.previous or {}).get("metadata") or {}).get("labels")]
         for service in cluster.list_collection(SERVICES, namespace)["items"]:
             selector = (service.get("spec") or {}).get("selector")
