@@ -79,6 +79,12 @@ def pod_for(deployment: Mapping[str, Any], hash_: str) -> Object:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
 
 
+def wanted_replicas(deployment: Mapping[str, Any]) -> int:
+    """``spec.replicas``; 1 when unset, as the API server defaults it."""
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else int(replicas)
+
+
 def _active(pod: Mapping[str, Any]) -> bool:
     return not (pod.get("metadata") or {}).get("deletionTimestamp") and (pod.get("status") or {}).get(
         "phase"
@@ -103,7 +109,7 @@ class Plan:
 
 def plan(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Plan:
     """Pods to create and to delete so that ``spec.replicas`` pods of the current template run."""
-    replicas = int(deployment.get("spec", {}).get("replicas", 1))
+    replicas = wanted_replicas(deployment)
     current_hash = template_hash(deployment.get("spec", {}).get("template") or {})
     active = [pod for pod in pods if _active(pod)]
     current = [p for p in active if (p["metadata"].get("labels") or {}).get(HASH_LABEL) == current_hash]
@@ -130,7 +136,7 @@ def deployment_status(
     deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: str
 ) -> dict[str, Any]:
     """The Deployment's status from its pods; a condition's times move only when its status does."""
-    wanted = int(deployment.get("spec", {}).get("replicas", 1))
+    wanted = wanted_replicas(deployment)
     current_hash = template_hash(deployment.get("spec", {}).get("template") or {})
     active = [pod for pod in pods if _active(pod)]
     updated = [p for p in active if (p["metadata"].get("labels") or {}).get(HASH_LABEL) == current_hash]

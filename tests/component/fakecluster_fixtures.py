@@ -7,15 +7,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.client import ApiException
 
 from fakecluster import FakeApiServer
+from fakecluster.kubelet import Kubelet
 
 NAMESPACE = "ns"
 
@@ -45,6 +48,27 @@ class Kube:
         self.api_client.close()
         self.server.stop()
         client.Configuration.set_default(self._previous_default)
+
+
+@contextlib.contextmanager
+def with_node(**kubelet_options: Any) -> Iterator[tuple[Kubelet, Kube]]:
+    """The fake API server with its node (``fakecluster.kubelet``): Deployments get pods, pods run as
+    local processes on their own loopback addresses, Services with a selector get EndpointSlices.
+    The kubelet is entered first, so its pods are stopped after the server, however the test ends."""
+    with Kubelet(**kubelet_options) as kubelet, Kube(controllers=kubelet.controllers) as kube:
+        yield kubelet, kube
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    """A kubeconfig file for ``server`` (plain HTTP, no credentials), for a process of ours to use
+    with ``--kubeconfig`` (a pod on the fake node reaches the API server at 127.0.0.1 as well)."""
+    cluster = {"name": "fake", "cluster": {"server": server}}
+    context = {"name": "fake", "context": {"cluster": "fake", "user": "test"}}
+    document = {"apiVersion": "v1", "kind": "Config", "clusters": [cluster], "contexts": [context]}
+    path.write_text(
+        json.dumps({**document, "users": [{"name": "test", "user": {}}], "current-context": "fake"})
+    )
+    return path
 
 
 def deployment(name: str = "d", replicas: int = 1, **spec: Any) -> dict[str, Any]:

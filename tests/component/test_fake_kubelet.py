@@ -13,11 +13,10 @@ import os
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fakecluster_fixtures import NAMESPACE, Collected, Kube
+from fakecluster_fixtures import NAMESPACE, Collected, Kube, with_node
 from waiting import wait_until_blocking
 
 from fakecluster.kubelet import Kubelet
@@ -26,13 +25,6 @@ from kubebackend.sidecar import SidecarSpec, sidecar_patch
 
 APP = str(Path(__file__).with_name("fake_pod_app.py"))
 START_S = 15.0  # a pod's processes start and pass a 1 s probe well within this on a loaded machine
-
-
-@contextlib.contextmanager
-def fake_cluster(**kubelet_options: Any) -> Iterator[tuple[Kubelet, Kube]]:
-    """The fake API server with the kubelet, the Deployment and the EndpointSlice controllers."""
-    with Kubelet(**kubelet_options) as kubelet, Kube(controllers=kubelet.controllers) as kube:
-        yield kubelet, kube
 
 
 def app_container(marks: Path, **overrides: Any) -> dict[str, Any]:
@@ -136,7 +128,7 @@ def answers(ip: str, port: int) -> bool:
 def test_a_deployment_scaled_to_two_runs_two_pods_on_their_own_addresses_ready_once_the_probe_passes(
     tmp_path,
 ):
-    with fake_cluster() as (kubelet, kube):
+    with with_node() as (kubelet, kube):
         kube.apps.create_namespaced_deployment(NAMESPACE, deployment("web", 1, app_container(tmp_path)))
         kube.apps.patch_namespaced_deployment_scale("web", NAMESPACE, {"spec": {"replicas": 2}})
         describe = state(kubelet, kube, "web")
@@ -164,7 +156,7 @@ def test_a_deployment_scaled_to_two_runs_two_pods_on_their_own_addresses_ready_o
 
 def test_scaling_to_zero_marks_pods_terminating_runs_prestop_then_sigterm_and_leaves_no_process(tmp_path):
     (tmp_path / "ready").write_text("")
-    with fake_cluster() as (kubelet, kube):
+    with with_node() as (kubelet, kube):
         kube.apps.create_namespaced_deployment(NAMESPACE, deployment("web", 2, app_container(tmp_path)))
         describe = state(kubelet, kube, "web")
         wait_until_blocking(lambda: sum(ready(p) for p in pods(kube, "web")) == 2, START_S, describe)
@@ -198,7 +190,7 @@ def test_a_container_that_ignores_sigterm_is_killed_when_the_grace_period_ends(t
     (tmp_path / "ready").write_text("")
     stubborn = app_container(tmp_path, lifecycle={})
     stubborn["env"] = [*stubborn["env"], {"name": "IGNORE_SIGTERM", "value": "1"}]
-    with fake_cluster() as (kubelet, kube):
+    with with_node() as (kubelet, kube):
         kube.apps.create_namespaced_deployment(NAMESPACE, deployment("web", 1, stubborn, grace=1))
         wait_until_blocking(
             lambda: any(ready(p) for p in pods(kube, "web")), START_S, state(kubelet, kube, "web")
@@ -219,7 +211,7 @@ def test_kill_pod_leaves_the_pod_not_ready_out_of_its_service_and_replaced(tmp_p
         "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
     }
-    with fake_cluster() as (kubelet, kube):
+    with with_node() as (kubelet, kube):
         kube.core.create_namespaced_service(NAMESPACE, service)
         kube.apps.create_namespaced_deployment(NAMESPACE, deployment("web", 1, app_container(tmp_path)))
         describe = state(kubelet, kube, "web")
@@ -261,7 +253,7 @@ def test_kill_pod_leaves_the_pod_not_ready_out_of_its_service_and_replaced(tmp_p
 
 def test_pods_beyond_the_node_cap_wait_unschedulable_until_a_slot_frees(tmp_path):
     (tmp_path / "ready").write_text("")
-    with fake_cluster(max_pods=1) as (kubelet, kube):
+    with with_node(max_pods=1) as (kubelet, kube):
         kube.apps.create_namespaced_deployment(
             NAMESPACE, deployment("web", 2, app_container(tmp_path, lifecycle={}))
         )
@@ -297,7 +289,7 @@ def test_the_injected_queue_proxy_serves_its_pod_on_the_pod_address_and_stops_wi
     queue_proxy = pod["spec"]["containers"][1]
     queue_proxy["command"] = [sys.executable, "-m", "kpa"]  # the image's entrypoint, run here as a process
     body["spec"]["template"] = pod
-    with fake_cluster() as (kubelet, kube):
+    with with_node() as (kubelet, kube):
         kube.apps.create_namespaced_deployment(NAMESPACE, body)
         describe = state(kubelet, kube, "hello")
         wait_until_blocking(lambda: any(ready(p) for p in pods(kube, "hello")), START_S, describe)
@@ -312,7 +304,7 @@ def test_the_injected_queue_proxy_serves_its_pod_on_the_pod_address_and_stops_wi
 
 def test_a_delete_with_no_grace_period_removes_the_pod_at_once_and_its_processes_die(tmp_path):
     (tmp_path / "ready").write_text("")
-    with fake_cluster() as (kubelet, kube):
+    with with_node() as (kubelet, kube):
         kube.apps.create_namespaced_deployment(NAMESPACE, deployment("web", 1, app_container(tmp_path)))
         describe = state(kubelet, kube, "web")
         wait_until_blocking(lambda: len(running(kube, "web")) == 1, START_S, describe)

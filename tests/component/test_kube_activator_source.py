@@ -14,12 +14,12 @@ import json
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakecluster_fixtures import Kube
+from fakecluster_fixtures import Kube, with_node, write_kubeconfig
 from waiting import wait_until, wait_until_blocking
 
 from activator.config import RevisionConfig
@@ -65,12 +65,6 @@ class RecordingTable:
 
     def set_activator_slot(self, index: int, count: int) -> None:
         self.activator_slot = (index, count)
-
-
-@contextlib.contextmanager
-def fake_cluster() -> Iterator[tuple[Kubelet, Kube]]:
-    with Kubelet() as kubelet, Kube(controllers=kubelet.controllers) as kube:
-        yield kubelet, kube
 
 
 @contextlib.asynccontextmanager
@@ -179,7 +173,7 @@ def test_a_revisions_ready_pods_are_learned_within_a_second_and_dropped_when_the
             await asyncio.to_thread(kube.core.delete_namespaced_service, "hello-kpa", NS)
             await wait_until(lambda: table.removed == [KEY], 2.0, "the revision removed")
 
-    with fake_cluster() as (_, kube):
+    with with_node() as (_, kube):
         asyncio.run(body(kube))
 
 
@@ -226,24 +220,8 @@ def test_the_slot_is_the_own_ip_among_the_activator_services_sorted_ready_addres
             )
             assert by_name.activator_slot == (1, 2) and outsider.activator_slot == (-1, 2)
 
-    with fake_cluster() as (kubelet, kube):
+    with with_node() as (kubelet, kube):
         asyncio.run(body(kubelet, kube))
-
-
-def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": server}}],
-                "users": [{"name": "test", "user": {}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "test"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return path
 
 
 def get(url: str, **headers: str) -> tuple[int, bytes]:
@@ -266,8 +244,8 @@ def admin(ip: str, path: str) -> Any:
 def test_kpa_activator_kubernetes_runs_as_pods_finds_its_slot_and_forwards_to_a_revisions_pod(tmp_path):
     """Two `kpa activator --kubernetes` pods and a revision whose pod has the webhook's queue-proxy."""
     (tmp_path / "ready").write_text("")
-    with fake_cluster() as (kubelet, kube):
-        config = kubeconfig(tmp_path / "kubeconfig", kube.server.url)
+    with with_node() as (kubelet, kube):
+        config = write_kubeconfig(tmp_path / "kubeconfig", kube.server.url)
         activator = {
             "name": "activator",
             "image": "kpa-emulator/kpa",
