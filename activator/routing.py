@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 from autoscaler.stat import RevisionKey
 
+# On Kubernetes a revision's public Service is ``<revision>-kpa`` (kubebackend.endpoints.service_name),
+# so a Host naming that Service (``web-kpa.shop.svc.cluster.local``) routes to revision ``web``.
+SERVICE_SUFFIX = "-kpa"
+
 
 @dataclass(frozen=True, slots=True)
 class RouteMiss:
@@ -63,7 +67,7 @@ class RevisionRouter:
                     f"<revision>.<namespace>.svc.<domain> or the Knative-Serving-Revision header); "
                     f"known revisions: {self._known()}"
                 )
-            wanted = parsed
+            wanted = self._unsuffixed(parsed)
         name, namespace = wanted
         if namespace is not None:
             key = RevisionKey(namespace, name)
@@ -80,6 +84,14 @@ class RevisionRouter:
             f"revision {name!r} exists in namespaces {spaces} ({source}): name the namespace, "
             f"e.g. Host {name}.{candidates[0].namespace}"
         )
+
+    def _unsuffixed(self, wanted: tuple[str, str | None]) -> tuple[str, str | None]:
+        """``(name, ns)`` with the public Service's suffix dropped when only the revision is known."""
+        name, namespace = wanted
+        base = name.removesuffix(SERVICE_SUFFIX)
+        if base == name or name in self._by_name:
+            return wanted
+        return (base, namespace) if base in self._by_name else wanted
 
     def _known(self) -> str:
         return ", ".join(str(key) for key in sorted(self._keys, key=str)) or "(none configured)"

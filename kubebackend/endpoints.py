@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from activator.routing import SERVICE_SUFFIX
 from autoscaler.lifecycle import PROXY, SERVE
 
 # Never the built-in controllers' values (kubernetes-wire.md 1.4), and a valid label *value*: no "/"
@@ -87,7 +88,7 @@ def service_name(revision: str) -> str:
     taken already — KServe owns a Service ``<isvc>-predictor`` (and reverts edits to it), and a
     Deployment ``web`` mostly comes with the user's own Service ``web`` selecting its pods.
     """
-    return f"{revision}-kpa"
+    return revision + SERVICE_SUFFIX
 
 
 def slice_name(revision: str) -> str:

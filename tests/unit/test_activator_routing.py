@@ -6,8 +6,12 @@ from activator.routing import RevisionRouter, RouteMiss, parse_host
 from autoscaler.stat import RevisionKey
 
 ROUTER = RevisionRouter(
-    [RevisionKey("default", "hello-00001"), RevisionKey("ml", "predictor-00001"), RevisionKey("a", "dup"),
-     RevisionKey("b", "dup")]
+    [
+        RevisionKey("default", "hello-00001"),
+        RevisionKey("ml", "predictor-00001"),
+        RevisionKey("a", "dup"),
+        RevisionKey("b", "dup"),
+    ]
 )
 
 
@@ -27,8 +31,17 @@ ROUTER = RevisionRouter(
         ("a..b", None),
     ],
     ids=[
-        "short-name", "short-name-port", "mixed-case-namespace", "cluster-local", "svc", "cluster-local-fqdn",
-        "external-domain", "ip-port", "ipv6-port", "empty", "empty-label",
+        "short-name",
+        "short-name-port",
+        "mixed-case-namespace",
+        "cluster-local",
+        "svc",
+        "cluster-local-fqdn",
+        "external-domain",
+        "ip-port",
+        "ipv6-port",
+        "empty",
+        "empty-label",
     ],
 )
 def test_host_forms_name_a_revision_or_nothing(host, expected):
@@ -47,8 +60,13 @@ def test_host_forms_name_a_revision_or_nothing(host, expected):
         ("dup.b", None, None, RevisionKey("b", "dup")),
     ],
     ids=[
-        "short-name", "name-namespace-port", "cluster-local", "headers", "revision-header-default-namespace",
-        "header-wins-over-host", "dotted-name",
+        "short-name",
+        "name-namespace-port",
+        "cluster-local",
+        "headers",
+        "revision-header-default-namespace",
+        "header-wins-over-host",
+        "dotted-name",
     ],
 )
 def test_route_finds_the_revision(host, rev_header, ns_header, expected):
@@ -78,3 +96,24 @@ def test_empty_router_says_none_configured():
     miss = RevisionRouter().route("hello")
     assert isinstance(miss, RouteMiss)
     assert "(none configured)" in miss.reason
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        pytest.param("web-kpa.shop.svc.cluster.local", RevisionKey("shop", "web"), id="public-service-fqdn"),
+        pytest.param("web-kpa.shop", RevisionKey("shop", "web"), id="public-service-short"),
+        pytest.param("web-kpa", RevisionKey("shop", "web"), id="public-service-no-namespace"),
+        pytest.param("odd-kpa", RevisionKey("shop", "odd-kpa"), id="a revision named like a service wins"),
+    ],
+)
+def test_a_host_naming_the_revisions_public_service_routes_to_the_revision(host, expected):
+    router = RevisionRouter(
+        [RevisionKey("shop", "web"), RevisionKey("shop", "odd-kpa"), RevisionKey("shop", "odd")]
+    )
+    assert router.route(host) == expected
+
+
+def test_the_service_suffix_does_not_invent_revisions():
+    miss = RevisionRouter([RevisionKey("shop", "web")]).route("nope-kpa.shop")
+    assert isinstance(miss, RouteMiss) and "unknown revision shop/nope-kpa" in miss.reason
