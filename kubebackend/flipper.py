@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -52,7 +53,7 @@ from kubebackend.endpoints import (
     slice_name,
 )
 from kubebackend.events import EventRecorder
-from kubebackend.informer import Change, Informer
+from kubebackend.informer import DELETED, Change, Informer, resource_version
 from kubebackend.retry import KeyedWork, status_of
 
 log = logging.getLogger("kpa.controller")
@@ -74,6 +75,13 @@ def ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> list[Endpoint]:
 def pod_endpoints(pods: Sequence[PodInfo]) -> list[Endpoint]:
     """The ready pods as slice endpoints (the IP out of the queue-proxy address ``ip:8012``)."""
     return [Endpoint(p.address.rsplit(":", 1)[0].strip("[]"), p.name) for p in ready_pods(pods)]
+
+
+def _ref_of(obj: Mapping[str, Any]) -> RevisionKey:
+    meta = obj.get("metadata") or {}
+    return RevisionKey(
+        str(meta.get("namespace") or ""), str((meta.get("labels") or {}).get(REVISION_LABEL) or "")
+    )
 
 
 def _mode_of(body: Mapping[str, Any] | None) -> str | None:
@@ -112,14 +120,18 @@ class Flipper:
         self._events = events
         self._wanted: dict[RevisionKey, str] = {}  # the autoscaler's mode per scaled revision
         self._service_uids: dict[RevisionKey, str] = {}  # Services we made or found ours
+        # The slice as we last wrote it, and the resourceVersions our writes made: the watch echoes
+        # our own writes later, and another informer's event may come first (see _slice_changed).
+        self._written: dict[RevisionKey, dict[str, Any]] = {}
+        self._our_versions: dict[RevisionKey, deque[str]] = {}
         self._work: KeyedWork[RevisionKey] = KeyedWork("flip", self._reconcile, rng=rng)
         self._removals: KeyedWork[RevisionKey] = KeyedWork("unflip", self._delete, rng=rng)
         self.writes = 0  # Service and EndpointSlice writes, for metrics and tests
         service.on_mode_change(self._mode_changed)
         actuator.subscribe(self._pods_changed)
         activator_slices.add_handler(self._activators_changed)
-        slices.add_handler(self._owned_changed)
-        services.add_handler(self._owned_changed)
+        slices.add_handler(self._slice_changed)
+        services.add_handler(self._service_changed)
 
     def remove(self, ref: RevisionKey) -> None:
         """``ref`` is no longer scaled: delete its Service and slice (the enrollment shell calls this)."""
@@ -128,10 +140,13 @@ class Flipper:
         self._removals.add(ref)
 
     def modes(self) -> dict[RevisionKey, str]:
-        """The mode each revision's slice is written in (the stored slice's, as last seen)."""
-        return {
-            ref: _mode_of(self._slices.get(ref.namespace, slice_name(ref.name))) or "" for ref in self._wanted
-        }
+        """The mode each revision's slice is written in (as we wrote it, else as last seen)."""
+        return {ref: _mode_of(self._stored(ref)) or "" for ref in self._wanted}
+
+    def _stored(self, ref: RevisionKey) -> Mapping[str, Any] | None:
+        """The revision's slice as it is on the server, as far as we know: what we last wrote unless
+        a change since has come from someone else, else the informer's copy."""
+        return self._written.get(ref) or self._slices.get(ref.namespace, slice_name(ref.name))
 
     async def close(self) -> None:
         await self._work.close()
@@ -152,12 +167,24 @@ class Flipper:
         for ref in self._wanted:
             self._work.add(ref)
 
-    def _owned_changed(self, change: Change) -> None:
-        meta = change.object.get("metadata") or {}
-        revision = (meta.get("labels") or {}).get(REVISION_LABEL)
-        ref = RevisionKey(str(meta.get("namespace") or ""), str(revision or ""))
+    def _slice_changed(self, change: Change) -> None:
+        """Someone else's edit or deletion of our slice is put back; our own writes' echoes are not
+        news. (The echo matters: right after a burst of writes the slice watch lags the Service
+        watch, and a reconcile that trusted the lagging cache would create slices that exist.)"""
+        ref = _ref_of(change.object)
+        if change.type != DELETED and resource_version(change.object) in self._our_versions.get(ref, ()):
+            return
+        self._written.pop(ref, None)
         if ref in self._wanted:
             self._work.add(ref)
+
+    def _service_changed(self, change: Change) -> None:
+        """A deleted Service is made again; our own creation's echo is not news."""
+        ref = _ref_of(change.object)
+        if change.type == DELETED:
+            self._service_uids.pop(ref, None)
+            if ref in self._wanted:
+                self._work.add(ref)
 
     # ---- writing ------------------------------------------------------------------------------------
 
@@ -189,7 +216,7 @@ class Flipper:
         body = endpoint_slice(
             ref.namespace, ref.name, mode, chosen, owner={"name": service_name(ref.name), "uid": uid}
         )
-        stored = self._slices.get(ref.namespace, slice_name(ref.name))
+        stored = self._stored(ref)
         if not slice_differs(stored, body):
             return
         await self._write_slice(ref, body, stored)
@@ -203,6 +230,8 @@ class Flipper:
 
     async def _ensure_service(self, ref: RevisionKey, deployment: Mapping[str, Any]) -> str | None:
         """The uid of the revision's Service, made if missing; None when the name is taken by another."""
+        if ref in self._service_uids:
+            return self._service_uids[ref]
         name = service_name(ref.name)
         stored = self._services.get(ref.namespace, name)
         if stored is not None:
@@ -240,14 +269,21 @@ class Flipper:
         self, ref: RevisionKey, body: dict[str, Any], stored: Mapping[str, Any] | None
     ) -> None:
         name = slice_name(ref.name)
+        written = None
         if stored is None:
             try:
-                await self._call(self._discovery.create_namespaced_endpoint_slice, ref.namespace, body)
-                return
+                written = await self._call(
+                    self._discovery.create_namespaced_endpoint_slice, ref.namespace, body
+                )
             except Exception as error:
                 if status_of(error) != 409:
                     raise  # retried by KeyedWork (a 4xx other than 409 is a bug in the body: logged each try)
-        await self._call(self._discovery.patch_namespaced_endpoint_slice, name, ref.namespace, body)
+        if written is None:
+            written = await self._call(
+                self._discovery.patch_namespaced_endpoint_slice, name, ref.namespace, body
+            )
+        self._written[ref] = body
+        self._our_versions.setdefault(ref, deque(maxlen=8)).append(str(written.metadata.resource_version))
 
     async def _delete(self, ref: RevisionKey) -> None:
         if ref in self._wanted:
@@ -271,4 +307,6 @@ class Flipper:
                 if status_of(error) not in (404, 409):  # 409: the uid differs, not ours any more
                     raise
         self._service_uids.pop(ref, None)
+        self._written.pop(ref, None)
+        self._our_versions.pop(ref, None)
         log.info("%s: no longer scaled; its Service and EndpointSlice are deleted", ref)
