@@ -7,7 +7,9 @@
   every tick costs no request. It never blocks the loop: the PATCH runs on a worker thread, the
   latest value wins (values asked for while one is in flight coalesce into one more PATCH), and a
   409 or 5xx is retried with backoff. A refusal that will not pass (403, 422) is a Warning Event on
-  the Deployment and is not retried for the same value for a while.
+  the Deployment and is not retried for the same value for a while. (A Deployment watch lagging
+  behind our own write can show the old replicas for a moment; the next tick then sends the same
+  PATCH once more, which the API server answers without a change — one request, not a loop.)
 * ``pods`` comes from the pod informer: the pods the Deployment's ``spec.selector`` selects in its
   namespace, as the ReplicaSet controller counts them. A pod is at ``podIP:8012`` (its queue-proxy)
   and scraped at ``http://podIP:9090/stats``; it is ready when its Ready condition is True and it
