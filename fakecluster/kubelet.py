@@ -69,6 +69,7 @@ class Kubelet:
         log_dir: Path | None = None,
         stop_grace_s: float = 2.0,
         env: Mapping[str, str] | None = None,
+        entrypoints: pod_spec.Entrypoints | None = None,
     ) -> None:
         if max_pods < 1:
             raise ValueError(f"max_pods={max_pods}: the node must take at least one pod")
@@ -76,6 +77,8 @@ class Kubelet:
         self.node_name = node_name
         self.stop_grace_s = stop_grace_s
         self.base_env = {**os.environ, **(env or {})}  # the host's environment stands in for the image's
+        # image -> argv: what a container of that image without `command` runs (its ENTRYPOINT)
+        self.entrypoints = {image: tuple(argv) for image, argv in (entrypoints or {}).items()}
         self._own_log_dir = log_dir is None
         self.log_dir = Path(tempfile.mkdtemp(prefix="fakecluster-kubelet-")) if log_dir is None else log_dir
         self._cluster: Cluster | None = None
@@ -294,7 +297,7 @@ class Kubelet:
             return None if found is None else found.get("data") or {}
 
         try:
-            launches = pod_spec.launches(bound, ip, self.base_env, config_maps)
+            launches = pod_spec.launches(bound, ip, self.base_env, config_maps, self.entrypoints)
         except pod_spec.PodSpecError as error:
             containers = (bound.get("spec") or {}).get("containers") or [{}]
             views = tuple(

@@ -2,7 +2,8 @@
 
 Images are ignored: a container is its ``command`` + ``args`` run as a local process (the host's
 environment stands in for the image's ``ENV``; ``workingDir`` or the kubelet's directory for its
-``WORKDIR``), so a container without ``command`` cannot run and says so.
+``WORKDIR``). A container without ``command`` runs its image's entrypoint when the kubelet was told
+one (``entrypoints``: image -> argv, the image's ``ENTRYPOINT``), and otherwise cannot run and says so.
 
 Every pod gets its own loopback address, and that address is the pod's whole network: on a cluster
 ``0.0.0.0``, ``127.0.0.1`` and ``localhost`` inside a pod all mean the pod itself, so here each of
@@ -16,7 +17,7 @@ kubelet expands them (``$$`` escapes, an unknown name stays as written).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ POD_IP_ENV = "KPA_POD_IP"
 _LOOPBACK = re.compile(r"(?<![\w.-])(?:0\.0\.0\.0|127\.0\.0\.1|localhost)(?![\w-]|\.[\w-])")
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 ConfigMapLookup = Callable[[str, str], Mapping[str, str] | None]  # (namespace, name) -> data
+Entrypoints = Mapping[str, Sequence[str]]  # image -> what a container of it without `command` runs
 
 
 class PodSpecError(ValueError):
@@ -224,8 +226,11 @@ def launches(
     pod_ip: str,
     base_env: Mapping[str, str],
     config_maps: ConfigMapLookup = lambda namespace, name: None,
+    entrypoints: Entrypoints | None = None,
 ) -> list[Launch]:
-    """Every container of ``pod`` (already bound, its IPs in ``status``) as a process to start."""
+    """Every container of ``pod`` (already bound, its IPs in ``status``) as a process to start; a
+    container without ``command`` runs ``entrypoints[image]`` (as a runtime runs the image's
+    ``ENTRYPOINT``) followed by its ``args``."""
     spec = pod.get("spec") or {}
     if spec.get("initContainers"):
         raise PodSpecError(
@@ -239,15 +244,16 @@ def launches(
     for container in containers:
         name = str(container.get("name", "?"))
         where = _where(pod, name)
-        if not container.get("command"):
+        command = container.get("command") or (entrypoints or {}).get(str(container.get("image", "")))
+        if not command:
             raise PodSpecError(
                 f"{where}: no command; the fake kubelet ignores images (here {container.get('image')!r}), "
-                "so give the container its command (and args) to run as a local process"
+                "so give the container its command (and args) to run as a local process, or the "
+                "kubelet the image's entrypoint (Kubelet(entrypoints=...))"
             )
         env = _env(pod, container, pod_ip, base_env, config_maps)
         argv = tuple(
-            expand(pod_local(str(part), pod_ip), env)
-            for part in [*container["command"], *(container.get("args") or [])]
+            expand(pod_local(str(part), pod_ip), env) for part in [*command, *(container.get("args") or [])]
         )
         readiness = container.get("readinessProbe")
         pre_stop = (container.get("lifecycle") or {}).get("preStop")

@@ -98,6 +98,16 @@ def test_a_pod_the_kubelet_cannot_run_is_refused_naming_the_field(label, spec, w
     assert "pod ns/p" in str(refused.value)
 
 
+def test_a_container_without_command_runs_its_images_entrypoint_when_the_kubelet_knows_it():
+    container = {"name": "c", "image": "kpa:1", "args": ["queue-proxy", "--host", "0.0.0.0"]}
+    [launch] = launches(pod(container), IP, {}, entrypoints={"kpa:1": ["python", "-m", "kpa"]})
+    assert launch.argv == ("python", "-m", "kpa", "queue-proxy", "--host", IP)
+    own = {**container, "command": ["own"]}  # a command of its own wins, as on a cluster
+    assert launches(pod(own), IP, {}, entrypoints={"kpa:1": ["python"]})[0].argv[0] == "own"
+    with pytest.raises(PodSpecError, match="no command"):
+        launches(pod({**container, "image": "other:1"}), IP, {}, entrypoints={"kpa:1": ["python"]})
+
+
 def test_probes_and_hooks_resolve_named_ports_and_default_to_the_pod_ip_and_kubelet_timing():
     container = {
         "name": "c",
