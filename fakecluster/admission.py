@@ -6,8 +6,10 @@ What matches: ``rules`` (operations, apiGroups, apiVersions, resources, scope), 
 and ``namespaceSelector`` against the one label every namespace has
 (``kubernetes.io/metadata.name``) — the fake keeps no Namespace objects. ``clientConfig.url`` is
 called as given; ``clientConfig.service`` through the Service's EndpointSlice (its first ready
-address, the Service port's ``targetPort``), with TLS checked for ``<service>.<namespace>.svc``
-against ``caBundle``. A webhook that fails is an error or skipped as its ``failurePolicy`` says.
+address, on the slice's port named as the Service port — a named ``targetPort`` resolved against the
+pod, as kube-apiserver resolves it — else the numbered ``targetPort``), with TLS checked for
+``<service>.<namespace>.svc`` against ``caBundle``. A webhook that fails is an error or skipped as
+its ``failurePolicy`` says.
 """
 
 from __future__ import annotations
@@ -159,13 +161,22 @@ class MutatingAdmission:
             raise ValueError("clientConfig has neither url nor service")
         namespace, name, port = service["namespace"], service["name"], service.get("port", 443)
         spec = self._cluster.get(SERVICES, namespace, name).get("spec") or {}
-        target = next(
-            (entry.get("targetPort", port) for entry in spec.get("ports") or [] if entry.get("port") == port),
-            port,
-        )
+        entry = next((e for e in spec.get("ports") or [] if e.get("port") == port), {})
+        target = entry.get("targetPort", port)
         slices = self._cluster.list_collection(
             ENDPOINTSLICES, namespace, f"kubernetes.io/service-name={name}"
         )["items"]
+        # As kube-apiserver's endpoint resolver: the endpoints' port named as the Service port (so a
+        # named targetPort works), else a numbered targetPort.
+        target = next(
+            (
+                p.get("port")
+                for piece in slices
+                for p in piece.get("ports") or []
+                if p.get("name", "") == entry.get("name", "") and isinstance(p.get("port"), int)
+            ),
+            target,
+        )
         ready = [
             endpoint["addresses"][0]
             for piece in slices

@@ -239,21 +239,25 @@ def test_a_webhook_certificate_the_ca_bundle_does_not_sign_fails_the_create(kube
     assert hook.reviews == []
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["numbered targetPort", "named targetPort"])
 def test_a_service_reference_is_called_through_its_endpoint_slice_with_tls_for_the_service_name(
-    kube, tmp_path
+    kube, tmp_path, named
 ):
     hook = Webhook(
         tmp_path, lambda request: INJECT, names=["hook.ns.svc"]
     )  # no IP: TLS must name the service
-    kube.core.create_namespaced_service(
-        "ns", {"metadata": {"name": "hook"}, "spec": {"ports": [{"port": 443, "targetPort": hook.port}]}}
-    )
+    # A named targetPort (the manifest's "https-webhook") is resolved by the slice's port of the same
+    # name as the Service port, as kube-apiserver resolves it.
+    target: int | str = "https-webhook" if named else hook.port
+    port = {"name": "https", "port": 443, "targetPort": target}
+    kube.core.create_namespaced_service("ns", {"metadata": {"name": "hook"}, "spec": {"ports": [port]}})
     kube.discovery.create_namespaced_endpoint_slice(
         "ns",
         {
             "metadata": {"name": "hook-1", "labels": {"kubernetes.io/service-name": "hook"}},
             "addressType": "IPv4",
             "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": hook.port}] if named else [],
         },
     )
     client_config = {
