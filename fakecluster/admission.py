@@ -161,7 +161,7 @@ class MutatingAdmission:
             raise ValueError("clientConfig has neither url nor service")
         namespace, name, port = service["namespace"], service["name"], service.get("port", 443)
         spec = self._cluster.get(SERVICES, namespace, name).get("spec") or {}
-        entry = next((e for e in spec.get("ports") or [] if e.get("port") == port), {})
+        entry: dict[str, Any] = next((e for e in spec.get("ports") or [] if e.get("port") == port), {})
         target = entry.get("targetPort", port)
         slices = self._cluster.list_collection(
             ENDPOINTSLICES, namespace, f"kubernetes.io/service-name={name}"
