@@ -8,7 +8,9 @@ The service time is fixed here (``--delay``); :func:`serve` takes any per-reques
 ``kpa.synthetic_app`` replays a scenario's distribution. It runs on the HTTP engine of the
 queue-proxy (``httpengine``), so it has the same HTTP limits as every other server of ours.
 
-    python -m kpa.sample_app [--port N] [--delay SECONDS]     (PORT and SAMPLE_DELAY env work too)
+    python -m kpa.sample_app [--host 127.0.0.1] [--port N] [--delay SECONDS]   (PORT, SAMPLE_DELAY env too)
+
+In a pod, give ``--host 0.0.0.0`` (the pod's address: the queue-proxy reaches it there).
 """
 
 from __future__ import annotations
@@ -57,17 +59,19 @@ class SampleApp:
         response.send(200, self.body)
 
 
-async def start(port: int, service_time: ServiceTime, name: str, limits: Limits | None = None) -> HttpServer:
-    """The app listening on 127.0.0.1:``port`` (0 picks a free one: see the server's ``port``)."""
+async def start(
+    port: int, service_time: ServiceTime, name: str, limits: Limits | None = None, host: str = "127.0.0.1"
+) -> HttpServer:
+    """The app listening on ``host``:``port`` (0 picks a free one: see the server's ``port``)."""
     server = HttpServer(SampleApp(service_time, name), limits=limits, name=name)
-    await server.start("127.0.0.1", port, backlog=1024)
+    await server.start(host, port, backlog=1024)
     return server
 
 
-async def serve(port: int, service_time: ServiceTime, name: str) -> None:
-    """Listen on 127.0.0.1:``port`` until SIGTERM/SIGINT; each request waits one ``service_time()`` draw."""
+async def serve(port: int, service_time: ServiceTime, name: str, host: str = "127.0.0.1") -> None:
+    """Listen on ``host``:``port`` until SIGTERM/SIGINT; each request waits one ``service_time()`` draw."""
     loop = asyncio.get_running_loop()
-    server = await start(port, service_time, name)
+    server = await start(port, service_time, name, host=host)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -77,6 +81,7 @@ async def serve(port: int, service_time: ServiceTime, name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m kpa.sample_app", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument(
         "--delay",
@@ -88,7 +93,7 @@ def main() -> None:
     name = os.environ.get("SERVING_POD", f"sample-app:{args.port}")
     delay = args.delay
     raise_fd_limit()
-    asyncio.run(serve(args.port, lambda: delay, name))
+    asyncio.run(serve(args.port, lambda: delay, name, args.host))
 
 
 if __name__ == "__main__":
