@@ -141,6 +141,7 @@ class KubeActuator:
         self._by_namespace: dict[str, set[RevisionKey]] = {}
         self._listeners: list[PodsListener] = []
         self._writes: KeyedWork[RevisionKey] = KeyedWork("scale", self._write, rng=rng)
+        self._paused = False
         self.scale_writes = 0  # PATCHes sent, for metrics and tests
         deployments.add_handler(self._deployment_changed)
         pods.add_handler(self._pod_changed)
@@ -182,7 +183,7 @@ class KubeActuator:
 
     def set_desired_scale(self, revision: RevisionKey, desired: int) -> None:
         state = self._revisions.get(revision)
-        if state is None:
+        if state is None or self._paused:
             return
         state.desired = max(0, desired)
         if state.desired != state.observed:
@@ -203,6 +204,17 @@ class KubeActuator:
 
     async def close(self) -> None:
         await self._writes.close()
+
+    def pause(self) -> None:
+        """Write nothing from now on (this replica stopped leading): pending scale writes are
+        dropped and what the autoscaler asked forgotten. The pods are still followed."""
+        self._paused = True
+        self._writes.cancel_all()
+        for state in self._revisions.values():
+            state.desired = None
+
+    def resume(self) -> None:
+        self._paused = False
 
     # ---- writing the scale ------------------------------------------------------------------------
 

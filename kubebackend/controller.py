@@ -14,9 +14,11 @@ server anything:
 * ``activator-endpoints`` — the activator Service's slices (``kubernetes.io/service-name``): flipper.
 
 Leader election is a seam: :meth:`Controller.start` starts the informers and the status API (a
-standby keeps warm caches and answers ``/healthz``), and the autoscaler loop, enrollment and every
-write begin only in :meth:`Controller.became_leader`. Until an elector exists ``start(lead=True)``
-calls it at once; the elector will call it from its ``onstarted_leading`` callback instead.
+standby keeps warm caches, answers ``/healthz`` and the webhook's lookups), and the autoscaler loop,
+enrollment and every write begin only in :meth:`Controller.became_leader` — the elector's
+``on_started_leading`` (`kpa controller` runs ``kubebackend.leader_election``; ``start(lead=True)``
+leads at once, for tests). :meth:`Controller.stopped_leading`, its ``on_stopped_leading``, stops
+every write at once; leading again later starts every revision afresh, in panic.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from kubebackend.informer import Informer
 from kubebackend.rbac import ACTIVATOR, CONFIG_MAP, SYSTEM_NAMESPACE
 from kubebackend.sidecar import SidecarSpec
 from kubebackend.status_api import StatusServer
+from kubebackend.webhook import NotReady
 
 log = logging.getLogger("kpa.controller")
 
@@ -133,18 +136,20 @@ class Controller:
         self.flipper = Flipper(
             core, discovery, self.service, self.actuator,
             i["deployments"], i["services"], i["endpointslices"], i["activator-endpoints"],
-            executor=self.executor, events=self.events, rng=rng,
+            executor=self.executor, events=self.events, rng=rng, serving_settings=self._serving_settings,
         )  # fmt: skip
         self.enrollments = Enrollments(
             self.service, self.actuator, i["deployments"], i["inferenceservices"], i["config"],
             config_name=options.config_name, events=self.events,
         )  # fmt: skip
         self.enrollments.on_removed(self.flipper.remove)
+        self.enrollments.on_serving_changed(self.flipper.settings_changed)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.service.metrics)
         self.registry.register(_ControllerMetrics(self))
         self.status_server = StatusServer(self, options.host, options.port)
         self._leading = False
+        self._stopping: asyncio.Future[None] | None = None  # the last stopped_leading's cleanup
         self.started_at = time.time()
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -177,21 +182,52 @@ class Controller:
                 log.info("waiting for the first list of: %s", ", ".join(waiting))
 
     async def became_leader(self) -> None:
-        """Start deciding and writing: the autoscaler loop, then every enrolled revision."""
+        """Start deciding and writing: the autoscaler loop, then every enrolled revision (afresh and
+        in panic when this replica led before: ``AutoscalerService.start``)."""
         if self._leading:
             return
+        if self._stopping is not None:
+            await self._stopping  # the loops of the previous term have ended
+            if self._leading:
+                return
         self._leading = True
         log.info("leading: the autoscaler loop starts")
+        self.actuator.resume()
+        self.flipper.resume()
         await self.service.start()
-        self.enrollments.start()
+        if self._leading:
+            self.enrollments.start()
+
+    def stopped_leading(self) -> asyncio.Future[None] | None:
+        """Stop scaling and writing at once (the elector's ``on_stopped_leading``): no scale, Service
+        or slice write starts after this returns, pending ones are dropped (a request already sent is
+        not recalled), and the autoscaler's loops are cancelled; the caches stay warm and the webhook
+        keeps answering. Returns the loops' ending, for an elector to await before it releases the
+        Lease; None when this replica was not leading."""
+        if not self._leading:
+            return None
+        self._leading = False
+        log.warning("no longer leading: scaling and writing stop")
+        self.enrollments.stop()
+        self.actuator.pause()
+        self.flipper.pause()
+        self._stopping = asyncio.ensure_future(self.service.close())
+        return self._stopping
 
     @property
     def leading(self) -> bool:
         return self._leading
 
+    @property
+    def synced(self) -> bool:
+        """Whether every watch has listed once (before that the caches cannot answer questions)."""
+        return all(informer.synced for informer in self.informers.values())
+
     async def stop(self) -> None:
         """Stop deciding, writing, watching and serving; no thread or task is left behind."""
-        self._leading = False
+        stopping = self.stopped_leading()
+        if stopping is not None:
+            await stopping
         await self.service.close()
         await self.flipper.close()
         await self.actuator.close()
@@ -205,9 +241,14 @@ class Controller:
 
     def sidecar_lookup(self, image: str) -> Callable[[str, Mapping[str, str]], SidecarSpec | None]:
         """The webhook's ``lookup(namespace, pod labels)``: the queue-proxy a new pod gets (``image``),
-        or None for a pod of no enrolled revision. Answers on a standby replica too."""
+        or None for a pod of no enrolled revision. Answers on a standby replica too. Until every
+        watch has listed it raises ``NotReady`` (the webhook refuses the pod with a retryable 503, so
+        its ReplicaSet creates it again) rather than answer None for a pod it cannot place yet."""
 
         def lookup(namespace: str, labels: Mapping[str, str]) -> SidecarSpec | None:
+            if not self.synced:
+                waiting = ", ".join(name for name, i in self.informers.items() if not i.synced)
+                raise NotReady(f"the controller is starting: waiting for the first list of {waiting}")
             found = self.enrollments.revision_of_pod(namespace, labels)
             if found is None:
                 return None
@@ -217,6 +258,9 @@ class Controller:
             )
 
         return lookup
+
+    def _serving_settings(self, ref: RevisionKey) -> tuple[int, int] | None:
+        return self.enrollments.serving_settings(ref)
 
     # ---- what the status API serves -----------------------------------------------------------------
 

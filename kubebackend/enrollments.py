@@ -19,7 +19,8 @@ to say; this module only applies their answers:
   controller carries on either way.
 
 Nothing happens before ``start``: the controller calls it once every informer has listed (so a
-first pass sees the whole cluster, not a half-listed one) and it is the leader.
+first pass sees the whole cluster, not a half-listed one) and it is the leader; after ``stop`` (it
+stopped leading) changes are ignored until the next ``start``, which goes over everything again.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from kubebackend.informer import DELETED, Change, Informer
 log = logging.getLogger("kpa.controller")
 
 RemovedListener = Callable[[RevisionKey], None]
+ChangedListener = Callable[[RevisionKey], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,7 @@ class Enrollments:
         self._enrolled: dict[RevisionKey, Enrolled] = {}
         self._refused: dict[RevisionKey, str] = {}  # revisions not scaled as asked, and why
         self._removed_listeners: list[RemovedListener] = []
+        self._changed_listeners: list[ChangedListener] = []
         self._started = False
         deployments.add_handler(self._deployment_changed)
         inference_services.add_handler(self._isvc_changed)
@@ -109,6 +112,21 @@ class Enrollments:
     def on_removed(self, listener: RemovedListener) -> None:
         """``listener(ref)`` after a revision stops being scaled (its workload went or left)."""
         self._removed_listeners.append(listener)
+
+    def on_serving_changed(self, listener: ChangedListener) -> None:
+        """``listener(ref)`` after a revision's container concurrency or timeout changed."""
+        self._changed_listeners.append(listener)
+
+    def serving_settings(self, ref: RevisionKey) -> tuple[int, int] | None:
+        """(container concurrency, timeout seconds) of an enrolled revision; None if not enrolled."""
+        enrolled = self._enrolled.get(ref)
+        if enrolled is None:
+            return None
+        return enrolled.enrollment.container_concurrency, enrolled.enrollment.timeout_seconds
+
+    def stop(self) -> None:
+        """Follow no change until the next :meth:`start` (the replica stopped leading)."""
+        self._started = False
 
     def start(self) -> None:
         """Read the configuration and enrol every revision in the (synced) caches; then follow changes."""
@@ -246,10 +264,16 @@ class Enrollments:
         ref = enrolled.ref
         self._refused.pop(ref, None)
         before = self._enrolled.get(ref)
-        if before is not None and before.settings == enrolled.settings:
-            self._enrolled[ref] = enrolled
-            return
         self._enrolled[ref] = enrolled
+        serving = (enrolled.enrollment.container_concurrency, enrolled.enrollment.timeout_seconds)
+        if before is not None and serving != (
+            before.enrollment.container_concurrency,
+            before.enrollment.timeout_seconds,
+        ):
+            for listener in self._changed_listeners:
+                listener(ref)
+        if before is not None and before.settings == enrolled.settings:
+            return
         if before is None:
             self._actuator.track(ref, deployment)
         self._service.add_revision(ref, enrolled.settings)

@@ -11,7 +11,10 @@ watches what it depends on and writes when, and only when, the stored slice diff
   when it starts being scaled: that creates the Service and a slice pointing at the activators);
 * the revision's pods change (the actuator's listeners): serve mode lists the ready ones;
 * the activators change (the ``kpa-activator`` Service's EndpointSlices, watched);
-* someone else edits or deletes our Service or slice (both watched): it is put back.
+* someone else edits or deletes our Service or slice (both watched): it is put back;
+* the revision's container concurrency or timeout change: the Service carries them as annotations
+  (``kpa-emulator.dev/container-concurrency``, ``kpa-emulator.dev/timeout-seconds``), so an
+  activator holding requests for a revision at zero, with no pod to read them from, knows them.
 
 Writes go through ``kubebackend.retry.KeyedWork`` — one reconcile per revision at a time, changes
 that arrive meanwhile coalesce into one more, failures back off — so a burst of pod changes costs
@@ -20,6 +23,9 @@ slice by the Service (``ownerReferences``), so a cluster's garbage collector cle
 controller that is not running; when a revision stops being scaled the controller deletes both
 itself. A flip is a Normal Event on the Deployment. A Service of the same name that is not ours is
 never touched: a Warning Event says so and the revision keeps no public address until it is renamed.
+
+Only the leader writes: :meth:`Flipper.pause` (the replica stopped leading) drops every pending write
+and what it knew of the objects at once, and :meth:`Flipper.resume` starts afresh from the caches.
 """
 
 from __future__ import annotations
@@ -52,11 +58,15 @@ from kubebackend.endpoints import (
     slice_differs,
     slice_name,
 )
+from kubebackend.enrollment import CONTAINER_CONCURRENCY_ANNOTATION, TIMEOUT_ANNOTATION
 from kubebackend.events import EventRecorder
 from kubebackend.informer import DELETED, Change, Informer, resource_version
 from kubebackend.retry import KeyedWork, status_of
 
 log = logging.getLogger("kpa.controller")
+
+# (container concurrency, timeout seconds) of a scaled revision; None while it is not known.
+ServingSettings = Callable[[RevisionKey], tuple[int, int] | None]
 
 
 def ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> list[Endpoint]:
@@ -84,6 +94,12 @@ def _ref_of(obj: Mapping[str, Any]) -> RevisionKey:
     )
 
 
+def _our_annotations(obj: Mapping[str, Any] | None) -> dict[str, str]:
+    found = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    keys = (CONTAINER_CONCURRENCY_ANNOTATION, TIMEOUT_ANNOTATION)
+    return {key: str(found[key]) for key in keys if key in found}
+
+
 def _mode_of(body: Mapping[str, Any] | None) -> str | None:
     if body is None:
         return None
@@ -107,6 +123,7 @@ class Flipper:
         executor: Executor | None = None,
         events: EventRecorder | None = None,
         rng: random.Random | None = None,
+        serving_settings: ServingSettings | None = None,
     ) -> None:
         self._core = core
         self._discovery = discovery
@@ -118,8 +135,11 @@ class Flipper:
         self._activator_slices = activator_slices
         self._executor = executor
         self._events = events
+        self._serving_settings = serving_settings
+        self._paused = False
         self._wanted: dict[RevisionKey, str] = {}  # the autoscaler's mode per scaled revision
         self._service_uids: dict[RevisionKey, str] = {}  # Services we made or found ours
+        self._annotated: dict[RevisionKey, dict[str, str]] = {}  # our annotations, as last written/seen
         # The slice as we last wrote it, and the resourceVersions our writes made: the watch echoes
         # our own writes later, and another informer's event may come first (see _slice_changed).
         self._written: dict[RevisionKey, dict[str, Any]] = {}
@@ -135,6 +155,8 @@ class Flipper:
 
     def remove(self, ref: RevisionKey) -> None:
         """``ref`` is no longer scaled: delete its Service and slice (the enrollment shell calls this)."""
+        if self._paused:
+            return
         self._wanted.pop(ref, None)
         self._work.forget(ref)
         self._removals.add(ref)
@@ -148,6 +170,24 @@ class Flipper:
         a change since has come from someone else, else the informer's copy."""
         return self._written.get(ref) or self._slices.get(ref.namespace, slice_name(ref.name))
 
+    def settings_changed(self, ref: RevisionKey) -> None:
+        """The revision's container concurrency or timeout may have changed: annotate its Service."""
+        if ref in self._wanted:
+            self._work.add(ref)
+
+    def pause(self) -> None:
+        """Write nothing from now on (this replica stopped leading): pending writes are dropped, and
+        what we knew of our objects forgotten, so :meth:`resume` starts from the caches afresh."""
+        self._paused = True
+        self._work.cancel_all()
+        self._removals.cancel_all()
+        for known in (self._wanted, self._service_uids, self._annotated, self._written, self._our_versions):
+            known.clear()
+
+    def resume(self) -> None:
+        """Write again; the autoscaler announces every revision's mode when it starts."""
+        self._paused = False
+
     async def close(self) -> None:
         await self._work.close()
         await self._removals.close()
@@ -155,6 +195,8 @@ class Flipper:
     # ---- what triggers a reconcile ------------------------------------------------------------------
 
     def _mode_changed(self, ref: RevisionKey, mode: str) -> None:
+        if self._paused:
+            return
         self._wanted[ref] = mode
         self._removals.forget(ref)
         self._work.add(ref)
@@ -179,12 +221,18 @@ class Flipper:
             self._work.add(ref)
 
     def _service_changed(self, change: Change) -> None:
-        """A deleted Service is made again; our own creation's echo is not news."""
+        """A deleted Service is made again, and annotations someone else changed are put back; our
+        own writes' echoes are not news."""
         ref = _ref_of(change.object)
         if change.type == DELETED:
             self._service_uids.pop(ref, None)
-            if ref in self._wanted:
-                self._work.add(ref)
+            self._annotated.pop(ref, None)
+        elif ref in self._annotated and _our_annotations(change.object) != self._annotated[ref]:
+            self._annotated.pop(ref, None)
+        else:
+            return
+        if ref in self._wanted:
+            self._work.add(ref)
 
     # ---- writing ------------------------------------------------------------------------------------
 
@@ -202,6 +250,7 @@ class Flipper:
         uid = await self._ensure_service(ref, deployment)
         if uid is None or ref not in self._wanted:
             return  # the name is taken, or the revision went while the Service was being made
+        await self._annotate(ref)
         settings = self._service.settings(ref).spec
         ready = pod_endpoints(self._actuator.pods(ref))
         activators = ready_endpoints(self._activator_slices.items())
@@ -228,6 +277,27 @@ class Flipper:
         else:
             log.info("%s: EndpointSlice written, %s mode, %d endpoint(s)", ref, mode, len(chosen))
 
+    def _annotations(self, ref: RevisionKey) -> dict[str, str]:
+        """What the revision's Service should say of its container concurrency and timeout."""
+        found = self._serving_settings(ref) if self._serving_settings is not None else None
+        if found is None:
+            return {}
+        concurrency, timeout = found
+        return {CONTAINER_CONCURRENCY_ANNOTATION: str(concurrency), TIMEOUT_ANNOTATION: str(timeout)}
+
+    async def _annotate(self, ref: RevisionKey) -> None:
+        wanted = self._annotations(ref)
+        known = self._annotated.get(ref)
+        if known is None:
+            known = _our_annotations(self._services.get(ref.namespace, service_name(ref.name)))
+        if not wanted or known == wanted:
+            self._annotated[ref] = known
+            return
+        body = {"metadata": {"annotations": wanted}}
+        await self._call(self._core.patch_namespaced_service, service_name(ref.name), ref.namespace, body)
+        self._annotated[ref] = wanted
+        log.info("%s: Service annotated %s", ref, wanted)
+
     async def _ensure_service(self, ref: RevisionKey, deployment: Mapping[str, Any]) -> str | None:
         """The uid of the revision's Service, made if missing; None when the name is taken by another."""
         if ref in self._service_uids:
@@ -239,6 +309,9 @@ class Flipper:
             self._service_uids[ref] = uid
             return uid
         body = revision_service(ref.namespace, ref.name)
+        annotations = self._annotations(ref)
+        if annotations:
+            body["metadata"]["annotations"] = annotations
         meta = deployment.get("metadata") or {}
         body["metadata"]["ownerReferences"] = [
             {"apiVersion": "apps/v1", "kind": "Deployment", "name": ref.name, "uid": meta.get("uid")}
@@ -246,6 +319,7 @@ class Flipper:
         try:
             made = await self._call(self._core.create_namespaced_service, ref.namespace, body)
             uid = str(made.metadata.uid)
+            self._annotated[ref] = annotations
         except Exception as error:
             if status_of(error) != 409:
                 raise
@@ -307,6 +381,7 @@ class Flipper:
                 if status_of(error) not in (404, 409):  # 409: the uid differs, not ours any more
                     raise
         self._service_uids.pop(ref, None)
+        self._annotated.pop(ref, None)
         self._written.pop(ref, None)
         self._our_versions.pop(ref, None)
         log.info("%s: no longer scaled; its Service and EndpointSlice are deleted", ref)

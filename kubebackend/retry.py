@@ -114,6 +114,15 @@ class KeyedWork(Generic[K]):
         if task is not None:
             task.cancel()
 
+    def cancel_all(self) -> None:
+        """Drop every pending run and retry now (a replica that stopped leading); stays open, so
+        ``add`` works again afterwards. A call already sent to the API server is not recalled."""
+        self._again.clear()
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+
     def busy(self) -> bool:
         return bool(self._tasks)
 

@@ -61,7 +61,10 @@ def create_app(controller: ControllerView) -> FastAPI:
     async def stats(request: Request) -> JSONResponse:
         if not controller.leading:
             return JSONResponse(
-                {"error": "this controller replica is not the leader; push to the kpa-controller Service"},
+                {
+                    "error": "this controller replica is not the leader; push to Service "
+                    "kpa-controller-leader (it selects the leader's pod only)"
+                },
                 status_code=503,
             )
         body = bytearray()

@@ -13,9 +13,14 @@ Answers, and why:
 * a pod of an enrolled revision, on CREATE: allowed, with ``patchType: JSONPatch`` and the patch;
 * anything else (no revision, another kind, another operation, a pod that has its queue-proxy):
   allowed, no patch;
-* ``lookup`` or the patch failing: allowed without a patch, with a warning (``kubectl`` prints it)
-  and an error in our log — the same outcome as the webhook being down under the manifest's
-  ``failurePolicy: Ignore`` (docs/kubernetes.md, "The webhook fails open"), never a 500.
+* ``lookup`` raising :class:`NotReady` (the controller is starting: its caches have not listed, so
+  it cannot tell an enrolled pod from another): **refused**, code 503, with a message saying it is
+  retryable. The pod's ReplicaSet creates it again (with backoff) and a later try is answered
+  properly, so a pod created while the controller starts is not admitted without its queue-proxy;
+  a bare pod's creator sees the message;
+* ``lookup`` or the patch failing otherwise: allowed without a patch, with a warning (``kubectl``
+  prints it) and an error in our log — the same outcome as the webhook being down under the
+  manifest's ``failurePolicy: Ignore`` (docs/kubernetes.md, "The webhook fails open"), never a 500.
 
 The handler is ``async def`` on purpose: it runs on the event loop's thread, the thread that owns
 the controller's informer caches, so ``lookup`` reads them without locks. FastAPI would run a plain
@@ -53,6 +58,11 @@ log = logging.getLogger("kpa.webhook")
 API_VERSION: Final = "admission.k8s.io/v1"
 MUTATE_PATH = "/mutate-pods"
 Lookup = Callable[[str, Mapping[str, str]], SidecarSpec | None]
+
+
+class NotReady(Exception):
+    """What ``lookup`` raises while it cannot answer yet (the controller's caches have not listed):
+    the pod is refused with a retryable 503 instead of being admitted without its sidecar."""
 
 
 class _Wire(BaseModel):
@@ -104,6 +114,7 @@ class AdmissionReview(_Wire):
 
 class ResponseStatus(_Wire):
     code: int | None = None
+    reason: str | None = None
     message: str = ""
 
 
@@ -149,6 +160,17 @@ def admit(request: AdmissionRequest, lookup: Lookup) -> AdmissionResponse:
     try:
         spec = lookup(namespace, {str(k): str(v) for k, v in labels.items()})
         operations = sidecar_patch(pod, spec) if spec is not None else []
+    except NotReady as error:
+        log.info("pod %s/%s refused for now: %s", namespace, name, error)
+        message = (
+            f"kpa sidecar injector: not ready yet ({error}); pod {namespace}/{name} is refused for now, "
+            "retry shortly (a ReplicaSet retries by itself)"
+        )
+        return AdmissionResponse(
+            uid=request.uid,
+            allowed=False,
+            status=ResponseStatus(code=503, reason="ServiceUnavailable", message=message),
+        )
     except Exception as error:  # fail open, as failurePolicy Ignore does; say so where users look
         log.exception(
             "pod %s/%s: the sidecar injector failed; admitted without a queue-proxy", namespace, name

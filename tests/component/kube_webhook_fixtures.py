@@ -16,7 +16,7 @@ from waiting import wait_until
 from kubebackend import certs
 from kubebackend.rbac import SYSTEM_NAMESPACE, WEBHOOK_CONFIGURATION, WEBHOOK_SECRET
 from kubebackend.sidecar import SidecarSpec
-from kubebackend.webhook import WebhookServer
+from kubebackend.webhook import Lookup, WebhookServer
 from kubebackend.webhook_certs import run_webhook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,10 +113,12 @@ def run(
     test: Callable[[Running], Awaitable[None]],
     tmp_path: Path,
     configuration: Callable[[], dict[str, Any]] | None = None,
+    answer: Lookup = lookup,
     **options: Any,
 ) -> None:
     """``test`` with the injector running and its caBundle patched into the configuration (by URL
-    unless ``configuration`` gives another); stopped however it ends. ``options`` go to run_webhook."""
+    unless ``configuration`` gives another), answering with ``answer`` (default :func:`lookup`);
+    stopped however it ends. ``options`` go to run_webhook."""
     with Kube() as kube:
         kube.admission.create_mutating_webhook_configuration(
             configuration() if configuration else url_configuration(1)
@@ -128,7 +130,7 @@ def run(
             task = asyncio.create_task(
                 run_webhook(
                     kube.api_client,
-                    lookup,
+                    answer,
                     0,
                     SYSTEM_NAMESPACE,
                     stop,

@@ -250,6 +250,7 @@ def test_a_standby_watches_and_answers_the_webhook_but_scales_and_writes_nothing
             assert lookup("elsewhere", {"app": "hello"}) is None
             answer = await running.push("hello", 1.0)
             assert answer.status_code == 503 and "not the leader" in answer.json()["error"]
+            assert "kpa-controller-leader" in answer.json()["error"]  # where pushes reach the leader
             await asyncio.sleep(0.3)  # nothing may happen: the absence under test
             assert running.service("hello") is None and running.replicas("hello") == 0
             writes = sum(kube.server.requests(verb) for verb in ("create", "patch", "update", "delete"))
@@ -261,5 +262,32 @@ def test_a_standby_watches_and_answers_the_webhook_but_scales_and_writes_nothing
         seed_hello(kube)
         kube.apps.create_namespaced_deployment(NS, deployment("plain", replicas=1))
         kube.server.cluster.faults.reset_counts()
+
+    run(body, seed)
+
+
+def test_the_revision_service_carries_container_concurrency_and_timeout_for_an_activator_at_zero():
+    serving = {"kpa-emulator.dev/container-concurrency": "3", "kpa-emulator.dev/timeout-seconds": "20"}
+
+    async def body(kube) -> None:
+        async with Running(kube) as running:
+
+            def annotations() -> dict[str, str]:
+                found = (running.service("hello") or {}).get("metadata", {}).get("annotations") or {}
+                return {k: v for k, v in found.items() if k.startswith("kpa-emulator.dev/")}
+
+            await wait_until(lambda: annotations() == serving, timeout=10, what=lambda: f"{annotations()}")
+            changed = {**serving, "kpa-emulator.dev/timeout-seconds": "45"}  # not a scaling setting
+            await asyncio.to_thread(
+                kube.apps.patch_namespaced_deployment, "hello", NS, {"metadata": {"annotations": changed}}
+            )
+            await wait_until(lambda: annotations() == changed, timeout=5, what=lambda: f"{annotations()}")
+            edited = {"metadata": {"annotations": {"kpa-emulator.dev/container-concurrency": "99"}}}
+            await asyncio.to_thread(kube.core.patch_namespaced_service, "hello-kpa", NS, edited)
+            await wait_until(lambda: annotations() == changed, timeout=5, what="someone's edit put back")
+
+    def seed(kube) -> None:
+        kube.core.create_namespaced_config_map(SYSTEM, config_map(ALLOW_ZERO))
+        kube.apps.create_namespaced_deployment(NS, deployment("hello", {**FROM_ZERO, **serving}))
 
     run(body, seed)

@@ -1,6 +1,7 @@
-"""`kpa controller`, the command: reaches the fake API server through a kubeconfig, leads, serves its
-status (which `kpa status --controller URL` shows), stops on SIGTERM; bad flags and a missing
-kubeconfig say what to give instead."""
+"""`kpa controller`, the command: reaches the fake API server through a kubeconfig, wins the Lease,
+serves its status (which `kpa status --controller URL` shows) and its webhook, releases the Lease and
+stops on SIGTERM, so a second replica takes over at once; bad flags, a missing kubeconfig and no
+queue-proxy image say what to give instead."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 import pytest
@@ -33,43 +35,99 @@ def kubeconfig(path, url: str) -> str:
     return str(path)
 
 
-def test_the_command_leads_serves_its_status_and_stops_on_sigterm(tmp_path):
+# Short election durations (lease 2 s, renew deadline 1.5 s, retry 0.5 s): the test waits seconds.
+FAST = ["--lease-duration", "2", "--renew-deadline", "1.5", "--retry-period", "0.5"]
+
+
+class Command:
+    """`kpa controller` as a child process (its stderr gathered on a thread); killed at the end."""
+
+    def __init__(self, config: str, *extra: str) -> None:
+        env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost"}
+        env.pop("POD_NAME", None)
+        command = kpa(
+            "controller", "--kubeconfig", config, "--host", "127.0.0.1", "--port", "0",
+            "--webhook-port", "0", "--queue-proxy-image", "kpa:test", *FAST, *extra,
+        )  # fmt: skip
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True)
+        self._reader.start()
+
+    def url(self) -> str:
+        """The status API's URL, once the command said it started."""
+        wait_until_blocking(lambda: self._said("status on "), timeout=30, what=self.output)
+        return self._said("status on ").split("status on ")[1].split("/status")[0]
+
+    def _said(self, text: str) -> str:
+        return next((line for line in self.lines if text in line), "")
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def leading(self) -> bool:
+        try:
+            return bool(httpx.get(self.url() + "/status", timeout=5).json()["leader"])
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=20)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def test_the_command_leads_serves_its_status_and_webhook_and_stops_on_sigterm(tmp_path):
     with Kube() as kube:
         kube.discovery.create_namespaced_endpoint_slice("kpa-system", activator_slice())
         kube.apps.create_namespaced_deployment(
             NS,
             deployment("hello", {"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev"}, replicas=1),
         )
-        config = kubeconfig(tmp_path / "kubeconfig", kube.server.url)
-        env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost"}
-        command = kpa("controller", "--kubeconfig", config, "--host", "127.0.0.1", "--port", "0")
-        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
-        reader.start()
+        command = Command(kubeconfig(tmp_path / "kubeconfig", kube.server.url))
         try:
-            wait_until_blocking(lambda: any("leading; status on" in line for line in lines), timeout=30,
-                                what=lambda: "".join(lines))  # fmt: skip
-            url = (
-                next(line for line in lines if "leading; status on" in line)
-                .split("status on ")[1]
-                .split("/status")[0]
-            )
+            url = command.url()
+            wait_until_blocking(command.leading, timeout=15, what=command.output)
             doc = httpx.get(url + "/status", timeout=5).json()
-            assert doc["leader"] is True and [r["name"] for r in doc["revisions"]] == ["hello"]
-            wide = {**env, "COLUMNS": "200"}  # rich shortens cells to the console's width
+            assert [r["name"] for r in doc["revisions"]] == ["hello"]
+            assert "webhook on https://127.0.0.1:" in command.output()
+            wide = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "COLUMNS": "200"}  # rich's width
             shown = subprocess.run(
                 kpa("status", "--controller", url), capture_output=True, text=True, timeout=30, env=wide
             )
             assert shown.returncode == 0 and "kpa controller" in shown.stdout and "ns/hello" in shown.stdout
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=15) == 0
+            assert command.stop() == 0
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        reader.join(5)
-        assert "kpa controller: stopped" in "".join(lines)
+            command.kill()
+        assert "kpa controller: stopped" in command.output()
+        lease = kube.coordination.read_namespaced_lease("kpa-controller", "kpa-system")
+        assert not lease.spec.holder_identity  # released on the way out
+
+
+def test_two_replicas_elect_one_leader_and_a_sigterm_hands_over_within_a_retry_period(tmp_path):
+    with Kube() as kube:
+        kube.discovery.create_namespaced_endpoint_slice("kpa-system", activator_slice())
+        config = kubeconfig(tmp_path / "kubeconfig", kube.server.url)
+        first, second = Command(config), Command(config)
+        try:
+            wait_until_blocking(lambda: first.leading() or second.leading(), timeout=30, what=first.output)
+            leader, standby = (first, second) if first.leading() else (second, first)
+            assert not standby.leading()
+            pushed = httpx.post(standby.url() + "/stats", json=[], timeout=5)
+            assert pushed.status_code == 503 and "kpa-controller-leader" in pushed.json()["error"]
+            stopped = time.monotonic()
+            assert leader.stop() == 0  # releases the Lease: no waiting out the 2 s lease
+            took = wait_until_blocking(standby.leading, timeout=10, what=standby.output)
+            assert time.monotonic() - stopped < 2.0 + 1.0, took
+        finally:
+            first.kill()
+            second.kill()
 
 
 @pytest.mark.parametrize(
@@ -82,9 +140,28 @@ def test_the_command_leads_serves_its_status_and_stops_on_sigterm(tmp_path):
             ["--kubeconfig", "/nonexistent/kubeconfig"], "cannot reach a cluster", id="no kubeconfig"
         ),
         pytest.param(["--kubeconfig", "x", "--in-cluster"], "not allowed with argument", id="both sources"),
+        pytest.param(
+            ["--lease-duration", "5", "--renew-deadline", "6"],
+            "must exceed the renew deadline",
+            id="durations",
+        ),
     ],
 )
 def test_bad_flags_say_what_to_give_instead(args, says):
     done = subprocess.run(kpa("controller", *args), capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert says in done.stderr
+
+
+def test_outside_a_pod_without_a_queue_proxy_image_it_says_to_give_one(tmp_path):
+    config = kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # never called
+    env = {key: value for key, value in os.environ.items() if key not in ("POD_NAME", "POD_NAMESPACE")}
+    done = subprocess.run(
+        kpa("controller", "--kubeconfig", config, "--host", "127.0.0.1", "--port", "0"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert "give --queue-proxy-image" in done.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import httpx
@@ -21,14 +22,17 @@ from kube_webhook_fixtures import (
     ROOT,
     Running,
     containers,
+    lookup,
     pod,
     run,
 )
+from kubernetes.client import ApiException
 from tables import named
 
 from kubebackend import certs
 from kubebackend.rbac import SYSTEM_NAMESPACE
-from kubebackend.sidecar import QUEUE_PROXY, REVISION_LABEL
+from kubebackend.sidecar import QUEUE_PROXY, REVISION_LABEL, SidecarSpec
+from kubebackend.webhook import NotReady
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,6 +56,30 @@ def test_a_pod_of_an_enrolled_revision_is_created_with_the_queue_proxy(tmp_path)
         ).public_bytes(certs.serialization.Encoding.DER)
 
     run(body, tmp_path)
+
+
+def test_a_pod_created_while_the_controller_starts_is_refused_retryably_then_gets_its_sidecar(tmp_path):
+    """The controller's lookup raises NotReady until its watches have listed: the pod is refused with
+    a 503 saying to retry (its ReplicaSet does), never admitted without its queue-proxy."""
+    synced = False
+
+    def starting(namespace: str, labels: Mapping[str, str]) -> SidecarSpec | None:
+        if not synced:
+            raise NotReady("the controller is starting: waiting for the first list of deployments")
+        return lookup(namespace, labels)
+
+    async def body(running: Running) -> None:
+        nonlocal synced
+        with pytest.raises(ApiException) as refused:
+            await running.create_pod(pod("web-1", app="web"))
+        assert refused.value.status == 503
+        message = json.loads(refused.value.body)["message"]
+        assert "not ready yet" in message and "retry" in message and "first list" in message, message
+        synced = True
+        created = await running.create_pod(pod("web-1", app="web"))
+        assert containers(created) == ["user", QUEUE_PROXY]
+
+    run(body, tmp_path, answer=starting)
 
 
 def test_a_pod_of_no_revision_is_stored_as_it_was_sent(tmp_path):
