@@ -159,6 +159,23 @@ def test_controller_and_activators_run_replicated_with_their_commands():
     assert f"--port={ACTIVATOR_PORT}" in args
 
 
+def test_each_replica_knows_its_pod_from_the_downward_api():
+    """POD_NAME (the controller's Lease identity and leader label, its own image for the sidecar;
+    the activator's slot by targetRef), POD_NAMESPACE, and the activator's POD_IP (its slot by IP)."""
+    wanted = {
+        rbac.CONTROLLER: {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"},
+        rbac.ACTIVATOR: {
+            "POD_NAME": "metadata.name",
+            "POD_NAMESPACE": "metadata.namespace",
+            "POD_IP": "status.podIP",
+        },
+    }
+    for name, fields in wanted.items():
+        env = _pod_spec(one(base(), "Deployment", name))["containers"][0]["env"]
+        found = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in env if "valueFrom" in e}
+        assert found == fields, name
+
+
 def test_activators_push_stats_to_the_leader_only():
     args = _pod_spec(one(base(), "Deployment", rbac.ACTIVATOR))["containers"][0]["args"]
     url = next(a.split("=", 1)[1] for a in args if a.startswith("--autoscaler-url="))
