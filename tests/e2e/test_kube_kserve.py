@@ -9,11 +9,12 @@ What runs, and what stands in for what:
 * the controller, in-process on this test's loop (as the ``test_kube_controller*`` tests run it),
   leading at once, with its status API on 127.0.0.1 (the node, where pods reach it as
   ``status.hostIP``);
-* the sidecar webhook: ``run_webhook`` with the controller's own ``sidecar_lookup`` on this loop,
-  registered with the manifest's MutatingWebhookConfiguration (rules, namespaceSelector) but by URL
-  and with ``failurePolicy: Fail`` (a pod without its queue-proxy fails loudly here). The API server
-  calls it over HTTPS for every pod the Deployment controller creates; ``kpa controller`` does not
-  serve it yet, so the test does what the command will;
+* the sidecar webhook: ``run_webhook`` with the controller's own ``sidecar_lookup`` on this loop, as
+  ``kpa controller`` runs it beside the in-process ``Controller`` (which leaves the webhook and the
+  elector to the command), registered with the manifest's MutatingWebhookConfiguration (rules,
+  namespaceSelector) but by URL and with ``failurePolicy: Fail`` (a pod without its queue-proxy
+  fails loudly here). The API server calls it over HTTPS for every pod the Deployment controller
+  creates;
 * two ``kpa activator --kubernetes`` pods from ``manifests/base/activator.yaml`` (its Deployment and
   Service; the autoscaler URL points at the in-process controller through ``$(HOST_IP)`` since there
   is no Service routing, ``--kubeconfig`` stands in for the ServiceAccount, probes every second);
