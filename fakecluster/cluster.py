@@ -83,6 +83,13 @@ class Cluster:
         with self._lock:
             return self.store.get(resource, namespace, name)
 
+    def matching(
+        self, resource: ResourceType, namespace: str | None, matches: Callable[[Object], bool]
+    ) -> list[Object]:
+        """Copies of the objects ``matches`` selects (for controllers; the others are not copied)."""
+        with self._lock:
+            return self.store.objects(resource, namespace, matches)[0]
+
     def list_collection(
         self,
         resource: ResourceType,
