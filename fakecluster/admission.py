@@ -118,6 +118,9 @@ class MutatingAdmission:
 
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
+        # One TLS context per caBundle, made once: ssl.create_default_context() loads the system's
+        # CA store, ~60 ms here, which every pod create used to pay (a scale from zero included).
+        self._contexts: dict[str, ssl.SSLContext] = {}
 
     async def __call__(self, operation: str, target: Target, obj: Object) -> Object:
         if not isinstance(obj, dict):
@@ -134,9 +137,7 @@ class MutatingAdmission:
         try:
             url, server_name = self._address(webhook.get("clientConfig") or {})
             timeout_s = webhook.get("timeoutSeconds", 10)
-            context = ssl.create_default_context()
-            if bundle := (webhook.get("clientConfig") or {}).get("caBundle"):
-                context = ssl.create_default_context(cadata=base64.b64decode(bundle).decode())
+            context = self._context((webhook.get("clientConfig") or {}).get("caBundle") or "")
             async with httpx.AsyncClient(verify=context, timeout=timeout_s, trust_env=False) as client:
                 answer = await client.post(
                     f"{url}?timeout={timeout_s}s",
@@ -151,6 +152,14 @@ class MutatingAdmission:
             if webhook.get("failurePolicy", "Fail") == "Ignore":
                 return obj
             raise errors.internal(f'failed calling webhook "{name}": {error}') from None
+
+    def _context(self, bundle: str) -> ssl.SSLContext:
+        """The context trusting ``bundle`` (base64 PEM), or the system's CAs when it is empty."""
+        context = self._contexts.get(bundle)
+        if context is None:
+            cadata = base64.b64decode(bundle).decode() if bundle else None
+            context = self._contexts[bundle] = ssl.create_default_context(cadata=cadata)
+        return context
 
     def _address(self, client_config: Object) -> tuple[str, str | None]:
         """The URL to POST to, and the TLS server name when it differs from the URL's host."""
