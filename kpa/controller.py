@@ -243,12 +243,14 @@ async def _main(args: argparse.Namespace, configuration) -> int:
             return 0 if stop.is_set() else 2
 
         def serving(server: Any) -> None:
+            controller.webhook_serving = True
             print(
                 f"kpa controller: webhook on https://{args.host}:{server.port}/mutate-pods", file=sys.stderr
             )
 
         # The webhook from the start: it makes the certificate and patches the caBundle while the
-        # watches list, and refuses pods (retryably) until they have.
+        # watches list, and refuses pods (retryably) until they have; /readyz waits for both.
+        controller.webhook_expected = True
         webhook = asyncio.create_task(
             run_webhook(
                 controller.api_client,

@@ -150,6 +150,9 @@ class Controller:
         self.status_server = StatusServer(self, options.host, options.port)
         self._leading = False
         self._stopping: asyncio.Future[None] | None = None  # the last stopped_leading's cleanup
+        # Set by whoever runs the webhook beside the controller (kpa controller): readiness waits for it.
+        self.webhook_expected = False
+        self.webhook_serving = False
         self.started_at = time.time()
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -222,6 +225,14 @@ class Controller:
     def synced(self) -> bool:
         """Whether every watch has listed once (before that the caches cannot answer questions)."""
         return all(informer.synced for informer in self.informers.values())
+
+    def not_ready(self) -> list[str]:
+        """What readiness (``/readyz``) still waits for: the first lists, the webhook listening."""
+        waiting = [name for name, informer in self.informers.items() if not informer.synced]
+        reasons = [f"waiting for the first list of {', '.join(waiting)}"] if waiting else []
+        if self.webhook_expected and not self.webhook_serving:
+            reasons.append("the webhook is not listening yet")
+        return reasons
 
     async def stop(self) -> None:
         """Stop deciding, writing, watching and serving; no thread or task is left behind."""

@@ -14,6 +14,10 @@ service directly, with no lock and no thread:
   of the wire format, one set of error messages, whichever backend answers.
 * ``GET /metrics`` — Prometheus text: the autoscaler service's families and the controller's own.
 * ``GET /healthz`` — ``ok`` while the process serves (kubelet's liveness probe).
+* ``GET /readyz`` — ``ok`` once the replica can answer the API server (kubelet's readiness probe):
+  every watch has listed and, where the command runs one, the webhook listens; else 503 saying what
+  it waits for. Until then Service ``kpa-controller`` does not send it the webhook's calls: a pod
+  created meanwhile is not admitted without its queue-proxy because one replica was still starting.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class ControllerView(Protocol):
     def record_pushed(self, entries: list[tuple[RevisionKey, Stat]]) -> None: ...
 
     def metrics(self) -> bytes: ...
+
+    def not_ready(self) -> list[str]: ...
 
 
 def create_app(controller: ControllerView) -> FastAPI:
@@ -85,6 +91,13 @@ def create_app(controller: ControllerView) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz")
+    async def readyz() -> PlainTextResponse:
+        waiting = controller.not_ready()
+        if waiting:
+            return PlainTextResponse("not ready: " + "; ".join(waiting) + "\n", status_code=503)
         return PlainTextResponse("ok\n")
 
     return app

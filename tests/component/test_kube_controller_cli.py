@@ -97,6 +97,7 @@ def test_the_command_leads_serves_its_status_and_webhook_and_stops_on_sigterm(tm
             doc = httpx.get(url + "/status", timeout=5).json()
             assert [r["name"] for r in doc["revisions"]] == ["hello"]
             assert "webhook on https://127.0.0.1:" in command.output()
+            assert httpx.get(url + "/readyz", timeout=5).text == "ok\n"  # listed, and the webhook listens
             wide = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "COLUMNS": "200"}  # rich's width
             shown = subprocess.run(
                 kpa("status", "--controller", url), capture_output=True, text=True, timeout=30, env=wide

@@ -1,12 +1,15 @@
 """Leadership on the controller's seam, as the elector drives it: a replica that stops leading writes
 nothing more at once (pending writes dropped, pushes refused, someone's deletion not put back) and,
 leading again, starts afresh from its warm caches; the webhook's lookup refuses to answer until every
-watch has listed, so a pod created during startup is refused retryably, not admitted bare."""
+watch has listed, so a pod created during startup is refused retryably, not admitted bare, and the
+replica is not ready (``/readyz``, the manifest's readiness probe) until then and until its webhook
+listens, so the API server does not call it through Service kpa-controller before."""
 
 from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 from kube_controller_fixtures import (
     ALLOW_ZERO,
@@ -63,16 +66,24 @@ def test_a_replica_that_stops_leading_writes_nothing_more_and_leading_again_star
     run(body, seed)
 
 
-def test_the_webhooks_lookup_refuses_until_every_watch_has_listed_then_answers():
+def test_the_webhooks_lookup_and_readiness_wait_until_every_watch_has_listed_and_the_webhook_listens():
     async def body(kube) -> None:
         controller = Controller(kube.server.configuration(), ControllerOptions(host="127.0.0.1", port=0))
+        controller.webhook_expected = True  # as `kpa controller` runs it
         lookup = controller.sidecar_lookup("kpa:1")
         try:
             with pytest.raises(NotReady, match="waiting for the first list of deployments"):
                 lookup(NS, {"app": "hello"})
+            assert controller.not_ready()[0].startswith("waiting for the first list of deployments")
             await controller.start(lead=False, sync_timeout=10)
             spec = lookup(NS, {"app": "hello"})
             assert spec is not None and (spec.revision, spec.image) == ("hello", "kpa:1")
+            readyz = controller.status_server.url + "/readyz"
+            async with httpx.AsyncClient(trust_env=False) as http:
+                waiting = await http.get(readyz)
+                assert waiting.status_code == 503 and "the webhook is not listening yet" in waiting.text
+                controller.webhook_serving = True  # run_webhook's on_serving, in the command
+                assert (await http.get(readyz)).text == "ok\n"
         finally:
             await controller.stop()
 
