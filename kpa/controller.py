@@ -2,7 +2,7 @@
 
     kpa controller [--kubeconfig PATH | --in-cluster] [--config-namespace kpa-system]
                    [--activator-service kpa-system/kpa-activator] [--host 0.0.0.0] [--port 8080]
-                   [--webhook-port 8443] [--queue-proxy-image IMAGE]
+                   [--webhook-port 8443] [--webhook-certs {self,cert-manager}] [--queue-proxy-image IMAGE]
                    [--lease-duration 15] [--renew-deadline 10] [--retry-period 2]
 
 It watches the cluster, serves ``/status``, ``/stats``, ``/metrics`` and ``/healthz`` on ``--port``
@@ -12,8 +12,11 @@ campaigns for Lease ``kpa-controller`` (``kubebackend.leader_election``; identit
 leads it scales enrolled Deployments and KServe predictors and flips their EndpointSlices
 (docs/kubernetes.md); when it stops leading it stops writing at once and campaigns again. The
 injected queue-proxy's image is ``--queue-proxy-image``, by default this pod's own image (its pod
-read through ``POD_NAME``). Without ``--kubeconfig`` or ``--in-cluster`` it runs in-cluster when
-``KUBERNETES_SERVICE_HOST`` is set (a pod) and from ``KUBECONFIG`` or ``~/.kube/config`` otherwise.
+read through ``POD_NAME``). The webhook's certificate is made, rotated and its caBundle patched by
+the controller (``--webhook-certs self``), or made by cert-manager and only read from its Secret
+(``--webhook-certs cert-manager``, manifests/cert-manager). Without ``--kubeconfig`` or
+``--in-cluster`` it runs in-cluster when ``KUBERNETES_SERVICE_HOST`` is set (a pod) and from
+``KUBECONFIG`` or ``~/.kube/config`` otherwise.
 SIGTERM or Ctrl-C stops it: it stops leading and releases the Lease (the standby takes over within
 one retry period), then watches end, the webhook and the status API stop, nothing is left running.
 """
@@ -83,6 +86,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=WEBHOOK_PORT,
         help=f"the sidecar injector's HTTPS port (default {WEBHOOK_PORT}; 0 = any)",
+    )
+    parser.add_argument(
+        "--webhook-certs",
+        choices=["self", "cert-manager"],
+        default="self",
+        help="who makes the webhook's certificate: self (this controller makes and rotates Secret "
+        "kpa-webhook-certs and patches the caBundle; the default) or cert-manager (its Certificate "
+        "writes the Secret and its cainjector the caBundle; the controller only reads the Secret)",
     )
     parser.add_argument(
         "--queue-proxy-image",
@@ -259,6 +270,7 @@ async def _main(args: argparse.Namespace, configuration) -> int:
                 namespace,
                 webhook_stop,
                 host=args.host,
+                certificates=args.webhook_certs,
                 on_serving=serving,
             )
         )

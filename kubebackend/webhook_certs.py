@@ -21,6 +21,12 @@ cannot reach the API server keeps scaling and serves the certificate it has.
 The API calls are exactly those ``kubebackend.rbac.CONTROLLER_CALLS`` grants: Secrets get, create,
 update; mutatingwebhookconfigurations get, patch. Each runs on a worker thread (the official client
 blocks), with a request timeout so a silent API server never holds one forever.
+
+With ``certificates="cert-manager"`` (``kpa controller --webhook-certs cert-manager``,
+manifests/cert-manager) the controller makes nothing: cert-manager's Certificate writes the Secret
+and its cainjector fills the caBundle. :class:`SecretReader` only reads the Secret (get, every
+``EXTERNAL_CHECK_INTERVAL_S``), writes the files when it changed and the server reloads; until the
+Secret exists nothing is served, and the log says what to install.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from kubernetes.client import AdmissionregistrationV1Api, ApiClient, ApiException, CoreV1Api
 
 from kubebackend import certs
@@ -49,6 +56,9 @@ log = logging.getLogger("kpa.webhook")
 
 WEBHOOK_PORT = 8443
 CHECK_INTERVAL_S = 600.0  # also how soon a replica serves a certificate another replica renewed
+EXTERNAL_CHECK_INTERVAL_S = 30.0  # how soon a certificate cert-manager renewed is served
+SELF, CERT_MANAGER = "self", "cert-manager"  # who makes the certificate: --webhook-certs
+CERTIFICATE_SOURCES = (SELF, CERT_MANAGER)
 MIN_WAIT_S = 0.05
 REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds for each API call
 BACKOFF_BASE_S = 0.5
@@ -58,6 +68,10 @@ Clock = Callable[[], datetime]
 
 class MissingConfiguration(Exception):
     """The MutatingWebhookConfiguration is not installed: nothing calls the webhook, nothing to patch."""
+
+
+class MissingSecret(Exception):
+    """cert-manager mode, and the Secret cert-manager's Certificate writes is not there (yet)."""
 
 
 def _utc_now() -> datetime:
@@ -217,6 +231,51 @@ class CertificateKeeper:
         return max(MIN_WAIT_S, min(check_interval_s, (due - self._clock()).total_seconds()))
 
 
+class SecretReader(CertificateKeeper):
+    """cert-manager mode: the Secret read and served as it is; no Secret written, no caBundle patched."""
+
+    async def sync(self) -> certs.WebhookCertificate:
+        secret = await self._read(self._core.read_namespaced_secret, WEBHOOK_SECRET, self.namespace)
+        if secret is None:
+            raise MissingSecret(
+                f"Secret {self.namespace}/{WEBHOOK_SECRET} does not exist, so the webhook does not serve "
+                f"yet (--webhook-certs {CERT_MANAGER}): install cert-manager (https://cert-manager.io) "
+                f"and apply manifests/cert-manager, whose Certificate writes it"
+            )
+        current = certs.from_secret(secret)
+        try:
+            key = serialization.load_pem_private_key(current.key_pem, password=None)
+            matches = key.public_key() == current.certificate.public_key()
+        except (ValueError, TypeError) as error:
+            raise certs.CertificateError(
+                f"Secret {self.namespace}/{WEBHOOK_SECRET}: {certs.TLS_CERT} or {certs.TLS_KEY} does not "
+                f"parse ({error})"
+            ) from None
+        if not matches:
+            raise certs.CertificateError(
+                f"Secret {self.namespace}/{WEBHOOK_SECRET}: {certs.TLS_KEY} is not the key of "
+                f"{certs.TLS_CERT}"
+            )
+        if current != self.served:
+            self.cert_file.parent.mkdir(parents=True, exist_ok=True)
+            _write(self.key_file, current.key_pem, 0o600)
+            _write(self.cert_file, current.cert_pem, 0o644)
+            first = self.served is None
+            self.served = current
+            self.files_version += 1
+            log.info(
+                "webhook certificate %s from Secret %s/%s (cert-manager's); valid until %s",
+                "read" if first else "changed: reloaded",
+                self.namespace,
+                WEBHOOK_SECRET,
+                current.certificate.not_valid_after_utc.isoformat(),
+            )
+        return current
+
+    def next_check_s(self, check_interval_s: float) -> float:
+        return check_interval_s
+
+
 class _Serving:
     """The server as the keeper's files say: started on the first files, reloaded on each new write."""
 
@@ -286,7 +345,8 @@ async def run_webhook(
     cert_dir: Path | None = None,
     validity: timedelta = certs.DEFAULT_VALIDITY,
     renew_at: float = certs.RENEW_AT,
-    check_interval_s: float = CHECK_INTERVAL_S,
+    check_interval_s: float | None = None,
+    certificates: str = SELF,
     backoff_base_s: float = BACKOFF_BASE_S,
     on_serving: Callable[[WebhookServer], None] | None = None,
     clock: Clock = _utc_now,
@@ -300,10 +360,16 @@ async def run_webhook(
     given the same, or they renew each other's certificate in turn). Files go to ``cert_dir``, by
     default a fresh directory under the temporary directory (the manifest's ``/tmp`` emptyDir),
     removed at the end. ``on_serving`` is told the server once it listens (tests read its port).
+    ``certificates`` is who makes the certificate: ``self`` (the keeper) or ``cert-manager`` (only
+    read: :class:`SecretReader`); ``check_interval_s`` defaults to each one's interval.
     """
+    if certificates not in CERTIFICATE_SOURCES:
+        raise ValueError(f"certificates: {certificates!r} is not one of {', '.join(CERTIFICATE_SOURCES)}")
+    if check_interval_s is None:
+        check_interval_s = CHECK_INTERVAL_S if certificates == SELF else EXTERNAL_CHECK_INTERVAL_S
     made_dir = cert_dir is None
     directory = Path(tempfile.mkdtemp(prefix="kpa-webhook-")) if cert_dir is None else cert_dir
-    keeper = CertificateKeeper(
+    keeper = (CertificateKeeper if certificates == SELF else SecretReader)(
         api_client,
         namespace,
         directory,
@@ -332,7 +398,8 @@ async def run_webhook(
                 log.warning(
                     "webhook certificate: try %d failed (%s); retrying in %.1f s",
                     failures, describe(error), delay,
-                    exc_info=status_of(error) is None and not isinstance(error, MissingConfiguration),
+                    exc_info=status_of(error) is None
+                    and not isinstance(error, MissingConfiguration | MissingSecret | certs.CertificateError),
                 )  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), delay)

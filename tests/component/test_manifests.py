@@ -4,6 +4,8 @@ examples enrolled by the controller's own enrollment code."""
 
 from __future__ import annotations
 
+import argparse
+import copy
 import re
 import tomllib
 from collections.abc import Mapping
@@ -27,7 +29,9 @@ from kustomize_objects import (
 
 from autoscaler.config import CONFIG_KEYS, AutoscalerConfig, parse_config
 from autoscaler.revision import settings_from
-from kubebackend import rbac
+from fakecluster.patches import json_patch
+from kpa.controller import configure
+from kubebackend import certs, rbac
 from kubebackend.endpoints import ACTIVATOR_PORT, MIN_ACTIVATORS
 from kubebackend.enrollment import (
     enrollment_of_deployment,
@@ -36,12 +40,20 @@ from kubebackend.enrollment import (
     is_enrolled_inference_service,
 )
 from kubebackend.leader import LEADER_LABEL, LEADER_SERVICE
-from kubebackend.sidecar import KSERVE_CONTAINER
+from kubebackend.sidecar import (
+    KSERVE_CONTAINER,
+    QUEUE_PROXY,
+    REVISION_LABEL,
+    SidecarSpec,
+    revision_of_pod,
+    sidecar_patch,
+)
 
 pytestmark = [pytest.mark.skipif(KUBECTL is None, reason=NO_KUBECTL), pytest.mark.timeout(60)]
 
 BASE, WEB, CNN = "base", "examples/deployment", "examples/inferenceservice"
 ALL = (BASE, WEB, CNN)
+SIDECAR, CERT_MANAGER = "examples/deployment-explicit-sidecar", "cert-manager"
 NS = rbac.SYSTEM_NAMESPACE
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
 
@@ -72,9 +84,11 @@ def _container_ports(deployment: Obj) -> dict[str | int, int]:
 # -- every object is valid --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("directory", ALL)
+@pytest.mark.parametrize("directory", [*ALL, SIDECAR, CERT_MANAGER])
 def test_every_object_reads_into_its_typed_model_with_no_field_lost(directory):
     for obj in render(directory):
+        if obj["apiVersion"].startswith("cert-manager.io/"):  # no typed model: checked below
+            continue
         if obj["kind"] == "InferenceService":  # a custom resource: its pod parts are core types
             predictor = obj["spec"]["predictor"]
             for container in containers(predictor):
@@ -112,7 +126,7 @@ def test_each_deployment_runs_as_its_own_service_account(name):
     assert one(base(), "ServiceAccount", name)["metadata"]["namespace"] == NS
 
 
-@pytest.mark.parametrize("directory", ALL)
+@pytest.mark.parametrize("directory", [*ALL, SIDECAR])
 def test_every_deployment_selects_its_own_pods_and_spreads_them(directory):
     for deployment in of_kind(render(directory), "Deployment"):
         labels = _pod_labels(deployment)
@@ -370,3 +384,70 @@ def test_the_examples_serve_a_model_repository_and_are_probed_for_readiness(dire
     port = int(args[args.index("--port") + 1])
     assert [p["containerPort"] for p in server["ports"]] == [port]
     assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
+
+
+# -- the explicit sidecar (no webhook) --------------------------------------------------------------
+
+
+def test_the_explicit_sidecar_is_exactly_what_the_webhook_injects_and_the_webhook_leaves_it_alone():
+    """The example's pod is the webhook's patch applied to the pod a user would write for the webhook
+    (no queue-proxy, the readiness probe on the user container): the doc cannot drift from the code."""
+    (web,) = render(SIDECAR)
+    assert is_enrolled_deployment(web)
+    enrolled = enrollment_of_deployment(web)
+    template = web["spec"]["template"]
+    revision = revision_of_pod(
+        template["metadata"]["labels"], [(enrolled.name, web["spec"]["selector"]["matchLabels"])]
+    )
+    assert revision == enrolled.name == template["metadata"]["labels"][REVISION_LABEL]
+    (controller,) = _pod_spec(one(base(), "Deployment", rbac.CONTROLLER))["containers"]
+    spec = SidecarSpec(  # what the controller's lookup answers for these pods (its own image)
+        enrolled.namespace, enrolled.name, enrolled.container_concurrency, enrolled.timeout_seconds,
+        controller["image"],
+    )  # fmt: skip
+    bare = copy.deepcopy(template)
+    del bare["metadata"]["labels"][REVISION_LABEL], bare["spec"]["terminationGracePeriodSeconds"]
+    bare["spec"]["containers"] = [c for c in bare["spec"]["containers"] if c["name"] != QUEUE_PROXY]
+    (user,) = bare["spec"]["containers"]
+    del user["lifecycle"]
+    user["env"] = [e for e in user["env"] if e["name"] not in ("PORT", "K_REVISION")]
+    (plain,) = render(WEB)  # the same predictor, written for the webhook: its probe on the container
+    user["readinessProbe"] = _pod_spec(plain)["containers"][0]["readinessProbe"]
+    assert json_patch(bare, sidecar_patch(bare, spec)) == template
+    assert sidecar_patch(template, spec) == []
+
+
+# -- cert-manager -----------------------------------------------------------------------------------
+
+
+def test_the_cert_manager_overlay_is_the_base_with_a_certificate_the_controller_only_reads():
+    objects = render(CERT_MANAGER)
+    theirs = {(o["kind"], o["metadata"]["name"]): o for o in base()}
+    ours = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    assert set(ours) - set(theirs) == {("Issuer", "kpa-selfsigned"), ("Certificate", "kpa-webhook")}
+    changed = {key for key in theirs if ours[key] != theirs[key]}
+    assert changed == {
+        ("Deployment", rbac.CONTROLLER),
+        ("MutatingWebhookConfiguration", rbac.WEBHOOK_CONFIGURATION),
+    }
+
+    certificate = one(objects, "Certificate", "kpa-webhook")
+    assert certificate["metadata"]["namespace"] == NS
+    assert certificate["spec"]["secretName"] == rbac.WEBHOOK_SECRET
+    assert set(certificate["spec"]["dnsNames"]) == set(certs.service_names(rbac.CONTROLLER, NS))
+    assert "server auth" in certificate["spec"]["usages"]
+    issuer = one(objects, certificate["spec"]["issuerRef"]["kind"], certificate["spec"]["issuerRef"]["name"])
+    assert issuer["metadata"]["namespace"] == NS and "selfSigned" in issuer["spec"]
+
+    webhook = one(objects, "MutatingWebhookConfiguration", rbac.WEBHOOK_CONFIGURATION)
+    assert webhook["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": f"{NS}/kpa-webhook"}
+    assert (
+        webhook["webhooks"] == theirs["MutatingWebhookConfiguration", rbac.WEBHOOK_CONFIGURATION]["webhooks"]
+    )
+
+    (container,) = _pod_spec(ours["Deployment", rbac.CONTROLLER])["containers"]
+    (original,) = _pod_spec(theirs["Deployment", rbac.CONTROLLER])["containers"]
+    assert container["args"] == [*original["args"], "--webhook-certs=cert-manager"]
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    assert parser.parse_args(container["args"][1:]).webhook_certs == "cert-manager"
