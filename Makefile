@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Tools from Debian, as tool:package (tests/e2e/test_conservation.py counts with hey, benchmarks use
-# wrk, tests/component/test_manifests.py renders manifests/ with `kubectl kustomize`):
+# wrk, tests/component/test_manifests.py renders manifests/ with `kubectl kustomize`,
+# tests/e2e/test_kube_failover.py puts nginx in front as the ingress):
 # installed only when missing and possible (root with apt-get); otherwise their tests skip, saying so.
 tools:
-	@for spec in hey:hey wrk:wrk kubectl:kubernetes-client; do \
+	@for spec in hey:hey wrk:wrk kubectl:kubernetes-client nginx:nginx; do \
 	  tool=$${spec%%:*}; pkg=$${spec#*:}; \
 	  command -v $$tool >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

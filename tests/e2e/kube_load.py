@@ -42,6 +42,7 @@ class Answer:
     endpoint: str = ""  # where the proxy sent the connection
     error: str = ""
     seconds: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)  # of an answer, names in lower case
 
 
 async def request_once(proxy: ServiceProxy, host: str, timeout: float) -> Answer:
@@ -155,13 +156,17 @@ class ClosedLoop:
         self.tally = Tally()
         self.in_flight = 0
 
+    async def attempt(self) -> Answer:
+        """One try of a request: ``refused`` when no server got it."""
+        return await request_once(self.proxy, self.host, self.timeout)
+
     async def one(self) -> Answer:
         """One request to its end, retried while no server got it."""
         self.tally.sent += 1
         self.in_flight += 1
         try:
             for _ in range(MAX_RETRIES):
-                answer = await request_once(self.proxy, self.host, self.timeout)
+                answer = await self.attempt()
                 if answer.outcome != REFUSED:
                     break
                 self.tally.retried += 1

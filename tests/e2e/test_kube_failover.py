@@ -2,14 +2,17 @@
 controller killed mid-load (SIGKILL) is replaced by the standby within the lease duration, scaling
 goes on (the new leader scales up and, after idle, to zero: the old leader's processes are dead)
 and no request is lost; one activator killed mid-load loses only the requests it held, each
-of which ends as a cut connection (never a hang, never a wrong answer), and the totals add up.
+of which ends as a cut connection (never a hang, never a wrong answer), and the totals add up; the
+same kill behind a real nginx as the ingress (``kube_ingress``): every request gets exactly one
+complete HTTP answer, and those in flight on the killed activator get nginx's own 502.
 
 The stack is ``kube_stack``'s (manifests/base on the fake node; election durations 3 s lease, 2 s
 renew deadline, 0.5 s retry). A request in flight on a killed activator cannot get an HTTP answer on
 this path: the client reaches the activator through kube-proxy (L4), so its TCP connection breaks
 with the process and there is no proxy left to write a 502; the client sees the connection reset or
-closed with no response, which it can tell from any answer. A 502 would come from an L7 hop in front
-(an ingress), which this path does not have.
+closed with no response, which it can tell from any answer. A 502 comes from an L7 hop in front, as
+on a cluster: the third test puts nginx there (``proxy_next_upstream off``, no upstream keep-alive,
+read timeout above the revision timeout; reasons in ``kube_ingress``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from typing import Any
 
 import pytest
+from kube_ingress import INGRESS_HEADER, Ingress, IngressLoop, nginx_binary
 from kube_load import ANSWERED, CUT, HUNG, ClosedLoop
 from kube_stack import HOST, LEASE, NS, SYSTEM, kube_stack
 from waiting import wait_until
@@ -29,6 +33,7 @@ pytestmark = pytest.mark.timeout(115)
 LOAD_S = 12.0
 CLIENTS = 8
 MAX_SCALE = {"autoscaling.knative.dev/max-scale": "6"}
+REVISION_TIMEOUT_S = 20  # the ingress test's revision timeout: nginx reads for 25 s, the clients wait 30 s
 
 
 def test_the_leader_killed_mid_load_is_replaced_within_the_lease_and_scaling_goes_on_with_none_lost(tmp_path):
@@ -132,3 +137,63 @@ def test_an_activator_killed_mid_load_loses_only_the_requests_it_held_each_cut_n
 
         numbers = asyncio.run(scenario())
         print(f"\nkube failover e2e (activator killed): {json.dumps(numbers)}")
+
+
+def test_an_activator_killed_mid_load_behind_an_nginx_ingress_every_request_answered_once_in_flight_ones_502(
+    tmp_path,
+):
+    nginx_binary()  # skips, saying why, before the stack starts when there is no nginx
+    with kube_stack(tmp_path) as stack:
+        proxy = stack.enrol_web(
+            **{
+                "autoscaling.knative.dev/target-burst-capacity": "-1",  # activators always in the path
+                "kpa-emulator.dev/timeout-seconds": str(REVISION_TIMEOUT_S),
+                **MAX_SCALE,
+            }
+        )
+
+        async def scenario(ingress: Ingress) -> dict[str, Any]:
+            loop = IngressLoop(ingress, clients=CLIENTS, timeout=REVISION_TIMEOUT_S + 10)
+            load = asyncio.create_task(loop.run(LOAD_S))
+            await wait_until(
+                lambda: len(stack.ready_ips(NS, "app", "web")) >= 2 and loop.tally.ok >= 50,
+                20,
+                stack.describe,
+            )
+            victim_ip = stack.activators()[0]
+            victim = stack.pod_at(SYSTEM, victim_ip)
+            in_flight = proxy.open_to(victim_ip)
+            stack.kubelet.kill_pod(SYSTEM, victim)
+            killed = time.monotonic()
+            await wait_until(lambda: victim_ip not in stack.slice_view()[1], 10, stack.describe)
+            unlisted_s = time.monotonic() - killed
+            tally = await load
+            assert stack.slice_view()[0] == "proxy"
+
+            summary = {**tally.summary(), "nginx_errors": ingress.errors()[-2000:]}
+            bad = tally.failures
+            # Exactly one complete HTTP answer each: nothing cut or hung between client and ingress.
+            assert tally.sent == tally.outcomes[ANSWERED], summary
+            assert tally.outcomes[CUT] == tally.outcomes[HUNG] == 0, summary
+            assert tally.sent == tally.ok + len(bad), summary  # totals add up
+            # Every non-2xx is nginx's own 502 for a request the ServiceProxy had delivered to the
+            # victim: one in flight on it when it died (at most one per client).
+            assert all(a.status == 502 and INGRESS_HEADER in a.headers for a in bad), summary
+            assert all(a.body.startswith(b"ingress: no complete answer") for a in bad), summary
+            assert all(a.endpoint.split(":")[0] == victim_ip and not a.error for a in bad), summary
+            assert tally.statuses[502] == len(bad) <= CLIENTS, summary
+            assert sum(s for s in tally.statuses.values()) == tally.sent, summary
+            return {
+                "requests": tally.sent,
+                "answered_2xx": tally.ok,
+                "answered_502_by_ingress": tally.statuses.get(502, 0),
+                "lost": tally.sent - tally.ok,  # each an ingress 502, held by the victim (asserted)
+                "in_flight_on_victim_at_kill": in_flight,
+                "ingress_502_reached_no_server_then_retried": tally.retried,
+                "victim_out_of_slice_s": round(unlisted_s, 2),
+                "slowest_s": tally.summary()["slowest_s"],
+            }
+
+        with Ingress(proxy, HOST, REVISION_TIMEOUT_S) as ingress:
+            numbers = asyncio.run(scenario(ingress))
+        print(f"\nkube failover e2e (activator killed, nginx ingress): {json.dumps(numbers)}")
