@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "status": ("kpa.status", "show per-revision scaling state of a running `kpa up` or `kpa controller`"),
     "load": ("kpa.load", "generate HTTP load: constant rate, steps, bursts, idle gaps"),
+    "dashboard": ("kpa.dashboard_cli", "draw the Grafana dashboard from a running Prometheus into a PNG"),
     "demo": ("kpa.demo", "the end-to-end demonstration run by `make demo`"),
     "simulate": ("simulation.cli", "simulate a scenario under simulated time"),
     "sweep": ("simulation.sweep_cli", "simulate a grid of scenario variants in parallel"),

@@ -67,8 +67,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default: the stack file's maxPods, else 4 per core within available memory)",
     )
     parser.add_argument(
+        "--prometheus-targets",
+        metavar="FILE",
+        help="the Prometheus file_sd target file kept true while pods come and go "
+        "(default: prometheus-targets.json in the log directory); see docs/metrics.md",
+    )
+    parser.add_argument(
         "--ready-file",
-        help="write {entry, admin, admin_token, pid} as JSON here once listening (file mode 0600)",
+        help="write {entry, admin, admin_token, prometheus_targets, pid} as JSON here once listening "
+        "(file mode 0600)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -99,6 +106,7 @@ async def _main(args: argparse.Namespace, stack_config: StackConfig) -> int:
         console.print(f"kpa up: {exc}")
         return 2
     os.environ.pop(ADMIN_TOKEN_ENV, None)  # pods inherit this environment: they must not get the token
+    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="kpa-up-"))
     stack = LocalStack(
         stack_config,
         host=args.host,
@@ -107,8 +115,9 @@ async def _main(args: argparse.Namespace, stack_config: StackConfig) -> int:
         admin_host=args.admin_host,
         admin_token=admin_token,
         # The CLI keeps pod logs after it exits (the path is printed), so it makes the directory.
-        log_dir=args.log_dir or tempfile.mkdtemp(prefix="kpa-up-"),
+        log_dir=log_dir,
         max_pods=args.max_pods,
+        prometheus_targets=args.prometheus_targets or log_dir / "prometheus-targets.json",
     )
     atexit.register(stack.actuator.kill_all)  # if anything below dies unexpectedly, no pod survives us
     stop = asyncio.Event()
@@ -134,10 +143,16 @@ async def _main(args: argparse.Namespace, stack_config: StackConfig) -> int:
             f"kpa up: entry [bold]{stack.entry_url}[/] (revisions: {names}) — pick one with "
             f"Host: <revision> or the path prefix /r/<revision>/\n"
             f"        admin {stack.admin_url} (/status, /metrics); pod logs in {stack.log_dir}\n"
+            f"        Prometheus targets (file_sd) in {stack.targets.path if stack.targets else '-'}\n"
             f"        at most {stack.actuator.max_pods} pods at once (--max-pods); more are pending"
         )
         if args.ready_file:
-            ready = {"entry": stack.entry_url, "admin": stack.admin_url, "admin_token": stack.admin_token}
+            ready = {
+                "entry": stack.entry_url,
+                "admin": stack.admin_url,
+                "admin_token": stack.admin_token,
+                "prometheus_targets": str(stack.targets.path) if stack.targets else None,
+            }
             write_private(Path(args.ready_file), json.dumps({**ready, "pid": os.getpid()}) + "\n")
         if args.no_live:
             await _log_until(stop, stack)

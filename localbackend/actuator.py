@@ -36,6 +36,7 @@ from autoscaler.stat import RevisionKey
 from localbackend.capacity import allot, default_max_pods, machine_resources
 from localbackend.pod import FailureListener, Pod, PodFailure, PodTemplate, scale_down_order
 from localbackend.pod_process import QUEUE_PROXY_COMMAND, PodProcesses, kill_group
+from localbackend.scrape_targets import PodPorts
 from localbackend.spawn_limit import SpawnLimiter
 
 log = logging.getLogger("kpa.actuator")
@@ -150,6 +151,15 @@ class LocalActuator:
     def process_groups(self, revision: RevisionKey) -> dict[str, list[int]]:
         """Pod name -> process ids (queue-proxy, user container); each leads its own process group."""
         return {p.name: [proc.pid for proc in p.processes()] for p in self._revisions[revision].live()}
+
+    def metrics_ports(self) -> list[PodPorts]:
+        """Every pod whose processes run (terminating ones too: they serve until they exit)."""
+        return [
+            PodPorts(ref.namespace, ref.name, pod.name, pod.metrics_port, pod.user_port)
+            for ref, state in self._revisions.items()
+            for pod in state.pods.values()
+            if pod.processes()
+        ]
 
     def process_ids(self) -> list[int]:
         return [
@@ -397,6 +407,7 @@ class LocalActuator:
         await self._processes.stop(pod, quick)
         if state.pods.get(pod.name) is pod:
             del state.pods[pod.name]
+            self._notify(state)  # listeners that track processes (the scrape target file) see it gone
         self._wake.set()
 
 

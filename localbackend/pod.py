@@ -74,6 +74,7 @@ class Pod:
         self.user_port = 0
         self.serving_port = 0
         self.stats_port = 0
+        self.metrics_port = 0  # the queue-proxy's Prometheus endpoint
         self.started_at = time.time()
         self.ready_at: float | None = None
         self.terminating = False

@@ -103,6 +103,7 @@ class PodProcesses:
         self._guard.watch(pod.queue_proxy.pid)
         ports = await _read_ports(pod)
         pod.serving_port, pod.stats_port = ports["serving_port"], ports["stats_port"]
+        pod.metrics_port = ports["metrics_port"]
         self._spawn(_drain_to_file(pod.queue_proxy.stdout, pod.qp_log_path))
 
     async def await_ready(self, pod: Pod) -> str | None:
@@ -188,7 +189,7 @@ async def _read_ports(pod: Pod) -> dict[str, int]:
         raise OSError(f"queue-proxy did not report its ports within {PORTS_TIMEOUT:.0f}s") from None
     try:
         doc = json.loads(line)
-        return {key: int(doc[key]) for key in ("serving_port", "stats_port")}
+        return {key: int(doc[key]) for key in ("serving_port", "stats_port", "metrics_port")}
     except (ValueError, KeyError, TypeError):
         code = pod.queue_proxy.returncode
         raise OSError(

@@ -39,6 +39,8 @@ from httpengine.server import HttpServer
 from localbackend.actuator import LocalActuator
 from localbackend.entry import Entry
 from localbackend.pod import PodFailure, PodTemplate
+from localbackend.scrape_file import ScrapeTargetFile
+from localbackend.scrape_targets import stack_endpoints, user_metrics_path
 from localbackend.stack_file import RevisionSpec, StackConfig
 from queueproxy.auth import TokenSet, check_admin
 from queueproxy.gate import AuthGate
@@ -82,9 +84,11 @@ class LocalStack:
         admin_token: str | None = None,
         log_dir: str | Path | None = None,
         max_pods: int | None = None,
+        prometheus_targets: str | Path | None = None,
     ) -> None:
         """``log_dir``: where pod output goes (None: a temporary directory, removed by ``stop``);
-        ``max_pods``: the capacity cap (None: the stack file's ``maxPods``, else the machine's default)."""
+        ``max_pods``: the capacity cap (None: the stack file's ``maxPods``, else the machine's default);
+        ``prometheus_targets``: a file_sd target file kept true while the stack runs (None: none)."""
         self.stack = stack
         self.host = host
         self.port = port
@@ -115,6 +119,10 @@ class LocalStack:
         for spec, ref in zip(stack.revisions, self.refs, strict=True):
             if spec.auth is not None:
                 self.entry.gates[ref] = AuthGate.load(spec.name, spec.auth)
+        self.targets = ScrapeTargetFile(Path(prometheus_targets)) if prometheus_targets else None
+        self._user_metrics = {
+            (spec.namespace, spec.name): user_metrics_path(spec.annotations) for spec in stack.revisions
+        }
         self._servers: list[HttpServer] = []
         self._stopping = False
         self.started_at = time.time()
@@ -134,6 +142,7 @@ class LocalStack:
             )
             self.service.add_revision(ref, spec.settings)
         self.actuator.subscribe(self._pods_changed)
+        self.actuator.subscribe(self._write_targets)
         self.actuator.subscribe_failures(self._pod_failure)
         self.service.on_mode_change(self.entry.set_mode)
         await self.activator.start(port=None)  # reporting only: the entry calls its handler directly
@@ -147,6 +156,7 @@ class LocalStack:
         self._servers.append(admin)
         self.entry_url = f"http://{self.host}:{port}"
         self.admin_url = f"http://{self.admin_host}:{admin_port}"
+        self._write_targets()
         await self.actuator.start()
         await self.service.start()
         for spec, ref in zip(self.stack.revisions, self.refs, strict=True):
@@ -165,6 +175,8 @@ class LocalStack:
         await self.activator.stop(grace=2.0)
         await asyncio.gather(*(server.shutdown(2.0) for server in self._servers))
         await self.actuator.close()
+        if self.targets is not None:
+            self.targets.clear()
         for backends in self.entry.backends.values():
             backends.set_pods([], 0)
         if self._own_log_dir:
@@ -180,6 +192,12 @@ class LocalStack:
         ready = ready_pods(pods)
         self.activator.set_endpoints(key, [p.address for p in ready])
         self.entry.set_ready_pods(ref, ready)
+
+    def _write_targets(self, *_changed: object) -> None:
+        """Rewrite the Prometheus target file (an actuator listener: any pod of any revision changed)."""
+        if self.targets is not None and not self._stopping:
+            admin = self.admin_url.removeprefix("http://")
+            self.targets.write(stack_endpoints(admin, self.actuator.metrics_ports(), self._user_metrics))
 
     def _pod_failure(self, ref: RevisionKey, failure: PodFailure | None) -> None:
         """Requests the activator holds for a failing revision are told why (not the output tail:
