@@ -12,17 +12,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: its CPU build lies on local disk; an unpinned torch would pull a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[predictor,kubernetes,test]'
+	$(PY) -m pip install --quiet -e '.[predictor,kubernetes,tracing,test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 # Tools from Debian, as tool:package (tests/e2e/test_conservation.py counts with hey, benchmarks use
 # wrk, tests/component/test_manifests.py renders manifests/ with `kubectl kustomize`,
-# tests/e2e/test_kube_failover.py puts nginx in front as the ingress):
+# tests/e2e/test_kube_failover.py puts nginx in front as the ingress, tests/e2e/test_prometheus_dashboard.py
+# and `make demo` run Prometheus):
 # installed only when missing and possible (root with apt-get); otherwise their tests skip, saying so.
+TOOLS ?= hey:hey wrk:wrk kubectl:kubernetes-client nginx:nginx prometheus:prometheus
 tools:
-	@for spec in hey:hey wrk:wrk kubectl:kubernetes-client nginx:nginx; do \
+	@for spec in $(TOOLS); do \
 	  tool=$${spec%%:*}; pkg=$${spec#*:}; \
 	  command -v $$tool >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -52,6 +54,7 @@ unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
 demo: $(STAMP)
+	@$(MAKE) --no-print-directory tools TOOLS=prometheus:prometheus
 	$(PY) -m kpa demo
 
 clean:

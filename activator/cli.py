@@ -14,7 +14,9 @@ the activators, all watched (``kubebackend.activator_source``). The admin API li
 token of ``--admin-token-file`` or ``KPA_ADMIN_TOKEN``, and are all refused when neither is given.
 Once listening it prints one JSON line — ``{"event": "listening", "serving_port": ...,
 "admin_port": ..., ...}`` — so a parent that passed port 0 learns the real ports. SIGTERM or SIGINT
-stops it gracefully: health checks fail, held requests get 503, in-flight requests finish.
+stops it gracefully: health checks fail, held requests get 503, in-flight requests finish. Tracing is
+configured by Knative's ``TRACING_CONFIG_*`` or OpenTelemetry's ``OTEL_EXPORTER_OTLP_ENDPOINT``
+variables (docs/tracing.md).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from autoscaler.config import parse_duration as parse_go_duration
 from kubebackend.rbac import ACTIVATOR, SYSTEM_NAMESPACE
 from queueproxy.auth import ADMIN_TOKEN_ENV, AuthConfigError, AuthSpec
 from queueproxy.gate import AuthGate, load_admin_token
+from tracing.config import TracingConfigError, tracing_from_env
 
 DEFAULT_ADMIN_PORT = 8085
 _SPEC_KEYS = {"cc": "container_concurrency", "timeout": "timeout_seconds", "queue-bound": "queue_bound"}
@@ -253,7 +256,17 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             ) from None
     elif args.kubeconfig or args.in_cluster:
         raise ActivatorConfigError("--kubeconfig and --in-cluster need --kubernetes")
+    tracing = None
+    try:
+        tracing_config = tracing_from_env(os.environ)
+        if tracing_config.enabled:
+            from tracing.provider import tracer_for  # OpenTelemetry is imported only when tracing
+
+            tracing = tracer_for(tracing_config, "activator")
+    except TracingConfigError as exc:
+        raise ActivatorConfigError(str(exc)) from None
     return {
+        "tracing": tracing,
         "kube": kube,
         "admin_token": admin_token,
         "probe_frequency": parse_duration(args.probe_frequency, "--probe-frequency"),
@@ -264,7 +277,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> None:
     sink = HttpStatSink(args.autoscaler_url) if args.autoscaler_url else None
+    tracing = settings["tracing"]  # (tracer, provider) or None
     activator = Activator(
+        tracer=tracing[0] if tracing else None,
         pod_name=args.pod_name,
         stat_sink=sink,
         probe_frequency=settings["probe_frequency"],
@@ -329,6 +344,8 @@ async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> None:
     if source is not None:
         await source.close()
     await activator.stop()
+    if tracing is not None:
+        tracing[1].shutdown()  # sends the spans still buffered
 
 
 def run(args: argparse.Namespace) -> int:

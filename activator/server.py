@@ -22,10 +22,11 @@ event loop's thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from activator.forwarding import RequestPath
 from activator.metrics import ActivatorMetrics
@@ -40,6 +41,9 @@ from httpengine.request import Request
 from httpengine.response import Response
 from httpengine.server import HttpServer
 from queueproxy.gate import AuthGate
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 REPORT_INTERVAL = 1.0
 
@@ -67,7 +71,9 @@ class Activator(RevisionTable):
         activator_count: int = 1,
         report_interval: float = REPORT_INTERVAL,
         rng: random.Random | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        """``tracer``: make spans with it (activator.tracing, docs/tracing.md); None: tracing off."""
         self._tasks: set[asyncio.Task[None]] = set()
         super().__init__(
             probe_frequency=probe_frequency,
@@ -80,11 +86,18 @@ class Activator(RevisionTable):
         self.pod_name = pod_name
         self.stat_sink = stat_sink
         self.report_interval = report_interval
-        self.metrics = ActivatorMetrics(self.revision_gauges, lambda: getattr(self.stat_sink, "failed", 0))
+        self.metrics = ActivatorMetrics(
+            self.revision_gauges, lambda: getattr(self.stat_sink, "failed", 0), pod_name=pod_name
+        )
         self._reporter: ConcurrencyReporter[RevisionKey] = ConcurrencyReporter(pod_name)
         # Per-revision data-path authentication, checked before a request is held, counted or reported.
         self.auth_gates: dict[RevisionKey, AuthGate] = {}
-        self._path = RequestPath(
+        path_class: Callable[..., RequestPath] = RequestPath
+        if tracer is not None:
+            from activator.tracing import TracedRequestPath  # OpenTelemetry is imported only when tracing
+
+            path_class = functools.partial(TracedRequestPath, tracer=tracer)
+        self._path = path_class(
             self,
             reporter=self._reporter,
             metrics=self.metrics,

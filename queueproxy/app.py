@@ -27,6 +27,7 @@ import json
 import logging
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from autoscaler.stat import Stat
 from httpengine.limits import Limits
@@ -40,8 +41,12 @@ from queueproxy.drain import Drainer, DrainWaiter
 from queueproxy.gate import AuthGate
 from queueproxy.handler import QueueProxyHandler
 from queueproxy.metrics import GaugeReading, RequestMetrics
+from queueproxy.payload_log import PayloadLogger
 from queueproxy.readiness import Readiness
 from queueproxy.stats import RequestStats
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +56,20 @@ JSON = b"application/json"
 
 
 class QueueProxy:
-    def __init__(self, config: QueueProxyConfig) -> None:
+    def __init__(self, config: QueueProxyConfig, tracer: Tracer | None = None) -> None:
+        """``tracer``: make spans with it (queueproxy.tracing); ``serve`` makes it from ``config.tracing``."""
         self.config = config
+        self.tracer = tracer
         self.started_at = time.monotonic()
         self.stats = RequestStats(self.started_at)
         self.readiness = Readiness(config.probes)
         self.drain = DrainWaiter(Drainer(config.drain_timeout))
-        self.metrics = RequestMetrics(config.pod_name, self._gauges)
+        self.metrics = RequestMetrics(
+            config.pod_name, self._gauges, namespace=config.namespace, revision=config.revision,
+            configuration=config.configuration, service=config.service,
+        )  # fmt: skip
         self.pool = UpstreamPool(config.user_host, config.user_port, max_idle=config.max_idle_connections)
+        self.payload_log: PayloadLogger | None = None  # made in start(): it needs the running loop
         self.stat = Stat(pod_name=config.pod_name)
         self._stat_body = json.dumps(self.stat.to_json()).encode()
         self._stopping = asyncio.Event()
@@ -84,9 +95,18 @@ class QueueProxy:
             except AuthConfigError as exc:
                 raise QueueProxyConfigError(str(exc)) from None
             gate.prefetch()
+        if config.logger is not None:
+            self.payload_log = PayloadLogger(config.logger)
+            self.metrics.registry.register(self.payload_log)
+            self.payload_log.start()
         self.handler = QueueProxyHandler(
-            config, self.pool, self.stats, self.readiness, self.drain.drainer, self.metrics, gate
-        )
+            config, self.pool, self.stats, self.readiness, self.drain.drainer, self.metrics, gate,
+            self.payload_log,
+        )  # fmt: skip
+        if self.tracer is not None:
+            from queueproxy.tracing import traced_requests  # OpenTelemetry is imported only when tracing
+
+            self.handler.request_class = traced_requests(self.tracer, config.revision, config.pod_name)
         self.serving = serving = HttpServer(self.handler, name="serving")
         # A few connections each on the control ports: a flood there cannot take the descriptors that
         # the serving port's cap leaves for them, for the user container's probes and for /stats.
@@ -149,6 +169,8 @@ class QueueProxy:
             if server is not None:
                 await server.shutdown(1.0)
         self.pool.close()
+        if self.payload_log is not None:
+            await self.payload_log.close()  # at most FLUSH_GRACE: a hanging sink never holds up exit
 
     # -- stats -----------------------------------------------------------------------------
     async def _report_loop(self) -> None:
@@ -186,7 +208,7 @@ class QueueProxy:
         stat = self.stat
         queued = self.handler.queued if self.handler is not None else 0  # scraped once started
         return (
-            ("queue_requests_in_flight", "Requests in the queue-proxy now, queued ones included.",
+            ("kpa_queue_requests_in_flight", "Requests in the queue-proxy now, queued ones included.",
              self.stats.concurrency),
             ("revision_queue_depth", "Requests waiting in the breaker queue now.", queued),
             ("queue_average_concurrent_requests", "Average concurrency over the last reporting second.",
@@ -197,7 +219,7 @@ class QueueProxy:
              stat.request_count),
             ("queue_proxied_operations_per_second", "The part of them that came through the activator.",
              stat.proxied_request_count),
-            ("queue_user_container_ready", "1 when the user container passes its readiness probe.",
+            ("kpa_queue_user_container_ready", "1 when the user container passes its readiness probe.",
              1.0 if self.readiness.ready else 0.0),
             ("process_uptime", "Seconds since the queue-proxy started.", time.monotonic() - self.started_at),
         )  # fmt: skip
@@ -221,7 +243,15 @@ class QueueProxy:
 
 async def serve(config: QueueProxyConfig, announce=print) -> int:
     """Run a queue-proxy until it is told to stop; ``announce`` receives the bound-ports JSON line."""
-    proxy = QueueProxy(config)
+    tracing = None
+    if config.tracing.enabled:
+        from tracing.provider import TracingConfigError, tracer_for
+
+        try:
+            tracing = tracer_for(config.tracing, "queue-proxy")
+        except TracingConfigError as exc:  # an exporter that is not installed
+            raise QueueProxyConfigError(str(exc)) from None
+    proxy = QueueProxy(config, tracing[0] if tracing else None)
     ports = await proxy.start()
     proxy.install_signal_handlers()
     announce(json.dumps(ports))
@@ -230,4 +260,8 @@ async def serve(config: QueueProxyConfig, announce=print) -> int:
         config.pod_name, config.host, ports["serving_port"], config.user_host, config.user_port,
         config.container_concurrency, config.effective_queue_depth,
     )  # fmt: skip
-    return await proxy.run()
+    try:
+        return await proxy.run()
+    finally:
+        if tracing is not None:
+            tracing[1].shutdown()  # sends the spans still buffered

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from queueproxy.auth import ENV_OF_ANNOTATION, AuthConfigError, AuthSpec
+from queueproxy.payload_events import MODE_ENV, URL_ENV, LoggerConfigError, LoggerSettings, parse_logger
+from tracing.config import TracingConfig, TracingConfigError, tracing_from_env
 
 DEFAULT_SERVING_PORT = 8012
 DEFAULT_ADMIN_PORT = 8022
@@ -84,7 +86,12 @@ class QueueProxyConfig:
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     pod_name: str = ""
     revision: str = ""  # the realm of data-path authentication challenges
+    namespace: str = ""  # these three label /metrics (docs/metrics.md); configuration and service
+    configuration: str = ""  # default to the name autoscaler.stat.owner_name derives
+    service: str = ""
     auth: AuthSpec | None = None  # data-path authentication; None: every request passes
+    tracing: TracingConfig = field(default_factory=TracingConfig)  # TRACING_CONFIG_*, docs/tracing.md
+    logger: LoggerSettings | None = None  # KServe's payload logger (docs/payload-logging.md); None: off
     probes: tuple[ProbeSpec, ...] = field(default=())
 
     @property
@@ -143,10 +150,25 @@ _SETTINGS: tuple[tuple[str | None, str, Any], ...] = (
     (None, "drain_timeout", _seconds),
     ("SERVING_POD", "pod_name", lambda n, r: r),
     ("SERVING_REVISION", "revision", lambda n, r: r),
+    ("SERVING_NAMESPACE", "namespace", lambda n, r: r),
+    ("SERVING_CONFIGURATION", "configuration", lambda n, r: r),
+    ("SERVING_SERVICE", "service", lambda n, r: r),
     *((env, "auth_" + key.removeprefix("kpa.dev/auth-").replace("-", "_"), lambda n, r: r)
       for key, env in ENV_OF_ANNOTATION.items()),
+    (URL_ENV, "logger_url", lambda n, r: r),
+    (MODE_ENV, "logger_mode", lambda n, r: r),
+    ("PAYLOAD_LOGGER_SOURCE_URI", "logger_source_uri", lambda n, r: r),
+    ("PAYLOAD_LOGGER_INFERENCE_SERVICE", "logger_inference_service", lambda n, r: r),
+    ("PAYLOAD_LOGGER_COMPONENT", "logger_component", lambda n, r: r),
+    ("PAYLOAD_LOGGER_ENDPOINT", "logger_endpoint", lambda n, r: r),
+    ("PAYLOAD_LOGGER_BUFFER_EVENTS", "logger_buffer_events", lambda n, r: _int(n, r, 1)),
+    ("PAYLOAD_LOGGER_BUFFER_BYTES", "logger_buffer_bytes", lambda n, r: _int(n, r, 1)),
+    ("PAYLOAD_LOGGER_MAX_PAYLOAD_BYTES", "logger_max_payload_bytes", lambda n, r: _int(n, r, 0)),
+    ("PAYLOAD_LOGGER_TIMEOUT_SECONDS", "logger_timeout", lambda n, r: _seconds(n, r, positive=True)),
+    ("PAYLOAD_LOGGER_RETRIES", "logger_retries", lambda n, r: _int(n, r, 0, 10)),
 )  # fmt: skip
 _AUTH_FIELDS = tuple(dest for _, dest, _ in _SETTINGS if dest.startswith("auth_"))
+_LOGGER_FIELDS = tuple(dest for _, dest, _ in _SETTINGS if dest.startswith("logger_"))
 
 FLAG_NAMES = {dest: "--" + dest.replace("_", "-") for _, dest, _ in _SETTINGS}
 ENV_NAMES = {dest: env for env, dest, _ in _SETTINGS if env}
@@ -165,6 +187,9 @@ def load_config(
         elif env_name and env.get(env_name, "") != "":
             values[dest] = parse(env_name, env[env_name])
     auth_values = [values.pop(dest, None) for dest in _AUTH_FIELDS]
+    logger_values = {
+        dest.removeprefix("logger_"): values.pop(dest) for dest in _LOGGER_FIELDS if dest in values
+    }
     try:
         auth = AuthSpec(*auth_values) if any(auth_values) else None
     except AuthConfigError as exc:
@@ -172,7 +197,11 @@ def load_config(
         for annotation, env_name in ENV_OF_ANNOTATION.items():
             message = message.replace(annotation, env_name)
         raise QueueProxyConfigError(message) from None
-    config = QueueProxyConfig(**values, auth=auth)
+    try:
+        tracing = tracing_from_env(env)
+    except TracingConfigError as exc:
+        raise QueueProxyConfigError(str(exc)) from None
+    config = QueueProxyConfig(**values, auth=auth, tracing=tracing)
     if not config.pod_name:
         config = replace(config, pod_name=socket.gethostname())
     if config.queue_depth and not config.container_concurrency:
@@ -183,7 +212,31 @@ def load_config(
     probe_json = overrides.get("readiness_probe") or env.get("SERVING_READINESS_PROBE", "")
     source = "--readiness-probe" if overrides.get("readiness_probe") else "SERVING_READINESS_PROBE"
     probes = parse_probes(probe_json, source, config.user_host, config.user_port)
-    return replace(config, probes=probes)
+    logger = _logger(config, logger_values, overrides) if logger_values else None
+    return replace(config, probes=probes, logger=logger)
+
+
+def _logger(
+    config: QueueProxyConfig, values: dict[str, Any], overrides: Mapping[str, str | None]
+) -> LoggerSettings:
+    """The payload logger's settings; errors name the variable (or flag) and the fix."""
+
+    def name(key: str) -> str:
+        dest = "logger_" + key
+        return FLAG_NAMES[dest] if overrides.get(dest) is not None else ENV_NAMES[dest]
+
+    if "url" not in values:
+        given = ", ".join(name(key) for key in values)
+        raise QueueProxyConfigError(
+            f"{given}: set without {URL_ENV} (or --logger-url), the sink to log to; add it or remove them"
+        )
+    try:
+        spec = parse_logger(values.pop("url"), values.pop("mode", None), name("url"), name("mode"))
+    except LoggerConfigError as exc:
+        raise QueueProxyConfigError(str(exc)) from None
+    source = values.pop("source_uri", None) or f"http://localhost:{config.serving_port}/"
+    service = values.pop("inference_service", None) or config.revision
+    return LoggerSettings(spec, source, service, config.namespace, **values)
 
 
 def default_probe(user_host: str, user_port: int) -> ProbeSpec:

@@ -33,13 +33,14 @@ import time
 
 from httpengine.errors import UpstreamError
 from httpengine.request import Request
-from httpengine.response import Response, answer_failure
+from httpengine.response import Response, ResponseSink, answer_failure
 from httpengine.upstream import Dispatched, UpstreamPool
 from queueproxy.breaker import Admission, Breaker
 from queueproxy.config import QueueProxyConfig
 from queueproxy.drain import Drainer
 from queueproxy.gate import PASS, AuthGate
 from queueproxy.metrics import RequestMetrics
+from queueproxy.payload_log import PayloadLogger
 from queueproxy.readiness import Readiness
 from queueproxy.stats import RequestStats
 
@@ -92,6 +93,8 @@ class _Proxied:
 
     __slots__ = (
         "admitted",
+        "app_started",
+        "app_status",
         "dispatched",
         "expired",
         "finished",
@@ -100,6 +103,7 @@ class _Proxied:
         "proxied",
         "request",
         "response",
+        "sink",
         "started",
         "task",
         "waiter",
@@ -111,12 +115,15 @@ class _Proxied:
         self.handler = handler
         self.request = request
         self.response = response
+        self.sink: ResponseSink = response  # where the answer is written: a copying one when logging
         self.started = started
         self.proxied = proxied
         self.admitted = False  # set by the breaker's release when it was queued
         self.holds_slot = False
         self.expired = False
         self.finished = False
+        self.app_started = started  # when it went to the user container: at once unless it queued
+        self.app_status = 0  # the status the user container answered with; 0 until it has
         self.dispatched: Dispatched | None = None
         self.task: asyncio.Task | None = None
         self.waiter: asyncio.Future[None] | None = None
@@ -126,7 +133,7 @@ class _Proxied:
         handler = self.handler
         dispatched = handler.pool.dispatch(
             self.request,
-            self.response,
+            self.sink,
             self._upstream_done,
             host=self.request.index.get(b"k-original-host"),
             drop_headers=STRIPPED_HEADERS,
@@ -141,6 +148,8 @@ class _Proxied:
         self.dispatched = None
         if isinstance(result, BaseException):
             answer_failure(self.response, 502, str(result), close=False)
+        else:
+            self.app_status = result
         self._finish()
 
     def _client_gone(self) -> None:
@@ -156,9 +165,10 @@ class _Proxied:
         try:
             if queued:
                 await self._admission()
-            await handler.pool.forward(
+                self.app_started = time.monotonic()
+            self.app_status = await handler.pool.forward(
                 self.request,
-                self.response,
+                self.sink,
                 host=self.request.header(b"k-original-host"),
                 drop_headers=STRIPPED_HEADERS,
             )
@@ -221,10 +231,15 @@ class _Proxied:
         status = self.response.status
         if status:
             handler.metrics.observe(status, (ended - self.started) * 1000.0)
+        if self.app_status:  # the user container answered it in full
+            handler.metrics.observe_app(self.app_status, (ended - self.app_started) * 1000.0)
 
 
 class QueueProxyHandler:
     """The serving port's handler; one instance per queue-proxy process."""
+
+    # What each request becomes; tracing (queueproxy.tracing) swaps in a subclass that makes spans.
+    request_class: type[_Proxied] = _Proxied
 
     def __init__(
         self,
@@ -235,8 +250,10 @@ class QueueProxyHandler:
         drainer: Drainer,
         metrics: RequestMetrics,
         gate: AuthGate | None = None,
+        payload_log: PayloadLogger | None = None,
     ) -> None:
         self.pool = pool
+        self.payload_log = payload_log  # KServe's inference logger (queueproxy.payload_log); None: off
         self.gate = gate
         self.stats = stats
         self.readiness = readiness
@@ -282,7 +299,9 @@ class QueueProxyHandler:
             drainer.touch(started)
         proxied = index.get(b"k-proxy-request") == b"activator"
         self.stats.request_in(started, proxied)
-        proxied_request = _Proxied(self, request, response, started, proxied)
+        proxied_request = self.request_class(self, request, response, started, proxied)
+        if self.payload_log is not None:
+            proxied_request.sink = self.payload_log.capture(request, response)
         queued = False
         breaker = self.breaker
         if breaker is not None:

@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 OURS = ("httpengine", "autoscaler", "queueproxy", "activator", "predictor", "simulation", "localbackend",
-        "kubebackend", "kpa", "fakecluster")  # fmt: skip
+        "kubebackend", "kpa", "fakecluster", "tracing")  # fmt: skip
+TRACING = "tracing"  # trace context and spans (docs/tracing.md): any process of the data path may trace
 ENGINE = "httpengine"  # the HTTP engine: a name here allows every module of the package
 
 AUTOSCALER_CORE = {
@@ -22,15 +23,18 @@ AUTOSCALER_CORE = {
     "autoscaler.values",
 }  # fmt: skip
 # The local backend drives the live loop: the autoscaler's service, actuator interface and core, the
-# activator, and the queue-proxy's configuration parsers (probes, authentication and its gate).
+# activator, and the queue-proxy's configuration parsers (probes, authentication and its gate, the
+# payload logger's spec).
 LOCAL_BACKEND = AUTOSCALER_CORE | {
     "autoscaler.service", "autoscaler.actuator", "activator", "queueproxy.config", "queueproxy.auth",
-    "queueproxy.gate", ENGINE,
+    "queueproxy.gate", "queueproxy.payload_events", ENGINE, TRACING,
 }  # fmt: skip
 # The Kubernetes backend drives the same loop through the API server: the autoscaler's service,
-# actuator interface and core, the activator's endpoints, the queue-proxy's configuration (the sidecar).
+# actuator interface and core, the activator's endpoints, the queue-proxy's configuration (the sidecar)
+# and the payload logger's spec (KServe's spec.predictor.logger).
 KUBE_BACKEND = AUTOSCALER_CORE | {
-    "autoscaler.service", "autoscaler.actuator", "activator", "queueproxy.config", ENGINE,
+    "autoscaler.service", "autoscaler.actuator", "activator", "queueproxy.config",
+    "queueproxy.payload_events", ENGINE, TRACING,
 }  # fmt: skip
 # Command-line shells inside a package: like kpa/, they may use every package. The simulator's own
 # commands (simulate, sweep) need no other package; what drives the live stack lives in kpa/.
@@ -45,11 +49,13 @@ def allowed(module: str) -> set[str] | None:
     if package in ("httpengine", "autoscaler"):
         return set()
     if package == "queueproxy":
-        return {"autoscaler.stat", ENGINE}
+        return {"autoscaler.stat", ENGINE, TRACING}
     if package == "activator":
         return {"autoscaler.stat", "queueproxy.breaker", "queueproxy.stats", "queueproxy.auth",
-                "queueproxy.gate", ENGINE}  # fmt: skip
+                "queueproxy.gate", ENGINE, TRACING}  # fmt: skip
     if package == "predictor":
+        return {ENGINE, TRACING}
+    if package == TRACING:
         return {ENGINE}
     if package == "simulation":
         return AUTOSCALER_CORE | {"queueproxy.breaker", "queueproxy.stats", "activator.throttler"}
@@ -133,7 +139,7 @@ PURE_CORES = sorted(
     | {"kubebackend.enrollment", "kubebackend.endpoints", "kubebackend.sidecar", "kubebackend.rbac"}
     | {"kubebackend.leader", "kubebackend.activator_view"}
     | {"httpengine.errors", "httpengine.head"}
-    | {"queueproxy.breaker", "queueproxy.stats", "queueproxy.auth"}
+    | {"queueproxy.breaker", "queueproxy.stats", "queueproxy.auth", "queueproxy.payload_events"}
     | {"activator.throttler", "activator.routing", "activator.config", "activator.probing"}
     | {"activator.reporter"}
     | {"predictor.batch_planner", "predictor.config", "predictor.datatypes", "predictor.protocol"}
@@ -142,6 +148,7 @@ PURE_CORES = sorted(
     | {"kpa.load_phases", "kpa.load_report"}
     | {"fakecluster.store", "fakecluster.patches", "fakecluster.strategic", "fakecluster.selectors"}
     | {"fakecluster.pod_spec", "fakecluster.pod_status"}
+    | {"tracing.config"}
 )
 CLOCKS_AND_IO = {"time", "datetime", "asyncio", "socket", "subprocess", "threading", "httpx", "uvloop"}
 
