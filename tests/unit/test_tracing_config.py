@@ -42,7 +42,7 @@ REFUSED = [
      'TRACING_CONFIG_SAMPLE_RATE="1.5": must be from 0 to 1'),
     ("sample rate nan", {"TRACING_CONFIG_SAMPLE_RATE": "nan"}, "must be from 0 to 1"),
     ("otlp without endpoint", {"TRACING_CONFIG_BACKEND": "otlp"},
-     'TRACING_CONFIG_BACKEND="otlp" needs OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT)'),
+     "needs OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT)"),
     ("zipkin without endpoint", {"TRACING_CONFIG_BACKEND": "zipkin"},
      "needs TRACING_CONFIG_ZIPKIN_ENDPOINT"),
     ("endpoint not a URL", {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"},
