@@ -265,8 +265,9 @@ class Controller:
                 return None
             ref, enrollment = found
             return SidecarSpec(
-                ref.namespace, ref.name, enrollment.container_concurrency, enrollment.timeout_seconds, image
-            )
+                ref.namespace, ref.name, enrollment.container_concurrency, enrollment.timeout_seconds, image,
+                enrollment.logger, enrollment.name,
+            )  # fmt: skip
 
         return lookup
 

@@ -18,11 +18,17 @@ and returns plain data, so the controller, tests and a future admission check sh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from autoscaler.config import ANNOTATION_PREFIX, KPA_CLASS
+from queueproxy.payload_events import (
+    LoggerConfigError,
+    LoggerSpec,
+    logger_of_annotations,
+    logger_of_predictor,
+)
 
 CLASS_ANNOTATION = ANNOTATION_PREFIX + "class"
 CONTAINER_CONCURRENCY_ANNOTATION = "kpa-emulator.dev/container-concurrency"
@@ -59,6 +65,7 @@ class Enrollment:
     container_concurrency: int = 0
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     selector: Mapping[str, str] = field(default_factory=dict)
+    logger: LoggerSpec | None = None  # spec.predictor.logger, or the logger.* annotations
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -124,6 +131,7 @@ def enrollment_of_deployment(obj: Mapping[str, Any]) -> Enrollment:
         ),
         timeout_seconds=_whole(where, f"annotation {TIMEOUT_ANNOTATION}", timeout, 1, "seconds, e.g. 300"),
         selector={},
+        logger=_logger(lambda: logger_of_annotations(annotations, where)),
     )
 
 
@@ -146,7 +154,8 @@ def enrollment_of_inference_service(obj: Mapping[str, Any]) -> Enrollment:
     ``minReplicas`` → ``min-scale`` (KServe's default 1 when absent; 0 allows scale to zero),
     ``maxReplicas`` → ``max-scale`` (raised to ``minReplicas`` when smaller, as KServe does; 0 or
     absent: no limit), ``scaleMetric`` → ``metric`` (``concurrency``/``rps``; ``cpu``/``memory`` are
-    the HPA's), ``scaleTarget`` → ``target``, ``containerConcurrency`` and ``timeout`` as they are.
+    the HPA's), ``scaleTarget`` → ``target``, ``containerConcurrency`` and ``timeout`` as they are,
+    ``logger: {url, mode}`` → the queue-proxy's payload logger (docs/payload-logging.md).
     """
     where, meta = _where(obj), _meta(obj)
     spec = obj.get("spec")
@@ -190,7 +199,16 @@ def enrollment_of_inference_service(obj: Mapping[str, Any]) -> Enrollment:
         container_concurrency=cc,
         timeout_seconds=timeout,
         selector={KSERVE_ISVC_LABEL: name, KSERVE_COMPONENT_LABEL: "predictor"},
+        logger=_logger(lambda: logger_of_predictor(predictor, where)),
     )
+
+
+def _logger(read: Callable[[], LoggerSpec | None]) -> LoggerSpec | None:
+    """A logger read by the queue-proxy's own parser, its complaint made an ``EnrollmentError``."""
+    try:
+        return read()
+    except LoggerConfigError as exc:
+        raise EnrollmentError(str(exc)) from None
 
 
 def selector_text(selector: Mapping[str, str]) -> str:

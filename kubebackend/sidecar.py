@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from queueproxy.payload_events import INFERENCE_SERVICE_ENV, LoggerSpec
+
 QUEUE_PROXY = "queue-proxy"
 KSERVE_CONTAINER = "kserve-container"  # KServe's name for the model server container
 REVISION_LABEL = "kpa-emulator.dev/revision"
@@ -44,6 +46,8 @@ class SidecarSpec:
     container_concurrency: int
     timeout_seconds: int
     image: str
+    logger: LoggerSpec | None = None  # KServe's payload logger, mapped to PAYLOAD_LOGGER_* env
+    inference_service: str = ""  # the events' ce-inferenceservicename: the enrolling object's name
 
 
 def revision_of_pod(
@@ -113,6 +117,13 @@ def _field(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
+def _logger_env(spec: SidecarSpec) -> list[dict[str, Any]]:
+    if spec.logger is None:
+        return []
+    env = [_env(name, value) for name, value in spec.logger.env().items()]
+    return [*env, _env(INFERENCE_SERVICE_ENV, spec.inference_service or spec.revision)]
+
+
 def queue_proxy_container(
     spec: SidecarSpec, user_port: int, probe: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -140,6 +151,7 @@ def queue_proxy_container(
             _env("KPA_ADMIN_HOST", "0.0.0.0"),
             _field("SERVING_POD", "metadata.name"),
             _field("SERVING_POD_IP", "status.podIP"),
+            *_logger_env(spec),
         ],
         "ports": [
             {"name": "queue-port", "containerPort": QUEUE_PORT, "protocol": "TCP"},

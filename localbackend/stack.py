@@ -31,7 +31,7 @@ from activator.server import Activator
 from activator.sinks import CallbackStatSink, RevisionStat
 from autoscaler.actuator import PodInfo, ready_pods
 from autoscaler.service import AutoscalerService, parse_stat_push
-from autoscaler.stat import RevisionKey, StatError
+from autoscaler.stat import RevisionKey, StatError, knative_counter_names
 from httpengine.limits import Limits
 from httpengine.request import Request
 from httpengine.response import Response
@@ -44,6 +44,7 @@ from localbackend.scrape_targets import stack_endpoints, user_metrics_path
 from localbackend.stack_file import RevisionSpec, StackConfig
 from queueproxy.auth import TokenSet, check_admin
 from queueproxy.gate import AuthGate
+from tracing.config import TracingConfig
 
 DEFAULT_PORT = 8080
 DEFAULT_ADMIN_PORT = 8081
@@ -53,12 +54,14 @@ _JSON = b"application/json"
 _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-def pod_template(spec: RevisionSpec) -> PodTemplate:
+def pod_template(spec: RevisionSpec, tracing: TracingConfig | None = None) -> PodTemplate:
+    """What a pod of ``spec`` runs; ``tracing`` (the stack's) reaches both of its processes by env."""
+    tracing_env = tracing.to_env() if tracing is not None else {}
     return PodTemplate(
         revision=RevisionKey(spec.namespace, spec.name),
         command=spec.command,
         port_env=spec.port_env,
-        env=dict(spec.env),
+        env={**tracing_env, **spec.env},
         workdir=spec.workdir,
         container_concurrency=spec.container_concurrency,
         timeout_seconds=spec.timeout_seconds,
@@ -66,7 +69,11 @@ def pod_template(spec: RevisionSpec) -> PodTemplate:
         idle_timeout_seconds=spec.idle_timeout_seconds,
         startup_timeout=spec.startup_timeout_seconds,
         readiness_probe=spec.readiness_probe,
-        queue_proxy_env=spec.auth.env() if spec.auth is not None else {},
+        queue_proxy_env={
+            **(spec.auth.env() if spec.auth is not None else {}),
+            **(spec.logger.env() if spec.logger is not None else {}),
+            **tracing_env,
+        },
     )
 
 
@@ -101,12 +108,19 @@ class LocalStack:
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="kpa-up-"))
         self.refs = [RevisionKey(s.namespace, s.name) for s in stack.revisions]
         self.actuator = LocalActuator(
-            [pod_template(s) for s in stack.revisions],
+            [pod_template(s, stack.tracing) for s in stack.revisions],
             self.log_dir,
             max_pods=max_pods if max_pods is not None else stack.max_pods,
         )
+        self._tracing = None  # (tracer, provider) of the embedded activator when the stack traces
+        if stack.tracing.enabled:
+            from tracing.provider import tracer_for  # OpenTelemetry is imported only when tracing
+
+            self._tracing = tracer_for(stack.tracing, "activator")
         self.activator = Activator(
-            pod_name="kpa-up-activator", stat_sink=CallbackStatSink(self._activator_stats)
+            pod_name="kpa-up-activator",
+            stat_sink=CallbackStatSink(self._activator_stats),
+            tracer=self._tracing[0] if self._tracing else None,
         )
         self.service = AutoscalerService(self.actuator)
         # The admin port's /metrics: the autoscaler's families, then the embedded activator's.
@@ -175,6 +189,8 @@ class LocalStack:
         await self.activator.stop(grace=2.0)
         await asyncio.gather(*(server.shutdown(2.0) for server in self._servers))
         await self.actuator.close()
+        if self._tracing is not None:
+            self._tracing[1].shutdown()  # sends the activator's spans still buffered
         if self.targets is not None:
             self.targets.clear()
         for backends in self.entry.backends.values():
@@ -238,7 +254,7 @@ class LocalStack:
         if path == "/status" and method == b"GET":
             response.send(200, json.dumps(self.status()).encode(), content_type=_JSON)
         elif path == "/metrics" and method == b"GET":
-            response.send(200, generate_latest(self.registry), content_type=_TEXT)
+            response.send(200, knative_counter_names(generate_latest(self.registry)), content_type=_TEXT)
         elif path == "/stats" and method == b"POST":
             try:
                 entries = parse_stat_push(json.loads(await request.body.read_all(1 << 20)))

@@ -26,6 +26,9 @@ from autoscaler.config import AutoscalerConfigError
 from autoscaler.revision import RevisionSettings, settings_from
 from queueproxy.auth import TOKENS_FILE, AuthConfigError, AuthSpec, parse_tokens
 from queueproxy.config import QueueProxyConfigError, parse_probes
+from queueproxy.payload_events import LoggerConfigError, LoggerSpec, parse_logger
+from tracing.config import KEYS as TRACING_KEYS
+from tracing.config import TracingConfig, TracingConfigError, parse_tracing
 
 DEFAULT_PORT_ENV = "PORT"
 DEFAULT_NAMESPACE = "default"
@@ -41,7 +44,7 @@ DEFAULT_STARTUP_TIMEOUT_SECONDS = 60.0
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TOP_KEYS = ("revisions", "config", "maxPods")
+_TOP_KEYS = ("revisions", "config", "maxPods", "tracing")
 _REVISION_KEYS = (
     "name",
     "namespace",
@@ -57,6 +60,7 @@ _REVISION_KEYS = (
     "startupTimeoutSeconds",
     "readinessProbe",
     "activatorQueueBound",
+    "logger",
 )
 
 
@@ -84,6 +88,7 @@ class RevisionSpec:
     readiness_probe: str | None = None  # Knative's JSON probe form; None: TCP on the user port
     activator_queue_bound: int | None = None  # requests the activator may hold; None: its default
     auth: AuthSpec | None = None  # data-path authentication (kpa.dev/auth-* annotations)
+    logger: LoggerSpec | None = None  # KServe's payload logger, {url, mode} (docs/payload-logging.md)
     workdir: Path = Path(".")
 
 
@@ -93,6 +98,7 @@ class StackConfig:
     config: Mapping[str, str]
     source: str
     max_pods: int | None = None  # the local capacity cap; None: the machine's default
+    tracing: TracingConfig = field(default_factory=TracingConfig)  # config-tracing keys, for every process
 
     def revision(self, name: str) -> RevisionSpec:
         for spec in self.revisions:
@@ -219,7 +225,15 @@ class _Reader:
             seen[key] = index
             revisions.append(spec)
         max_pods = self.integer(top["maxPods"][1], "maxPods", 1, MAX_PODS) if "maxPods" in top else None
-        return StackConfig(tuple(revisions), global_config, self.source, max_pods)
+        tracing = self.tracing(top["tracing"][1]) if "tracing" in top else TracingConfig()
+        return StackConfig(tuple(revisions), global_config, self.source, max_pods, tracing)
+
+    def tracing(self, node: yaml.Node) -> TracingConfig:
+        """Knative's ``config-tracing`` keys (docs/tracing.md), checked by the processes' own parser."""
+        try:
+            return parse_tracing(self.string_map(node, "tracing"), {k: f"tracing.{k}" for k in TRACING_KEYS})
+        except TracingConfigError as exc:
+            self.fail(node, str(exc))
 
     def revision(self, node: yaml.Node, path: str, global_config: Mapping[str, str]) -> RevisionSpec:
         fields_ = self.mapping(node, path, _REVISION_KEYS)
@@ -291,7 +305,19 @@ class _Reader:
             else None,
             workdir=self.workdir,
             auth=auth,
+            logger=self.logger(given, f"{path}.logger") if (given := get("logger")) else None,
         )
+
+    def logger(self, node: yaml.Node, path: str) -> LoggerSpec:
+        """KServe's ``logger: {url, mode}``, checked by the queue-proxy's own parser."""
+        entries = self.mapping(node, path, ("url", "mode"))
+        url = self.value(entries["url"][1]) if "url" in entries else None
+        mode = self.value(entries["mode"][1]) if "mode" in entries else None
+        try:
+            return parse_logger(url, mode, f"{path}.url", f"{path}.mode")
+        except LoggerConfigError as exc:
+            culprit = "mode" if f"{path}.mode" in str(exc) else "url"
+            self.fail(entries[culprit][1] if culprit in entries else node, str(exc))
 
     def auth(self, node: yaml.Node | None, annotations: Mapping[str, str], path: str) -> AuthSpec | None:
         """The ``kpa.dev/auth-*`` annotations; a relative tokens file is found beside the stack file."""

@@ -34,11 +34,26 @@ _HELP = {
     "idle_timeout": "seconds without a response byte before 504 (default 0 = off)",
     "drain_timeout": "quiet period after SIGTERM before stopping (default 30)",
     "pod_name": "pod name reported in stats (default: the host name)",
-    "revision": "revision name, the realm of authentication challenges",
+    "revision": "revision name, the realm of authentication challenges and a /metrics label",
+    "namespace": "namespace of the revision (a /metrics label)",
+    "configuration": "configuration of the revision (a /metrics label; default: from the revision name)",
+    "service": "service of the revision (a /metrics label; default: the configuration)",
     "auth_bearer_tokens_file": "file of bearer tokens (one a line) a request may carry (docs/security.md)",
     "auth_jwks_url": "JWKS URL whose keys sign the JWTs a request may carry instead",
     "auth_jwt_issuer": "required JWT iss claim (with --auth-jwks-url)",
     "auth_jwt_audience": "required JWT aud claim (with --auth-jwks-url)",
+    "logger_url": "log requests/responses as CloudEvents to this http:// sink, as KServe's logger "
+    "(docs/payload-logging.md; default: off)",
+    "logger_mode": "what to log: all (default), request or response",
+    "logger_source_uri": "the events' ce-source (default http://localhost:<serving port>/)",
+    "logger_inference_service": "the events' ce-inferenceservicename (default: the revision)",
+    "logger_component": "the events' ce-component (default predictor)",
+    "logger_endpoint": "the events' ce-endpoint (default empty)",
+    "logger_buffer_events": "events waiting for the sender at most; more are dropped (default 100)",
+    "logger_buffer_bytes": "payload bytes waiting for the sender at most (default 16 MiB)",
+    "logger_max_payload_bytes": "a larger request or response body is not logged (default 1 MiB)",
+    "logger_timeout": "seconds one POST to the sink may take (default 2)",
+    "logger_retries": "more tries after a failed POST, at most (default 2)",
 }
 
 

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from queueproxy.auth import ENV_OF_ANNOTATION, AuthConfigError, AuthSpec
-from queueproxy.payload_events import MODE_ENV, URL_ENV, LoggerConfigError, LoggerSettings, parse_logger
+from queueproxy.payload_events import (
+    INFERENCE_SERVICE_ENV,
+    MODE_ENV,
+    URL_ENV,
+    LoggerConfigError,
+    LoggerSettings,
+    parse_logger,
+)
 from tracing.config import TracingConfig, TracingConfigError, tracing_from_env
 
 DEFAULT_SERVING_PORT = 8012
@@ -158,7 +165,7 @@ _SETTINGS: tuple[tuple[str | None, str, Any], ...] = (
     (URL_ENV, "logger_url", lambda n, r: r),
     (MODE_ENV, "logger_mode", lambda n, r: r),
     ("PAYLOAD_LOGGER_SOURCE_URI", "logger_source_uri", lambda n, r: r),
-    ("PAYLOAD_LOGGER_INFERENCE_SERVICE", "logger_inference_service", lambda n, r: r),
+    (INFERENCE_SERVICE_ENV, "logger_inference_service", lambda n, r: r),
     ("PAYLOAD_LOGGER_COMPONENT", "logger_component", lambda n, r: r),
     ("PAYLOAD_LOGGER_ENDPOINT", "logger_endpoint", lambda n, r: r),
     ("PAYLOAD_LOGGER_BUFFER_EVENTS", "logger_buffer_events", lambda n, r: _int(n, r, 1)),

@@ -30,6 +30,7 @@ DEFAULT_MODE = "all"  # KServe's default
 # The queue-proxy's environment (KServe's agent takes the same as flags: --log-url, --log-mode, ...).
 URL_ENV = "PAYLOAD_LOGGER_URL"
 MODE_ENV = "PAYLOAD_LOGGER_MODE"
+INFERENCE_SERVICE_ENV = "PAYLOAD_LOGGER_INFERENCE_SERVICE"
 # A plain Deployment has no spec.predictor.logger: these annotations stand in for it.
 URL_ANNOTATION = "logger.kpa-emulator.dev/url"
 MODE_ANNOTATION = "logger.kpa-emulator.dev/mode"
@@ -70,9 +71,13 @@ def parse_logger(url: object, mode: object, url_field: str, mode_field: str) -> 
 
     The sink must be a plain ``http://host[:port]/path`` URL: TLS to the sink is not supported.
     """
-    if not isinstance(url, str) or not url.strip():
+    if url is None or (isinstance(url, str) and not url.strip()):
         raise LoggerConfigError(
-            f"{url_field}={url!r}: the sink URL is missing; give one, e.g. http://message-dumper.default/"
+            f"{url_field}: the sink URL is missing; give one, e.g. http://message-dumper.default/"
+        )
+    if not isinstance(url, str):
+        raise LoggerConfigError(
+            f"{url_field}={url!r}: must be a URL string, e.g. http://message-dumper.default/"
         )
     url = url.strip()
     try:
