@@ -3,8 +3,10 @@
 The dashboard (manifests/grafana/kpa-emulator-dashboard.json) is the one source of its PromQL: the
 PNG in the docs (``kpa dashboard``) and the end-to-end test that evaluates every query against a
 real Prometheus both read it here. Grafana fills the template variables (``$namespace``,
-``$revision``) before it sends a query; outside Grafana :func:`expand` does the same, with each
-variable's "All" value (``.*``) unless told otherwise.
+``$revision``) and its built-in ``$__rate_interval`` before it sends a query; outside Grafana
+:func:`expand` does the same, with each variable's "All" value (``.*``) unless told otherwise and
+``$__rate_interval`` as Grafana computes it for a 1 s scrape interval (four scrapes, at least 15 s) —
+the interval `kpa up`'s Prometheus (``kpa.prometheus_server``) scrapes at.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ DEFAULT_DASHBOARD = (
     Path(__file__).resolve().parents[1] / "manifests" / "grafana" / "kpa-emulator-dashboard.json"
 )
 ALL = ".*"
+# Grafana's built-in interval variables as it sets them for a 1 s scrape interval (rate windows must
+# span several scrapes; Grafana's minimum is 15 s).
+BUILTINS = {"__rate_interval": "15s", "__interval": "15s"}
 _VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
@@ -77,9 +82,10 @@ def load_dashboard(path: Path = DEFAULT_DASHBOARD) -> Dashboard:
 
 
 def expand(expr: str, values: Mapping[str, str] | None = None) -> str:
-    """``expr`` with its template variables replaced as Grafana would (unset ones: ``.*``, "All")."""
-    values = values or {}
-    return _VARIABLE.sub(lambda m: values.get(m.group(1) or m.group(2), ALL), expr)
+    """``expr`` with its template variables replaced as Grafana would (unset ones: ``.*``, "All";
+    built-ins: ``BUILTINS``)."""
+    chosen = {**BUILTINS, **(values or {})}
+    return _VARIABLE.sub(lambda m: chosen.get(m.group(1) or m.group(2), ALL), expr)
 
 
 def legend(template: str, labels: Mapping[str, str]) -> str:

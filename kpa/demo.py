@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     summary = summarize(record)
     png = plot(record, out / "timeline.png", workload)
-    print_summary(console, summary, png, time.monotonic() - started)
+    print_summary(console, summary, png, time.monotonic() - started, record.dashboard)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if summary["lost_requests"] == 0 and summary["leftover_processes"] == 0 else 1
 
@@ -79,7 +79,7 @@ def _prepare(out: Path, sample_app: bool, console) -> tuple[Path, bytes, str, st
             sample_app = True
     if sample_app:
         command = "python -m kpa.sample_app --delay 0.02"
-        extra = ""
+        extra, scrape = "", ""
         body, path = b"", "/"
         workload = "built-in sample app, 20 ms per request"
     else:
@@ -98,6 +98,8 @@ def _prepare(out: Path, sample_app: bool, console) -> tuple[Path, bytes, str, st
         body, path = json.dumps(request).encode(), "/v2/models/transformer/infer"
         command = f"python -m kpa predictor --model-repository {repository} --log-level warning"
         extra = "    readinessProbe: {httpGet: {path: /v2/health/ready}}\n"
+        # KServe's opt-in: Prometheus scrapes the model server's own /metrics too (docs/metrics.md).
+        scrape = '      serving.kserve.io/enable-prometheus-scraping: "true"\n'
         workload = (
             f"kpa predictor, Transformer classifier, {BATCH} sequences per request (torch eager, 1 thread)"
         )
@@ -114,8 +116,7 @@ def _prepare(out: Path, sample_app: bool, console) -> tuple[Path, bytes, str, st
         "    containerConcurrency: 1\n"
         "    annotations:\n"
         '      autoscaling.knative.dev/target-burst-capacity: "2"\n'
-        '      autoscaling.knative.dev/max-scale: "3"\n'
-        "    timeoutSeconds: 60\n"
+        '      autoscaling.knative.dev/max-scale: "3"\n' + scrape + "    timeoutSeconds: 60\n"
         "    activatorQueueBound: 5000  # hold the whole burst while pods start, as Knative does\n"
         "    startupTimeoutSeconds: 60\n" + extra
     )

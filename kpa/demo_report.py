@@ -63,7 +63,7 @@ def summarize(record: Run) -> dict[str, Any]:
     }
 
 
-def print_summary(console, s: dict[str, Any], png: Path | None, elapsed: float) -> None:
+def print_summary(console, s: dict[str, Any], png: Path | None, elapsed: float, dashboard: str = "") -> None:
     from rich.table import Table
 
     table = Table(title="kpa demo: summary", show_header=False, title_justify="left")
@@ -90,6 +90,8 @@ def print_summary(console, s: dict[str, Any], png: Path | None, elapsed: float) 
     )
     if png is not None:
         table.add_row("timeline", str(png))
+    if dashboard:
+        table.add_row("dashboard", dashboard)
     table.add_row("demo time", f"{elapsed:.0f} s")
     console.print(table)
 

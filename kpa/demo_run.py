@@ -21,7 +21,11 @@ from typing import Any
 
 import httpx
 
+from kpa.dashboard import DashboardError, load_dashboard
+from kpa.dashboard_png import draw, evaluate
 from kpa.load import Client, LoadResult, Phase, Progress, Target, percentile, run_load
+from kpa.prometheus_api import PrometheusQueryError
+from kpa.prometheus_server import PrometheusServer, PrometheusUnavailable
 
 REVISION = "classifier"
 
@@ -50,6 +54,7 @@ class Run:
     load_phases: list[tuple[str, float, float]] = field(default_factory=list)  # label, start, end
     results: list[tuple[float, LoadResult]] = field(default_factory=list)  # (start offset, result)
     pids: set[int] = field(default_factory=set)
+    dashboard: str = ""  # what became of the Grafana dashboard PNG (drawn from Prometheus, or why not)
 
 
 async def demo(
@@ -90,12 +95,14 @@ async def demo(
             start_new_session=True,
         )
     record = Run()
+    prometheus: PrometheusServer | None = None
     try:
         addresses = await _wait_ready_file(ready_file, up)
         if addresses is None:
             console.print(f"[red]kpa up did not start; see {log_path}[/]")
             return None
         console.print(f"kpa up: entry {addresses['entry']}, admin {addresses['admin']} (log: {log_path})")
+        prometheus = await _start_prometheus(console, addresses.get("prometheus_targets"), record)
         entry = addresses["entry"]
         target = Target.from_url(
             entry + path,
@@ -116,9 +123,40 @@ async def demo(
                 with contextlib.suppress(asyncio.CancelledError):
                     await view
                 console.print()
+                if prometheus is not None:
+                    record.dashboard = await asyncio.to_thread(_draw_dashboard, prometheus, record, out)
     finally:
+        if prometheus is not None:
+            prometheus.stop()
         await _stop_up(up)
     return record
+
+
+async def _start_prometheus(console, targets: str | None, record: Run) -> PrometheusServer | None:
+    """Debian's prometheus scraping the stack through its file_sd file, when installed here."""
+    if not targets:
+        record.dashboard = "not drawn: kpa up wrote no Prometheus target file"
+        return None
+    prometheus = PrometheusServer(Path(targets))
+    try:
+        await asyncio.to_thread(prometheus.start)
+    except PrometheusUnavailable as exc:
+        record.dashboard = f"not drawn: {exc}"
+        return None
+    console.print(f"prometheus: {prometheus.url} scraping every 1 s the targets in {targets}")
+    return prometheus
+
+
+def _draw_dashboard(prometheus: PrometheusServer, record: Run, out: Path) -> str:
+    """The Grafana dashboard's queries over the whole run, drawn to ``out/dashboard.png``."""
+    try:
+        dashboard = load_dashboard()
+        answers = evaluate(prometheus.url, dashboard, record.started, time.time())
+    except (DashboardError, PrometheusQueryError) as exc:
+        return f"not drawn: {exc}"
+    png = draw(dashboard, answers, record.started, out / "dashboard.png")
+    with_data = sum(a.has_data for a in answers)
+    return f"{png} ({with_data} of {len(answers)} Grafana queries returned data)"
 
 
 async def _wait_ready_file(path: Path, up: subprocess.Popen, timeout: float = 30.0) -> dict[str, Any] | None:

@@ -44,6 +44,8 @@ def test_every_query_is_filtered_by_the_dashboard_variables():
             ("a chosen value", 'up{r=~"$revision"}', {"revision": "web"}, 'up{r=~"web"}'),
             ("braced form", 'up{r=~"${revision}"}', {"revision": "web"}, 'up{r=~"web"}'),
             ("no variables", "sum(up)", {}, "sum(up)"),
+            ("rate interval", "rate(x[$__rate_interval])", {}, "rate(x[15s])"),
+            ("rate interval chosen", "rate(x[$__rate_interval])", {"__rate_interval": "2m"}, "rate(x[2m])"),
         ]
     ),
 )
