@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from tables import named
 
+from localbackend.stack_file import StackConfigError, parse_stack
+from queueproxy.config import QueueProxyConfigError, load_config
 from tracing.config import TracingConfig, TracingConfigError, parse_tracing, tracing_from_env
 
 OTLP = "http://collector:4318/v1/traces"
@@ -65,3 +67,16 @@ def test_configmap_keys_are_named_as_written_and_unknown_keys_refused():
     with pytest.raises(TracingConfigError, match=r"unknown tracing key\(s\) \['zipkin-url'\]"):
         parse_tracing({"zipkin-url": "http://zipkin"})
     assert parse_tracing({"backend": "otlp", "otlp-endpoint": OTLP, "sample-rate": "0"}).sample_rate == 0.0
+
+
+def test_each_process_refuses_a_bad_setting_where_it_reads_its_config():
+    """The queue-proxy (env), and `kpa up` (its stack file, with the line) say what is wrong."""
+    with pytest.raises(QueueProxyConfigError, match=r'TRACING_CONFIG_BACKEND="jaeger": unknown backend'):
+        load_config({"TRACING_CONFIG_BACKEND": "jaeger"})
+    stack = "revisions:\n  - name: hello\n    command: [app]\ntracing:\n  backend: otlp\n  sample-rate: '2'\n"
+    with pytest.raises(StackConfigError, match=r'stack.yaml:5: tracing.sample-rate="2": must be from 0 to 1'):
+        parse_stack(stack, "stack.yaml")
+    with pytest.raises(StackConfigError, match=r"tracing.backend=\"otlp\" needs tracing.otlp-endpoint"):
+        parse_stack(stack.replace("'2'", "'1'"), "stack.yaml")
+    traced = parse_stack(stack.replace("'2'", "'1'") + f"  otlp-endpoint: {OTLP}\n", "stack.yaml")
+    assert traced.tracing == TracingConfig("otlp", 1.0, OTLP)
