@@ -118,7 +118,7 @@ class RequestPath:
         revision = table.route(route)
         if isinstance(revision, RouteMiss):
             answer_failure(response, 404, revision.reason, close=False)
-            self._metrics.count_request("", "", 404)
+            self._metrics.observe_request("", "", 404, 0.0)
             return None
         key = revision.key
         gate = self._auth_gates.get(key)
@@ -129,7 +129,7 @@ class RequestPath:
         if immediate is not None and self._stat_sink is not None:
             self._stat_sink.send([RevisionStat(key.namespace, key.name, immediate)])
         throttler = revision.throttler
-        ticket = Ticket()
+        ticket = Ticket(arrived)
         cold = throttler.capacity == 0
         deadline = arrived + revision.config.timeout_seconds
         outcome = throttler.acquire(ticket, arrived, deadline)
@@ -171,8 +171,9 @@ class RequestPath:
             answer_failure(response, 500, "activator: internal error; see its log")
         finally:
             key = revision.key
-            self._reporter.request_out(key, self._table.now())
-            self._metrics.count_request(key.namespace, key.name, code)
+            now = self._table.now()
+            self._reporter.request_out(key, now)
+            self._metrics.observe_request(key.namespace, key.name, code, (now - ticket.arrived) * 1000.0)
 
     async def _serve(
         self,
@@ -245,7 +246,7 @@ class RequestPath:
                     if not retried:
                         table.release(revision, grant)
         finally:
-            self._metrics.observe_wait(config.namespace, config.name, waited)
+            self._metrics.observe_wait(config.namespace, config.name, waited, cold)
 
     async def _wait(self, revision: RoutedRevision, ticket: Ticket) -> Grant[Ticket] | Expired[Ticket]:
         if ticket.result is None:  # not admitted or expired yet: wait for either

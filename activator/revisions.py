@@ -61,9 +61,10 @@ class Ticket:
     when it starts instead of by cancelling a coroutine that never ran (which would skip its cleanup).
     """
 
-    __slots__ = ("future", "gone", "result", "started")
+    __slots__ = ("arrived", "future", "gone", "result", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, arrived: float) -> None:
+        self.arrived = arrived  # loop time, for the request's latency in /metrics
         self.future: asyncio.Future[None] | None = None
         self.result: Grant[Ticket] | Expired[Ticket] | None = None
         self.gone = False

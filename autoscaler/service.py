@@ -86,6 +86,7 @@ class _ScaledRevision:
         self.last: ScaleDecision | None = None
         self.scrape_error: str | None = None
         self.scrape_failures = 0
+        self.scale_events = {"up": 0, "down": 0}  # changes of the requested pods, for /metrics
         self.tasks: list[asyncio.Task[None]] = []
 
 
@@ -321,6 +322,9 @@ class AutoscalerService:
         previous = revision.last
         revision.last = decision
         if decision.apply and decision.desired_pods >= 0:
+            requested = self.actuator.desired_scale(ref)
+            if decision.desired_pods != requested:
+                revision.scale_events["up" if decision.desired_pods > requested else "down"] += 1
             self.actuator.set_desired_scale(ref, decision.desired_pods)
         if previous is None or (previous.state, previous.reason) != (decision.state, decision.reason):
             log.info(
@@ -351,6 +355,7 @@ class AutoscalerService:
             pods = self.actuator.pods(ref)
             last = revision.last
             failure = getattr(self.actuator, "last_failure", lambda _ref: None)(ref)
+            pending = getattr(self.actuator, "pending", lambda _ref: 0)(ref)
             rows.append(
                 RevisionStatus(
                     namespace=ref.namespace,
@@ -369,6 +374,9 @@ class AutoscalerService:
                     reason=last.reason if last else "starting",
                     scrape_error=revision.scrape_error,
                     pod_failure=f"{failure.pod} {failure.reason}" if failure else None,
+                    metric=revision.settings.spec.scaling_metric,
+                    pending_pods=pending,
+                    terminating_pods=sum(p.terminating for p in pods),
                 )
             )
         return rows
@@ -376,6 +384,10 @@ class AutoscalerService:
     def scrape_failures(self, ref: RevisionKey) -> int:
         """Scrape ticks of ``ref`` that recorded nothing (a counter, for /metrics)."""
         return self._revisions[ref].scrape_failures
+
+    def scale_events(self, ref: RevisionKey) -> dict[str, int]:
+        """Changes of ``ref``'s requested pods by direction ("up", "down"; counters, for /metrics)."""
+        return self._revisions[ref].scale_events
 
     def metrics_text(self) -> str:
         """Prometheus text exposition, with Knative's autoscaler metric names."""

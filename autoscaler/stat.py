@@ -1,12 +1,16 @@
-"""The Stat record: what a queue-proxy reports each second and what the activator pushes.
+"""The Stat record: what a queue-proxy reports each second and what the activator pushes; and the
+revision labels, latency buckets and counter names every component's ``/metrics`` shares.
 
 Field names follow Knative's ``Stat`` message so the JSON on the wire reads familiar; the wire
-contract is documented in docs/wire-contracts.md.
+contract is documented in docs/wire-contracts.md. The metric conventions live here, beside
+``RevisionKey``, because this is the one module the queue-proxy, the activator and the autoscaler
+all import (docs/metrics.md).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -29,6 +33,48 @@ class RevisionKey:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+# Knative's per-revision metric labels, in this order, on every component's /metrics (docs/metrics.md).
+REVISION_LABELS = ("namespace_name", "configuration_name", "revision_name", "service_name")
+# Knative's 1-2-5 request latency buckets in milliseconds (queue-proxy's and activator's histograms).
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000,
+)  # fmt: skip
+_GENERATED_REVISION = re.compile(r"^(.*)-\d{5}$")
+
+
+# Knative's counters that Knative exports without the "_total" prometheus-client's text writer appends.
+KNATIVE_UNSUFFIXED_COUNTERS = (
+    "revision_request_count", "revision_app_request_count", "activator_request_count",
+)  # fmt: skip
+_WRITTEN_TOTAL = re.compile(
+    rb"^(# HELP |# TYPE )?(%b)_total(?=[ {])" % "|".join(KNATIVE_UNSUFFIXED_COUNTERS).encode(), re.MULTILINE
+)
+
+
+def knative_counter_names(text: bytes) -> bytes:
+    """Prometheus text with Knative's unsuffixed counters named as Knative names them. Anchored at line
+    starts: a label value holds no raw newline, so none is ever rewritten."""
+    return _WRITTEN_TOTAL.sub(rb"\1\2", text)
+
+
+def owner_name(revision: str) -> str:
+    """The configuration (and service) a revision belongs to, when nothing names it: Knative names a
+    configuration's revisions ``<configuration>-00001``, ``-00002`` …, so ``web-00001`` belongs to
+    ``web``; any other name (ours: ``hello``) is its own configuration and service."""
+    match = _GENERATED_REVISION.match(revision)
+    return match.group(1) if match else revision
+
+
+def revision_labels(
+    namespace: str, revision: str, configuration: str = "", service: str = ""
+) -> tuple[str, str, str, str]:
+    """The values of ``REVISION_LABELS`` for a revision; an empty configuration or service name is
+    derived with :func:`owner_name` (the service is the configuration's name, as a Knative Service's
+    configuration is named after it)."""
+    configuration = configuration or owner_name(revision)
+    return namespace, configuration, revision, service or configuration
 
 
 class StatError(ValueError):

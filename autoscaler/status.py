@@ -3,11 +3,13 @@
 Kept apart from the loop (``autoscaler.service``) because it is read from outside — the `/status`
 JSON of `kpa up` and `kpa controller`, and `/metrics` — and its names are wire contracts. The
 collector reads a :class:`StatusSource` (the service) when scraped, so nothing is counted twice.
+The families are Knative's autoscaler metrics where Knative has them, with Knative's labels and
+meanings, and ``kpa_autoscaler_*`` for ours (docs/metrics.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,7 +18,10 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from autoscaler.lifecycle import PROXY
-from autoscaler.stat import RevisionKey
+from autoscaler.scaling import CONCURRENCY, RPS
+from autoscaler.stat import REVISION_LABELS, RevisionKey, revision_labels
+
+SCALE_DIRECTIONS = ("up", "down")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,17 +33,20 @@ class RevisionStatus:
     requested_pods: int  # what the actuator was last told (its desired_scale)
     want: int  # the reconciler's desired_pods of its last decision (-1 unknown)
     ready_pods: int
-    pods: int
+    pods: int  # that exist, ready or not, terminating ones included
     mode: str
     state: str
     panicking: bool
-    stable_concurrency: float
+    stable_concurrency: float  # the scaling metric's stable value: concurrency, or requests/s with rps
     panic_concurrency: float
     excess_burst_capacity: int
     target: float
     reason: str
     scrape_error: str | None
     pod_failure: str | None
+    metric: str = CONCURRENCY  # the scaling metric: "concurrency" or "rps"
+    pending_pods: int = 0  # asked for but not started: beyond the local capacity cap (0 on Kubernetes)
+    terminating_pods: int = 0  # being stopped (the actuators hand over none: 0)
 
     def to_json(self) -> dict[str, Any]:
         """The `/status` row. Its keys are a wire contract older than these names: the requested pods
@@ -59,24 +67,43 @@ class StatusSource(Protocol):
     def status(self) -> list[RevisionStatus]: ...
     def revisions(self) -> list[RevisionKey]: ...
     def scrape_failures(self, ref: RevisionKey) -> int: ...
+    def scale_events(self, ref: RevisionKey) -> Mapping[str, int]: ...
 
 
-# (name, help, value from a status row): Knative's autoscaler gauges, labelled namespace and revision.
-_GAUGES: tuple[tuple[str, str, Callable[[RevisionStatus], float]], ...] = (
-    ("autoscaler_desired_pods", "Pods the autoscaler wants", lambda s: s.want),
+Gauge = tuple[str, str, Callable[[RevisionStatus], float]]
+# (name, help, value from a status row): Knative's autoscaler gauges and ours, for every revision.
+_GAUGES: tuple[Gauge, ...] = (
+    ("autoscaler_desired_pods", "Pods the autoscaler wants (-1: not known yet)", lambda s: s.want),
     ("autoscaler_requested_pods", "Pods requested from the actuator", lambda s: s.requested_pods),
-    ("autoscaler_ready_pods", "Ready pods", lambda s: s.ready_pods),
-    ("autoscaler_actual_pods", "Pods that exist (ready or not)", lambda s: s.pods),
+    ("autoscaler_actual_pods", "Ready pods", lambda s: s.ready_pods),
+    ("autoscaler_not_ready_pods", "Pods that exist but are not ready",
+     lambda s: s.pods - s.ready_pods - s.terminating_pods),
+    ("autoscaler_pending_pods", "Pods asked for but not started", lambda s: s.pending_pods),
+    ("autoscaler_terminating_pods", "Pods being stopped", lambda s: s.terminating_pods),
     ("autoscaler_panic_mode", "1 while the revision is in panic mode", lambda s: int(s.panicking)),
-    ("autoscaler_stable_request_concurrency", "Average concurrency over the stable window",
-     lambda s: s.stable_concurrency),
-    ("autoscaler_panic_request_concurrency", "Average concurrency over the panic window",
-     lambda s: s.panic_concurrency),
-    ("autoscaler_target_concurrency_per_pod", "Target concurrency per pod", lambda s: s.target),
     ("autoscaler_excess_burst_capacity", "Excess burst capacity", lambda s: s.excess_burst_capacity),
-    ("autoscaler_activator_in_path", "1 in proxy mode", lambda s: int(s.mode == PROXY)),
+    ("kpa_autoscaler_activator_in_path", "1 in proxy mode: requests go through the activator",
+     lambda s: int(s.mode == PROXY)),
 )  # fmt: skip
-_REVISION = ("namespace", "revision")
+# As Knative reports them: only for the revisions whose scaling metric it is.
+_METRIC_GAUGES: tuple[tuple[str, tuple[Gauge, ...]], ...] = (
+    (CONCURRENCY, (
+        ("autoscaler_stable_request_concurrency", "Revision-wide concurrency over the stable window",
+         lambda s: s.stable_concurrency),
+        ("autoscaler_panic_request_concurrency", "Revision-wide concurrency over the panic window",
+         lambda s: s.panic_concurrency),
+        ("autoscaler_target_concurrency_per_pod", "Concurrency the autoscaler aims for per pod",
+         lambda s: s.target),
+    )),
+    (RPS, (
+        ("autoscaler_stable_requests_per_second", "Revision-wide requests per second over the stable window",
+         lambda s: s.stable_concurrency),
+        ("autoscaler_panic_requests_per_second", "Revision-wide requests per second over the panic window",
+         lambda s: s.panic_concurrency),
+        ("autoscaler_target_requests_per_second", "Requests per second the autoscaler aims for per pod",
+         lambda s: s.target),
+    )),
+)  # fmt: skip
 
 
 class AutoscalerMetrics(Collector):
@@ -94,23 +121,40 @@ class AutoscalerMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         service = self._service
-        rows = service.status()
+        rows = [(revision_labels(row.namespace, row.name), row) for row in service.status()]
         for name, help_text, value in _GAUGES:
-            gauge = GaugeMetricFamily(name, help_text, labels=_REVISION)
-            for row in rows:
-                gauge.add_metric((row.namespace, row.name), value(row))
+            gauge = GaugeMetricFamily(name, help_text, labels=REVISION_LABELS)
+            for labels, row in rows:
+                gauge.add_metric(labels, value(row))
             yield gauge
-        failures = CounterMetricFamily(
-            "autoscaler_scrape_failures_total", "Scrape ticks that recorded nothing", labels=_REVISION
+        for metric, gauges in _METRIC_GAUGES:
+            for name, help_text, value in gauges:
+                gauge = GaugeMetricFamily(name, help_text, labels=REVISION_LABELS)
+                for labels, row in rows:
+                    if row.metric == metric:
+                        gauge.add_metric(labels, value(row))
+                yield gauge
+        refs = [(revision_labels(ref.namespace, ref.name), ref) for ref in service.revisions()]
+        events = CounterMetricFamily(
+            "kpa_autoscaler_scale_events",
+            "Changes of the requested pods, by direction",
+            labels=(*REVISION_LABELS, "direction"),
         )
-        for ref in service.revisions():
-            failures.add_metric((ref.namespace, ref.name), service.scrape_failures(ref))
+        failures = CounterMetricFamily(
+            "kpa_autoscaler_scrape_failures", "Scrape ticks that recorded nothing", labels=REVISION_LABELS
+        )
+        for labels, ref in refs:
+            counted = service.scale_events(ref)
+            for direction in SCALE_DIRECTIONS:
+                events.add_metric((*labels, direction), counted.get(direction, 0))
+            failures.add_metric(labels, service.scrape_failures(ref))
+        yield events
         yield failures
         yield CounterMetricFamily(
-            "autoscaler_stats_received_total", "Stats pushed by the activator", value=service.stats_received
+            "kpa_autoscaler_stats_received", "Stats pushed by the activator", value=service.stats_received
         )
         yield CounterMetricFamily(
-            "autoscaler_stats_rejected_total",
+            "kpa_autoscaler_stats_rejected",
             "Pushed stats for unknown revisions",
             value=service.stats_rejected,
         )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -37,6 +38,7 @@ from httpengine.request import Request, inflate
 from httpengine.response import Response as HttpResponse
 from predictor import datatypes
 from predictor.manager import ModelManager, ModelNotFound, ModelNotReady
+from predictor.metrics import CONTENT_TYPE, PredictorMetrics, served_batch_sizes
 from predictor.protocol import (
     HEADER_LENGTH,
     InferRequest,
@@ -87,6 +89,7 @@ class PredictorApp:
         self.manager = manager
         self.max_body_bytes = (limits or Limits()).max_body_bytes  # also the bound on an inflated body
         self.in_progress = 0  # requests being answered, on all connections
+        self.metrics = PredictorMetrics(lambda: served_batch_sizes(manager))  # GET /metrics
 
     def __call__(self, request: Request, response: HttpResponse) -> Awaitable[None] | None:
         """The engine's handler: answers at once where no waiting is needed (most routes, and inference
@@ -154,6 +157,9 @@ class PredictorApp:
             case ["v2", "models"] | ["v1", "models"]:
                 _allow(method, "GET")
                 return json_response({"models": self.manager.names()})
+            case ["metrics"]:
+                _allow(method, "GET")
+                return 200, self.metrics.render(), [(b"content-type", CONTENT_TYPE)]
             case ["v2", "models", "stats"]:
                 _allow(method, "GET")
                 return json_response({"model_stats": self._stats(None, None)})
@@ -170,7 +176,9 @@ class PredictorApp:
             case ["v1", "models", target]:
                 if target.endswith(":predict"):
                     _allow(method, "POST")
-                    return self._v1_predict(target.removesuffix(":predict"), self._inflated(request, body))
+                    name = target.removesuffix(":predict")
+                    serve = partial(self._v1_predict, name, request, body)
+                    return self.metrics.counted(name, serve, partial(_error_response, request))
                 _allow(method, "GET")
                 return self._v1_status(target)
         raise HTTPError(404, f"no route for {method} {path}; see docs/predictor.md for the endpoints")
@@ -191,7 +199,8 @@ class PredictorApp:
                 return json_response({"name": name, "ready": True})
             case ["infer"]:
                 _allow(method, "POST")
-                return self._v2_infer(name, version, request, body)
+                serve = partial(self._v2_infer, name, version, request, body)
+                return self.metrics.counted(name, serve, partial(_error_response, request))
             case ["config"]:
                 _allow(method, "GET")
                 entry = self.manager.entry(name)
@@ -247,9 +256,10 @@ class PredictorApp:
                 [(b"content-type", OCTET_STREAM), (HEADER_LENGTH_NAME, b"%d" % json_length)],
             )
 
-        return _run(model, decode, encode, self._may_inline(body))
+        return _run(model, *self.metrics.timed(model.name, decode, encode), self._may_inline(body))
 
-    def _v1_predict(self, name: str, body: bytes) -> Response | Awaitable[Response]:
+    def _v1_predict(self, name: str, request: Request, raw: bytes) -> Response | Awaitable[Response]:
+        body = self._inflated(request, raw)
         model = self.manager.lookup(name)
         types = {spec.name: datatypes.BY_NAME[spec.datatype] for spec in model.config.inputs}
 
@@ -263,7 +273,7 @@ class PredictorApp:
             ]
             return 200, encode_v1_response(tensors, row_format), [(b"content-type", JSON)]
 
-        return _run(model, decode, encode, self._may_inline(body))
+        return _run(model, *self.metrics.timed(model.name, decode, encode), self._may_inline(body))
 
     def _may_inline(self, body: bytes) -> bool:
         """A request may run on the event loop thread only while it is the server's sole request in

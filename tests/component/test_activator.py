@@ -121,14 +121,14 @@ def test_overflow_is_refused_at_once_with_retry_after_and_waiting_too_long_gets_
             assert [r.status_code for r in timed_out] == [504, 504]
             assert timed_out[0].text.startswith("activator request timeout: waited 0.4s for capacity")
             samples = {
-                (s.name, s.labels.get("code") or s.labels.get("le")): s.value
+                (s.name, s.labels.get("response_code") or s.labels.get("le")): s.value
                 for family in text_string_to_metric_families(activator.metrics_text())
                 for s in family.samples
-                if s.labels.get("revision") == "hello"
+                if s.labels.get("revision_name") == "hello"
             }
-            assert samples["activator_requests_total", "503"] == 1
-            assert samples["activator_requests_total", "504"] == 2
-            assert samples["activator_capacity_wait_seconds_bucket", "0.5"] == 2
+            assert samples["activator_request_count_total", "503"] == 1
+            assert samples["activator_request_count_total", "504"] == 2
+            assert samples["kpa_activator_capacity_wait_seconds_bucket", "0.5"] == 2
 
     run(body)
 

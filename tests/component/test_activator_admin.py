@@ -68,11 +68,16 @@ def test_an_autoscaler_can_drive_a_revision_from_zero_through_the_admin_api():
             assert [(r["namespace"], r["name"], r["healthy"], r["capacity"]) for r in listed] == [
                 ("ml", "predictor", [pod.address], 2)]
             metrics = {f.name: f for f in text_string_to_metric_families((await admin.get("/metrics")).text)}
-            revision = {"namespace": "ml", "revision": "predictor"}
-            assert [(s.labels, s.value) for s in metrics["activator_requests"].samples] == [
-                ({**revision, "code": "200"}, 1)]
-            assert [(s.labels, s.value) for s in metrics["activator_healthy_pods"].samples] == [(revision, 1)]
-            assert metrics["activator_capacity_wait_seconds"].type == "histogram"
+            revision = {"namespace_name": "ml", "configuration_name": "predictor",
+                        "revision_name": "predictor", "service_name": "predictor", "pod_name": "activator",
+                        "container_name": "activator"}  # fmt: skip
+            assert [(s.labels, s.value) for s in metrics["activator_request_count"].samples] == [
+                ({**revision, "response_code": "200", "response_code_class": "2xx"}, 1)]
+            healthy = metrics["kpa_activator_healthy_pods"].samples
+            assert [(s.labels, s.value) for s in healthy] == [(revision, 1)]
+            assert metrics["kpa_activator_capacity_wait_seconds"].type == "histogram"
+            cold = {s.name: s.value for s in metrics["kpa_activator_cold_start_wait_seconds"].samples}
+            assert cold["kpa_activator_cold_start_wait_seconds_count"] == 1  # it was held at zero
             removed = await admin.delete("/revisions/ml/predictor")
             assert removed.json() == {"removed": "ml/predictor"}
             gone = await data.get("/", headers={"host": "predictor.ml"})

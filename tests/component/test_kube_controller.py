@@ -193,7 +193,10 @@ def test_the_status_api_serves_the_kpa_status_table_metrics_and_health_and_refus
             assert all(i["synced"] for i in doc["informers"].values())
             status_table(doc)  # what `kpa status --controller URL` prints renders this document
             metrics = (await http.get("/metrics")).text
-            assert 'autoscaler_activator_in_path{namespace="ns",revision="hello"} 1.0' in metrics
+            assert (
+                'kpa_autoscaler_activator_in_path{configuration_name="hello",namespace_name="ns",'
+                'revision_name="hello",service_name="hello"} 1.0'
+            ) in metrics
             assert "kpa_controller_leader 1.0" in metrics
             assert (await http.get("/healthz")).text == "ok\n"
             bad = await http.post("/stats", content=b'[{"namespace": "ns"}]')

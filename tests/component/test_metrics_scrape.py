@@ -2,8 +2,8 @@
 
 The queue-proxy's metrics port, the activator's admin port and `kpa up`'s admin port (the
 autoscaler's families followed by the embedded activator's), each after some traffic: the families
-are exactly the documented ones, the values are what was counted, and a hostile pod name comes back
-unchanged. (The predictor serves no /metrics.)
+are exactly the documented ones (docs/metrics.md), the values are what was counted, and a hostile pod
+name comes back unchanged. (The predictor's /metrics: test_predictor_metrics.)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from activator_fixtures import Pod
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from queueproxy_fixtures import UserContainer, run, running_queue_proxy, wait_ready
+from waiting import wait_until
 
 from activator.admin import AdminApi
 from activator.server import Activator
@@ -32,22 +33,26 @@ pytestmark = pytest.mark.timeout(30)
 ADMIN_AUTH = {"authorization": "Bearer token"}
 HOSTILE = 'pod "q"\\n\nend'  # a quote, a backslash-n, a real newline
 QUEUE_PROXY_FAMILIES = {
-    "revision_request_count", "revision_request_latencies", "queue_rejected_requests",
-    "queue_requests_in_flight", "revision_queue_depth", "queue_average_concurrent_requests",
+    "revision_request_count", "revision_request_latencies", "revision_app_request_count",
+    "revision_app_request_latencies", "kpa_queue_rejected_requests",
+    "kpa_queue_requests_in_flight", "revision_queue_depth", "queue_average_concurrent_requests",
     "queue_average_proxied_concurrent_requests", "queue_requests_per_second",
-    "queue_proxied_operations_per_second", "queue_user_container_ready", "process_uptime",
+    "queue_proxied_operations_per_second", "kpa_queue_user_container_ready", "process_uptime",
 }  # fmt: skip
 ACTIVATOR_FAMILIES = {
-    "activator_requests", "activator_capacity_wait_seconds", "activator_held_requests",
-    "activator_in_flight_requests", "activator_revision_capacity", "activator_healthy_pods",
-    "activator_stat_push_failures",
+    "activator_request_count", "activator_request_latencies", "activator_request_concurrency",
+    "kpa_activator_capacity_wait_seconds", "kpa_activator_cold_start_wait_seconds",
+    "kpa_activator_held_requests", "kpa_activator_in_flight_requests", "kpa_activator_revision_capacity",
+    "kpa_activator_healthy_pods", "kpa_activator_stat_push_failures",
 }  # fmt: skip
 AUTOSCALER_FAMILIES = {
-    "autoscaler_desired_pods", "autoscaler_requested_pods", "autoscaler_ready_pods", "autoscaler_actual_pods",
+    "autoscaler_desired_pods", "autoscaler_requested_pods", "autoscaler_actual_pods",
+    "autoscaler_not_ready_pods", "autoscaler_pending_pods", "autoscaler_terminating_pods",
     "autoscaler_panic_mode", "autoscaler_stable_request_concurrency", "autoscaler_panic_request_concurrency",
-    "autoscaler_target_concurrency_per_pod", "autoscaler_excess_burst_capacity",
-    "autoscaler_activator_in_path", "autoscaler_scrape_failures", "autoscaler_stats_received",
-    "autoscaler_stats_rejected",
+    "autoscaler_target_concurrency_per_pod", "autoscaler_stable_requests_per_second",
+    "autoscaler_panic_requests_per_second", "autoscaler_target_requests_per_second",
+    "autoscaler_excess_burst_capacity", "kpa_autoscaler_activator_in_path", "kpa_autoscaler_scale_events",
+    "kpa_autoscaler_scrape_failures", "kpa_autoscaler_stats_received", "kpa_autoscaler_stats_rejected",
 }  # fmt: skip
 
 
@@ -63,6 +68,10 @@ class Scrape:
         found = [s.value for s in self.samples() if s.name == sample and labels.items() <= s.labels.items()]
         assert len(found) == 1, f"{sample}{labels}: {len(found)} samples in\n{self.text}"
         return found[0]
+
+    def total(self, sample: str) -> float:
+        """The sum of every sample named ``sample``, whatever its labels."""
+        return sum(s.value for s in self.samples() if s.name == sample)
 
     def samples(self) -> list[Sample]:
         return [s for family in self.families.values() for s in family.samples]
@@ -90,7 +99,8 @@ def test_the_queue_proxy_metrics_port_counts_what_it_answered_under_a_hostile_po
                 codes = [(await client.get(path)).status_code for path in ("/", "/", "/", "/die")]
             assert codes == [200, 200, 200, 502]
             url = f"http://127.0.0.1:{ports['metrics_port']}/metrics"
-            return await scrape_until(url, lambda s: s.value("revision_request_latencies_count") == 4)
+            answered = "revision_request_latencies_count"
+            return await scrape_until(url, lambda s: s.total(answered) == 4)
 
     scraped = run(body)
     assert set(scraped.families) == QUEUE_PROXY_FAMILIES
@@ -98,11 +108,16 @@ def test_the_queue_proxy_metrics_port_counts_what_it_answered_under_a_hostile_po
     assert scraped.families["revision_request_count"].type == "counter"
     assert scraped.value("revision_request_count_total", response_code="200", response_code_class="2xx") == 3
     assert scraped.value("revision_request_count_total", response_code="502", response_code_class="5xx") == 1
-    assert scraped.value("revision_request_latencies_bucket", le="+Inf") == 4
-    assert scraped.value("revision_request_latencies_sum") > 0
-    assert scraped.value("queue_rejected_requests_total") == 0
-    assert scraped.value("queue_user_container_ready") == 1
-    assert (scraped.value("queue_requests_in_flight"), scraped.value("revision_queue_depth")) == (0, 0)
+    assert scraped.value("revision_request_latencies_bucket", response_code="200", le="+Inf") == 3
+    assert scraped.value("revision_request_latencies_sum", response_code="502") > 0
+    # The 502 never got an answer from the user container: the app series count only the three 200s.
+    app = scraped.families["revision_app_request_count"].samples
+    assert [(s.labels["response_code"], s.value) for s in app] == [("200", 3)]
+    assert scraped.value("revision_app_request_latencies_count", response_code="200") == 3
+    assert scraped.value("kpa_queue_rejected_requests_total") == 0
+    assert scraped.value("kpa_queue_user_container_ready") == 1
+    assert (scraped.value("kpa_queue_requests_in_flight"), scraped.value("revision_queue_depth")) == (0, 0)
+    assert scraped.value("process_uptime", container_name="queue-proxy") > 0
     assert scraped.value("process_uptime") > 0
 
 
@@ -120,27 +135,44 @@ def test_the_activator_admin_port_counts_requests_waits_and_reads_its_gauges():
             )
             data = await cleanup.enter_async_context(
                 httpx.AsyncClient(
-                    base_url=f"http://127.0.0.1:{ports.serving}", headers={"host": "predictor.ml"}
+                    base_url=f"http://127.0.0.1:{ports.serving}", headers={"host": "predictor-00001.ml"}
                 )
             )
-            await admin.put("/revisions/ml/predictor", json={"container_concurrency": 2})
-            await admin.put("/revisions/ml/predictor/endpoints", json={"addresses": [pod.address]})
-            assert [(await data.get("/")).status_code for _ in range(2)] == [200, 200]
+            await admin.put("/revisions/ml/predictor-00001", json={"container_concurrency": 2})
+            # A request to the revision at zero is held until its first pod comes: a cold start.
+            cold = asyncio.ensure_future(data.get("/"))
+            await wait_until(lambda: activator.revision_gauges()[0].held == 1, what="the request held")
+            await admin.put("/revisions/ml/predictor-00001/endpoints", json={"addresses": [pod.address]})
+            assert (await cold).headers["x-kpa-cold-start"] == "true"
+            warm = [await data.get("/") for _ in range(2)]
+            assert [(r.status_code, r.headers["x-kpa-cold-start"]) for r in warm] == [(200, "false")] * 2
             assert (await data.get("/", headers={"host": "nobody.ml"})).status_code == 404
             url = f"http://127.0.0.1:{ports.admin}/metrics"
-            return await scrape_until(url, lambda s: s.value("activator_requests_total", code="200") == 2)
+            counted = "activator_request_count_total"
+            return await scrape_until(url, lambda s: s.value(counted, response_code="200") == 3)
 
     scraped = run(body)
-    revision = {"namespace": "ml", "revision": "predictor"}
+    revision = {  # Knative's labels; the configuration and service come from the revision's name
+        "namespace_name": "ml", "configuration_name": "predictor", "revision_name": "predictor-00001",
+        "service_name": "predictor", "pod_name": "activator", "container_name": "activator",
+    }  # fmt: skip
     assert set(scraped.families) == ACTIVATOR_FAMILIES
-    assert scraped.value("activator_requests_total", code="200", **revision) == 2
-    assert scraped.value("activator_requests_total", code="404", namespace="", revision="") == 1
-    assert scraped.value("activator_capacity_wait_seconds_count", **revision) == 2
-    assert scraped.value("activator_capacity_wait_seconds_bucket", le="+Inf", **revision) == 2
-    assert scraped.value("activator_healthy_pods", **revision) == 1
-    assert scraped.value("activator_revision_capacity", **revision) == 2
-    assert scraped.value("activator_held_requests", **revision) == 0
-    assert scraped.value("activator_stat_push_failures_total") == 0
+    assert scraped.families["activator_request_count"].type == "counter"
+    assert "activator_request_count_total" not in scraped.text  # Knative's name, no suffix
+    code = {"response_code": "200", "response_code_class": "2xx"}
+    assert scraped.value("activator_request_count_total", **code, **revision) == 3
+    assert scraped.value("activator_request_latencies_count", **code, **revision) == 3
+    assert scraped.value("activator_request_count_total", response_code="404", revision_name="") == 1
+    assert scraped.value("kpa_activator_capacity_wait_seconds_count", **revision) == 3
+    assert scraped.value("kpa_activator_capacity_wait_seconds_bucket", le="+Inf", **revision) == 3
+    # Only the request that waited for the revision's first pod is a cold start.
+    assert scraped.value("kpa_activator_cold_start_wait_seconds_count", **revision) == 1
+    assert scraped.value("kpa_activator_cold_start_wait_seconds_sum", **revision) > 0
+    assert scraped.value("kpa_activator_healthy_pods", **revision) == 1
+    assert scraped.value("kpa_activator_revision_capacity", **revision) == 2
+    assert scraped.value("kpa_activator_held_requests", **revision) == 0
+    assert scraped.value("activator_request_concurrency", **revision) == 0
+    assert scraped.value("kpa_activator_stat_push_failures_total") == 0
 
 
 def test_kpa_up_admin_port_shows_the_autoscaler_then_the_embedded_activator():
@@ -174,15 +206,20 @@ def test_kpa_up_admin_port_shows_the_autoscaler_then_the_embedded_activator():
             await stack.stop()
 
     scraped = run(body)
-    hello = {"namespace": "default", "revision": "hello"}
+    hello = {
+        "namespace_name": "default", "configuration_name": "hello", "revision_name": "hello",
+        "service_name": "hello",
+    }  # fmt: skip
     assert set(scraped.families) == AUTOSCALER_FAMILIES | ACTIVATOR_FAMILIES
     names = list(scraped.families)
-    assert names.index("autoscaler_stats_rejected") < names.index("activator_requests")
-    assert scraped.value("autoscaler_stats_received_total") == 1
-    assert scraped.value("autoscaler_stats_rejected_total") == 1
-    assert [s.labels for s in scraped.families["autoscaler_scrape_failures"].samples] == [hello]
+    assert names.index("kpa_autoscaler_stats_rejected") < names.index("activator_request_count")
+    assert scraped.value("kpa_autoscaler_stats_received_total") == 1
+    assert scraped.value("kpa_autoscaler_stats_rejected_total") == 1
+    assert [s.labels for s in scraped.families["kpa_autoscaler_scrape_failures"].samples] == [hello]
     assert scraped.value("autoscaler_actual_pods", **hello) == 0
     assert scraped.value("autoscaler_target_concurrency_per_pod", **hello) == 3.5  # 5 x 0.7 utilization
-    assert scraped.value("autoscaler_activator_in_path", **hello) == 1
-    assert scraped.value("activator_revision_capacity", **hello) == 0
-    assert scraped.value("activator_stat_push_failures_total") == 0
+    assert not scraped.families["autoscaler_target_requests_per_second"].samples  # a concurrency revision
+    assert scraped.value("kpa_autoscaler_activator_in_path", **hello) == 1
+    assert scraped.value("kpa_activator_revision_capacity", **hello) == 0
+    assert scraped.value("kpa_activator_stat_push_failures_total") == 0
+    assert "activator_request_count_total" not in scraped.text  # the stack's text keeps Knative's names

@@ -74,9 +74,12 @@ def test_the_request_past_cc_plus_queue_depth_gets_503_at_once(cc, depth, admitt
                 for family in text_string_to_metric_families(metrics)
                 for s in family.samples
             }
-            assert counts["queue_rejected_requests_total", None] == 1
+            assert counts["kpa_queue_rejected_requests_total", None] == 1
             assert counts["revision_request_count_total", "200"] == admitted
             assert counts["revision_request_count_total", "503"] == 1
+            # The 503 never reached the user container: the app counts only what it answered.
+            assert counts["revision_app_request_count_total", "200"] == admitted
+            assert ("revision_app_request_count_total", "503") not in counts
 
     run(body)
 

@@ -93,9 +93,10 @@ def test_status_and_metrics_endpoints_describe_the_revision(tmp_path):
             (revision,) = status["revisions"]
             assert (revision["name"], revision["ready_pods"], revision["state"]) == ("hello", 1, "active")
             families = {f.name: f for f in text_string_to_metric_families(metrics)}
-            hello = {"namespace": "default", "revision": "hello"}
-            assert [(s.labels, s.value) for s in families["autoscaler_ready_pods"].samples] == [(hello, 1)]
-            also = {"autoscaler_panic_mode", "autoscaler_excess_burst_capacity", "activator_requests"}
+            hello = {"namespace_name": "default", "configuration_name": "hello", "revision_name": "hello",
+                     "service_name": "hello"}  # fmt: skip
+            assert [(s.labels, s.value) for s in families["autoscaler_actual_pods"].samples] == [(hello, 1)]
+            also = {"autoscaler_panic_mode", "autoscaler_excess_burst_capacity", "activator_request_count"}
             assert also <= set(families)  # the embedded activator's families follow the autoscaler's
             assert bad_push.status_code == 400 and "namespace, revision, stat" in bad_push.json()["error"]
             assert good_push.json() == {"accepted": 1}

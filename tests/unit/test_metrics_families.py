@@ -14,6 +14,7 @@ from autoscaler.revision import settings_from
 from autoscaler.service import AutoscalerService
 from autoscaler.stat import RevisionKey, Stat
 
+ACTIVATOR_POD = frozenset({("pod_name", "act-1"), ("container_name", "activator")})
 HOSTILE = ['quote"d', "back\\slash", "new\nline", 'every\\"\n\\n', "ünïcødé"]
 IDS = ["quote", "backslash", "newline", "every-escape", "unicode"]
 
@@ -28,47 +29,65 @@ def families(text: str) -> dict[str, tuple[str, dict[tuple[str, frozenset[tuple[
 
 @pytest.mark.parametrize("name", HOSTILE, ids=IDS)
 def test_activator_families_count_what_happened_under_any_revision_name(name):
-    metrics = ActivatorMetrics(lambda: [RevisionGauges("ns", name, 3, 2, 4, 1)], lambda: 7)
-    for code in (200, 200, 503):
-        metrics.count_request("ns", name, code)
-    metrics.observe_wait("ns", name, 0.0004)
-    metrics.observe_wait("ns", name, 0.3)
+    metrics = ActivatorMetrics(lambda: [RevisionGauges("ns", name, 3, 2, 4, 1)], lambda: 7, pod_name="act-1")
+    for code, ms in ((200, 0.5), (200, 40.0), (503, 3.0)):
+        metrics.observe_request("ns", name, code, ms)
+    metrics.observe_wait("ns", name, 0.0004, cold=False)
+    metrics.observe_wait("ns", name, 0.3, cold=True)
     parsed = families(metrics.render().decode())
-    revision = {("namespace", "ns"), ("revision", name)}
+    revision = {
+        ("namespace_name", "ns"), ("configuration_name", name), ("revision_name", name),
+        ("service_name", name), ("pod_name", "act-1"), ("container_name", "activator"),
+    }  # fmt: skip
 
     def key(sample: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
         return sample, frozenset(revision | labels.items())
 
+    def code(c: str, **labels: str) -> dict[str, str]:
+        return {"response_code": c, "response_code_class": f"{c[0]}xx", **labels}
+
     assert {family: kind for family, (kind, _) in parsed.items()} == {
-        "activator_requests": "counter",
-        "activator_capacity_wait_seconds": "histogram",
-        "activator_held_requests": "gauge",
-        "activator_in_flight_requests": "gauge",
-        "activator_revision_capacity": "gauge",
-        "activator_healthy_pods": "gauge",
-        "activator_stat_push_failures": "counter",
+        "activator_request_count": "counter",
+        "activator_request_latencies": "histogram",
+        "kpa_activator_capacity_wait_seconds": "histogram",
+        "kpa_activator_cold_start_wait_seconds": "histogram",
+        "activator_request_concurrency": "gauge",
+        "kpa_activator_held_requests": "gauge",
+        "kpa_activator_in_flight_requests": "gauge",
+        "kpa_activator_revision_capacity": "gauge",
+        "kpa_activator_healthy_pods": "gauge",
+        "kpa_activator_stat_push_failures": "counter",
     }
-    assert parsed["activator_requests"][1] == {
-        key("activator_requests_total", code="200"): 2,
-        key("activator_requests_total", code="503"): 1,
+    assert parsed["activator_request_count"][1] == {
+        key("activator_request_count_total", **code("200")): 2,
+        key("activator_request_count_total", **code("503")): 1,
     }
-    waits = parsed["activator_capacity_wait_seconds"][1]
-    assert waits[key("activator_capacity_wait_seconds_bucket", le="0.001")] == 1
-    assert waits[key("activator_capacity_wait_seconds_bucket", le="0.25")] == 1
-    assert waits[key("activator_capacity_wait_seconds_bucket", le="0.5")] == 2
-    assert waits[key("activator_capacity_wait_seconds_bucket", le="+Inf")] == 2
-    assert waits[key("activator_capacity_wait_seconds_count")] == 2
-    assert waits[key("activator_capacity_wait_seconds_sum")] == pytest.approx(0.3004)
-    assert parsed["activator_held_requests"][1] == {key("activator_held_requests"): 3}
-    assert parsed["activator_in_flight_requests"][1] == {key("activator_in_flight_requests"): 2}
-    assert parsed["activator_revision_capacity"][1] == {key("activator_revision_capacity"): 4}
-    assert parsed["activator_healthy_pods"][1] == {key("activator_healthy_pods"): 1}
-    assert parsed["activator_stat_push_failures"][1] == {
-        ("activator_stat_push_failures_total", frozenset()): 7
+    latencies = parsed["activator_request_latencies"][1]
+    assert latencies[key("activator_request_latencies_bucket", **code("200", le="1.0"))] == 1
+    assert latencies[key("activator_request_latencies_bucket", **code("200", le="50.0"))] == 2
+    assert latencies[key("activator_request_latencies_sum", **code("200"))] == pytest.approx(40.5)
+    waits = parsed["kpa_activator_capacity_wait_seconds"][1]
+    assert waits[key("kpa_activator_capacity_wait_seconds_bucket", le="0.001")] == 1
+    assert waits[key("kpa_activator_capacity_wait_seconds_bucket", le="0.25")] == 1
+    assert waits[key("kpa_activator_capacity_wait_seconds_bucket", le="0.5")] == 2
+    assert waits[key("kpa_activator_capacity_wait_seconds_bucket", le="+Inf")] == 2
+    assert waits[key("kpa_activator_capacity_wait_seconds_count")] == 2
+    assert waits[key("kpa_activator_capacity_wait_seconds_sum")] == pytest.approx(0.3004)
+    cold = parsed["kpa_activator_cold_start_wait_seconds"][1]  # only the wait that was a cold start
+    assert cold[key("kpa_activator_cold_start_wait_seconds_count")] == 1
+    assert cold[key("kpa_activator_cold_start_wait_seconds_sum")] == pytest.approx(0.3)
+    assert parsed["activator_request_concurrency"][1] == {key("activator_request_concurrency"): 5}
+    assert parsed["kpa_activator_held_requests"][1] == {key("kpa_activator_held_requests"): 3}
+    assert parsed["kpa_activator_in_flight_requests"][1] == {key("kpa_activator_in_flight_requests"): 2}
+    assert parsed["kpa_activator_revision_capacity"][1] == {key("kpa_activator_revision_capacity"): 4}
+    assert parsed["kpa_activator_healthy_pods"][1] == {key("kpa_activator_healthy_pods"): 1}
+    assert parsed["kpa_activator_stat_push_failures"][1] == {
+        ("kpa_activator_stat_push_failures_total", ACTIVATOR_POD): 7
     }
+    assert "activator_request_count_total" not in metrics.render().decode()  # Knative's name, no suffix
 
 
-class _TwoReadyPods:
+class _TwoReadyPods:  # and one that is not ready yet
     def set_desired_scale(self, revision, desired):
         pass
 
@@ -76,7 +95,7 @@ class _TwoReadyPods:
         return 2
 
     def pods(self, revision):
-        return [PodInfo(f"pod-{i}", revision, f"127.0.0.1:{i}", "", 0.0, True) for i in (1, 2)]
+        return [PodInfo(f"pod-{i}", revision, f"127.0.0.1:{i}", "", 0.0, i < 3) for i in (1, 2, 3)]
 
     def subscribe(self, listener):
         pass
@@ -93,32 +112,73 @@ def test_autoscaler_families_are_the_status_rows_under_any_revision_name(name):
     service.decide_now(ref)
     (row,) = service.status()
     parsed = families(service.metrics_text())
-    revision = frozenset({("namespace", "ns"), ("revision", name)})
+    revision = frozenset(
+        {("namespace_name", "ns"), ("configuration_name", name), ("revision_name", name),
+         ("service_name", name)}
+    )  # fmt: skip
     gauges = {
         "autoscaler_desired_pods": row.want,
         "autoscaler_requested_pods": row.requested_pods,
-        "autoscaler_ready_pods": 2,
         "autoscaler_actual_pods": 2,
+        "autoscaler_not_ready_pods": 1,
+        "autoscaler_pending_pods": 0,
+        "autoscaler_terminating_pods": 0,
         "autoscaler_panic_mode": int(row.panicking),
         "autoscaler_stable_request_concurrency": row.stable_concurrency,
         "autoscaler_panic_request_concurrency": row.panic_concurrency,
         "autoscaler_target_concurrency_per_pod": 7.0,
         "autoscaler_excess_burst_capacity": row.excess_burst_capacity,
-        "autoscaler_activator_in_path": int(row.mode == "proxy"),
+        "kpa_autoscaler_activator_in_path": int(row.mode == "proxy"),
     }
+    rps_only = ("autoscaler_stable_requests_per_second", "autoscaler_panic_requests_per_second",
+                "autoscaler_target_requests_per_second")  # fmt: skip
     assert {family: kind for family, (kind, _) in parsed.items()} == {
         **dict.fromkeys(gauges, "gauge"),
-        "autoscaler_scrape_failures": "counter",
-        "autoscaler_stats_received": "counter",
-        "autoscaler_stats_rejected": "counter",
+        **dict.fromkeys(rps_only, "gauge"),
+        "kpa_autoscaler_scale_events": "counter",
+        "kpa_autoscaler_scrape_failures": "counter",
+        "kpa_autoscaler_stats_received": "counter",
+        "kpa_autoscaler_stats_rejected": "counter",
     }
     assert {family: samples for family, (_, samples) in parsed.items() if family in gauges} == {
         family: {(family, revision): value} for family, value in gauges.items()
     }
+    assert all(not parsed[family][1] for family in rps_only)  # as Knative: only the scaling metric's
     assert row.want == 4 and row.stable_concurrency == 28.0  # ceil(28 / 7): a real decision was shown
-    assert parsed["autoscaler_scrape_failures"][1] == {("autoscaler_scrape_failures_total", revision): 0}
-    assert parsed["autoscaler_stats_received"][1] == {("autoscaler_stats_received_total", frozenset()): 1}
-    assert parsed["autoscaler_stats_rejected"][1] == {("autoscaler_stats_rejected_total", frozenset()): 1}
+    assert parsed["kpa_autoscaler_scale_events"][1] == {  # requested 2 -> 4
+        ("kpa_autoscaler_scale_events_total", revision | {("direction", "up")}): 1,
+        ("kpa_autoscaler_scale_events_total", revision | {("direction", "down")}): 0,
+    }
+    counters = {
+        "kpa_autoscaler_scrape_failures": (revision, 0),
+        "kpa_autoscaler_stats_received": (frozenset(), 1),
+        "kpa_autoscaler_stats_rejected": (frozenset(), 1),
+    }
+    for family, (labels, value) in counters.items():
+        assert parsed[family][1] == {(family + "_total", labels): value}
+
+
+def test_an_rps_revision_reports_knatives_requests_per_second_gauges_instead():
+    service = AutoscalerService(_TwoReadyPods(), clock=lambda: 1000.0)
+    ref = RevisionKey("ns", "web-00002")
+    annotations = {"autoscaling.knative.dev/metric": "rps", "autoscaling.knative.dev/target": "50"}
+    service.add_revision(ref, settings_from(annotations, {}, 0))
+    service.record_pushed([(ref, Stat("pod-1", request_count=120.0))])
+    service.decide_now(ref)
+    (row,) = service.status()
+    parsed = families(service.metrics_text())
+    revision = frozenset(
+        {("namespace_name", "ns"), ("configuration_name", "web"), ("revision_name", "web-00002"),
+         ("service_name", "web")}
+    )  # fmt: skip
+    assert row.metric == "rps" and row.stable_concurrency == 120.0
+    assert parsed["autoscaler_stable_requests_per_second"][1] == {
+        ("autoscaler_stable_requests_per_second", revision): 120.0
+    }
+    assert parsed["autoscaler_target_requests_per_second"][1] == {
+        ("autoscaler_target_requests_per_second", revision): row.target
+    }
+    assert not parsed["autoscaler_stable_request_concurrency"][1]
 
 
 def test_status_row_keeps_its_wire_keys():
