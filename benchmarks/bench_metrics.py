@@ -6,7 +6,7 @@ for each (two response codes and a capacity wait per revision on the activator; 
 decision per revision on the autoscaler), then times ``metrics_text()`` of each (the activator admin
 port's body; ``kpa up``'s admin ``/metrics`` is both), best and median of repeated renders. The hot
 path is the per-request update each component makes (``RequestMetrics.observe`` and ``reject`` in the
-queue-proxy, ``count_request`` and ``observe_wait`` in the activator), in ns per call.
+queue-proxy, ``observe_request`` and ``observe_wait`` in the activator), in ns per call.
 
 Only the stable public names are used, so the same script measures a tree before and after a change
 (``PYTHONPATH=<other tree> python benchmarks/bench_metrics.py``) in one session: absolute figures on a
@@ -58,8 +58,8 @@ def activator_with(revisions: int) -> Activator:
         name = f"revision-{i:04d}"
         activator.set_revision(RevisionConfig(name, namespace="default", container_concurrency=4))
         for code in (200, 503):
-            activator.metrics.count_request("default", name, code)
-        activator.metrics.observe_wait("default", name, 0.003 * (i % 50))
+            activator.metrics.observe_request("default", name, code, 4.2)
+        activator.metrics.observe_wait("default", name, 0.003 * (i % 50), cold=i % 2 == 0)
     return activator
 
 
@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     print("hot path, ns per call (best of 5):")
     for statement in (
         "requests.observe(200, 3.7)",
+        "requests.observe_app(200, 3.1)",
         "requests.reject()",
-        "counters.count_request('default', 'hello', 200)",
-        "counters.observe_wait('default', 'hello', 0.004)",
+        "counters.observe_request('default', 'hello', 200, 4.2)",
+        "counters.observe_wait('default', 'hello', 0.004, False)",
     ):
         print(f"  {statement:<50} {per_call_ns(statement, env):7.1f}")
     n = args.revisions

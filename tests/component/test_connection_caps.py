@@ -38,7 +38,7 @@ def _get(port: int, path: bytes) -> tuple[int, bytes]:
 
 def _ready_gauge(metrics: bytes) -> float:
     for line in metrics.decode().splitlines():
-        if line.startswith("queue_user_container_ready"):
+        if line.startswith("kpa_queue_user_container_ready"):
             return float(line.split()[-1])
     raise AssertionError(f"no readiness gauge in {metrics[:500]!r}")
 
