@@ -113,12 +113,15 @@ class ActivatorMetrics(Collector):
         """A request waited ``seconds`` for capacity; ``cold``: its revision had no pod to take it (the
         request's ``X-Kpa-Cold-Start: true``), so the wait was (part of) a cold start."""
         key = (namespace, revision)
-        for waits, counted in ((self.waits, True), (self.cold_waits, cold)):
-            if counted:
-                histogram = waits.get(key)
-                if histogram is None:
-                    histogram = waits[key] = _Histogram(WAIT_BUCKETS)
-                histogram.observe(seconds)
+        histogram = self.waits.get(key)
+        if histogram is None:
+            histogram = self.waits[key] = _Histogram(WAIT_BUCKETS)
+        histogram.observe(seconds)
+        if cold:
+            histogram = self.cold_waits.get(key)
+            if histogram is None:
+                histogram = self.cold_waits[key] = _Histogram(WAIT_BUCKETS)
+            histogram.observe(seconds)
 
     def _labels(self, namespace: str, revision: str) -> tuple[str, ...]:
         return (*revision_labels(namespace, revision), self.pod_name, CONTAINER_NAME)
