@@ -163,6 +163,8 @@ class _Proxied:
         handler = self.handler
         self.task = asyncio.current_task(handler.loop)
         try:
+            if handler.payload_log is not None and not self.request.body.complete:
+                await handler.payload_log.await_body(self.request)  # as KServe's agent: the body first
             if queued:
                 await self._admission()
                 self.app_started = time.monotonic()

@@ -9,8 +9,9 @@ sender gets ``FLUSH_GRACE`` seconds to empty the buffer, then what is left is dr
 
 Capture, only when a logger is configured (the handler's one ``payload_log is not None`` check):
 
-* the request body as received: taken whole when it has arrived with the head (the common case; the
-  request then still takes the no-task fast path), else copied chunk by chunk as it streams upstream;
+* the request body as received: taken whole when it has arrived with the head (the request then
+  still takes the no-task fast path), else awaited before the request goes on, as KServe's agent
+  reads it whole first — up to ``max_payload_bytes``; a longer one streams on unlogged;
 * the response body as the user container sent it, through a ``ResponseSink`` that passes every call
   on at once (a streaming answer still streams) and keeps a copy up to ``max_payload_bytes``.
 
@@ -108,18 +109,43 @@ class PayloadLogger(Collector):
             body = request.body
             if body.complete:
                 data = body.take_buffered()
-                whole = RequestBody.of(data)
-                whole.chunked, whole.content_length = body.chunked, body.content_length
-                request.body = whole
+                request.body = _whole(data, body)
                 exchange.add_request(data)
                 exchange.request_done()
             else:
-                request.body = _TeeBody(body, exchange)
+                request.body = _PendingBody(body, exchange)  # the handler then calls await_body
         else:
             exchange.request_logged = True
         if not settings.spec.logs_responses:
             return response
         return _CapturedResponse(response, exchange)
+
+    async def await_body(self, request: Request) -> None:
+        """Read the rest of a request body ``capture`` found incomplete, then queue its event.
+
+        A body past ``max_payload_bytes`` is not waited for further: it goes on streaming (its event
+        is dropped as too large). If the client breaks off, what was read goes on and the exchange
+        fails upstream the usual way.
+        """
+        pending = request.body
+        if not isinstance(pending, _PendingBody):
+            return
+        exchange, inner = pending.exchange, pending.inner
+        parts = []
+        try:
+            while not exchange.over and (chunk := await inner.read()):
+                parts.append(chunk)
+                exchange.add_request(chunk)
+        except Exception:  # the client broke off: no request event; the upstream sees the same break
+            pending.prefix = b"".join(parts)
+            exchange.request_logged = True
+            exchange.take(None)
+            return
+        if inner.complete and not exchange.over:
+            request.body = _whole(b"".join(parts), inner)
+        else:
+            pending.prefix = b"".join(parts)
+        exchange.request_done()
 
     def emit(self, payload: Payload | None, reason: str = "") -> None:
         """Queue ``payload`` for the sender, or count it dropped (None: too large to log)."""
@@ -231,10 +257,14 @@ class _Exchange:
         else:
             self.parts.append(data)
 
-    def _payload(self, event_type: str, content_type: bytes | None, status: int = 0) -> Payload | None:
+    def take(
+        self, event_type: str | None, content_type: bytes | None = None, status: int = 0
+    ) -> Payload | None:
+        """The payload captured so far (None when over the bound, or with no ``event_type``); starts
+        the next capture afresh."""
         body = None if self.over else b"".join(self.parts)
         self.parts, self.size, self.over = [], 0, False
-        if body is None:
+        if body is None or event_type is None:
             return None
         return Payload(event_type, self.id, content_type, body, time.time(), status)
 
@@ -242,35 +272,42 @@ class _Exchange:
         """The request body is in (or the answer began before it was): queue the request event."""
         if not self.request_logged:
             self.request_logged = True
-            self.logger.emit(self._payload(REQUEST_EVENT, self.content_type))
+            self.logger.emit(self.take(REQUEST_EVENT, self.content_type))
 
     def response_done(self, content_type: bytes | None, status: int) -> None:
-        self.logger.emit(self._payload(RESPONSE_EVENT, content_type, status))
+        self.logger.emit(self.take(RESPONSE_EVENT, content_type, status))
 
 
-class _TeeBody(RequestBody):
-    """A request body still arriving: the upstream reads it through here, and each chunk is copied."""
+def _whole(data: bytes, like: RequestBody) -> RequestBody:
+    """A complete body holding ``data``, framed upstream as ``like`` was (chunked or with a length)."""
+    whole = RequestBody.of(data)
+    whole.chunked, whole.content_length = like.chunked, like.content_length
+    return whole
 
-    __slots__ = ("_exchange", "_inner")
+
+class _PendingBody(RequestBody):
+    """A request body that had not all arrived with its head: ``PayloadLogger.await_body`` reads it;
+    when it stays incomplete (too long to log, or cut off) the upstream reads ``prefix`` (what was
+    read) and then the rest through here."""
+
+    __slots__ = ("exchange", "inner", "prefix")
 
     def __init__(self, inner: RequestBody, exchange: _Exchange) -> None:
         super().__init__(None, inner.content_length, inner.chunked)
         self.complete = False  # the pool then streams it with read()
-        self._inner = inner
-        self._exchange = exchange
+        self.inner = inner
+        self.exchange = exchange
+        self.prefix = b""
 
     def take_buffered(self) -> bytes:
-        data = self._inner.take_buffered()
-        self._exchange.add_request(data)
+        data, self.prefix = self.prefix + self.inner.take_buffered(), b""
         return data
 
     async def read(self) -> bytes:
-        chunk = await self._inner.read()
-        if chunk:
-            self._exchange.add_request(chunk)
-        else:
-            self._exchange.request_done()
-        return chunk
+        if self.prefix:
+            data, self.prefix = self.prefix, b""
+            return data
+        return await self.inner.read()
 
 
 class _CapturedResponse:
@@ -304,7 +341,6 @@ class _CapturedResponse:
         headers = list(headers)
         self._status = status
         self._content_type = next((v for n, v in headers if n.lower() == b"content-type"), None)
-        self._exchange.request_done()  # the request's event goes first, whatever its body's state
         self._inner.start(status, headers, content_length)
 
     def start_raw(self, status: int, head: bytes) -> None:
@@ -330,7 +366,7 @@ class _CapturedResponse:
     def retract(self) -> bool:
         retracted = self._inner.retract()
         if retracted:
-            self._exchange.parts, self._exchange.size, self._exchange.over = [], 0, False
+            self._exchange.take(None)  # a 502 replaces it: nothing of it is the app's answer
         return retracted
 
     def link_flow(self, transport: asyncio.ReadTransport | None) -> None:

@@ -120,12 +120,16 @@ def test_streaming_answers_still_stream_and_a_streamed_request_body_is_logged_wh
 
             answer = await client.post("/count", content=slow_upload())
             assert answer.content == b"28"
-            await wait_events(sink, 4)
+            # An app that answers without reading the body: the event still holds all of it.
+            assert (await client.post("/", content=slow_upload())).content == b"ok"
+            await wait_events(sink, 6)
             assert [(e.type, e.body) for e in sink.events] == [
                 (REQUEST_EVENT, b""),
                 (RESPONSE_EVENT, b"part0\npart1\npart2\n"),
                 (REQUEST_EVENT, b"chunk0;chunk1;chunk2;chunk3;"),
                 (RESPONSE_EVENT, b"28"),
+                (REQUEST_EVENT, b"chunk0;chunk1;chunk2;chunk3;"),
+                (RESPONSE_EVENT, b"ok"),
             ]
 
     run(body)
@@ -143,6 +147,17 @@ def test_a_payload_over_the_byte_bound_is_dropped_and_counted_and_the_client_get
             assert [e.body for e in sink.events] == [b"small", b"small"]
             assert proxy.payload_log is not None
             assert proxy.payload_log.dropped["too_large"] == 2  # the request and its response
+
+            async def slow_upload():
+                for _ in range(5):
+                    yield b"z" * 1000
+                    await asyncio.sleep(0.02)
+
+            # Arriving after its head and past the bound: not waited for further, it streams on whole.
+            assert (await client.post("/count", content=slow_upload())).content == b"5000"
+            await wait_events(sink, 3)
+            assert proxy.payload_log.dropped["too_large"] == 3
+            assert [(e.type, e.body) for e in sink.events[2:]] == [(RESPONSE_EVENT, b"5000")]
 
     run(body)
 
