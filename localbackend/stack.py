@@ -232,10 +232,7 @@ class LocalStack:
             "uptime_s": round(time.time() - self.started_at, 1),
             "time": time.time(),
             "log_dir": str(self.log_dir),
-            "revisions": [
-                {**row.to_json(), "pending_pods": self.actuator.pending(RevisionKey(row.namespace, row.name))}
-                for row in self.service.status()
-            ],
+            "revisions": [row.to_json() for row in self.service.status()],  # pending_pods included
             "capacity": self.actuator.capacity(),
             "activator": [self.activator.revision_status(k) for k in self.activator.revisions()],
             "served": {"direct": self.entry.served_direct, "via_activator": self.entry.served_proxied},
