@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "queue-proxy": ("queueproxy.cli", "run the queue-proxy sidecar in front of one user container"),
     "activator": ("activator.cli", "run the activator: hold requests at zero, throttle to pod capacity"),
     "predictor": ("predictor.cli", "serve a model repository over KServe V2/V1"),
+    "graph": ("kpa.graph", "run a KServe InferenceGraph router (Sequence, Switch, Ensemble, Splitter)"),
     "up": ("kpa.up", "run the embedded local stack: autoscaler + activator + pods as local processes"),
     "controller": (
         "kpa.controller",

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 OURS = ("httpengine", "autoscaler", "queueproxy", "activator", "predictor", "simulation", "localbackend",
-        "kubebackend", "kpa", "fakecluster", "tracing")  # fmt: skip
+        "kubebackend", "kpa", "fakecluster", "tracing", "graph")  # fmt: skip
 TRACING = "tracing"  # trace context and spans (docs/tracing.md): any process of the data path may trace
 ENGINE = "httpengine"  # the HTTP engine: a name here allows every module of the package
 
@@ -57,6 +57,8 @@ def allowed(module: str) -> set[str] | None:
         return {ENGINE, TRACING}
     if package == TRACING:
         return {ENGINE}
+    if package == "graph":
+        return {ENGINE}  # the InferenceGraph router: its own cores, the engine for serving and calling
     if package == "simulation":
         return AUTOSCALER_CORE | {"queueproxy.breaker", "queueproxy.stats", "activator.throttler"}
     if package == "localbackend":
@@ -149,6 +151,7 @@ PURE_CORES = sorted(
     | {"fakecluster.store", "fakecluster.patches", "fakecluster.strategic", "fakecluster.selectors"}
     | {"fakecluster.pod_spec", "fakecluster.pod_status"}
     | {"tracing.config"}
+    | {"graph.spec", "graph.condition", "graph.routing", "graph.targets"}
 )
 CLOCKS_AND_IO = {"time", "datetime", "asyncio", "socket", "subprocess", "threading", "httpx", "uvloop"}
 
