@@ -114,17 +114,44 @@ def start_upstream() -> Target:
     return Target("direct", port, proc, [])
 
 
-def start_queue_proxy(name: str, user_port: int, cc: int, tree: str | None = None) -> Target:
+def start_queue_proxy(
+    name: str, user_port: int, cc: int, tree: str | None = None, env: dict[str, str] | None = None
+) -> Target:
     proc = subprocess.Popen(
         [sys.executable, "-m", "kpa", "queue-proxy", "--user-port", str(user_port), "--log-level", "warning",
          "--serving-port", "0", "--admin-port", "0", "--stats-port", "0", "--metrics-port", "0"],
-        env=tree_env(tree, {"CONTAINER_CONCURRENCY": str(cc)}),
+        env=tree_env(tree, {"CONTAINER_CONCURRENCY": str(cc), **(env or {})}),
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     ports = json.loads(proc.stdout.readline())
     wait_for_port(ports["serving_port"])
     return Target(name, ports["serving_port"], proc, [proc.pid])
+
+
+# A loopback OTLP/HTTP receiver that accepts every export and drops it (--traced): the cost measured is
+# the queue-proxy's spans, batching and export, not a collector's.
+OTLP_SINK = r"""
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+"""
+
+
+def start_traced_queue_proxy(user_port: int) -> tuple[Target, subprocess.Popen]:
+    """The queue-proxy (cc=0) tracing every request to a loopback OTLP sink; returns it and the sink."""
+    sink_port = free_port()
+    sink = subprocess.Popen([sys.executable, "-c", OTLP_SINK, str(sink_port)])
+    wait_for_port(sink_port)
+    tracing = {"TRACING_CONFIG_BACKEND": "otlp", "TRACING_CONFIG_SAMPLE_RATE": "1",
+               "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces"}  # fmt: skip
+    return start_queue_proxy("queue-proxy cc=0 traced 100%", user_port, 0, env=tracing), sink
 
 
 def start_nginx(user_port: int, workdir: str) -> Target:
@@ -236,6 +263,9 @@ def main() -> int:
     parser.add_argument(
         "--baseline-tree", help="another checkout: its queue-proxy runs too, interleaved, for before/after"
     )
+    parser.add_argument(
+        "--traced", action="store_true", help="also a queue-proxy tracing 100%% to a loopback OTLP sink"
+    )
     args = parser.parse_args()
     connection_counts = [int(c) for c in args.connections.split(",")]
     ensure_debian_packages({"wrk": "wrk", "nginx": "nginx"})
@@ -257,6 +287,10 @@ def main() -> int:
                     start_queue_proxy(f"queue-proxy cc={cc}{BASELINE}", upstream.port, cc, args.baseline_tree)
                     for cc in (0, 100)
                 ]
+            if args.traced:
+                traced, sink = start_traced_queue_proxy(upstream.port)
+                targets.append(traced)
+                started.append(Target("otlp sink", 0, sink, []))
             started += targets[1:]
             samples: dict[int, dict[str, list[Sample]]] = {
                 c: {t.name: [] for t in targets} for c in connection_counts
