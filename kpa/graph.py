@@ -24,8 +24,8 @@ from graph.spec import GraphSpecError, load_graph_text
 from graph.targets import DEFAULT_SERVICE_URL, TargetError
 from httpengine.limits import Limits, raise_fd_limit
 from httpengine.server import HttpServer
+from localbackend.pod import ENTRY_URL_ENV as ENTRY_ENV
 
-ENTRY_ENV = "KPA_ENTRY_URL"  # kpa up gives it to every user container
 PROPAGATE_ENV = "PROPAGATE_HEADERS"  # KServe's router: comma-separated header-name patterns
 
 

@@ -27,7 +27,8 @@ import itertools
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,12 @@ class LocalActuator:
         """``listener(revision, failure)`` on every pod failure, ``listener(revision, None)`` when a
         pod of a failing revision becomes ready (so held requests can be told why they wait)."""
         self._failure_listeners.append(listener)
+
+    def add_user_env(self, env: Mapping[str, str]) -> None:
+        """More environment for every user container started from now on (e.g. the stack's entry URL,
+        known only once the entry listens)."""
+        for state in self._revisions.values():
+            state.template = replace(state.template, env={**state.template.env, **env})
 
     # ---- extras for status views ------------------------------------------------------------------
 

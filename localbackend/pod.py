@@ -20,6 +20,9 @@ from autoscaler.actuator import PodInfo
 from autoscaler.stat import RevisionKey
 
 TAIL_BYTES = 2000  # how much of a failed pod's output its failure report quotes
+# kpa up tells every user container its entry URL, so a container that calls other revisions (the
+# InferenceGraph router, `kpa graph`) reaches them through the activator and can wake them from zero.
+ENTRY_URL_ENV = "KPA_ENTRY_URL"
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from httpengine.response import Response
 from httpengine.server import HttpServer
 from localbackend.actuator import LocalActuator
 from localbackend.entry import Entry
-from localbackend.pod import PodFailure, PodTemplate
+from localbackend.pod import ENTRY_URL_ENV, PodFailure, PodTemplate
 from localbackend.scrape_file import ScrapeTargetFile
 from localbackend.scrape_targets import stack_endpoints, user_metrics_path
 from localbackend.stack_file import RevisionSpec, StackConfig
@@ -169,6 +169,7 @@ class LocalStack:
         _, admin_port = await admin.start(self.admin_host, self.admin_port)
         self._servers.append(admin)
         self.entry_url = f"http://{self.host}:{port}"
+        self.actuator.add_user_env({ENTRY_URL_ENV: self.entry_url})
         self.admin_url = f"http://{self.admin_host}:{admin_port}"
         self._write_targets()
         await self.actuator.start()

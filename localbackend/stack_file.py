@@ -24,6 +24,7 @@ import yaml
 
 from autoscaler.config import AutoscalerConfigError
 from autoscaler.revision import RevisionSettings, settings_from
+from graph.spec import GraphSpecError, load_graph_text
 from queueproxy.auth import TOKENS_FILE, AuthConfigError, AuthSpec, parse_tokens
 from queueproxy.config import QueueProxyConfigError, parse_probes
 from queueproxy.payload_events import LoggerConfigError, LoggerSpec, parse_logger
@@ -61,6 +62,7 @@ _REVISION_KEYS = (
     "readinessProbe",
     "activatorQueueBound",
     "logger",
+    "graph",
 )
 
 
@@ -237,9 +239,12 @@ class _Reader:
 
     def revision(self, node: yaml.Node, path: str, global_config: Mapping[str, str]) -> RevisionSpec:
         fields_ = self.mapping(node, path, _REVISION_KEYS)
-        for required in ("name", "command"):
-            if required not in fields_:
-                self.fail(node, f"{path}: missing '{required}'")
+        if "name" not in fields_:
+            self.fail(node, f"{path}: missing 'name'")
+        if ("command" in fields_) == ("graph" in fields_):
+            what = "gives both 'command' and 'graph'" if "command" in fields_ else "missing 'command'"
+            self.fail(node, f"{path}: {what}; give the user container's 'command', or 'graph: FILE' to "
+                      "serve an InferenceGraph with `kpa graph` (docs/inference-graph.md)")  # fmt: skip
 
         def get(key: str) -> yaml.Node | None:
             return fields_[key][1] if key in fields_ else None
@@ -248,7 +253,11 @@ class _Reader:
         namespace = (
             self.dns_label(given, f"{path}.namespace") if (given := get("namespace")) else DEFAULT_NAMESPACE
         )
-        command = self.command(fields_["command"][1], f"{path}.command")
+        command = (
+            self.command(fields_["command"][1], f"{path}.command")
+            if "command" in fields_
+            else self.graph_command(fields_["graph"][1], f"{path}.graph")
+        )
         port_env = DEFAULT_PORT_ENV
         if (given := get("portEnv")) is not None:
             port_env = self.string(given, f"{path}.portEnv")
@@ -340,6 +349,17 @@ class _Reader:
         except AuthConfigError as exc:
             self.fail(key_node, str(exc))
         return replace(spec, bearer_tokens_file=str(tokens))
+
+    def graph_command(self, node: yaml.Node, path: str) -> tuple[str, ...]:
+        """``graph: FILE`` (beside the stack file): the revision runs `kpa graph FILE`; checked now."""
+        graph_file = self.workdir / self.string(node, path)
+        try:
+            load_graph_text(graph_file.read_text(), str(graph_file))
+        except OSError as exc:
+            self.fail(node, f'{path}="{node.value}": cannot read {graph_file}: {exc.strerror or exc}')
+        except GraphSpecError as exc:
+            self.fail(node, f"{path}: {exc}")
+        return (sys.executable, "-m", "kpa", "graph", str(graph_file))
 
     def dns_label(self, node: yaml.Node, path: str) -> str:
         value = self.string(node, path)

@@ -24,10 +24,10 @@ AUTOSCALER_CORE = {
 }  # fmt: skip
 # The local backend drives the live loop: the autoscaler's service, actuator interface and core, the
 # activator, and the queue-proxy's configuration parsers (probes, authentication and its gate, the
-# payload logger's spec).
+# payload logger's spec), and the InferenceGraph reader (a stack file's ``graph:`` revisions).
 LOCAL_BACKEND = AUTOSCALER_CORE | {
     "autoscaler.service", "autoscaler.actuator", "activator", "queueproxy.config", "queueproxy.auth",
-    "queueproxy.gate", "queueproxy.payload_events", ENGINE, TRACING,
+    "queueproxy.gate", "queueproxy.payload_events", ENGINE, TRACING, "graph.spec",
 }  # fmt: skip
 # The Kubernetes backend drives the same loop through the API server: the autoscaler's service,
 # actuator interface and core, the activator's endpoints, the queue-proxy's configuration (the sidecar)
@@ -59,8 +59,9 @@ def allowed(module: str) -> set[str] | None:
         return {ENGINE}
     if package == "graph":
         return {ENGINE}  # the InferenceGraph router: its own cores, the engine for serving and calling
-    if package == "simulation":
-        return AUTOSCALER_CORE | {"queueproxy.breaker", "queueproxy.stats", "activator.throttler"}
+    if package == "simulation":  # and the predictor's model-cache policy, for multi-model pods
+        return AUTOSCALER_CORE | {"queueproxy.breaker", "queueproxy.stats", "activator.throttler",
+                                  "predictor.model_cache"}  # fmt: skip
     if package == "localbackend":
         return LOCAL_BACKEND
     if package == "kubebackend":
@@ -145,7 +146,7 @@ PURE_CORES = sorted(
     | {"activator.throttler", "activator.routing", "activator.config", "activator.probing"}
     | {"activator.reporter"}
     | {"predictor.batch_planner", "predictor.config", "predictor.datatypes", "predictor.protocol"}
-    | {"predictor.signature"}
+    | {"predictor.signature", "predictor.model_cache"}
     | {"simulation.limits", "simulation.queueing", "simulation.sample"}
     | {"kpa.load_phases", "kpa.load_report"}
     | {"fakecluster.store", "fakecluster.patches", "fakecluster.strategic", "fakecluster.selectors"}
