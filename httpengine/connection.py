@@ -20,7 +20,7 @@ import httptools
 from httpengine.errors import ClientDisconnected, RequestRefused
 from httpengine.flow import FlowControlled
 from httpengine.limits import Limits
-from httpengine.request import EMPTY_BODY, Headers, Request, RequestBody
+from httpengine.request import EMPTY_BODY, Headers, Request, RequestBody, announced_body, drainable
 from httpengine.response import Response, plain_answer
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class ServerConnection(FlowControlled):
     """One client connection; parses requests and runs them one at a time."""
 
     __slots__ = (
-        "_body", "_body_mark", "_body_mark_at", "_body_paused", "_current", "_discard", "_fresh",
+        "_body", "_body_mark", "_body_mark_at", "_body_paused", "_current", "_discard", "_draining", "_fresh",
         "_head_size", "_head_started", "_headers", "_idle_since", "_in_head", "_linger_timer", "_lingering",
         "_loop", "_pipeline", "_pipeline_paused", "_read_size", "_rejection", "_starting", "_task", "_url",
         "client", "http11", "limits", "parser", "server", "transport",
@@ -91,6 +91,7 @@ class ServerConnection(FlowControlled):
         self._lingering = False
         self._linger_timer: asyncio.TimerHandle | None = None
         self._discard = False  # drop what the client sends (lingering after a refusal, or upgraded)
+        self._draining = False  # the answered request's unread body is being read and dropped
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -218,20 +219,7 @@ class ServerConnection(FlowControlled):
         version = parser.get_http_version()
         self.http11 = version != "1.0"
         index = dict(reversed(headers))
-        encoding = index.get(b"transfer-encoding")
-        length = index.get(b"content-length")
-        if encoding is not None or (length is not None and length != b"0"):
-            chunked = encoding is not None and b"chunked" in encoding.lower()
-            declared = None if chunked else int(length or 0)
-            if declared is not None and declared > limits.max_body_bytes:
-                raise RequestRefused(
-                    413, f"request body of {declared} bytes is larger than {limits.max_body_bytes} bytes"
-                )
-            body = RequestBody(self, declared, chunked)
-            expect = index.get(b"expect")
-            body.expect_continue = self.http11 and expect is not None and expect.lower() == b"100-continue"
-        else:
-            body = EMPTY_BODY
+        body = announced_body(index, self.http11, self)
         self._body = body
         request = Request(
             parser.get_method(),
@@ -252,11 +240,17 @@ class ServerConnection(FlowControlled):
                 self.transport.pause_reading()
 
     def on_body(self, chunk: bytes) -> None:
-        self._body.feed(chunk)
+        if self._draining:  # dropped; the parser counts its length, the body timeout its pace
+            self._idle_since = time.monotonic()
+        else:
+            self._body.feed(chunk)
 
     def on_message_complete(self) -> None:
         if self._body is not EMPTY_BODY:
             self._body.finish()
+        if self._draining:
+            self._draining = False
+            self._idle_since = time.monotonic()
 
     # -- running requests ------------------------------------------------------------------
     def _start_parsed(self) -> None:
@@ -327,6 +321,14 @@ class ServerConnection(FlowControlled):
             self._linger()
             return
         request_body = self._body if not self._pipeline else None
+        if response.keep_alive and request_body is not None and drainable(request_body):
+            # Answered before its body was all read (an app that answers first): a client that saw a
+            # keep-alive answer may send its next request at once, so read and drop the rest rather
+            # than close under it. Bounded by DRAIN_MAX_BYTES and, in time, by the body timeout.
+            request_body.take_buffered()
+            self._draining = True
+            self._idle_since = time.monotonic()
+            return
         if not response.keep_alive or (request_body is not None and not request_body.complete):
             # The client's unread body would be parsed as the next request: close instead.
             if request_body is not None and not request_body.complete:
@@ -438,8 +440,10 @@ class ServerConnection(FlowControlled):
         if self._in_head:
             if now - self._head_started > limits.head_timeout:
                 self._reject(408, f"request head not complete within {limits.head_timeout:g} s")
-        elif now - self._idle_since > (limits.head_timeout if self._fresh else limits.keepalive_timeout):
-            self.transport.close()
+        else:
+            quiet = limits.keepalive_timeout if not self._fresh else limits.head_timeout
+            if now - self._idle_since > (limits.body_timeout if self._draining else quiet):
+                self.transport.close()
 
     def close_if_idle(self) -> bool:
         """Close the connection if no request is in it (none running, queued or arriving); True if so."""

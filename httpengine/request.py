@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections import deque
+from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import unquote
 
@@ -186,6 +187,40 @@ class RequestBody:
 
 
 EMPTY_BODY = RequestBody(None, 0, False)
+
+def announced_body(index: Mapping[bytes, bytes], http11: bool, source: BodySource) -> RequestBody:
+    """The body a request head announces (``EMPTY_BODY`` for none), filled by ``source``; a declared
+    length past the limit is refused (413) before any of it is read."""
+    encoding = index.get(b"transfer-encoding")
+    length = index.get(b"content-length")
+    if encoding is None and (length is None or length == b"0"):
+        return EMPTY_BODY
+    chunked = encoding is not None and b"chunked" in encoding.lower()
+    declared = None if chunked else int(length or 0)
+    limit = source.limits.max_body_bytes
+    if declared is not None and declared > limit:
+        raise RequestRefused(413, f"request body of {declared} bytes is larger than {limit} bytes")
+    body = RequestBody(source, declared, chunked)
+    expect = index.get(b"expect")
+    body.expect_continue = http11 and expect is not None and expect.lower() == b"100-continue"
+    return body
+
+
+# Unread request body a finished response may leave behind and still keep its connection (Go's server
+# reads up to 256 KiB for the same reason): it is read and dropped, and cut off by the body timeout.
+DRAIN_MAX_BYTES = 256 * 1024
+
+
+def drainable(body: RequestBody) -> bool:
+    """An unread body of known, small remaining length whose client is not waiting for 100 Continue:
+    its connection may be kept once the rest is read and dropped."""
+    length = body.content_length
+    return (
+        not body.complete
+        and length is not None
+        and not body.expect_continue
+        and length - body.received <= DRAIN_MAX_BYTES
+    )
 
 
 class Request:

@@ -31,9 +31,8 @@ async def post(client: httpx.AsyncClient, body: bytes, event_id: str = "") -> ht
 
 
 async def warm_up(client: httpx.AsyncClient) -> None:
-    """Until five requests in a row are answered 200: the stack has a ready pod and its connections.
-    (Right after a pod turns ready the activator's first exchange with it is sometimes answered 502
-    "closed the connection before responding", with or without a logger: not what is tested here.)"""
+    """Until five requests in a row are answered 200: the stack has a ready pod and its connections,
+    and the warm-up's events are out of the way of the measured ones."""
     streak = [0]
 
     async def answered() -> bool:
