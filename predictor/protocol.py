@@ -149,7 +149,7 @@ def _decode_input(raw: Any, index: int, binary: memoryview, offset: int) -> tupl
                 f"input {name!r}: binary_data_size {size} runs past the end of the body "
                 f"({len(binary) - offset} bytes of binary data left)"
             )
-        values = _from_binary(dtype, binary[offset : offset + size], count, name)
+        values = from_binary(dtype, binary[offset : offset + size], count, name)
         offset += size
     elif "data" in raw:
         values = json_array(dtype, raw["data"], name).reshape(-1)
@@ -172,14 +172,17 @@ def _shape(raw: Any, where: str) -> tuple[int, ...]:
     raise ProtocolError(f"{where}: 'shape' must be a list of non-negative integers, got {raw!r}")
 
 
-def _from_binary(dtype: DataType, chunk: memoryview, count: int, name: str) -> np.ndarray:
+def from_binary(
+    dtype: DataType, chunk: memoryview, count: int, name: str, field: str = "binary_data_size"
+) -> np.ndarray:
+    """``count`` values of input ``name`` from raw little-endian bytes (BYTES: 4-byte length prefixes),
+    as the binary extension and V2 gRPC's ``raw_input_contents`` (``field``, in errors) carry them."""
     if dtype.name == "BYTES":
         return _unpack_bytes(chunk, count, name)
     expected = count * dtype.itemsize
     if len(chunk) != expected:
         raise ProtocolError(
-            f"input {name!r}: binary_data_size is {len(chunk)} bytes but {count} {dtype.name} values "
-            f"take {expected}"
+            f"input {name!r}: {field} is {len(chunk)} bytes but {count} {dtype.name} values take {expected}"
         )
     values = np.frombuffer(chunk, dtype=dtype.numpy)
     if not values.flags.aligned:  # the JSON header has any length: realign for the kernels
@@ -296,7 +299,7 @@ def encode_infer_response(
     for tensor, as_binary in zip(outputs, binary, strict=True):
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
         if as_binary:
-            raw = _to_binary(tensor)
+            raw = to_binary(tensor)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -326,7 +329,8 @@ def json_values(tensor: Tensor) -> Any:
     return flat
 
 
-def _to_binary(tensor: Tensor) -> bytes:
+def to_binary(tensor: Tensor) -> bytes:
+    """The raw little-endian bytes of ``tensor``, laid out as ``from_binary`` reads them."""
     if tensor.datatype == "BYTES":
         return b"".join(struct.pack("<I", len(item)) + item for item in tensor.data.reshape(-1))
     return np.ascontiguousarray(tensor.data).tobytes()
