@@ -74,7 +74,8 @@ def repository_model_name(request: pb.RepositoryModelLoadRequest | pb.Repository
     """The model a repository call names. KServe's message holds it in field 1; Triton's (what
     tritonclient sends to the same method) has ``repository_name`` = 1 and ``model_name`` = 2, so a
     string in the field unknown to KServe's message is Triton's model name."""
-    for field in unknown_fields.UnknownFieldSet(request):
+    fields = unknown_fields.UnknownFieldSet(request)
+    for field in (fields[i] for i in range(len(fields))):
         if field.field_number == 2 and isinstance(field.data, bytes):
             return field.data.decode(errors="replace")
     return request.model_name
