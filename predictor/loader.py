@@ -29,7 +29,15 @@ from predictor.backends import EAGER, BackendChoice, Platform, resolve_backend
 from predictor.compile_cache import CompileCache, CompileJob, cache_key
 from predictor.config import ModelConfig
 from predictor.repository import VersionSource
-from predictor.runners import PackageRunner, Runner, check_outputs, example_inputs, load_eager, run_model
+from predictor.runners import (
+    PackageRunner,
+    Runner,
+    check_outputs,
+    example_inputs,
+    load_eager,
+    resident_bytes,
+    run_model,
+)
 from predictor.serving import BackendInfo, ModelVersion
 
 log = logging.getLogger("predictor")
@@ -86,6 +94,7 @@ class VersionLoader:
             cache=cache_state,
             compiling=pending is not None,
             record=runner.record,
+            resident_bytes=resident_bytes(runner, source.model_file),
         )
         log.info(
             "model %s version %s: backend %s (%s), ready in %.2f s",
@@ -105,7 +114,12 @@ class VersionLoader:
         runner = self._compile(job, self._key(job), pending.config.instance_count)
         warm_up(runner, pending.config)
         info = BackendInfo(
-            runner.backend, pending.choice.reason, time.perf_counter() - started, "miss", record=runner.record
+            runner.backend,
+            pending.choice.reason,
+            time.perf_counter() - started,
+            "miss",
+            record=runner.record,
+            resident_bytes=resident_bytes(runner, pending.source.model_file),
         )
         return runner, info
 

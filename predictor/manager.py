@@ -5,49 +5,69 @@ versions are swapped in one assignment once every new version is warm, so a requ
 old set or the new one, never a half-loaded model. A reload that fails leaves the old versions
 serving and says why; a model that never loaded is UNAVAILABLE with its reason, and other models are
 untouched either way.
+
+With a budget (``--memory-budget`` bytes and/or ``--max-models``) the pod holds many models but keeps
+only some loaded: a model loads on its first request (``hold``/``acquire``) or on the repository API's
+load, concurrent first requests share that one load, and the least recently used idle models are
+unloaded to make room (the policy: ``predictor.model_cache``). A model with requests in flight is never
+unloaded; a load that finds only such models in the way waits up to ``room_wait_s`` for one to free,
+then fails with 503 naming the budget. The watcher then only registers models (Standby) and reloads
+the ones loaded now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from predictor.config import ModelConfig
 from predictor.loader import PendingCompile, VersionLoader
+from predictor.model_cache import Budget
+from predictor.model_entry import (
+    LOADING,
+    READY,
+    UNAVAILABLE,
+    Held,
+    ModelEntry,
+    ModelNotFound,
+    ModelNotReady,
+)
+from predictor.model_metrics import CacheCounters
+from predictor.model_status import Failure, model_status
+from predictor.on_demand import OnDemandLoading
 from predictor.repository import ModelSource, Repository, check_model_name, parse_version
 from predictor.serving import ModelVersion
 
+__all__ = [
+    "LOADING", "READY", "UNAVAILABLE", "Held", "ModelEntry", "ModelManager", "ModelNotFound", "ModelNotReady",
+]  # fmt: skip
+
 log = logging.getLogger("predictor")
-READY, LOADING, UNAVAILABLE = "READY", "LOADING", "UNAVAILABLE"
 
 
-class ModelNotFound(LookupError):
-    """No such model or version (HTTP 404)."""
-
-
-class ModelNotReady(RuntimeError):
-    """The model exists but cannot answer now (HTTP 503)."""
-
-
-@dataclass
-class ModelEntry:
-    name: str
-    state: str = LOADING
-    reason: str = ""
-    config: ModelConfig | None = None
-    versions: dict[int, ModelVersion] = field(default_factory=dict)
-    failures: dict[int, str] = field(default_factory=dict)  # version -> why it did not load
-    fingerprint: tuple | None = None
-
-
-class ModelManager:
-    def __init__(self, repository: Repository, loader: VersionLoader):
+class ModelManager(OnDemandLoading):
+    def __init__(
+        self,
+        repository: Repository,
+        loader: VersionLoader,
+        budget: Budget | None = None,
+        room_wait_s: float = 30.0,
+    ):
         self.repository = repository
         self.loader = loader
+        self.budget = budget or Budget()
+        self.cache = self.budget.limited  # many models, loaded on demand within the budget
+        self.room_wait_s = room_wait_s
+        self.counters = CacheCounters()
+        self._room_freed = asyncio.Event()
+        self._room_waiters = 0
+        self.location = f"{os.environ.get('HOSTNAME') or socket.gethostname()}/pid {os.getpid()}"
         self.started = False  # the first pass over the repository has finished
         self._entries: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -75,7 +95,13 @@ class ModelManager:
         check_model_name(name)
         if self.repository.read_model(name) is None:
             raise ModelNotFound(f"model {name!r} is not in the repository (no {name}/config.pbtxt)")
-        await self._sync_one(name, force=True)
+        entry = self._entries.get(name)
+        if self.cache and (entry is None or not entry.versions):
+            if entry is None:
+                await self._sync_one(name, force=False)  # registers it
+            await self._ensure_loaded(self.entry(name), retry=True)
+        else:
+            await self._sync_one(name, force=True)
         return self._entries[name]
 
     async def unload(self, name: str) -> None:
@@ -86,8 +112,10 @@ class ModelManager:
             if entry is None:
                 raise ModelNotFound(f"model {name!r} is not loaded")
             self._retire(entry.versions.values())
-            entry.versions, entry.failures = {}, {}
-            entry.state, entry.reason = UNAVAILABLE, "unloaded by request"
+            entry.versions, entry.failures, entry.size_bytes, entry.failed = {}, {}, 0, False
+            entry.state = UNAVAILABLE
+            entry.reason = "unloaded by request" + ("; its next request loads it again" if self.cache else "")
+            self._notify_room()
             log.info("model %s: unloaded by request", name)
 
     async def _sync_one(self, name: str, force: bool) -> None:
@@ -103,9 +131,18 @@ class ModelManager:
             entry = self._entries.get(name)
             if entry is not None and not force and entry.fingerprint == source.fingerprint():
                 return
+            if self.cache and (entry is None or not entry.versions):
+                self._register(name, source)  # loads on its first request
+                return
             if entry is None:
                 entry = self._entries[name] = ModelEntry(name)
-            await self._apply(entry, source)
+            entry.busy += 1
+            try:
+                await self._apply(entry, source)
+            finally:
+                entry.busy -= 1
+            if self.cache and entry.versions:
+                self._fit_measured(entry)
 
     async def _apply(self, entry: ModelEntry, source: ModelSource) -> None:
         loop = asyncio.get_running_loop()
@@ -147,6 +184,9 @@ class ModelManager:
         entry.versions, entry.failures, entry.config = versions, failures, config
         entry.state = READY
         entry.reason = "; ".join(f"version {v} not loaded: {why}" for v, why in sorted(failures.items()))
+        entry.failed = bool(failures)
+        if failures:
+            self._record_failure(entry, entry.reason)
         self._retire(retired)
         if retired:
             log.info("model %s: now serving versions %s", entry.name, sorted(versions))
@@ -158,12 +198,19 @@ class ModelManager:
             entry.reason = f"change not applied, still serving versions {sorted(entry.versions)}: {reason}"
         else:
             entry.state, entry.reason, entry.config = UNAVAILABLE, reason, config
+        entry.failed = True
+        self._record_failure(entry, reason)
         log.warning("model %s: %s", entry.name, entry.reason)
+
+    def _record_failure(self, entry: ModelEntry, message: str) -> None:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        entry.last_failure = Failure(message, at, self.location)
 
     def _drop(self, name: str) -> None:
         entry = self._entries.pop(name, None)
         if entry is not None:
             self._retire(entry.versions.values())
+            self._notify_room()
             log.info("model %s: removed from the repository, unloaded", name)
 
     def _retire(self, versions: Iterable[ModelVersion]) -> None:
@@ -206,8 +253,9 @@ class ModelManager:
 
     @property
     def ready(self) -> bool:
-        """Server readiness: the first pass is done and no model is still loading for the first time."""
-        return self.started and all(e.state != LOADING for e in self._entries.values())
+        """Server readiness: the first pass is done and no model is still loading for the first time (with
+        a budget loads happen on demand all the time: the first pass is enough)."""
+        return self.started and (self.cache or all(e.state != LOADING for e in self._entries.values()))
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -237,13 +285,31 @@ class ModelManager:
         raise ModelNotFound(f"model {name!r} has no version {number} (serving: {served})")
 
     def index(self) -> list[dict[str, Any]]:
+        """Rows per model and version: the older ``state`` and ``reason``, KServe's ``modelStatus``, and
+        with a budget the model's ``cache`` figures (resident bytes, hits, misses, loads, evictions)."""
         rows: list[dict[str, Any]] = []
         for name in sorted(self._entries):
             entry = self._entries[name]
+            extra: dict[str, Any] = {"modelStatus": model_status(entry.phase(), entry.last_failure)}
+            if self.cache:
+                extra["cache"] = {"resident_bytes": entry.size_bytes, **self.counters.of(name)}
             for number, version in sorted(entry.versions.items()):
-                rows.append({"name": name, "version": str(number), "state": READY, **version.info.as_dict()})
+                rows.append(
+                    {"name": name, "version": str(number), "state": READY, **version.info.as_dict(), **extra}
+                )
             for number, why in sorted(entry.failures.items()):
-                rows.append({"name": name, "version": str(number), "state": UNAVAILABLE, "reason": why})
+                row = {"name": name, "version": str(number), "state": UNAVAILABLE, "reason": why}
+                rows.append({**row, **extra})
             if not entry.versions and not entry.failures:
-                rows.append({"name": name, "state": entry.state, "reason": entry.reason})
+                rows.append({"name": name, "state": entry.state, "reason": entry.reason, **extra})
         return rows
+
+    def active_states(self) -> list[tuple[str, str]]:
+        """(model, KServe activeModelState) for /metrics."""
+        return [(n, model_status(e.phase(), None)["states"]["activeModelState"]) for n, e in self._items()]
+
+    def resident_bytes(self) -> list[tuple[str, int]]:
+        return [(name, entry.size_bytes) for name, entry in self._items() if entry.versions]
+
+    def _items(self) -> list[tuple[str, ModelEntry]]:
+        return sorted(self._entries.items())

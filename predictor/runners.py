@@ -75,6 +75,24 @@ class PackageRunner:
             return pytree.tree_unflatten(self.loader.run(inputs), self.out_spec)
 
 
+def resident_bytes(runner: Runner, model_file: Path) -> int:
+    """What a loaded model holds: the bytes of its parameters and buffers (each storage counted once).
+
+    Counted from the module rather than from the process's RSS: RSS moves with every allocation of
+    every thread (requests to other models, the allocator's caches) and rarely shrinks after an unload,
+    so a delta measured while other models serve says little about this one. A compiled package keeps
+    its weights inside the package, out of reach: the model file's size stands in for them.
+    """
+    module = getattr(runner, "module", None)
+    if module is None:
+        return model_file.stat().st_size if model_file.exists() else 0
+    storages: dict[int, int] = {}
+    for tensor in [*module.parameters(), *module.buffers()]:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
 def load_eager(model_file: Path) -> Runner:
     return ExportRunner(model_file) if model_file.suffix == ".pt2" else TorchScriptRunner(model_file)
 

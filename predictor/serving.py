@@ -81,6 +81,7 @@ class BackendInfo:
     cache: str = "none"  # none | hit | miss (compiled now)
     compiling: bool = False  # an auto model serving eager while its compiled package is built
     record: Mapping[str, Any] | None = None  # the compile record of a package
+    resident_bytes: int = 0  # what the loaded model holds in memory (runners.resident_bytes)
 
     def as_dict(self) -> dict[str, Any]:
         doc = {
@@ -89,6 +90,7 @@ class BackendInfo:
             "load_seconds": round(self.load_seconds, 3),
             "compile_cache": self.cache,
             "compiling": self.compiling,
+            "resident_bytes": self.resident_bytes,
         }
         if self.record:
             doc["compile_seconds"] = self.record.get("compile_seconds")

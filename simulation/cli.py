@@ -128,6 +128,15 @@ def report_table(report: dict[str, Any]) -> Table:
     )
     table.add_row("wait", f"mean {figure(wait['mean'], ' s')}, p95 {figure(wait['p95'], ' s')}")
     table.add_row("cold-start requests", figure(report["cold_start_requests"]))
+    if "models" in report:
+        models, load = report["models"], report["models"]["load_wait"]
+        table.add_row(
+            "models",
+            f"hit ratio {figure(models['hit_ratio'])} "
+            f"({models['hits']:,} hits, {models['misses']:,} misses), "
+            f"{models['loads']:,} loads, {models['evictions']:,} evictions; load wait p50 "
+            f"{figure(load['p50'], ' s')}, p95 {figure(load['p95'], ' s')}, p99 {figure(load['p99'], ' s')}",
+        )
     table.add_row(
         "pods",
         f"{figure(report['pod_seconds'])} pod-seconds, ready mean "

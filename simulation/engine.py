@@ -41,6 +41,7 @@ from simulation import limits
 from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
 from simulation.activator import SimulatedActivator
 from simulation.fleet import Fleet
+from simulation.models import ModelsRun
 from simulation.pods import REPORT_INTERVAL, Pod, Request
 from simulation.recycled import Callbacks, Recycled, Recycler
 from simulation.sample import Sample
@@ -93,11 +94,13 @@ TimelineSink = Callable[[TimelineRow], None]
 
 
 def random_streams(seed: int) -> list[np.random.SeedSequence]:
-    """Independent streams for arrivals, service times, start-up times and routing, in that order.
+    """Independent streams for arrivals, service times, start-up times, routing, and (multi-model
+    revisions) model picks and load times, in that order.
 
-    Separate streams mean changing one knob does not reshuffle the others (common random numbers).
+    Separate streams mean changing one knob does not reshuffle the others (common random numbers); a
+    stream's numbers do not depend on how many streams there are.
     """
-    return np.random.SeedSequence(seed).spawn(4)
+    return np.random.SeedSequence(seed).spawn(6)
 
 
 class Simulation:
@@ -126,6 +129,7 @@ class Simulation:
         self._again = self.timers.again
         self._on_arrival_callbacks: Callbacks = [self._on_arrival]
         self.service_time = revision.service_time.sampler(np.random.default_rng(streams[1]))
+        self.models = None if revision.models is None else ModelsRun(revision.models, streams[4], streams[5])
         self.rng = random.Random(int(streams[3].generate_state(1)[0]))
         self._random = self.rng.random
 
@@ -186,6 +190,8 @@ class Simulation:
     def _on_arrival(self, event: Recycled) -> None:
         now = event.at
         request = Request(now, now + self._timeout)
+        if self.models is not None:
+            request.model = self.models.pick()
         self.outstanding += 1
         if self.outstanding > self._max_outstanding:
             raise limits.too_many_in_flight(self.outstanding, now)
@@ -207,6 +213,10 @@ class Simulation:
             if request.cold:
                 counters.cold += 1
         self._schedule_next_arrival(now)
+
+    def counts(self, request: Request) -> bool:
+        """Whether ``request`` counts in the report: it arrived after the warm-up."""
+        return request.arrival >= self.warmup
 
     def watch_deadline(self, request: Request, expire: Callable[[Request], None]) -> None:
         """Call ``expire(request)`` at its deadline; the callee ignores it if the request moved on."""

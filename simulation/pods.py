@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from queueproxy.breaker import Admission, Breaker
 from queueproxy.stats import RequestStats, StatsReport
+from simulation.models import PodModels
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     import simpy
 
     from activator.throttler import Grant
+    from simulation.models import ModelsRun
     from simulation.recycled import Callbacks, Recycled, Recycler
     from simulation.scenario import Scenario
 
@@ -49,6 +51,9 @@ if TYPE_CHECKING:
         def fleet(self) -> PodFleet: ...
         @property
         def service_time(self) -> Callable[[], float]: ...
+        @property
+        def models(self) -> ModelsRun | None: ...
+        def counts(self, request: Request) -> bool: ...
         def watch_deadline(self, request: Request, expire: Callable[[Request], None]) -> None: ...
         def completed(self, request: Request, now: float) -> None: ...
         def timed_out(self, request: Request, now: float) -> None: ...
@@ -62,7 +67,7 @@ _EPSILON = 1e-9
 class Request:
     """One request's journey; times are simulated seconds."""
 
-    __slots__ = ("arrival", "cold", "deadline", "grant", "outcome", "pod", "proxied", "start")
+    __slots__ = ("arrival", "cold", "deadline", "grant", "model", "outcome", "pod", "proxied", "start")
 
     def __init__(self, arrival: float, deadline: float) -> None:
         self.arrival = arrival
@@ -73,6 +78,7 @@ class Request:
         self.cold = False  # waited for a pod to start
         self.grant: Grant[Request] | None = None  # the activator's throttler slot it holds
         self.outcome: str | None = None
+        self.model = 0  # which model it asks for, on a multi-model revision (simulation.models)
 
 
 class ParallelService:
@@ -214,6 +220,12 @@ class Pod:
             self.service: ParallelService | SharedService = SharedService(self, sample, spec.cores, cc)
         else:
             self.service = ParallelService(self, sample)
+        # Where an admitted request goes: straight to the service, or first to its model (loaded on demand).
+        self.models: PodModels | None = None
+        self._begin = self.service.start
+        if sim.models is not None:
+            self.models = PodModels(sim.models, sim.env, self.service.start, sim.counts)
+            self._begin = self.models.begin
         self._drain_over = False
 
     # -- requests ---------------------------------------------------------------------------------
@@ -226,12 +238,12 @@ class Pod:
         breaker = self.breaker
         if breaker is None:
             self.in_flight += 1
-            self.service.start(request, now)
+            self._begin(request, now)
             return True
         admission = breaker.acquire(request)
         if admission is _ADMITTED:
             self.in_flight += 1
-            self.service.start(request, now)
+            self._begin(request, now)
             return True
         if admission is _QUEUED:
             self.in_flight += 1
@@ -252,10 +264,12 @@ class Pod:
     def _leave(self, request: Request, now: float) -> None:
         self.stats.request_out(now, request.proxied)
         self.in_flight -= 1
+        if self.models is not None:
+            self.models.finished(request, now)
         breaker = self.breaker
         if breaker is not None:
             for waiter in breaker.release():
-                self.service.start(waiter, now)
+                self._begin(waiter, now)
         if self._drain_over and self.in_flight == 0 and self.state is DRAINING:
             self.sim.fleet.pod_gone(self, now)
 

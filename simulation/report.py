@@ -87,6 +87,7 @@ def summarize(sim: Simulation) -> dict[str, Any]:
         "seed": sim.seed,
         "drain_seconds": sim.drain_seconds,
         "requests_per_wall_second": sim.arrivals / sim.wall_seconds if sim.wall_seconds else None,
+        **({} if sim.models is None else {"models": sim.models.counters.report()}),
         "settings": {
             "container_concurrency": settings.container_concurrency,
             "target_value": spec.target_value,

@@ -19,6 +19,7 @@ from autoscaler.config import AutoscalerConfigError
 from autoscaler.revision import RevisionSettings, settings_from
 from simulation import limits, yamldoc
 from simulation.distributions import Constant, Distribution, Exponential, parse_distribution
+from simulation.models import ModelsSpec, parse_models
 from simulation.schema import Node, ScenarioError, join, show
 from simulation.workloads import Workload, parse_workload
 from simulation.yamldoc import Position
@@ -38,6 +39,7 @@ _REVISION_KEYS = (
     "routing",
     "timeout",
     "annotations",
+    "models",
 )
 _PLATFORM_KEYS = ("actuation_delay", "drain_period", "activator_queue_depth")
 _MAP_KEYS = ("annotations", "config")  # everything after these in a dotted path is one key
@@ -54,6 +56,7 @@ class RevisionSpec:
     routing: str = "random"
     timeout: float = 300.0
     annotations: Mapping[str, str] = field(default_factory=dict)
+    models: ModelsSpec | None = None  # many models per pod, within a budget (simulation.models)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ def _revision(node: Node, base_dir: Path) -> RevisionSpec:
         routing=node.choice("routing", ROUTINGS, "random"),
         timeout=node.number("timeout", 300, above=0),
         annotations=node.string_map("annotations"),
+        models=parse_models(node.child("models"), base_dir) if node.has("models") else None,
     )
 
 
