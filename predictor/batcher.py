@@ -3,6 +3,7 @@
 Requests wait in the event loop; ``batch_planner.plan`` says when to dispatch; the batch is concatenated,
 run and split again on a worker thread, and each caller's future gets its own slice of every output.
 No task lingers while the queue is empty — a timer exists only while a request waits for its delay.
+``on_dispatch``, when set (``predictor.tracing``), hears of each batch as it leaves the queue.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from predictor.signature import BoundInputs
 
 Execute = Callable[[list[np.ndarray], int], list[np.ndarray]]  # (inputs, number of requests) -> outputs
 Submit = Callable[..., asyncio.Future]  # (function, *args) -> a loop future of function(*args), off the loop
+OnDispatch = Callable[[list[BoundInputs]], None]  # the requests of a batch, as it goes to a worker
 
 
 @dataclass
@@ -37,6 +39,7 @@ class DynamicBatcher:
         self._idle = instances
         self._queue: deque[_Pending] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self.on_dispatch: OnDispatch | None = None  # called on the loop thread; None: nobody listens
 
     @property
     def queued(self) -> int:
@@ -59,7 +62,10 @@ class DynamicBatcher:
             if isinstance(decision, Dispatch):
                 batch = [self._queue.popleft() for _ in range(decision.count)]
                 self._idle -= 1
-                done = self._submit(self._run, [p.inputs for p in batch])
+                requests = [p.inputs for p in batch]
+                if self.on_dispatch is not None:
+                    self.on_dispatch(requests)
+                done = self._submit(self._run, requests)
                 done.add_done_callback(functools.partial(self._finished, batch))
                 continue
             if isinstance(decision, Wait):

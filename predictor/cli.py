@@ -21,6 +21,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"port to bind; 0 picks a free one (default: $PORT, else {DEFAULT_PORT})",
     )
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        nargs="?",
+        const=8081,
+        default=None,
+        help="also serve V2 gRPC (inference.GRPCInferenceService) on this port; alone: 8081, KServe's "
+        "default; 0 picks a free one (default: off)",
+    )
+    parser.add_argument(
+        "--modelmesh-port",
+        type=int,
+        nargs="?",
+        const=8085,
+        default=None,
+        help="also serve ModelMesh's model-runtime SPI (and V2 gRPC) on this port; alone: 8085, where "
+        "ModelMesh dials its runtime (default: off)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--interop-threads", type=int, default=1, help="torch inter-op threads (default 1)")
     parser.add_argument(
@@ -49,6 +67,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "eager", "inductor", "zentorch"),
         help="backend written into the demo configs (default eager: no compile time)",
     )
+    parser.add_argument(
+        "--memory-budget",
+        metavar="BYTES",
+        default=None,
+        help="many models per pod: load models on first request and unload the least recently used to stay "
+        "within BYTES of resident models (e.g. 512Mi, 2G); see docs/predictor.md 'Many models per pod'",
+    )
+    parser.add_argument(
+        "--max-models", type=int, default=None, metavar="N", help="the same, keeping at most N models loaded"
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -63,6 +91,30 @@ def run(args: argparse.Namespace) -> int:
         return 2
     port = args.port if args.port is not None else _env_port()
     if port is None:
+        return 2
+    for flag, value in (("--grpc-port", args.grpc_port), ("--modelmesh-port", args.modelmesh_port)):
+        if value is not None and not 0 <= value <= 65535:
+            print(f"kpa predictor: {flag} {value} is not a port number (0-65535)", file=sys.stderr)
+            return 2
+    from predictor.model_cache import Budget, parse_bytes
+
+    try:
+        memory = None if args.memory_budget is None else parse_bytes(args.memory_budget, "--memory-budget")
+    except ValueError as exc:
+        print(f"kpa predictor: {exc}", file=sys.stderr)
+        return 2
+    if memory == 0 or (args.max_models is not None and args.max_models < 1):
+        print(
+            "kpa predictor: --memory-budget and --max-models must be > 0 (leave them out: no budget)",
+            file=sys.stderr,
+        )
+        return 2
+    from tracing.config import TracingConfigError, tracing_from_env
+
+    try:
+        tracing = tracing_from_env(os.environ)  # TRACING_CONFIG_*, OTEL_EXPORTER_OTLP_* (docs/tracing.md)
+    except TracingConfigError as exc:
+        print(f"kpa predictor: tracing: {exc}", file=sys.stderr)
         return 2
     if args.cpu_affinity is not None:
         allowed = sorted(os.sched_getaffinity(0))
@@ -111,12 +163,27 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=port,
         watch=args.watch,
+        grpc_port=args.grpc_port,
+        modelmesh_port=args.modelmesh_port,
+        budget=Budget(memory, args.max_models),
     )
+    traced = None
+    if tracing.enabled:
+        from tracing.provider import tracer_for  # OpenTelemetry is imported only when tracing
+
+        try:
+            traced = tracer_for(tracing, "predictor")
+        except TracingConfigError as exc:  # its exporter is not installed
+            print(f"kpa predictor: tracing: {exc}", file=sys.stderr)
+            return 2
     try:
-        uvloop.run(serve(options))
+        uvloop.run(serve(options, tracer=traced[0] if traced else None))
     except OSError as exc:
         print(f"kpa predictor: cannot serve on {args.host}:{port}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if traced is not None:
+            traced[1].shutdown()  # sends the spans still buffered
     return 0
 
 

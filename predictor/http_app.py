@@ -37,8 +37,9 @@ from httpengine.limits import Limits
 from httpengine.request import Request, inflate
 from httpengine.response import Response as HttpResponse
 from predictor import datatypes
+from predictor.http_on_demand import with_model
 from predictor.manager import ModelManager, ModelNotFound, ModelNotReady
-from predictor.metrics import CONTENT_TYPE, PredictorMetrics, served_batch_sizes
+from predictor.metrics import CONTENT_TYPE, PredictorMetrics, model_families, served_batch_sizes
 from predictor.protocol import (
     HEADER_LENGTH,
     InferRequest,
@@ -89,7 +90,7 @@ class PredictorApp:
         self.manager = manager
         self.max_body_bytes = (limits or Limits()).max_body_bytes  # also the bound on an inflated body
         self.in_progress = 0  # requests being answered, on all connections
-        self.metrics = PredictorMetrics(lambda: served_batch_sizes(manager))  # GET /metrics
+        self.metrics = PredictorMetrics(lambda: served_batch_sizes(manager), partial(model_families, manager))
 
     def __call__(self, request: Request, response: HttpResponse) -> Awaitable[None] | None:
         """The engine's handler: answers at once where no waiting is needed (most routes, and inference
@@ -177,8 +178,7 @@ class PredictorApp:
                 if target.endswith(":predict"):
                     _allow(method, "POST")
                     name = target.removesuffix(":predict")
-                    serve = partial(self._v1_predict, name, request, body)
-                    return self.metrics.counted(name, serve, partial(_error_response, request))
+                    return self._inference(name, request, partial(self._v1_predict, name, request, body))
                 _allow(method, "GET")
                 return self._v1_status(target)
         raise HTTPError(404, f"no route for {method} {path}; see docs/predictor.md for the endpoints")
@@ -199,8 +199,7 @@ class PredictorApp:
                 return json_response({"name": name, "ready": True})
             case ["infer"]:
                 _allow(method, "POST")
-                serve = partial(self._v2_infer, name, version, request, body)
-                return self.metrics.counted(name, serve, partial(_error_response, request))
+                return self._inference(name, request, partial(self._v2_infer, name, version, request, body))
             case ["config"]:
                 _allow(method, "GET")
                 entry = self.manager.entry(name)
@@ -220,14 +219,28 @@ class PredictorApp:
         return 200, b"", [(b"content-type", JSON)]
 
     # --- inference -------------------------------------------------------------------------------
+    # ``_inference`` and ``_timed`` are the seams predictor.tracing's app overrides to add its spans.
+
+    def _inference(
+        self, name: str, request: Request, serve: Callable[[], Response | Awaitable[Response]]
+    ) -> Response | Awaitable[Response]:
+        """An inference request's answer, counted by status; errors answered as ``_error_response``."""
+        return self.metrics.counted(name, serve, partial(_error_response, request))
+
+    def _timed(self, model: ModelVersion, decode: Decode, encode: Encode) -> tuple[Decode, Encode]:
+        """``decode`` and ``encode`` timed into the latency histograms (and the inference between them)."""
+        return self.metrics.timed(model.name, decode, encode)
 
     def _v2_infer(
         self, name: str, version: str | None, request: Request, raw: bytes
     ) -> Response | Awaitable[Response]:
         header_length = _header_length(request)
         body = self._inflated(request, raw)
-        model = self.manager.lookup(name, version)
+        return with_model(self.manager, name, version, partial(self._v2_answer, header_length, body))
 
+    def _v2_answer(
+        self, header_length: int | None, body: bytes, model: ModelVersion
+    ) -> Response | Awaitable[Response]:
         def decode() -> tuple[BoundInputs, InferRequest]:
             request = decode_infer_request(body, header_length)
             if request.outputs is not None:
@@ -256,11 +269,13 @@ class PredictorApp:
                 [(b"content-type", OCTET_STREAM), (HEADER_LENGTH_NAME, b"%d" % json_length)],
             )
 
-        return _run(model, *self.metrics.timed(model.name, decode, encode), self._may_inline(body))
+        return _run(model, *self._timed(model, decode, encode), self._may_inline(body))
 
     def _v1_predict(self, name: str, request: Request, raw: bytes) -> Response | Awaitable[Response]:
         body = self._inflated(request, raw)
-        model = self.manager.lookup(name)
+        return with_model(self.manager, name, None, partial(self._v1_answer, body))
+
+    def _v1_answer(self, body: bytes, model: ModelVersion) -> Response | Awaitable[Response]:
         types = {spec.name: datatypes.BY_NAME[spec.datatype] for spec in model.config.inputs}
 
         def decode() -> tuple[BoundInputs, bool]:
@@ -273,7 +288,7 @@ class PredictorApp:
             ]
             return 200, encode_v1_response(tensors, row_format), [(b"content-type", JSON)]
 
-        return _run(model, *self.metrics.timed(model.name, decode, encode), self._may_inline(body))
+        return _run(model, *self._timed(model, decode, encode), self._may_inline(body))
 
     def _may_inline(self, body: bytes) -> bool:
         """A request may run on the event loop thread only while it is the server's sole request in

@@ -23,17 +23,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from httpengine.limits import Limits
 from httpengine.server import HttpServer
 from predictor.backends import probe_platform
 from predictor.compile_cache import CompileCache
+from predictor.grpc_server import start_grpc
 from predictor.http_app import PredictorApp
 from predictor.loader import VersionLoader
 from predictor.manager import ModelManager
+from predictor.model_cache import Budget
 from predictor.repository import Repository
 from predictor.watcher import watch_repository
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("predictor")
 
@@ -48,6 +53,10 @@ class ServerOptions:
     watch_quiet_ms: int = 200
     limits: Limits = field(default_factory=Limits)  # sizes, timeouts, connection cap (one set for all)
     grace_s: float = 30.0  # how long requests in flight may take to finish at shutdown
+    grpc_port: int | None = None  # V2 gRPC inference; None: off (predictor/grpc_server.py)
+    modelmesh_port: int | None = None  # ModelMesh's runtime SPI and inference; None: off
+    budget: Budget = field(default_factory=Budget)  # many models per pod: load on demand within it (LRU)
+    room_wait_s: float = 30.0  # how long a load waits for busy models to free room before a 503
 
 
 def announce(event: dict[str, Any]) -> None:
@@ -74,19 +83,42 @@ async def serve(
     options: ServerOptions,
     on_event: Callable[[dict[str, Any]], None] = announce,
     stop: asyncio.Event | None = None,
+    tracer: Tracer | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT or until ``stop`` is set (how an embedding program stops it)."""
+    """Serve until SIGTERM/SIGINT or until ``stop`` is set (how an embedding program stops it); with a
+    ``tracer``, inference requests make spans (predictor.tracing, docs/tracing.md)."""
     loop = asyncio.get_running_loop()
     manager = ModelManager(
-        Repository(options.repository), VersionLoader(CompileCache(options.cache_dir), probe_platform())
+        Repository(options.repository),
+        VersionLoader(CompileCache(options.cache_dir), probe_platform()),
+        options.budget,
+        options.room_wait_s,
     )
-    server = HttpServer(PredictorApp(manager, options.limits), limits=options.limits, name="predictor")
+    if tracer is None:
+        app = PredictorApp(manager, options.limits)
+    else:
+        from predictor.tracing import TracedPredictorApp  # OpenTelemetry is imported only when tracing
+
+        app = TracedPredictorApp(manager, options.limits, tracer=tracer)
+    server = HttpServer(app, limits=options.limits, name="predictor")
     host, port = await server.start(options.host, options.port)
+    try:
+        grpc_servers = await start_grpc(
+            manager,
+            options.host,
+            options.grpc_port,
+            options.modelmesh_port,
+            options.limits.max_body_bytes,
+            options.budget.memory_bytes,
+        )
+    except BaseException:
+        await server.shutdown(grace=0)
+        raise
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    on_event({"event": "listening", "host": host, "port": port, "pid": os.getpid()})
+    on_event({"event": "listening", "host": host, "port": port, **grpc_servers.ports, "pid": os.getpid()})
     watcher = None
     starting = loop.create_task(manager.load_repository())
     stopping = loop.create_task(stop.wait())
@@ -106,7 +138,7 @@ async def serve(
         stop.set()
         starting.cancel()
         log.info("shutting down")
-        await server.shutdown(grace=options.grace_s)
+        await asyncio.gather(server.shutdown(grace=options.grace_s), grpc_servers.stop(options.grace_s))
         if watcher is not None:
             await asyncio.gather(watcher, return_exceptions=True)
         await manager.close()
