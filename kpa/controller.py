@@ -10,13 +10,14 @@ and the sidecar injector on ``--webhook-port`` (HTTPS, ``kubebackend.webhook_cer
 campaigns for Lease ``kpa-controller`` (``kubebackend.leader_election``; identity and pod label from
 ``POD_NAME``, the Lease, Secret and webhook in ``POD_NAMESPACE``, default kpa-system). While it
 leads it scales enrolled Deployments and KServe predictors and flips their EndpointSlices
-(docs/kubernetes.md); when it stops leading it stops writing at once and campaigns again. The
-injected queue-proxy's image is ``--queue-proxy-image``, by default this pod's own image (its pod
-read through ``POD_NAME``). The webhook's certificate is made, rotated and its caBundle patched by
-the controller (``--webhook-certs self``), or made by cert-manager and only read from its Secret
-(``--webhook-certs cert-manager``, manifests/cert-manager). Without ``--kubeconfig`` or
-``--in-cluster`` it runs in-cluster when ``KUBERNETES_SERVICE_HOST`` is set (a pod) and from
-``KUBECONFIG`` or ``~/.kube/config`` otherwise.
+(docs/kubernetes.md); when it stops leading it stops writing at once and campaigns again. The injected
+queue-proxy's image is ``--queue-proxy-image``, by default this pod's own image (its pod read through
+``POD_NAME``); its tracing settings are config-tracing's, which this process reads at start as
+``TRACING_CONFIG_*``/``OTEL_EXPORTER_OTLP_*`` variables (docs/tracing.md). The webhook's certificate is
+made, rotated and its caBundle patched by the controller (``--webhook-certs self``), or made by
+cert-manager and only read from its Secret (``--webhook-certs cert-manager``, manifests/cert-manager).
+Without ``--kubeconfig`` or ``--in-cluster`` it runs in-cluster when ``KUBERNETES_SERVICE_HOST`` is set
+(a pod) and from ``KUBECONFIG`` or ``~/.kube/config`` otherwise.
 SIGTERM or Ctrl-C stops it: it stops leading and releases the Lease (the standby takes over within
 one retry period), then watches end, the webhook and the status API stop, nothing is left running.
 """
@@ -33,6 +34,7 @@ from typing import Any
 
 from kubebackend.leader import Durations
 from kubebackend.rbac import ACTIVATOR, CONFIG_MAP, SYSTEM_NAMESPACE
+from tracing.config import TracingConfig, TracingConfigError, tracing_from_env
 
 log = logging.getLogger("kpa.controller")
 
@@ -213,15 +215,20 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        tracing = tracing_from_env(os.environ)  # config-tracing, for the queue-proxies the webhook injects
+    except TracingConfigError as exc:
+        print(f"kpa controller: tracing (config-tracing): {exc}", file=sys.stderr)
+        return 2
     import uvloop
 
     try:
-        return uvloop.run(_main(args, configuration))
+        return uvloop.run(_main(args, configuration, tracing))
     except KeyboardInterrupt:
         return 130
 
 
-async def _main(args: argparse.Namespace, configuration) -> int:
+async def _main(args: argparse.Namespace, configuration, tracing: TracingConfig) -> int:
     from kubebackend.controller import Controller, ControllerOptions
     from kubebackend.leader_election import LeaderElector
     from kubebackend.webhook_certs import run_webhook
@@ -265,7 +272,7 @@ async def _main(args: argparse.Namespace, configuration) -> int:
         webhook = asyncio.create_task(
             run_webhook(
                 controller.api_client,
-                controller.sidecar_lookup(image),
+                controller.sidecar_lookup(image, tracing),
                 args.webhook_port,
                 namespace,
                 webhook_stop,

@@ -51,6 +51,7 @@ from kubebackend.rbac import ACTIVATOR, CONFIG_MAP, SYSTEM_NAMESPACE
 from kubebackend.sidecar import SidecarSpec
 from kubebackend.status_api import StatusServer
 from kubebackend.webhook import NotReady
+from tracing.config import TracingConfig
 
 log = logging.getLogger("kpa.controller")
 
@@ -250,9 +251,12 @@ class Controller:
 
     # ---- the sidecar webhook's seam -------------------------------------------------------------------
 
-    def sidecar_lookup(self, image: str) -> Callable[[str, Mapping[str, str]], SidecarSpec | None]:
-        """The webhook's ``lookup(namespace, pod labels)``: the queue-proxy a new pod gets (``image``),
-        or None for a pod of no enrolled revision. Answers on a standby replica too. Until every
+    def sidecar_lookup(
+        self, image: str, tracing: TracingConfig | None = None
+    ) -> Callable[[str, Mapping[str, str]], SidecarSpec | None]:
+        """The webhook's ``lookup(namespace, pod labels)``: the queue-proxy a new pod gets (``image``,
+        tracing as ``tracing``, config-tracing as the controller read it; None: off), or None for a pod
+        of no enrolled revision. Answers on a standby replica too. Until every
         watch has listed it raises ``NotReady`` (the webhook refuses the pod with a retryable 503, so
         its ReplicaSet creates it again) rather than answer None for a pod it cannot place yet."""
 
@@ -266,7 +270,7 @@ class Controller:
             ref, enrollment = found
             return SidecarSpec(
                 ref.namespace, ref.name, enrollment.container_concurrency, enrollment.timeout_seconds, image,
-                enrollment.logger, enrollment.name,
+                enrollment.logger, enrollment.name, tracing or TracingConfig(),
             )  # fmt: skip
 
         return lookup

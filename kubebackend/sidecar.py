@@ -5,7 +5,9 @@ webhook does it at pod creation, as Knative's revision reconciler does when it b
 (kubernetes-wire.md 5.1): the user container's readiness probe moves into the queue-proxy (which
 answers kubelet's ``K-Network-Probe: queue`` probe by running it), the user container drains through
 the queue-proxy's ``/wait-for-drain`` before it stops, and the pod's grace period is the revision
-timeout so an in-flight request can finish.
+timeout so an in-flight request can finish. The queue-proxy's tracing settings (``config-tracing``, read
+by the controller in its own namespace) are copied into the sidecar's environment as values: a pod
+cannot reference a ConfigMap in another namespace.
 
 :func:`sidecar_patch` returns RFC 6902 operations; :func:`revision_of_pod` says which enrolled
 revision a new pod belongs to by matching its labels against the revisions' Deployment selectors.
@@ -15,10 +17,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from queueproxy.payload_events import INFERENCE_SERVICE_ENV, LoggerSpec
+from tracing.config import TracingConfig
 
 QUEUE_PROXY = "queue-proxy"
 KSERVE_CONTAINER = "kserve-container"  # KServe's name for the model server container
@@ -48,6 +51,7 @@ class SidecarSpec:
     image: str
     logger: LoggerSpec | None = None  # KServe's payload logger, mapped to PAYLOAD_LOGGER_* env
     inference_service: str = ""  # the events' ce-inferenceservicename: the enrolling object's name
+    tracing: TracingConfig = field(default_factory=TracingConfig)  # config-tracing as TRACING_CONFIG_* env
 
 
 def revision_of_pod(
@@ -152,6 +156,7 @@ def queue_proxy_container(
             _field("SERVING_POD", "metadata.name"),
             _field("SERVING_POD_IP", "status.podIP"),
             *_logger_env(spec),
+            *(_env(name, value) for name, value in spec.tracing.to_env().items()),
         ],
         "ports": [
             {"name": "queue-port", "containerPort": QUEUE_PORT, "protocol": "TCP"},

@@ -25,6 +25,7 @@ from kube_controller_fixtures import (
 from waiting import wait_until
 
 from kpa.status import status_table
+from tracing.config import TracingConfig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -249,6 +250,12 @@ def test_a_standby_watches_and_answers_the_webhook_but_scales_and_writes_nothing
                 0,
                 "kpa:1",
             )
+            assert spec.tracing == TracingConfig()  # off unless the controller was given config-tracing
+            traced = TracingConfig("otlp", 1.0, "http://collector:4318/v1/traces")
+            on = running.controller.sidecar_lookup("kpa:1", traced)(
+                NS, {"app": "hello", "pod-template-hash": "a"}
+            )
+            assert on is not None and on.tracing == traced
             assert lookup(NS, {"app": "plain"}) is None  # not enrolled
             assert lookup("elsewhere", {"app": "hello"}) is None
             answer = await running.push("hello", 1.0)

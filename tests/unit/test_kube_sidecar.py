@@ -2,6 +2,7 @@
 queue-proxy accepts the environment it is given."""
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from fakecluster.patches import json_patch
 from kubebackend.sidecar import SidecarSpec, revision_of_pod, serving_probe, sidecar_patch
 from queueproxy.config import load_config
+from tracing.config import TracingConfig, parse_tracing
 
 SPEC = SidecarSpec(
     namespace="ml", revision="resnet", container_concurrency=4, timeout_seconds=120, image="kpa:dev"
@@ -146,3 +148,23 @@ def test_pod_belongs_to_the_revision_whose_selector_its_labels_satisfy():
     assert revision_of_pod({"app": "isvc.resnet-predictor"}, selectors) is None  # a partial match is no match
     assert revision_of_pod({"app": "other"}, selectors) is None
     assert revision_of_pod({}, [("empty", {})]) is None  # an empty selector matches nothing here
+
+
+def test_the_queue_proxy_gets_config_tracing_as_values_it_reads_back_and_none_when_off():
+    """The controller read config-tracing in its own namespace; a pod cannot reference it from another,
+    so the settings travel as plain values, which the queue-proxy parses into the same configuration."""
+    off = env_of(injected(pod())["spec"]["containers"][2])
+    assert not [name for name in off if name.startswith(("TRACING_CONFIG_", "OTEL_"))]
+    assert load_config({k: v for k, v in off.items() if not v.startswith("<")}, {}).tracing == TracingConfig()
+    traced = parse_tracing({"backend": "otlp", "otlp-endpoint": "http://collector.obs:4318/v1/traces",
+                            "sample-rate": "0.25"})  # fmt: skip
+    spec = dataclasses.replace(SPEC, tracing=traced)
+    original = pod()
+    queue = json_patch(copy.deepcopy(original), sidecar_patch(original, spec))["spec"]["containers"][2]
+    env = env_of(queue)
+    assert {k: v for k, v in env.items() if k.startswith(("TRACING_CONFIG_", "OTEL_"))} == {
+        "TRACING_CONFIG_BACKEND": "otlp",
+        "TRACING_CONFIG_SAMPLE_RATE": "0.25",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector.obs:4318/v1/traces",
+    }
+    assert load_config({k: v for k, v in env.items() if not v.startswith("<")}, {}).tracing == traced
