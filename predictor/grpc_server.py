@@ -42,8 +42,10 @@ async def start_grpc(
     grpc_port: int | None,
     modelmesh_port: int | None,
     max_message_bytes: int,
+    capacity_bytes: int | None = None,
 ) -> GrpcServers:
-    """Bind and start the servers asked for (a port of None: that server is off; 0: a free port)."""
+    """Bind and start the servers asked for (a port of None: that server is off; 0: a free port).
+    ``capacity_bytes`` is the memory ModelMesh may fill here (``--memory-budget``; None: the default)."""
     started = GrpcServers()
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -57,7 +59,7 @@ async def start_grpc(
             server = grpc.aio.server(options=options)
             add_GRPCInferenceServiceServicer_to_server(inference, server)
             if key == "modelmesh_port":
-                add_ModelRuntimeServicer_to_server(ModelRuntime(manager), server)
+                add_ModelRuntimeServicer_to_server(ModelRuntime(manager, capacity_bytes), server)
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             try:
                 bound = server.add_insecure_port(address)

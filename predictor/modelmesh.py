@@ -37,7 +37,7 @@ from predictor.protos.model_runtime_pb2_grpc import ModelRuntimeServicer
 from predictor.repository import CONFIG_FILE, check_model_name
 
 log = logging.getLogger("predictor")
-DEFAULT_CAPACITY_BYTES = 1 << 30  # memory the mesh may fill with models here (until --memory-budget)
+DEFAULT_CAPACITY_BYTES = 1 << 30  # memory the mesh may fill with models here without --memory-budget
 DEFAULT_MODEL_BYTES = 64 << 20  # what the mesh assumes of a model before its size is known
 LOAD_TIMEOUT_MS = 120_000  # loads run eagerly; a compile for inductor/zentorch follows in the background
 MAX_LOADING_CONCURRENCY = 1  # the manager loads on one thread
@@ -98,9 +98,9 @@ def directory_bytes(directory: Path) -> int:
 
 
 class ModelRuntime(ModelRuntimeServicer):
-    def __init__(self, manager: ModelManager, capacity_bytes: int = DEFAULT_CAPACITY_BYTES):
+    def __init__(self, manager: ModelManager, capacity_bytes: int | None = None):
         self.manager = manager
-        self.capacity_bytes = capacity_bytes
+        self.capacity_bytes = capacity_bytes or DEFAULT_CAPACITY_BYTES
         self.root = manager.repository.root
         self.loaded: set[str] = set()  # ids the mesh loaded here
         self.aliases: dict[str, Path] = {}  # id -> alias directory this runtime wrote
