@@ -42,8 +42,8 @@ class Breaker(Generic[T]):
     _waiters: deque[T] = field(init=False, default_factory=deque)
 
     def __post_init__(self) -> None:
-        if self.queue_depth <= 0:
-            raise ValueError(f"breaker queue_depth={self.queue_depth}: must be > 0")
+        if self.queue_depth < 0:  # 0: a pure loss breaker (no queue), for the simulator's research cases
+            raise ValueError(f"breaker queue_depth={self.queue_depth}: must be >= 0")
         if self.max_concurrency < 0:
             raise ValueError(f"breaker max_concurrency={self.max_concurrency}: must be >= 0")
         initial = self.max_concurrency if self.initial_capacity is None else self.initial_capacity

@@ -89,7 +89,8 @@ def _revision(node: Node, base_dir: Path) -> RevisionSpec:
         raise node.error("container_concurrency", "must be <= 1000 (container-concurrency-max-limit)")
     if cc == 0 and node.has("queue_depth"):
         raise node.error("queue_depth", "the queue-proxy has no queue when container_concurrency is 0")
-    queue_depth = node.integer("queue_depth", 10 * cc, minimum=1) if cc > 0 else 0
+    # 0 is a pure loss pod (503 whenever cc requests run: Erlang B), which Knative's breaker refuses.
+    queue_depth = node.integer("queue_depth", 10 * cc, minimum=0) if cc > 0 else 0
     model = node.choice("service_model", SERVICE_MODELS, "parallel")
     if model != "shared" and node.has("cores"):
         raise node.error("cores", "only used with service_model: shared")

@@ -73,11 +73,11 @@ def test_cancelled_waiter_frees_its_slot_and_is_never_admitted():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"queue_depth": 0, "max_concurrency": 1},
+        {"queue_depth": -1, "max_concurrency": 1},
         {"queue_depth": 1, "max_concurrency": -1},
         {"queue_depth": 1, "max_concurrency": 1, "initial_capacity": 2},
     ],
-    ids=["queue-depth-0", "negative-concurrency", "capacity-above-concurrency"],
+    ids=["negative-queue-depth", "negative-concurrency", "capacity-above-concurrency"],
 )
 def test_invalid_parameters_are_rejected_with_the_name(kwargs):
     with pytest.raises(ValueError, match="breaker"):
