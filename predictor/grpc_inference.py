@@ -1,10 +1,11 @@
 """``inference.GRPCInferenceService``: the V2 protocol over gRPC, beside REST, on the same models.
 
-Every call answers from the same ``ModelManager`` the REST app uses, and inference goes through the
-same checks (``signature.bind_inputs``, ``check_requested_outputs``), the same version pinning
-(``ModelVersion.in_use``) and the same worker threads or dynamic batcher. A failure becomes the gRPC
-status Triton and KServe use for the REST status it would have had: 400 INVALID_ARGUMENT, 404
-NOT_FOUND, 503 UNAVAILABLE, 500 INTERNAL, each with the REST path's message.
+Every call answers from the same ``ModelManager`` the REST app uses; inference holds its model through
+``ModelManager.acquire`` (loaded on demand within ``--memory-budget``, never unloaded under a call) and
+goes through the same checks (``signature.bind_inputs``, ``check_requested_outputs``), the same
+version pinning (``ModelVersion.in_use``) and the same worker threads or dynamic batcher. A failure
+becomes the gRPC status Triton and KServe use for the REST status it would have had: 400
+INVALID_ARGUMENT, 404 NOT_FOUND, 503 UNAVAILABLE, 500 INTERNAL, each with the REST path's message.
 
 ModelMesh addresses a model with the ``mm-model-id`` request metadata: when present it wins over the
 request's own model name (which the mesh may leave empty or set to something else).
@@ -27,22 +28,17 @@ from predictor.protos import grpc_predict_v2_pb2 as pb
 from predictor.protos.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceServicer
 from predictor.repository import InvalidName
 from predictor.runners import InferenceError
-from predictor.serving import ModelVersion
 from predictor.signature import bind_inputs, check_requested_outputs
 
 log = logging.getLogger("predictor")
 MODEL_ID_KEY = "mm-model-id"  # ModelMesh's routing metadata
+MODEL_LOAD_KEY = "x-kpa-model-load"  # trailing metadata: ms this call waited for its model to load
 EXTENSIONS = ["model_repository"]  # RepositoryModelLoad/Unload; REST's binary and statistics are REST's
 _STATUS = (  # as http_app._error_response maps these to 400, 404 and 503
     ((ProtocolError, InvalidName), grpc.StatusCode.INVALID_ARGUMENT),
     ((ModelNotFound,), grpc.StatusCode.NOT_FOUND),
     ((ModelNotReady,), grpc.StatusCode.UNAVAILABLE),
 )
-
-
-async def model_for_request(manager: ModelManager, name: str, version: str | None) -> ModelVersion:
-    """The one place gRPC asks which version serves a request (the LRU's load-on-request goes here)."""
-    return manager.lookup(name, version)
 
 
 def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
@@ -130,24 +126,35 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         try:
             # Shielded: a client that leaves cancels this wait, not the model's work (a batch it
             # joined, a version it holds), which ends as it would have.
-            return await asyncio.shield(self._infer(name, request))
+            response, load_wait_s = await asyncio.shield(self._infer(name, request))
         except Exception as exc:
             await abort(context, exc)
+        if load_wait_s is not None:  # as REST's X-Kpa-Model-Load header
+            context.set_trailing_metadata(((MODEL_LOAD_KEY, f"{load_wait_s * 1e3:.1f}"),))
+        return response
 
-    async def _infer(self, name: str, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        model = await model_for_request(self.manager, name, request.model_version or None)
-        config = model.config
-        with model.in_use():
-            decoded = decode_request(request)
-            if decoded.outputs is not None:
-                check_requested_outputs(config, decoded.outputs)
-            arrays = await model.infer(bind_inputs(config, decoded.inputs))
+    async def _infer(
+        self, name: str, request: pb.ModelInferRequest
+    ) -> tuple[pb.ModelInferResponse, float | None]:
+        """The answer, and how long it waited for its model to load (None: the model was loaded). The
+        model is held until the answer is made, so a budget never unloads it under this call."""
+        held = await self.manager.acquire(name, request.model_version or None)
+        try:
+            model, config = held.version, held.version.config
+            with model.in_use():
+                decoded = decode_request(request)
+                if decoded.outputs is not None:
+                    check_requested_outputs(config, decoded.outputs)
+                arrays = await model.infer(bind_inputs(config, decoded.inputs))
+        finally:
+            held.release()
         tensors = [
             Tensor(spec.name, spec.datatype, array)
             for spec, array in zip(config.outputs, arrays, strict=True)
             if decoded.outputs is None or spec.name in decoded.outputs
         ]
-        return encode_response(model.name, str(model.version), request.id, tensors, decoded.raw)
+        response = encode_response(model.name, str(model.version), request.id, tensors, decoded.raw)
+        return response, held.load_wait_s
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext

@@ -28,6 +28,7 @@ class PredictorProcess:
         self.events: queue.Queue[dict] = queue.Queue()
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self.listening: dict = {}  # the "listening" line: port, grpc_port / modelmesh_port when asked for
         self.ready_event: dict = {}
 
     def start(self, ready_timeout: float = 60.0, wait_ready: bool = True) -> PredictorProcess:
@@ -36,7 +37,8 @@ class PredictorProcess:
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=log, text=True)
         threading.Thread(target=self._read_events, daemon=True).start()
         try:
-            self.port = self.wait_event("listening", ready_timeout)["port"]
+            self.listening = self.wait_event("listening", ready_timeout)
+            self.port = self.listening["port"]
             if wait_ready:
                 self.ready_event = self.wait_event("ready", ready_timeout)
         except BaseException:  # a start that fails leaves no process behind
