@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: its CPU build lies on local disk; an unpinned torch would pull a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[predictor,kubernetes,tracing,test]'
+	$(PY) -m pip install --quiet -e '.[predictor,kubernetes,tracing,test,sweep-cluster]'
 	touch $(STAMP)
 
 venv: $(STAMP)

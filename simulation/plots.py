@@ -66,20 +66,44 @@ def plot_timeline(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_cost_vs_p99(results: list[dict[str, Any]], path: Path, title: str) -> None:
-    """One point per grid cell: pod-seconds against p99 latency, labelled with the cell's values."""
+def plot_cost_vs_p99(
+    results: list[dict[str, Any]], path: Path, title: str, frontier: Sequence[bool] | None = None
+) -> None:
+    """One point per grid cell: pod-seconds against p99 latency, labelled with the cell's values.
+
+    With ``frontier`` (one flag per result, :func:`simulation.pareto.frontier`) the Pareto-optimal
+    points are drawn in red and joined, cheapest first; cells without a p99 are counted in a note.
+    """
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    for result in results:
+    flags = list(frontier) if frontier is not None else [False] * len(results)
+    front: list[tuple[float, float]] = []
+    for result, on in zip(results, flags, strict=True):
         p99 = result["p99"]
         if p99 is None:
             continue
-        ax.scatter(result["pod_seconds"], p99, color="tab:blue")
+        ax.scatter(result["pod_seconds"], p99, color="tab:red" if on else "tab:blue", zorder=3)
         ax.annotate(
             result["label"],
             (result["pod_seconds"], p99),
             fontsize=7,
             xytext=(4, 3),
             textcoords="offset points",
+            fontweight="bold" if on else "normal",
+        )
+        if on:
+            front.append((result["pod_seconds"], p99))
+    if front:
+        front.sort()
+        ax.step(*zip(*front, strict=True), where="post", color="tab:red", alpha=0.5, label="Pareto frontier")
+        ax.legend(loc="upper right", fontsize=8)
+    unplotted = sum(result["p99"] is None for result in results)
+    if unplotted:
+        ax.text(
+            0.01,
+            0.01,
+            f"{unplotted} cells without a p99 (no request completed)",
+            fontsize=7,
+            transform=ax.transAxes,
         )
     ax.set_xlabel("pod-seconds (cost)")
     ax.set_ylabel("p99 latency (s)")

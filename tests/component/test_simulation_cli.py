@@ -145,7 +145,7 @@ def test_sweep_runs_every_cell_and_plots_cost_against_p99(scenario, tmp_path):
     assert cells == {("1", "random"), ("1", "round_robin"), ("2", "random"), ("2", "round_robin")}
     by_target = {r[target]: float(r["pod_seconds"]) for r in rows}
     assert by_target["1"] > by_target["2"]  # a lower target buys more pods
-    assert (out / "cost_vs_p99.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((out / "cells").glob("*/report.json"))) == 4
 
 
