@@ -162,3 +162,37 @@ def build_demo_repository(
             save_model(model, folder / file_name, model_format, max_batch_size)
         (root / name / "config.pbtxt").write_text(model.config(backend, max_batch_size, max_queue_delay_us))
     return root
+
+
+MANY_INPUTS, MANY_OUTPUTS = 16, 8
+
+
+def many_model(index: int) -> nn.Module:
+    """Model ``index`` of a many-models repository: a small MLP (16 -> 64 -> 8) with its own seed, so
+    each model's answers are its own."""
+    torch.manual_seed(SEED + index)
+    return nn.Sequential(nn.Linear(MANY_INPUTS, 64), nn.ReLU(), nn.Linear(64, MANY_OUTPUTS)).eval()
+
+
+def many_model_name(index: int) -> str:
+    return f"mlp{index:02d}"
+
+
+def build_many_models_repository(path: str | Path, count: int = 20) -> Path:
+    """``count`` small MLPs (``mlp00``, ``mlp01``, ...; input ``x`` FP32 [16], output ``y`` FP32 [8]),
+    eager TorchScript: the repository the 'Many models per pod' demo serves under a budget."""
+    root = Path(path)
+    for index in range(count):
+        name = many_model_name(index)
+        folder = root / name / "1"
+        folder.mkdir(parents=True, exist_ok=True)
+        aside = folder / ".model.pt.partial"
+        torch.jit.save(torch.jit.script(many_model(index)), str(aside))
+        aside.replace(folder / "model.pt")
+        (root / name / "config.pbtxt").write_text(
+            f'name: "{name}"\nmax_batch_size: 8\n'
+            f'input [{{ name: "x" data_type: TYPE_FP32 dims: [{MANY_INPUTS}] }}]\n'
+            f'output [{{ name: "y" data_type: TYPE_FP32 dims: [{MANY_OUTPUTS}] }}]\n'
+            'parameters { key: "backend" value { string_value: "eager" } }\n'
+        )
+    return root

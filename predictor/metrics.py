@@ -5,7 +5,8 @@ KServe's Python model server exports ``request_preprocess_seconds``, ``request_p
 here they time decode, inference and encode. KServe's ``request_explain_seconds`` is left out: nothing
 here explains. Ours: ``kpa_predictor_batch_size`` (examples per model call, read at scrape time from the
 versions' own counters) and ``kpa_predictor_requests_total{model_name, response_code}`` (inference
-requests by status; a 404 for a model that does not exist is not counted).
+requests by status; a 404 for a model that does not exist is not counted); each model's KServe state and,
+with a memory budget, the model cache's families (predictor.model_metrics).
 
 Per request only plain lists and dicts change, under one lock (decode and encode may run on a model's
 worker threads); prometheus-client runs only when ``/metrics`` is scraped, from this app's own registry.
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from predictor.model_metrics import cache_families, state_family
 
 if TYPE_CHECKING:
     from predictor.manager import ModelManager
@@ -59,8 +62,13 @@ class PredictorMetrics(Collector):
     """Counts per model; ``batch_sizes`` yields ``(model name, Counter of examples per call)`` per served
     version when scraped."""
 
-    def __init__(self, batch_sizes: Callable[[], Iterable[tuple[str, Counter]]] = tuple) -> None:
+    def __init__(
+        self,
+        batch_sizes: Callable[[], Iterable[tuple[str, Counter]]] = tuple,
+        models: Callable[[], Iterable[Metric]] = tuple,  # the model states and budget (model_families)
+    ) -> None:
         self.batch_sizes = batch_sizes
+        self.models = models
         self.stages: dict[str, _Stages] = {}
         self.requests: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
@@ -164,10 +172,19 @@ class PredictorMetrics(Collector):
         for (model, status), count in sorted(requests.items()):
             counted.add_metric((model, str(status)), count)
         yield counted
+        yield from self.models()
 
     def render(self) -> bytes:
         """The Prometheus text exposition (format 0.0.4) of the predictor's metrics."""
         return generate_latest(self.registry)
+
+
+def model_families(manager: ModelManager) -> Iterator[Metric]:
+    """Each model's KServe state and, with a budget, hits, misses, evictions, load waits and resident
+    bytes (predictor.model_metrics)."""
+    yield state_family(manager.active_states())
+    if manager.cache:
+        yield from cache_families(manager.counters, manager.resident_bytes())
 
 
 def served_batch_sizes(manager: ModelManager) -> Iterator[tuple[str, Counter]]:

@@ -104,7 +104,7 @@ def plan_load(residents: Mapping[str, Resident], name: str, size: int, budget: B
     busy = sorted(other for other, r in others.items() if r.in_flight > 0)
     return Wait(
         f"model {name!r} ({size:,} bytes) does not fit in {budget.describe()} until a model in use "
-        f"is free: {', '.join(busy)} have requests in flight or are loading"
+        f"is free (requests in flight or loading: {', '.join(busy)})"
     )
 
 

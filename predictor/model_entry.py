@@ -28,6 +28,11 @@ class ModelNotReady(RuntimeError):
     """The model exists but cannot answer now (HTTP 503)."""
 
 
+class NoRoom(ModelNotReady):
+    """A load waited its bound for busy models to free room in the budget (HTTP 503; the next request
+    tries again, unlike a model that failed to load, which waits for its files to change)."""
+
+
 @dataclass
 class ModelEntry:
     name: str
@@ -47,6 +52,7 @@ class ModelEntry:
     waiting_for_room: bool = False
     failed: bool = False  # the latest load or reload failed
     last_failure: Failure | None = None
+    measured: tuple[tuple | None, int] | None = None  # (fingerprint, bytes) of its latest load
 
     def phase(self) -> Phase:
         return Phase(bool(self.versions), self.busy > 0, self.waiting_for_room, self.failed)

@@ -33,6 +33,7 @@ from predictor.model_entry import (
     ModelEntry,
     ModelNotFound,
     ModelNotReady,
+    NoRoom,
 )
 from predictor.model_metrics import CacheCounters
 from predictor.repository import ModelSource
@@ -68,6 +69,7 @@ class OnDemandLoading:
         def _failed(self, entry: ModelEntry, reason: str, config: ModelConfig | None = None) -> None: ...
         def _retire(self, versions: Iterable[ModelVersion]) -> None: ...
         def _drop(self, name: str) -> None: ...
+        def _record_failure(self, entry: ModelEntry, message: str) -> None: ...
 
     def hold(self, name: str, version: str | None = None) -> Held | Awaitable[Held]:
         """The version that serves a request, held until released: at once when loaded (no waiting, the
@@ -143,6 +145,10 @@ class OnDemandLoading:
                 entry.state = LOADING
                 self.counters.loads[name] += 1
                 await self._apply(entry, source)
+            except NoRoom as exc:
+                self._record_failure(entry, str(exc))
+                entry.state, entry.reason = UNAVAILABLE, f"{STANDBY_REASON} (last try: {exc})"
+                raise
             except ModelNotReady as exc:
                 self._failed(entry, str(exc), source.config)
                 raise
@@ -156,7 +162,10 @@ class OnDemandLoading:
             self._fit_measured(entry)
 
     def _estimate(self, entry: ModelEntry, source: ModelSource) -> int:
-        """Bytes to reserve before loading: the declared size, else the file sizes on disk."""
+        """Bytes to reserve before loading: the declared size, else what the same files measured when they
+        last loaded, else the model files' size on disk (TorchScript archives run ~2x their weights)."""
+        if entry.measured is not None and entry.measured[0] == source.fingerprint():
+            return entry.measured[1]
         declared = source.config.parameters.get(SIZE_PARAMETER) if source.config else None
         if declared:
             try:
@@ -181,8 +190,9 @@ class OnDemandLoading:
             left = deadline - time.monotonic()
             if isinstance(plan, Refuse) or left <= 0:
                 entry.waiting_for_room = False
-                waited = "" if isinstance(plan, Refuse) else f"; waited {self.room_wait_s:g} s"
-                raise ModelNotReady(plan.reason + waited)
+                if isinstance(plan, Refuse):
+                    raise ModelNotReady(plan.reason)
+                raise NoRoom(f"{plan.reason}; waited {self.room_wait_s:g} s")
             entry.waiting_for_room = True
             freed = self._room_freed
             self._room_waiters += 1
@@ -199,6 +209,7 @@ class OnDemandLoading:
         measured = [v.info.resident_bytes for v in entry.versions.values()]
         declared = entry.config.parameters.get(SIZE_PARAMETER) if entry.config else None
         entry.size_bytes = parse_bytes(declared) if declared else sum(measured)
+        entry.measured = (entry.fingerprint, entry.size_bytes)
         residents = {n: e.resident() for n, e in self._entries.items() if e.versions or e.reserved}
         plan = plan_load(residents, entry.name, entry.size_bytes, self.budget)
         if isinstance(plan, Admit):

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -37,7 +37,12 @@ from simulation.schema import Node
 if TYPE_CHECKING:
     import simpy
 
-    from simulation.pods import Request
+
+class Request(Protocol):
+    """What this module needs of a simulated request (simulation.pods.Request)."""
+
+    model: int  # which model it asks for
+
 
 POPULARITIES = ("zipf", "uniform")
 _KEYS = ("count", "popularity", "zipf_s", "size", "load_time", "memory_budget", "max_models")
@@ -162,8 +167,8 @@ class PodModels:
         self,
         run: ModelsRun,
         env: simpy.Environment,
-        start: Callable[[Request, float], None],
-        counts: Callable[[Request], bool],
+        start: Callable[[Any, float], None],  # (a simulation.pods.Request, now)
+        counts: Callable[[Any], bool],
     ) -> None:
         self._run = run
         self._env = env
