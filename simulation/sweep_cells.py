@@ -16,12 +16,18 @@ anywhere.
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from simulation.cli import simulate
 from simulation.scenario import Scenario
+
+# A Dask worker started with several threads runs cells in threads of one process. The simulation is
+# pure Python (the GIL lets one thread run it at a time anyway) and pyplot is not thread-safe, so the
+# cells of one process take turns; `dask worker --nworkers N --nthreads 1` runs N at once.
+_ONE_AT_A_TIME = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class CellOutput:
 
 def run_cell(scenario: Scenario, seed: int | None, plot: bool) -> CellOutput:
     """Simulate ``scenario`` in a temporary directory of this process and return what it wrote."""
-    with tempfile.TemporaryDirectory(prefix="kpa-sweep-cell-") as tmp:
+    with _ONE_AT_A_TIME, tempfile.TemporaryDirectory(prefix="kpa-sweep-cell-") as tmp:
         report = simulate(scenario, Path(tmp), seed, plot=plot)
         files = {path.name: path.read_bytes() for path in sorted(Path(tmp).iterdir())}
     return CellOutput(report, files)
