@@ -30,7 +30,13 @@ PROPAGATE_ENV = "PROPAGATE_HEADERS"  # KServe's router: comma-separated header-n
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("graph", help="a YAML file holding one InferenceGraph (serving.kserve.io/v1alpha1)")
+    parser.add_argument(
+        "graph", nargs="?", help="a YAML file holding one InferenceGraph (serving.kserve.io/v1alpha1)"
+    )
+    parser.add_argument(
+        "--write-demo", metavar="DIR", type=Path,
+        help="write the cat/dog pipeline (two small models, graph.yaml, stack.yaml for kpa up) and exit",
+    )  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (in a pod: 0.0.0.0)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")),
                         help="port to listen on; 0 picks a free one (default $PORT, else 8080)")  # fmt: skip
@@ -51,6 +57,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.write_demo is not None:
+        from kpa.graph_demo import write_demo
+
+        stack = write_demo(args.write_demo)
+        request = '{"instances": [[0, 0.1, 2, 0.5]]}'
+        print(f"kpa graph: wrote {stack}; now: kpa up {stack} & then\n"
+              f"  curl -H 'Host: pipeline' localhost:8080/ -d '{request}'")  # fmt: skip
+        return 0
+    if args.graph is None:
+        print("kpa graph: give an InferenceGraph file (or --write-demo DIR)", file=sys.stderr)
+        return 2
     path = Path(args.graph)
     try:
         graph = load_graph_text(path.read_text(), str(path))

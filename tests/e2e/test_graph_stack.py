@@ -12,30 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from graph_models import write_repository
 from stack_fixtures import run, running_stack
 
 from autoscaler.stat import RevisionKey
+from kpa.graph_demo import DEMO_GRAPH as GRAPH
+from predictor.pipeline_models import write_pipeline_repository as write_repository
 
 pytestmark = pytest.mark.timeout(240)
 
-GRAPH = """
-apiVersion: serving.kserve.io/v1alpha1
-kind: InferenceGraph
-metadata:
-  name: dog-breed-pipeline
-spec:
-  nodes:
-    root:
-      routerType: Sequence
-      steps:
-      - serviceName: cat-dog
-        name: cat_dog_classifier
-      - serviceName: dog-breed
-        name: dog_breed_classifier
-        data: $request
-        condition: "[@this].#(predictions.0.0==1)"
-"""
 
 
 def predictor(name: str, repository: Path, cache: Path) -> str:

@@ -43,3 +43,16 @@ def test_a_bad_graph_revision_is_refused_naming_the_line_and_the_field(tmp_path,
     with pytest.raises(StackConfigError) as caught:
         parse_stack(text, "stack.yaml", tmp_path)
     assert message.format(dir=tmp_path) in str(caught.value)
+
+
+def test_the_written_demo_is_a_valid_stack_whose_graph_names_its_two_model_revisions(tmp_path):
+    from kpa.graph_demo import write_demo
+    from localbackend.stack_file import load_stack
+
+    stack_file = write_demo(tmp_path / "demo")
+    stack = load_stack(stack_file)
+    assert [r.name for r in stack.revisions] == ["pipeline", "cat-dog", "dog-breed"]
+    assert all(r.settings.initial_scale == 0 for r in stack.revisions)  # the first request wakes each
+    for name in ("cat-dog", "dog-breed"):
+        assert (tmp_path / "demo" / "models" / name / name / "1" / "model.pt").is_file()
+        assert f"models/{name}" in " ".join(stack.revision(name).command)

@@ -1,5 +1,6 @@
 """The seed's cat/dog pipeline as two tiny real torch models with fixed weights, written as model
 repositories that `kpa predictor` serves (one repository per revision, the model named after it).
+`kpa graph --write-demo` and the InferenceGraph tests build them (docs/inference-graph.md).
 
 * ``cat-dog``: ``image`` FP32 [4] -> ``label`` INT64 [1]: 1 (dog) when x2 + x3 > x0 + x1, else 0 (cat).
 * ``dog-breed``: ``image`` FP32 [4] -> ``breed`` INT64 [1]: the index of the largest of x0, x1 + x2, x3.
@@ -33,15 +34,15 @@ class Classifier(nn.Module):
         return self.linear(image).argmax(dim=1, keepdim=True)
 
 
-MODELS = {
+PIPELINE_MODELS = {
     "cat-dog": ("label", [[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]),
     "dog-breed": ("breed", [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]),
 }
 
 
-def write_repository(root: Path, name: str) -> Path:
+def write_pipeline_repository(root: Path, name: str) -> Path:
     """A repository holding model ``name`` (version 1, TorchScript); returns the repository folder."""
-    output, weights = MODELS[name]
+    output, weights = PIPELINE_MODELS[name]
     folder = root / name / name
     (folder / "1").mkdir(parents=True, exist_ok=True)
     (folder / "config.pbtxt").write_text(CONFIG.format(name=name, output=output))
