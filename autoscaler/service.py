@@ -33,7 +33,8 @@ import httpx
 from autoscaler.actuator import Actuator, PodInfo, ready_pods
 from autoscaler.collection import ScrapePod, extrapolate, sample_size, scrape_order
 from autoscaler.lifecycle import PROXY
-from autoscaler.revision import RevisionAutoscaler, RevisionSettings, ScaleDecision
+from autoscaler.policy_loader import make_autoscaler
+from autoscaler.revision import RevisionSettings, ScaleDecision
 from autoscaler.scaling import TICK_INTERVAL
 from autoscaler.schedule import DecisionSchedule
 from autoscaler.stat import RevisionKey, Stat, StatError
@@ -79,7 +80,7 @@ class _ScaledRevision:
     def __init__(self, ref: RevisionKey, settings: RevisionSettings, now: float, ready: int) -> None:
         self.ref = ref
         self.settings = settings
-        self.core = RevisionAutoscaler(settings, now, ready)
+        self.core = make_autoscaler(settings, now, ready, strict=False)  # a failing policy keeps the last
         self.mode = self.core.mode
         self.poke = asyncio.Event()  # wakes the decision loop
         self.scale_now = False  # a pushed stat poked: run the decider, not just the reconciler

@@ -23,6 +23,8 @@ from typing import Any, NoReturn
 import yaml
 
 from autoscaler.config import AutoscalerConfigError
+from autoscaler.policy import PolicyError
+from autoscaler.policy_loader import parse_policy, with_policy
 from autoscaler.revision import RevisionSettings, settings_from
 from graph.spec import GraphSpecError, load_graph_text
 from queueproxy.auth import TOKENS_FILE, AuthConfigError, AuthSpec, parse_tokens
@@ -63,6 +65,7 @@ _REVISION_KEYS = (
     "activatorQueueBound",
     "logger",
     "graph",
+    "policy",
 )
 
 
@@ -403,7 +406,14 @@ class _Reader:
         cc: int,
     ) -> RevisionSettings:
         try:
-            return settings_from(annotations, config, cc, strict_config=True)
+            settings = settings_from(annotations, config, cc, strict_config=True)
+            if "policy" in fields_:  # the KPA unless it names another (docs/experiments.md)
+                node = fields_["policy"][1]
+                try:
+                    return with_policy(settings, parse_policy(self.value(node), self.workdir))
+                except PolicyError as exc:
+                    self.fail(node, f"{path}.policy: {exc}")
+            return settings
         except AutoscalerConfigError as exc:
             message = str(exc)
             node, where = self._culprit(message, fields_, path)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from autoscaler.policy import PolicyError
 from simulation.engine import Simulation
 from simulation.plots import plot_timeline
 from simulation.report import PLOT_ROWS, TimelineWriter, summarize, write_report
@@ -178,6 +179,15 @@ def run(args: argparse.Namespace) -> int:
         )
     except ScenarioError as exc:  # a bound met during the run (e.g. more pods than one simulation holds)
         explain(exc, args.scenario, "simulate", console)
+        return 2
+    except PolicyError as exc:  # the scenario's policy failed or answered garbage
+        console.print(
+            f"kpa simulate: {args.scenario}: {exc}",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return 2
     Console(file=sys.stdout).print(report_table(report))
     files = "report.json, timeline.csv" + ("" if args.no_plot else ", timeline.png")

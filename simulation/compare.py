@@ -185,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
         explain(exc, args.scenario, "compare", console)
         return 2
     except PolicyError as exc:  # a policy that failed during its run
-        console.print(f"kpa compare: {args.scenario}: {exc}", style="red", markup=False, highlight=False)
+        console.print(
+            f"kpa compare: {args.scenario}: {exc}", style="red", markup=False, highlight=False, soft_wrap=True
+        )
         return 2
     Console(file=sys.stdout, width=max(100, 24 + 18 * len(reports))).print(compare_table(reports))
     console.print(f"wrote compare.json, compare.png to {args.out}")

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from autoscaler.config import AutoscalerConfigError
+from autoscaler.policy import PolicyError
+from autoscaler.policy_loader import parse_policy, with_policy
 from autoscaler.revision import RevisionSettings, settings_from
 from simulation import limits, yamldoc
 from simulation.distributions import Constant, Distribution, Exponential, parse_distribution
@@ -28,7 +30,7 @@ __all__ = ["PlatformSpec", "RevisionSpec", "Scenario", "ScenarioError", "load_sc
 
 SERVICE_MODELS = ("parallel", "shared")
 ROUTINGS = ("random", "round_robin")
-_TOP_KEYS = ("duration", "warmup", "seed", "revision", "config", "platform", "workload")
+_TOP_KEYS = ("duration", "warmup", "seed", "revision", "config", "platform", "workload", "policy")
 _REVISION_KEYS = (
     "container_concurrency",
     "queue_depth",
@@ -174,6 +176,11 @@ def parse_scenario(document: Any, base_dir: Path | str = ".", source: str = "") 
     workload = parse_workload(root, "workload", base)
     limits.check_requests(root, workload, duration)
     settings = _settings(root, revision.annotations, config, revision.container_concurrency)
+    if root.has("policy"):  # the KPA unless it names another (docs/experiments.md, "Policies")
+        try:
+            settings = with_policy(settings, parse_policy(root.raw("policy"), base))
+        except PolicyError as exc:
+            raise root.error("policy", str(exc)) from None
     return Scenario(
         duration=duration,
         warmup=warmup,
