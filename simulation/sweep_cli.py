@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         disable=shown is None,
     ) as progress:
         task = progress.add_task("cells", total=len(todo), rate="")
+        requests = [0]  # simulated so far, for the rate
 
         def done(cell: int, output: CellOutput) -> None:
             directory = args.out / "cells" / f"{cell:03d}"
@@ -177,9 +178,9 @@ def run(args: argparse.Namespace) -> int:
             for name, content in output.files.items():
                 (directory / name).write_bytes(content)
             rows[cell] = summary_row(todo[cell], output.report)
-            requests = sum(row["requests"] for row in rows.values())
+            requests[0] += rows[cell]["requests"]
             elapsed = progress.tasks[task].elapsed or 0.0
-            rate = f"{requests / elapsed:,.0f} simulated req/s" if elapsed > 0 else ""
+            rate = f"{requests[0] / elapsed:,.0f} simulated req/s" if elapsed > 0 else ""
             progress.update(task, advance=1, rate=rate)
 
         try:
