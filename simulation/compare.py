@@ -128,7 +128,7 @@ def compare_table(reports: dict[str, dict[str, Any]]) -> Table:
     table = Table(title="policies on the same arrivals", title_justify="left")
     table.add_column("", style="bold")
     for label in reports:
-        table.add_column(label, justify="right")
+        table.add_column(label, justify="right", overflow="fold")
     rows: list[tuple[str, Any]] = [
         ("requests", lambda r: figure(r["requests"])),
         ("latency p50", lambda r: figure(r["latency"]["p50"], " s")),
