@@ -20,7 +20,8 @@ ENGINE = "httpengine"  # the HTTP engine: a name here allows every module of the
 AUTOSCALER_CORE = {
     "autoscaler.stat", "autoscaler.scaling", "autoscaler.aggregation", "autoscaler.config",
     "autoscaler.collection", "autoscaler.lifecycle", "autoscaler.revision", "autoscaler.schedule",
-    "autoscaler.values",
+    "autoscaler.values", "autoscaler.choice", "autoscaler.policy", "autoscaler.hpa", "autoscaler.keda_http",
+    "autoscaler.policy_loader",
 }  # fmt: skip
 # The local backend drives the live loop: the autoscaler's service, actuator interface and core, the
 # activator, and the queue-proxy's configuration parsers (probes, authentication and its gate, the
@@ -146,8 +147,8 @@ PURE_CORES = sorted(
     | {"activator.throttler", "activator.routing", "activator.config", "activator.probing"}
     | {"activator.reporter"}
     | {"predictor.batch_planner", "predictor.config", "predictor.datatypes", "predictor.protocol"}
-    | {"predictor.signature", "predictor.model_cache"}
-    | {"simulation.limits", "simulation.queueing", "simulation.sample"}
+    | {"predictor.signature", "predictor.model_cache", "predictor.model_status"}
+    | {"simulation.limits", "simulation.queueing", "simulation.sample", "simulation.pareto"}
     | {"kpa.load_phases", "kpa.load_report"}
     | {"fakecluster.store", "fakecluster.patches", "fakecluster.strategic", "fakecluster.selectors"}
     | {"fakecluster.pod_spec", "fakecluster.pod_status"}
