@@ -43,6 +43,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from autoscaler.choice import PolicyChoice, class_choice
 from autoscaler.collection import MetricCollection, NoDataError
 from autoscaler.config import (
     LINEAR,
@@ -92,6 +93,7 @@ class RevisionSettings:
     has_scrape_target: bool  # False when target-burst-capacity is -1: only activator stats arrive
     reachable: bool = True
     activation_timeout: float = 600.0 + ACTIVATION_TIMEOUT_BUFFER
+    policy: PolicyChoice | None = None  # None: the KPA; else autoscaler.policy_loader builds it
 
     @property
     def lifecycle(self) -> LifecycleSettings:
@@ -138,6 +140,7 @@ def settings_from(
             f"containerConcurrency={container_concurrency}: must be in [0, {CONTAINER_CONCURRENCY_MAX}]"
             " (0 means no limit)"
         )
+    policy, annotations = class_choice(annotations)  # the HPA class: its keys are not the KPA's
     cfg = config if isinstance(config, AutoscalerConfig) else parse_config(config, strict=strict_config)
     ann = parse_annotations(annotations, cfg)
     target_value, total_value = resolve_metric_target(cfg, ann, container_concurrency)
@@ -191,6 +194,7 @@ def settings_from(
         has_scrape_target=tbc != -1,
         reachable=reachable,
         activation_timeout=deadline + ACTIVATION_TIMEOUT_BUFFER,
+        policy=policy,
     )
 
 
@@ -276,6 +280,22 @@ class RevisionAutoscaler:
         if self._rps:
             return self._collection.stable_and_panic_rps(now)
         return self._collection.stable_and_panic_concurrency(now)
+
+    def at_rest(self, now: float) -> bool:
+        """True when nothing this revision decides can change until a stat arrives or a pod is ready.
+
+        The windows hold no data (so ``decide`` leaves the decider alone: no data, no decision), the
+        decider's last desired scale is 0 (or still unknown), and the reconciler has settled at zero
+        behind the activator (:meth:`Lifecycle.settled_at_zero`). Every ``decide``/``reconcile`` from
+        ``now`` on, with no pod ready and the activator in the path, then returns the same decision
+        and changes no state — which lets a simulator of many revisions skip an idle one's ticks
+        (``simulation.many``).
+        """
+        try:
+            self.observe(now)
+        except NoDataError:
+            return self._lifecycle.settled_at_zero(now, self._desired)
+        return False
 
     def decide(self, now: float, ready_pods: int | None, activator_in_path: bool = True) -> ScaleDecision:
         """Decide at ``now``; ``activator_in_path`` answers Knative's probe before scaling to zero."""

@@ -28,8 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "load": ("kpa.load", "generate HTTP load: constant rate, steps, bursts, idle gaps"),
     "dashboard": ("kpa.dashboard_cli", "draw the Grafana dashboard from a running Prometheus into a PNG"),
     "demo": ("kpa.demo", "the end-to-end demonstration run by `make demo`"),
-    "simulate": ("simulation.cli", "simulate a scenario under simulated time"),
+    "simulate": ("simulation.many_cli", "simulate a scenario (one revision or many) under simulated time"),
     "sweep": ("simulation.sweep_cli", "simulate a grid of scenario variants in parallel"),
+    "compare": ("simulation.compare", "run a scenario under several scaling policies, side by side"),
     "validate": ("kpa.validate", "run a scenario live and simulated, side by side"),
 }
 

@@ -34,7 +34,8 @@ import numpy as np
 import simpy
 
 from autoscaler import collection
-from autoscaler.revision import RevisionAutoscaler, ScaleDecision
+from autoscaler.policy_loader import make_autoscaler
+from autoscaler.revision import ScaleDecision
 from autoscaler.schedule import DecisionSchedule
 from autoscaler.stat import Stat
 from simulation import limits
@@ -112,12 +113,17 @@ class Simulation:
     """
 
     def __init__(
-        self, scenario: Scenario, seed: int | None = None, timeline: TimelineSink | None = None
+        self,
+        scenario: Scenario,
+        seed: int | None = None,
+        timeline: TimelineSink | None = None,
+        env: simpy.Environment | None = None,
     ) -> None:
+        """``env``: a clock shared with other revisions (:mod:`simulation.many` drives them); default own."""
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
         self.settings = scenario.settings
-        self.env = simpy.Environment()
+        self.env = simpy.Environment() if env is None else env
         streams = random_streams(self.seed)
         revision = scenario.revision
         # Arrival times one by one, drawn block by block as the run reaches them.
@@ -156,7 +162,7 @@ class Simulation:
         self._next_pod = 0
         self._serve = False  # activator out of the path
         self.activator = SimulatedActivator(self, scenario.platform.activator_queue_depth, self.rng)
-        self.autoscaler = RevisionAutoscaler(self.settings, 0.0, ready_pods=0)
+        self.autoscaler = make_autoscaler(self.settings, 0.0, ready_pods=0)  # the KPA or settings.policy
         self._decisions = DecisionSchedule(0.0)  # its 2 s ticks fall on the control ticks
         self.decision: ScaleDecision | None = None
         self.wall_seconds = 0.0
