@@ -249,6 +249,25 @@ class Lifecycle:
             reason=outcome.reason,
         )
 
+    def settled_at_zero(self, now: float, desired: int) -> bool:
+        """True when the revision is Inactive behind the activator and stays so for good: with the
+        decider's ``desired`` scale 0 (or still unknown, -1) and no ready pod, every ``step`` from ``now``
+        on returns the same want, asks for no requeue and changes no state (the times it compares only
+        grow past their bounds: zero has applied, or nothing is known to apply).
+        """
+        if desired > 0 or self._status.state != INACTIVE or self._mode != PROXY:
+            return False
+        outcome = scale_target(
+            self._settings,
+            self._status,
+            now,
+            desired,
+            activator_in_path=True,
+            proxy_since=self._proxy_since,
+            proxied=True,
+        )
+        return outcome.desired == desired and outcome.requeue_after is None and not outcome.probe_activator
+
     def _next_status(self, now: float, want: int, ready: int) -> PAStatus:
         """Knative's ``computeActiveCondition``."""
         status = self._status
