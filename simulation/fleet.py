@@ -32,6 +32,12 @@ if TYPE_CHECKING:
         def add_pod(self, pod: Pod, now: float) -> None: ...
         def remove_pod(self, pod: Pod, now: float) -> None: ...
 
+    class FleetPlacement(Protocol):
+        """Where pods run when revisions share nodes: ``start`` is called once the pod has a node."""
+
+        def request(self, pod: Pod, start: Callable[[], None]) -> None: ...
+        def release(self, pod: Pod) -> None: ...
+
     class FleetHost(PodHost, Protocol):
         """What the fleet (and the pods it makes) needs of the simulation: a Protocol, so the fleet
         never imports the engine."""
@@ -68,6 +74,7 @@ class Fleet:
         self.draining: list[Pod] = []
         self.replicas = 0
         self.scale_events = 0  # changes of the replica count between the warm-up and the end
+        self.placement: FleetPlacement | None = None  # nodes shared with other revisions; None: room always
 
     def set_replicas(self, wanted: int, now: float) -> None:
         current = len(self.starting) + len(self.ready)
@@ -99,7 +106,14 @@ class Fleet:
             column.append(math.nan)
         self._alive[pod.index] = pod
         self.starting.append(pod)
-        event = self._env.timeout(self._cold_start())
+        cold_start = self._cold_start()
+        if self.placement is None:
+            self._start(pod, cold_start)
+        else:  # its start-up begins once a node has room (simulation.cluster)
+            self.placement.request(pod, lambda: self._start(pod, cold_start))
+
+    def _start(self, pod: Pod, cold_start: float) -> None:
+        event = self._env.timeout(cold_start)
         event.callbacks.append(lambda _event: self._pod_ready(pod))
 
     def _pod_ready(self, pod: Pod) -> None:
@@ -142,6 +156,8 @@ class Fleet:
 
     def _retire(self, pod: Pod) -> None:
         """Keep a gone pod's times only (32 bytes), not the pod."""
+        if self.placement is not None:
+            self.placement.release(pod)
         _, ready_at, unready_at, gone_at = self._lives
         for column, value in ((ready_at, pod.ready_at), (unready_at, pod.unready_at), (gone_at, pod.gone_at)):
             column[pod.index] = math.nan if value is None else value

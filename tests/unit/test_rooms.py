@@ -149,6 +149,7 @@ PURE_CORES = sorted(
     | {"predictor.batch_planner", "predictor.config", "predictor.datatypes", "predictor.protocol"}
     | {"predictor.signature", "predictor.model_cache", "predictor.model_status"}
     | {"simulation.limits", "simulation.queueing", "simulation.sample", "simulation.pareto"}
+    | {"simulation.cluster"}
     | {"kpa.load_phases", "kpa.load_report"}
     | {"fakecluster.store", "fakecluster.patches", "fakecluster.strategic", "fakecluster.selectors"}
     | {"fakecluster.pod_spec", "fakecluster.pod_status"}
