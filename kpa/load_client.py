@@ -51,17 +51,22 @@ class Reply(NamedTuple):
     status: int  # 0 when no response came
     error: str = ""
     cold: bool = False
+    detail: str = ""  # an error answer's (status >= 400) first body line: the server's why
+
+
+DETAIL_BYTES = 200  # of an error answer's body, kept to name the failure; the rest is dropped
 
 
 class Outcome:
     """The ``ResponseSink`` a load request's answer goes into: it keeps what a run counts (the status,
-    whether the activator held the request for a cold start) and drops the body as it arrives.
+    whether the activator held the request for a cold start) and drops the body as it arrives, but
+    for the first bytes of an error answer (status >= 400), which say why it failed.
 
     It takes a plain upstream head as it came (``accepts_raw``), sparing the parse of every header of
     every response: the engine's proxy fast path, here on the client side.
     """
 
-    __slots__ = ("cold", "finished", "started", "status")
+    __slots__ = ("cold", "detail", "finished", "started", "status")
     accepts_raw = True
 
     def __init__(self) -> None:
@@ -69,6 +74,7 @@ class Outcome:
         self.started = False
         self.finished = False
         self.cold = False
+        self.detail = b""
 
     def start(
         self, status: int, headers: Iterable[tuple[bytes, bytes]] = (), content_length: int | None = None
@@ -89,13 +95,21 @@ class Outcome:
             self.cold = lower[at : lower.index(b"\r\n", at)].strip() == b"true"
 
     def write(self, data: bytes) -> None:
-        pass
+        if self.status >= 400 and len(self.detail) < DETAIL_BYTES:
+            self.detail += data[: DETAIL_BYTES - len(self.detail)]
 
     def flush(self) -> None:
         pass
 
     def end(self, data: bytes = b"") -> None:
+        if data:
+            self.write(data)
         self.finished = True
+
+    def reason(self) -> str:
+        """The error answer's first body line, or "" (a success, or an error with no body)."""
+        lines = self.detail.decode("utf-8", "replace").strip().splitlines()
+        return lines[0].strip() if lines else ""
 
     def abort(self) -> None:
         self.finished = True
@@ -105,6 +119,7 @@ class Outcome:
             self.started = False
             self.status = 0
             self.cold = False
+            self.detail = b""
         return not self.started
 
     def link_flow(self, transport: asyncio.ReadTransport | None) -> None:
@@ -141,7 +156,7 @@ class Client:
                 return Reply(0, "timeout")
             except OSError as exc:  # the engine's UpstreamError among them
                 return Reply(0, _error_name(exc, self.pool.address))
-        return Reply(outcome.status, "", outcome.cold)
+        return Reply(outcome.status, "", outcome.cold, outcome.reason())
 
     def close(self) -> None:
         """Close the idle connections (a request after this opens a fresh one)."""

@@ -35,11 +35,19 @@ from rich.table import Table
 
 from kpa.argtypes import positive_int
 from kpa.load import Client, Target
+from kpa.validate_failures import (
+    DEFAULT_SHOWN,
+    FailedRequest,
+    Failures,
+    NamingSimulation,
+    failures_table,
+    phase_label,
+)
 from localbackend.stack import LocalStack
 from localbackend.stack_file import parse_stack
 from simulation.cli import add_progress_option, figure, load_or_explain, progress_console
 from simulation.distributions import Constant, Empirical, Exponential, LogNormal
-from simulation.engine import Simulation, random_streams
+from simulation.engine import random_streams
 from simulation.plots import plot_live_vs_simulated
 from simulation.report import summarize
 from simulation.scenario import Scenario
@@ -139,6 +147,7 @@ class LiveResult:
     latencies: list[float]  # -1 for failures
     statuses: list[int]
     cold: list[bool]
+    failures: Failures = dataclasses.field(default_factory=Failures)  # those after the warm-up, named
 
 
 async def run_live(scenario: Scenario, seed: int, on_second=None) -> LiveResult:
@@ -158,8 +167,15 @@ async def run_live(scenario: Scenario, seed: int, on_second=None) -> LiveResult:
 
     async def one(i: int, due: float) -> None:
         reply = await client.request()
-        result.latencies[i] = time.perf_counter() - due if 200 <= reply.status < 300 else -1.0
+        elapsed = time.perf_counter() - due
+        ok = 200 <= reply.status < 300
+        result.latencies[i] = elapsed if ok else -1.0
         result.statuses[i], result.cold[i] = reply.status, reply.cold
+        sent = result.arrivals[i]
+        if not ok and sent >= scenario.warmup:
+            reason = reply.detail or reply.error or f"HTTP {reply.status} with no body"
+            label = phase_label(scenario.workload, sent)
+            result.failures.add(FailedRequest(sent, reply.status, label, reason, elapsed))
 
     async def sample() -> None:
         second = 0
@@ -239,7 +255,7 @@ class ReplayedArrivals(Workload):
 
 def simulate_replicates(
     scenario: Scenario, arrivals: list[float], seed: int, replicates: int
-) -> list[Simulation]:
+) -> list[NamingSimulation]:
     """The scenario on the local stack's platform, over the given arrivals, with seeds seed, seed+1, ...
 
     The local stack drains a pod in half a second and routes round robin once the activator leaves the
@@ -251,7 +267,10 @@ def simulate_replicates(
         platform=dataclasses.replace(scenario.platform, drain_period=LOCAL_DRAIN_SECONDS),
         workload=ReplayedArrivals(scenario.workload.phases, tuple(arrivals)),
     )
-    return [Simulation(matched, seed + k).run() for k in range(replicates)]
+    sims = [NamingSimulation(matched, seed + k) for k in range(replicates)]
+    for sim in sims:
+        sim.run()
+    return sims
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
@@ -268,7 +287,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str
     return mean, spread
 
 
-def ready_band(sims: list[Simulation]) -> tuple[list[float], list[float]]:
+def ready_band(sims: list[NamingSimulation]) -> tuple[list[float], list[float]]:
     """Lowest and highest ready-pod count per simulated second across replicates."""
     counts = np.array([[row.ready_pods for row in sim.timeline] for sim in sims], dtype=float)
     return counts.min(axis=0).tolist(), counts.max(axis=0).tolist()
@@ -293,6 +312,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=DEFAULT_REPLICATES,
         help=f"simulated runs to average, seeds SEED, SEED+1, ... (default {DEFAULT_REPLICATES})",
+    )
+    parser.add_argument(
+        "--failures",
+        type=positive_int,
+        default=DEFAULT_SHOWN,
+        metavar="N",
+        help=f"failed requests to list per side, the rest counted (default {DEFAULT_SHOWN}; "
+        "validate.json keeps more)",
     )
     add_progress_option(parser)
 
@@ -329,6 +356,9 @@ def run(args: argparse.Namespace) -> int:
     simulated, spread = aggregate([sim_summary(summarize(sim)) for sim in sims])
     summaries = {"live": live_summary(scenario, live), "simulated": simulated}
     diffs = {key: difference(summaries["live"][key], simulated[key]) for key in COMPARED}
+    simulated_failures = Failures()
+    for sim in sims:
+        simulated_failures.extend(sim.failures)
     document = {
         **summaries,
         "simulated_range": spread,
@@ -337,6 +367,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": seed,
         "replicates": args.replicates,
         "scenario": str(args.scenario),
+        "failed_requests": {"live": live.failures.to_json(), "simulated": simulated_failures.to_json()},
     }
     (args.out / "validate.json").write_text(json.dumps(document, indent=2) + "\n")
     with (args.out / "live_timeline.json").open("w") as handle:
@@ -361,5 +392,8 @@ def run(args: argparse.Namespace) -> int:
         shown_range = "" if low_high is None else f"{figure(low_high[0])} – {figure(low_high[1])}"
         table.add_row(key, figure(summaries["live"][key]), figure(simulated[key]), shown_range, mark)
     Console().print(table)
+    listed = failures_table(live.failures, simulated_failures, args.failures)
+    if listed is not None:
+        Console().print(listed)
     console.print(f"wrote validate.json, live_timeline.json, comparison.png to {args.out}")
     return 0

@@ -117,6 +117,36 @@ def test_the_cold_start_header_is_read_from_a_head_that_needs_the_parser():
     run(body)
 
 
+@pytest.mark.parametrize(
+    ("status", "answer", "detail"),
+    [
+        pytest.param(504, b"request timeout\n", "request timeout", id="queue-proxy timeout"),
+        pytest.param(
+            503, b"queue full: depth 40\nsecond line\n", "queue full: depth 40", id="first line only"
+        ),
+        pytest.param(502, b"x" * 500, "x" * 200, id="long body cut at 200 bytes"),
+        pytest.param(200, b"fine\n", "", id="a success keeps no body"),
+    ],
+)
+def test_an_error_answer_comes_back_with_its_first_body_line(status, answer, detail):
+    """`kpa validate` names each failed request by what the server said; the body is the why."""
+
+    async def body():
+        async def handler(request: Request, response: Response) -> None:
+            response.send(status, answer)
+
+        server, port = await serving(handler)
+        client = Client(Target("127.0.0.1", port))
+        try:
+            reply = await client.request()
+        finally:
+            client.close()
+            await server.shutdown(1.0)
+        assert (reply.status, reply.detail) == (status, detail)
+
+    run(body)
+
+
 def test_a_refused_connection_is_a_failed_reply_named_connection_refused():
     async def body():
         client = Client(Target("127.0.0.1", free_port()))
