@@ -137,3 +137,23 @@ def test_the_example_parses_every_function_with_its_own_service_time_and_memory(
     assert len({run.scenario.revision.service_time for run in scenario.revisions}) > 150
     assert len({run.requests.memory for run in scenario.revisions}) > 100
     assert all(run.scenario.settings.initial_scale == 0 for run in scenario.revisions)
+
+
+def test_skipping_idle_revisions_changes_no_figure_on_forty_azure_functions():
+    """Real traces: mostly idle functions that wake, scale from zero, and fall asleep again."""
+    document = {
+        "duration": 2400,
+        "revision": {"container_concurrency": 1, "cold_start": {"dist": "constant", "value": 1.0}},
+        "config": {"stable-window": "20s", "scale-to-zero-grace-period": "10s"},
+        "platform": {"drain_period": 5},
+        "functions": {"invocations": str(AZURE / "200_inv.csv"), "durations": str(AZURE / "200_run.csv"),
+                      "memory": str(AZURE / "200_mem.csv"), "select": list(range(40)), "start_minute": 600},
+        "cluster": {"nodes": [{"count": 2, "cpu": 2, "memory": "4Gi"}]},
+    }  # fmt: skip
+    fast, fast_report = run(document, skip_idle=True)
+    slow, slow_report = run(document, skip_idle=False)
+    assert fast.revision_ticks < slow.revision_ticks / 2
+    for report in (fast_report, slow_report):
+        del report["wall_seconds"], report["requests_per_wall_second"], report["revision_seconds_ticked"]
+    assert fast_report == slow_report
+    assert fast_report["totals"]["requests"] > 1000 and fast_report["totals"]["pending"]["pods"] > 0
