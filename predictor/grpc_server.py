@@ -15,11 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from predictor.grpc_inference import InferenceServicer
 from predictor.manager import ModelManager
-from predictor.modelmesh import ModelRuntime
-from predictor.protos.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
-from predictor.protos.model_runtime_pb2_grpc import add_ModelRuntimeServicer_to_server
 
 GRPC_PORT = 8081  # KServe's default for --grpc-port given without a number
 MODELMESH_PORT = 8085  # where ModelMesh dials its runtime by default
@@ -47,6 +43,16 @@ async def start_grpc(
     """Bind and start the servers asked for (a port of None: that server is off; 0: a free port).
     ``capacity_bytes`` is the memory ModelMesh may fill here (``--memory-budget``; None: the default)."""
     started = GrpcServers()
+    if grpc_port is None and modelmesh_port is None:
+        return started
+    # Imported only when a gRPC server is asked for: the generated messages register `inference.*` in
+    # protobuf's default pool, as kserve's and tritonclient.grpc's do, and two such registrations in one
+    # process fail ("duplicate symbol"). A process embedding the predictor without gRPC can import those.
+    from predictor.grpc_inference import InferenceServicer
+    from predictor.modelmesh import ModelRuntime
+    from predictor.protos.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+    from predictor.protos.model_runtime_pb2_grpc import add_ModelRuntimeServicer_to_server
+
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
