@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import simpy
 
+from simulation import limits
 from simulation.activator import REPORT_INTERVAL as ACTIVATOR_REPORT_INTERVAL
 from simulation.cluster import Cluster, Resources
 from simulation.engine import ACTIVATOR_REPORT_PHASE, CONTROL_INTERVAL, Simulation, TimelineRow
@@ -200,9 +201,11 @@ class ManySimulation:
             self._totals[tick] = TotalRow(tick, pending_pods=self.nodes.cluster.pending if self.nodes else 0)
         still: list[int] = []
         revisions = self.revisions
+        in_flight = 0
         for index in self._awake:
             sim = revisions[index]
             sim._control_tick(now)
+            in_flight += sim.outstanding
             wake = self._sleep_until(sim, tick) if self.skip_idle else None
             if wake is None:
                 still.append(index)
@@ -210,6 +213,8 @@ class ManySimulation:
                 sim._row = None  # this second's row: zero pods, and no request before the wake
                 if wake < math.inf:
                     self._wakes.setdefault(int(wake), []).append(index)
+        if in_flight > limits.MAX_IN_FLIGHT:  # each revision checks its own; this bounds them together
+            raise limits.too_many_in_flight(in_flight, now)
         self.revision_ticks += len(self._awake)
         row = self._totals.get(tick)
         if row is not None:

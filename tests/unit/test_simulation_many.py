@@ -9,6 +9,7 @@ import pytest
 from simulation.many import ManySimulation
 from simulation.many_report import summarize_many
 from simulation.many_scenario import load_many, parse_many
+from simulation.scenario import ScenarioError
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 AZURE = EXAMPLES / "data" / "azure2019"
@@ -157,3 +158,15 @@ def test_skipping_idle_revisions_changes_no_figure_on_forty_azure_functions():
         del report["wall_seconds"], report["requests_per_wall_second"], report["revision_seconds_ticked"]
     assert fast_report == slow_report
     assert fast_report["totals"]["requests"] > 1000 and fast_report["totals"]["pending"]["pods"] > 0
+
+
+def test_requests_in_flight_are_bounded_across_revisions(monkeypatch):
+    monkeypatch.setattr("simulation.limits.MAX_IN_FLIGHT", 100)  # each revision stays below it alone
+    slow = {"service_time": {"dist": "constant", "value": 100.0}, "timeout": 300}
+    document = {
+        "duration": 60,
+        "revision": slow,
+        "revisions": [{"name": f"r{i}", "workload": [poisson(2, 60)]} for i in range(3)],
+    }
+    with pytest.raises(ScenarioError, match=r"at \d+ s 1\d\d requests were queued or in service"):
+        run(document)
