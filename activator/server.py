@@ -107,6 +107,9 @@ class Activator(RevisionTable):
         )
         self._servers: list[HttpServer] = []
         self._reporting: asyncio.Task[None] | None = None
+        # Event-loop time of the first stat report (one every report_interval after it): when in each
+        # second the autoscaler hears from us, which `kpa validate` gives its simulation.
+        self.first_report: float | None = None
 
     def handle(
         self, request: Request, response: Response, *, in_task: bool = False
@@ -173,7 +176,7 @@ class Activator(RevisionTable):
 
     async def _report_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        next_tick = loop.time() + self.report_interval
+        next_tick = self.first_report = loop.time() + self.report_interval
         while True:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             next_tick += self.report_interval

@@ -50,7 +50,7 @@ from simulation.distributions import Constant, Empirical, Exponential, LogNormal
 from simulation.engine import random_streams
 from simulation.plots import plot_live_vs_simulated
 from simulation.report import summarize
-from simulation.scenario import Scenario
+from simulation.scenario import ACTIVATOR_REPORT_PHASE, Scenario
 from simulation.workloads import Workload
 
 REVISION = "scenario"
@@ -62,6 +62,11 @@ LOCAL_DRAIN_SECONDS = 0.5  # kpa up's queue-proxy quiet period (Knative's 30 s c
 LOCAL_ROUTING = "round_robin"  # kpa up's serve mode (activator out of the path) over the ready pods
 DEFAULT_REPLICATES = 10
 COMPARED = ("latency_p50", "latency_p95", "pod_seconds", "ready_pods_mean", "cold_start_requests")
+# The live row for second k is read this far into it. A simulated row is taken just after the decision
+# tick at its second; the live autoscaler's ticks fall a few milliseconds after whole seconds of the run
+# (its loops start with the load), so a row read at k itself showed the state before that tick's
+# decision, and every live step lagged its simulated twin by one row.
+LIVE_ROW_PHASE = 0.25
 
 
 def distribution_json(dist: Exponential | Constant | LogNormal | Empirical) -> str:
@@ -148,6 +153,11 @@ class LiveResult:
     statuses: list[int]
     cold: list[bool]
     failures: Failures = dataclasses.field(default_factory=Failures)  # those after the warm-up, named
+    # Where the live clocks fell (platform.bucket_phase, platform.activator_report_phase): the run's start
+    # within its wall-clock second, which is where the autoscaler's ticks fall in its metric buckets, and
+    # the activator's report tick after each whole second of the run.
+    bucket_phase: float = 0.0
+    activator_report_phase: float = ACTIVATOR_REPORT_PHASE
 
 
 async def run_live(scenario: Scenario, seed: int, on_second=None) -> LiveResult:
@@ -164,6 +174,11 @@ async def run_live(scenario: Scenario, seed: int, on_second=None) -> LiveResult:
     result = LiveResult([], times.tolist(), [0.0] * len(times), [0] * len(times), [False] * len(times))
     loop = asyncio.get_running_loop()
     start = time.perf_counter()
+    # The stack's loops start with the load (at the first await below), so its ticks fall where it starts.
+    result.bucket_phase = time.time() % 1.0
+    first_report = stack.activator.first_report
+    if first_report is not None:
+        result.activator_report_phase = (first_report - loop.time()) % 1.0
 
     async def one(i: int, due: float) -> None:
         reply = await client.request()
@@ -180,7 +195,7 @@ async def run_live(scenario: Scenario, seed: int, on_second=None) -> LiveResult:
     async def sample() -> None:
         second = 0
         while second < math.ceil(scenario.duration):
-            await asyncio.sleep(max(0.0, start + second - time.perf_counter()))
+            await asyncio.sleep(max(0.0, start + second + LIVE_ROW_PHASE - time.perf_counter()))
             row = stack.status()["revisions"][0]
             result.rows.append(
                 LiveRow(
@@ -254,17 +269,31 @@ class ReplayedArrivals(Workload):
 
 
 def simulate_replicates(
-    scenario: Scenario, arrivals: list[float], seed: int, replicates: int
+    scenario: Scenario,
+    arrivals: list[float],
+    seed: int,
+    replicates: int,
+    *,
+    bucket_phase: float = 0.0,
+    activator_report_phase: float = ACTIVATOR_REPORT_PHASE,
 ) -> list[NamingSimulation]:
     """The scenario on the local stack's platform, over the given arrivals, with seeds seed, seed+1, ...
 
     The local stack drains a pod in half a second and routes round robin once the activator leaves the
-    path; this simulates that platform, not Knative's 30 s drain and the scenario's routing.
+    path; this simulates that platform, not Knative's 30 s drain and the scenario's routing. The phases
+    are the live run's clocks (:class:`LiveResult`): with them the simulated windows hold the same
+    seconds of stats at each decision as the live ones, not up to a second less.
     """
+    platform = dataclasses.replace(
+        scenario.platform,
+        drain_period=LOCAL_DRAIN_SECONDS,
+        bucket_phase=bucket_phase,
+        activator_report_phase=activator_report_phase,
+    )
     matched = dataclasses.replace(
         scenario,
         revision=dataclasses.replace(scenario.revision, routing=LOCAL_ROUTING),
-        platform=dataclasses.replace(scenario.platform, drain_period=LOCAL_DRAIN_SECONDS),
+        platform=platform,
         workload=ReplayedArrivals(scenario.workload.phases, tuple(arrivals)),
     )
     sims = [NamingSimulation(matched, seed + k) for k in range(replicates)]
@@ -352,7 +381,14 @@ def run(args: argparse.Namespace) -> int:
     ) as progress:
         task = progress.add_task("live", total=math.ceil(scenario.duration))
         live = asyncio.run(run_live(scenario, seed, lambda s: progress.update(task, completed=s + 1)))
-    sims = simulate_replicates(scenario, live.arrivals, seed, args.replicates)
+    sims = simulate_replicates(
+        scenario,
+        live.arrivals,
+        seed,
+        args.replicates,
+        bucket_phase=live.bucket_phase,
+        activator_report_phase=live.activator_report_phase,
+    )
     simulated, spread = aggregate([sim_summary(summarize(sim)) for sim in sims])
     summaries = {"live": live_summary(scenario, live), "simulated": simulated}
     diffs = {key: difference(summaries["live"][key], simulated[key]) for key in COMPARED}
@@ -365,6 +401,8 @@ def run(args: argparse.Namespace) -> int:
         "difference": diffs,
         "goal": GOAL,
         "seed": seed,
+        "bucket_phase": round(live.bucket_phase, 3),
+        "activator_report_phase": round(live.activator_report_phase, 3),
         "replicates": args.replicates,
         "scenario": str(args.scenario),
         "failed_requests": {"live": live.failures.to_json(), "simulated": simulated_failures.to_json()},

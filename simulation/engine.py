@@ -46,10 +46,10 @@ from simulation.models import ModelsRun
 from simulation.pods import REPORT_INTERVAL, Pod, Request
 from simulation.recycled import Callbacks, Recycled, Recycler
 from simulation.sample import Sample
+from simulation.scenario import ACTIVATOR_REPORT_PHASE as ACTIVATOR_REPORT_PHASE  # simulation.many's
 from simulation.scenario import Scenario
 
 CONTROL_INTERVAL = 1.0  # Knative's scrape period; timeline rows are taken (and decisions made) on these ticks
-ACTIVATOR_REPORT_PHASE = 0.5  # the activator's 1 s reports run half a second off the scrape
 
 COMPLETED, REJECTED, TIMED_OUT = "completed", "rejected", "timed_out"
 _RING = 4  # seconds of per-second counts kept: a second's row is complete one second after it starts
@@ -162,7 +162,9 @@ class Simulation:
         self._next_pod = 0
         self._serve = False  # activator out of the path
         self.activator = SimulatedActivator(self, scenario.platform.activator_queue_depth, self.rng)
-        self.autoscaler = make_autoscaler(self.settings, 0.0, ready_pods=0)  # the KPA or settings.policy
+        # The autoscaler's clock: simulated time shifted into its metric buckets (platform.bucket_phase).
+        self._phase = scenario.platform.bucket_phase
+        self.autoscaler = make_autoscaler(self.settings, self._phase, ready_pods=0)  # KPA or settings.policy
         self._decisions = DecisionSchedule(0.0)  # its 2 s ticks fall on the control ticks
         self.decision: ScaleDecision | None = None
         self.wall_seconds = 0.0
@@ -174,7 +176,8 @@ class Simulation:
         initial = self.settings.initial_scale
         self.fleet.set_replicas(initial, 0.0)
         self._every(CONTROL_INTERVAL, 0.0, self._control_tick)
-        self._every(ACTIVATOR_REPORT_INTERVAL, ACTIVATOR_REPORT_PHASE, self._activator_tick)
+        report_phase = self.scenario.platform.activator_report_phase
+        self._every(ACTIVATOR_REPORT_INTERVAL, report_phase, self._activator_tick)
         self._schedule_next_arrival(0.0)
 
     def _every(self, period: float, first: float, action: Callable[[float], None]) -> None:
@@ -264,7 +267,7 @@ class Simulation:
 
     def push_stat(self, stat: Stat, now: float) -> None:
         """A stat pushed by the activator: recorded at once; it may poke an immediate decision."""
-        if self.autoscaler.record(stat, now):
+        if self.autoscaler.record(stat, now + self._phase):
             self._decide(now)
 
     def _activator_tick(self, now: float) -> None:
@@ -294,7 +297,8 @@ class Simulation:
         order = collection.scrape_order(infos, self.settings.stable_window, now, self.rng)
         stats = [self._pod_stat(by_name[name], now) for name in order[: collection.sample_size(len(ready))]]
         # The scraper records without poking: only pushed stats wake the decider early.
-        self.autoscaler.record(collection.extrapolate(stats, len(ready)).with_timestamp(now), now)
+        stat = collection.extrapolate(stats, len(ready)).with_timestamp(now)
+        self.autoscaler.record(stat, now + self._phase)
 
     @staticmethod
     def _pod_stat(pod: Pod, now: float) -> Stat:
@@ -315,9 +319,9 @@ class Simulation:
         """The decider on a tick or a poke; ``scale=False`` re-applies the last decision (a requeue)."""
         ready, in_path = len(self.ready), not self._serve
         decision = (
-            self.autoscaler.decide(now, ready, activator_in_path=in_path)
+            self.autoscaler.decide(now + self._phase, ready, activator_in_path=in_path)
             if scale
-            else self.autoscaler.reconcile(now, ready, activator_in_path=in_path)
+            else self.autoscaler.reconcile(now + self._phase, ready, activator_in_path=in_path)
         )
         self.decision = decision
         after = decision.requeue_after

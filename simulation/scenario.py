@@ -43,7 +43,14 @@ _REVISION_KEYS = (
     "annotations",
     "models",
 )
-_PLATFORM_KEYS = ("actuation_delay", "drain_period", "activator_queue_depth")
+_PLATFORM_KEYS = (
+    "actuation_delay",
+    "drain_period",
+    "activator_queue_depth",
+    "bucket_phase",
+    "activator_report_phase",
+)
+ACTIVATOR_REPORT_PHASE = 0.5  # by default the activator's 1 s reports run half a second off the scrape
 _MAP_KEYS = ("annotations", "config")  # everything after these in a dotted path is one key
 
 
@@ -68,6 +75,12 @@ class PlatformSpec:
     actuation_delay: float = 0.0  # decision → Deployment scaled and endpoints updated
     drain_period: float = 30.0  # queue-proxy drain quiet period after a pod leaves the endpoints
     activator_queue_depth: int = 10_000  # Knative's revision breaker queue depth
+    # How far into its 1 s metric bucket each decision tick falls. Knative buckets stats by wall-clock
+    # second and starts a revision's 2 s ticker whenever its Metric appears, so a decision also reads the
+    # current, partial bucket and its window reaches this much further back. 0: on the boundary.
+    bucket_phase: float = 0.0
+    # Seconds after each scrape tick that the activator's 1 s report comes (its own loop's phase).
+    activator_report_phase: float = ACTIVATOR_REPORT_PHASE
 
 
 @dataclass(frozen=True)
@@ -121,7 +134,16 @@ def _platform(node: Node) -> PlatformSpec:
         actuation_delay=node.number("actuation_delay", 0, minimum=0),
         drain_period=node.number("drain_period", 30, minimum=0),
         activator_queue_depth=node.integer("activator_queue_depth", 10_000, minimum=1),
+        bucket_phase=_fraction(node, "bucket_phase", 0.0),
+        activator_report_phase=_fraction(node, "activator_report_phase", ACTIVATOR_REPORT_PHASE),
     )
+
+
+def _fraction(node: Node, key: str, default: float) -> float:
+    value = node.number(key, default, minimum=0)
+    if value >= 1:
+        raise node.error(key, "must be < 1 (a fraction of a second: the stats' 1 s period)")
+    return value
 
 
 def _settings(

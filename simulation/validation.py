@@ -379,6 +379,17 @@ def _dynamics_section(progress: Callable[[str], None]) -> list[str]:
     return out
 
 
+# What follows this line in the output file was measured live (`kpa validate`), which this generator
+# cannot rerun: a regeneration keeps it as it is.
+KEPT_MARKER = "<!-- measured live, not generated: the generator keeps what follows -->"
+
+
+def keep_measured(previous: str) -> str:
+    """The measured-live tail of the previous file (from :data:`KEPT_MARKER` on), or ""."""
+    at = previous.find(KEPT_MARKER)
+    return "" if at < 0 else "\n" + previous[at:]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -386,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/simulation-validation.md"))
     args = parser.parse_args(argv)
     text = render(args.seeds, args.duration)
-    args.out.write_text(text)
+    previous = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(text + keep_measured(previous))
     print(f"wrote {args.out}")
     return 0
 
