@@ -278,7 +278,7 @@ class Simulation:
     def _control_tick(self, now: float) -> None:
         tick = round(now / CONTROL_INTERVAL)
         # Knative's decider and scraper tick in step (both start with the revision's Metric); deciding
-        # first means every bucket the decider reads is complete, so no half-filled second biases it.
+        # first means the decider never reads this tick's scrape (at bucket_phase 0, only whole seconds).
         self._end_second()  # every event of the second before this tick has fired
         if self._decisions.tick_due(now):
             self._decide(now)
