@@ -43,7 +43,8 @@ def test_the_kpa_image_leaves_torch_out():
     steps = _instructions(KPA)
     assert 'ENTRYPOINT ["kpa"]' in steps
     install = next(s for s in steps if "pip install" in s)
-    assert '"/src[kubernetes]"' in install and "predictor" not in install and "torch" not in install
+    # tracing: the activator, the controller and the sidecar it injects read config-tracing
+    assert '"/src[kubernetes,tracing]"' in install and "predictor" not in install and "torch" not in install
 
 
 def test_the_predictor_image_pins_torch_and_zentorch_as_the_project_does():
@@ -54,6 +55,6 @@ def test_the_predictor_image_pins_torch_and_zentorch_as_the_project_does():
     torch_pin = _pin(extra, "torch")
     assert torch_pin == "torch==2.13.0" and _pin(extra, "zentorch") == "zentorch==2.13.0.2"
     assert f'--index-url "$TORCH_INDEX_URL" {torch_pin}' in install  # the CPU build, pinned
-    assert '"/src[predictor]"' in install  # zentorch comes pinned with the extra
+    assert '"/src[predictor,tracing]"' in install  # zentorch comes pinned with the extra
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in steps
     assert f"pip install --quiet {torch_pin}" in (ROOT / "Makefile").read_text()
