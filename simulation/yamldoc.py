@@ -71,6 +71,9 @@ def positions_of(value: Any) -> dict[Any, Position]:
     return getattr(value, "positions", {})
 
 
+_BOOL = "tag:yaml.org,2002:bool"
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader building :class:`MarkedDict` and :class:`MarkedList` with their positions."""
 
@@ -80,7 +83,10 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> MarkedDict:
     result = MarkedDict()
     result.at = Position.of(node.start_mark)
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
+        if key_node.tag == _BOOL and isinstance(key_node, yaml.ScalarNode) and key_node.style is None:
+            key = key_node.value  # YAML 1.1 reads a bare `on:` or `off:` key as a boolean; a key is a name
+        else:
+            key = loader.construct_object(key_node, deep=True)
         value = loader.construct_object(value_node, deep=True)
         try:
             result[key] = value

@@ -142,3 +142,15 @@ def test_distributions_have_the_requested_mean_and_spread(spec, mean, sd):
     assert values.mean() == pytest.approx(mean, rel=0.02)
     assert values.std() == pytest.approx(sd, rel=0.05, abs=1e-12)
     assert values.min() >= 0
+
+
+def test_an_on_off_phase_written_with_bare_on_and_off_keys_loads(tmp_path):
+    """YAML 1.1 reads a bare ``on:``/``off:`` as true/false; as keys they are the phase's names."""
+    from simulation.scenario import load_scenario
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "duration: 60\nrevision: {service_time: {dist: constant, value: 0.1}}\n"
+        "workload:\n  - {type: on_off, rate: 5, on: 10, off: 20, duration: 60}\n"
+    )
+    assert load_scenario(path).duration == 60
