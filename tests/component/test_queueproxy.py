@@ -88,8 +88,11 @@ def test_without_container_concurrency_there_is_no_breaker():
     async def body():
         async with stack(container_concurrency=0) as (user, proxy, _, client):
             assert proxy.handler.breaker is None
-            answers = await asyncio.gather(*(client.get("/sleep?s=0.1") for _ in range(60)))
-            assert {a.status_code for a in answers} == {200}
+            held = [asyncio.ensure_future(client.get("/gate")) for _ in range(60)]
+            # all 60 reach the app at once (held there until released): nothing queued them
+            await wait_until(lambda: user.in_flight == 60, timeout=10.0, what="60 requests at the app")
+            user.gate.set()
+            assert {a.status_code for a in await asyncio.gather(*held)} == {200}
             assert user.max_in_flight == 60
 
     run(body)
