@@ -57,6 +57,9 @@ class _Histogram:
         return list(zip(les, accumulate(self.counts), strict=True))
 
 
+_NO_WAITS = _Histogram(WAIT_BUCKETS)  # never observed: the series of a revision without waits yet
+
+
 @dataclass(frozen=True, slots=True)
 class RevisionGauges:
     namespace: str
@@ -142,6 +145,11 @@ class ActivatorMetrics(Collector):
             latencies.add_metric(row, buckets, histogram.total)
         yield counts
         yield latencies
+        rows = list(self.gauges())
+        # Every revision the activator routes has its wait histograms from the start, zero until the
+        # first wait: Prometheus' rate() and increase() see a series' first value as its start, so a
+        # cold start that created the series would never show in a dashboard.
+        known = {(row.namespace, row.revision) for row in rows}
         for name, help_text, waits in (
             ("kpa_activator_capacity_wait_seconds", "Time a request waited for a pod to have capacity.",
              self.waits),
@@ -150,10 +158,10 @@ class ActivatorMetrics(Collector):
              self.cold_waits),
         ):  # fmt: skip
             family = HistogramMetricFamily(name, help_text, labels=LABELS)
-            for (ns, rev), histogram in sorted(waits.items()):
+            for ns, rev in sorted(known | waits.keys()):
+                histogram = waits.get((ns, rev), _NO_WAITS)
                 family.add_metric(self._labels(ns, rev), histogram.buckets(), histogram.total)
             yield family
-        rows = list(self.gauges())
         for name, help_text, value in _GAUGES:
             gauge = GaugeMetricFamily(name, help_text, labels=LABELS)
             for gauges in rows:

@@ -87,6 +87,23 @@ def test_activator_families_count_what_happened_under_any_revision_name(name):
     assert "activator_request_count_total" not in metrics.render().decode()  # Knative's name, no suffix
 
 
+def test_a_revision_without_waits_yet_has_zero_wait_histograms_so_its_first_cold_start_shows():
+    """Prometheus reads a series' first value as its start: a cold start that created the series
+    would be invisible to rate() and increase() (the dashboard's cold-start panels)."""
+    metrics = ActivatorMetrics(lambda: [RevisionGauges("ns", "web", 0, 0, 0, 0)], pod_name="act-1")
+    parsed = families(metrics.render().decode())
+    for family in ("kpa_activator_capacity_wait_seconds", "kpa_activator_cold_start_wait_seconds"):
+        samples = {
+            name: value
+            for (name, labels), value in parsed[family][1].items()
+            if ("revision_name", "web") in labels
+        }
+        assert samples[f"{family}_count"] == 0 and samples[f"{family}_sum"] == 0
+    metrics.observe_wait("ns", "web", 1.5, cold=True)
+    cold = families(metrics.render().decode())["kpa_activator_cold_start_wait_seconds"][1]
+    assert [v for (name, _), v in cold.items() if name.endswith("_count")] == [1]
+
+
 class _TwoReadyPods:  # and one that is not ready yet
     def set_desired_scale(self, revision, desired):
         pass
@@ -192,4 +209,3 @@ def test_status_row_keeps_its_wire_keys():
     doc = row.to_json()
     assert (doc["desired_pods"], doc["want"]) == (row.requested_pods, row.want) == (2, 4)
     assert list(doc)[:4] == ["namespace", "name", "desired_pods", "want"] and "requested_pods" not in doc
-
