@@ -72,7 +72,7 @@ def draw(dashboard: Dashboard, answers: list[Answer], start: float, out: Path) -
     for ax in axes[-1]:
         ax.set_xlabel("seconds")
     fig.suptitle(f"{dashboard.title} — every panel's PromQL answered by Prometheus", fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # the top 2 % is the title's
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)
