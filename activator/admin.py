@@ -66,8 +66,8 @@ class AdminApi:
                 headers.append((b"www-authenticate", exc.challenge))
             response.send(exc.status, _encode({"error": str(exc)}), headers, _JSON)
             return
-        if isinstance(document, str):
-            response.send(status, document.encode(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+        if isinstance(document, bytes):  # the Prometheus text of /metrics
+            response.send(status, document, content_type=b"text/plain; version=0.0.4; charset=utf-8")
         else:
             response.send(status, _encode(document), content_type=_JSON)
 
@@ -84,7 +84,7 @@ class AdminApi:
             return 200, {"status": "ok"}
         if parts == ["metrics"]:
             _allow(method, b"GET")
-            return 200, activator.metrics_text()
+            return 200, await activator.metrics_text()
         if parts == ["activators"]:
             _allow(method, b"GET", b"PUT")
             if method == b"PUT":

@@ -1,10 +1,11 @@
 """The activator's Prometheus metrics: plain dicts on the data path, text from prometheus-client.
 
 Updating a metric on the data path is one dict lookup and a few list increments; nothing of the library
-runs then. ``ActivatorMetrics`` is a prometheus-client collector on its own registry (never the global
-one: ``kpa up`` embeds the activator and tests run several): when scraped it turns the counters into
-metric families. The gauges (held requests, concurrency, capacity, healthy pods) are not stored at all:
-they are read from the live throttlers when scraped, so they can never drift from the truth.
+runs then. ``ActivatorMetrics`` is a prometheus-client collector registered nowhere (never in the
+global registry: ``kpa up`` embeds the activator and tests run several): when scraped it turns the
+counters into metric families, from a snapshot off the event loop (``autoscaler.exposition``). The
+gauges (held requests, concurrency, capacity, healthy pods) are not stored at all: they are read from
+the live throttlers when scraped, so they can never drift from the truth.
 
 Names and labels are Knative's activator ones where Knative has the metric (``activator_request_count``,
 ``activator_request_latencies`` in ms, ``activator_request_concurrency``); ours start with ``kpa_``
@@ -18,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -27,7 +27,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from autoscaler.stat import LATENCY_BUCKETS_MS, REVISION_LABELS, knative_counter_names, revision_labels
+from autoscaler.stat import LATENCY_BUCKETS_MS, REVISION_LABELS, revision_labels
 
 # Seconds waited for capacity: from "a pod was free" (sub-millisecond) to a cold start of minutes.
 WAIT_BUCKETS = (
@@ -51,6 +51,12 @@ class _Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
+
+    def copy(self) -> _Histogram:
+        copied = _Histogram(self.bounds)
+        copied.counts = self.counts.copy()
+        copied.total = self.total
+        return copied
 
     def buckets(self) -> list[tuple[str, float]]:
         les = (*(repr(float(bound)) for bound in self.bounds), "+Inf")
@@ -101,8 +107,6 @@ class ActivatorMetrics(Collector):
         self.requests: dict[tuple[str, str, int], _Histogram] = {}  # (ns, rev, code) -> latencies (ms)
         self.waits: dict[Labels, _Histogram] = {}
         self.cold_waits: dict[Labels, _Histogram] = {}
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)
 
     def observe_request(self, namespace: str, revision: str, code: int, latency_ms: float) -> None:
         """A request answered ``code`` after ``latency_ms`` from its arrival (404s: revision "")."""
@@ -175,6 +179,14 @@ class ActivatorMetrics(Collector):
         failures.add_metric((self.pod_name, CONTAINER_NAME), self.stat_push_failures())
         yield failures
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition (format 0.0.4) of this activator's metrics."""
-        return knative_counter_names(generate_latest(self.registry))
+    def snapshot(self) -> ActivatorMetrics:
+        """A copy of the counts with the gauges and push failures read now: its ``collect()`` touches
+        nothing live, so a scrape renders it off the event loop (``autoscaler.exposition``). A few
+        milliseconds at 1,000 revisions, where collecting and formatting take most of a second."""
+        rows = tuple(self.gauges())
+        failures = self.stat_push_failures()
+        copy = ActivatorMetrics(lambda: rows, lambda: failures, self.pod_name)
+        copy.requests = {key: histogram.copy() for key, histogram in self.requests.items()}
+        copy.waits = {key: histogram.copy() for key, histogram in self.waits.items()}
+        copy.cold_waits = {key: histogram.copy() for key, histogram in self.cold_waits.items()}
+        return copy

@@ -34,6 +34,7 @@ from activator.probing import DEFAULT_PROBE_FREQUENCY, DEFAULT_PROBE_TIMEOUT
 from activator.reporter import ConcurrencyReporter
 from activator.revisions import RevisionTable
 from activator.sinks import RevisionStat, StatSink
+from autoscaler.exposition import exposition_off_loop
 from autoscaler.stat import RevisionKey
 from httpengine.connection import Handler
 from httpengine.limits import Limits
@@ -117,9 +118,9 @@ class Activator(RevisionTable):
         """The serving handler (an ``httpengine`` handler); see ``RequestPath.handle``."""
         return self._path.handle(request, response, in_task=in_task)
 
-    def metrics_text(self) -> str:
-        """The Prometheus text of the admin port's ``GET /metrics``."""
-        return self.metrics.render().decode()
+    async def metrics_text(self) -> bytes:
+        """The Prometheus text of the admin port's ``GET /metrics``, rendered off the event loop."""
+        return await exposition_off_loop([self.metrics])
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -390,10 +390,6 @@ class AutoscalerService:
         """Changes of ``ref``'s requested pods by direction ("up", "down"; counters, for /metrics)."""
         return self._revisions[ref].scale_events
 
-    def metrics_text(self) -> str:
-        """Prometheus text exposition, with Knative's autoscaler metric names."""
-        return self.metrics.render().decode()
-
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.TimeoutException):

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -110,14 +109,12 @@ class AutoscalerMetrics(Collector):
     """The service's Prometheus families, read from it when scraped (a prometheus-client collector).
 
     Nothing is counted twice: the gauges are the rows of ``status()`` and the counters the service's
-    own. Its registry is its own, not the global one, so ``kpa up`` can scrape it beside the
-    embedded activator's and tests can run several services in one process.
+    own. It is registered nowhere (never in the global registry): ``kpa up`` renders it beside the
+    embedded activator's with ``autoscaler.exposition``, and tests run several services in one process.
     """
 
     def __init__(self, service: StatusSource) -> None:
         self._service = service
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
         service = self._service
@@ -158,7 +155,3 @@ class AutoscalerMetrics(Collector):
             "Pushed stats for unknown revisions",
             value=service.stats_rejected,
         )
-
-    def render(self) -> bytes:
-        """The Prometheus text exposition (format 0.0.4) of the service's metrics."""
-        return generate_latest(self.registry)

@@ -3,8 +3,10 @@
 Run from the repository root: ``python benchmarks/bench_metrics.py [--revisions 1000]``. It builds an
 activator and an autoscaler service in process (no sockets) holding N revisions with traffic counted
 for each (two response codes and a capacity wait per revision on the activator; a pushed stat and a
-decision per revision on the autoscaler), then times ``metrics_text()`` of each (the activator admin
-port's body; ``kpa up``'s admin ``/metrics`` is both), best and median of repeated renders. The hot
+decision per revision on the autoscaler), then renders each one's ``/metrics`` body both ways: all of it
+on the event loop (as before), and with only the reading of live state there and the rest in a thread
+(``autoscaler.exposition``, what the servers do); for each, the render's time and the longest the event
+loop went without running a 1 ms ticker (what a request being served waits at worst). The hot
 path is the per-request update each component makes (``RequestMetrics.observe`` and ``reject`` in the
 queue-proxy, ``observe_request`` and ``observe_wait`` in the activator), in ns per call.
 
@@ -16,10 +18,12 @@ shared 2-core machine drift, ratios taken in one run compare.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import time
 import timeit
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,6 +32,7 @@ from _common import machine
 from activator.config import RevisionConfig
 from activator.server import Activator
 from autoscaler.actuator import PodInfo
+from autoscaler.exposition import exposition, exposition_off_loop
 from autoscaler.revision import settings_from
 from autoscaler.service import AutoscalerService
 from autoscaler.stat import RevisionKey, Stat
@@ -75,16 +80,36 @@ def service_with(revisions: int) -> AutoscalerService:
     return service
 
 
-def render_ms(render: object, repeats: int) -> tuple[float, float, int]:
-    """(best, median) milliseconds of ``render()`` and the size of its text."""
-    times = []
+async def render_ms(render: Callable[[], Awaitable[bytes]], repeats: int) -> tuple[float, float, int]:
+    """(median milliseconds of ``await render()``, median of the longest time the event loop went
+    without running a 1 ms ticker during each render, the size of its text)."""
+    walls: list[float] = []
+    stalls: list[float] = []
     size = 0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        text = render()  # type: ignore[operator]
-        times.append((time.perf_counter() - started) * 1e3)
-        size = len(text)
-    return min(times), statistics.median(times), size
+    longest = 0.0
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        for _ in range(repeats):
+            await asyncio.sleep(0.005)
+            longest = 0.0
+            started = time.perf_counter()
+            size = len(await render())
+            walls.append((time.perf_counter() - started) * 1e3)
+            await asyncio.sleep(0.002)  # the ticker's turn after the render
+            stalls.append(longest * 1e3)
+    finally:
+        ticking.cancel()
+    return statistics.median(walls), statistics.median(stalls), size
 
 
 def per_call_ns(statement: str, env: dict[str, object], number: int = 200_000) -> float:
@@ -110,11 +135,24 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print(f"  {statement:<50} {per_call_ns(statement, env):7.1f}")
     n = args.revisions
-    print(f"render of /metrics with {n} revisions, ms (best / median of {args.repeats}), bytes:")
+    print(f"/metrics with {n} revisions: median of {args.repeats} renders; 'loop held' is the longest the")
+    print("event loop went without running a 1 ms ticker during a render (what a request waits at worst):")
     activator, service = activator_with(n), service_with(n)
-    for label, render in (("activator admin", activator.metrics_text), ("autoscaler", service.metrics_text)):
-        best, median, size = render_ms(render, args.repeats)
-        print(f"  {label:<20} {best:8.2f} / {median:8.2f}   {size:>9,}")
+    for label, collectors in (("activator", [activator.metrics]), ("autoscaler", [service.metrics])):
+
+        async def on_loop(collectors: list = collectors) -> bytes:
+            return exposition(collectors)  # the render before: all of it on the loop
+
+        async def off_loop(collectors: list = collectors) -> bytes:
+            return await exposition_off_loop(collectors)
+
+        base_wall, base_held, size = asyncio.run(render_ms(on_loop, args.repeats))
+        wall, held, _ = asyncio.run(render_ms(off_loop, args.repeats))
+        print(
+            f"  {label:<11} {size:>11,} bytes  on the loop: {base_wall:7.1f} ms, loop held "
+            f"{base_held:7.1f} ms | off the loop: {wall:7.1f} ms, loop held {held:6.1f} ms "
+            f"({base_held / held:5.1f}x shorter)"
+        )
     return 0
 
 

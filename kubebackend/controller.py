@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from autoscaler.exposition import exposition_off_loop
 from autoscaler.service import DECIDE_INTERVAL, SCRAPE_INTERVAL, AutoscalerService
 from autoscaler.stat import RevisionKey, Stat
 from kubebackend.actuator import KubeActuator
@@ -145,9 +145,7 @@ class Controller:
         )  # fmt: skip
         self.enrollments.on_removed(self.flipper.remove)
         self.enrollments.on_serving_changed(self.flipper.settings_changed)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.service.metrics)
-        self.registry.register(_ControllerMetrics(self))
+        self.collectors = (self.service.metrics, _ControllerMetrics(self))
         self.status_server = StatusServer(self, options.host, options.port)
         self._leading = False
         self._stopping: asyncio.Future[None] | None = None  # the last stopped_leading's cleanup
@@ -315,8 +313,9 @@ class Controller:
             "writes": {"scale": self.actuator.scale_writes, "flip": self.flipper.writes},
         }
 
-    def metrics(self) -> bytes:
-        return generate_latest(self.registry)
+    async def metrics(self) -> bytes:
+        """``GET /metrics``: the autoscaler's families and the controller's, rendered off the loop."""
+        return await exposition_off_loop(self.collectors)
 
 
 class _ControllerMetrics(Collector):

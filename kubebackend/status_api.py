@@ -51,7 +51,7 @@ class ControllerView(Protocol):
 
     def record_pushed(self, entries: list[tuple[RevisionKey, Stat]]) -> None: ...
 
-    def metrics(self) -> bytes: ...
+    async def metrics(self) -> bytes: ...
 
     def not_ready(self) -> list[str]: ...
 
@@ -87,7 +87,7 @@ def create_app(controller: ControllerView) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(controller.metrics(), media_type=PROMETHEUS_TEXT)
+        return Response(await controller.metrics(), media_type=PROMETHEUS_TEXT)
 
     @app.get("/healthz")
     async def healthz() -> PlainTextResponse:

@@ -24,14 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-
 from activator.config import RevisionConfig
 from activator.server import Activator
 from activator.sinks import CallbackStatSink, RevisionStat
 from autoscaler.actuator import PodInfo, ready_pods
+from autoscaler.exposition import exposition_off_loop
 from autoscaler.service import AutoscalerService, parse_stat_push
-from autoscaler.stat import RevisionKey, StatError, knative_counter_names
+from autoscaler.stat import RevisionKey, StatError
 from httpengine.limits import Limits
 from httpengine.request import Request
 from httpengine.response import Response
@@ -124,9 +123,7 @@ class LocalStack:
         )
         self.service = AutoscalerService(self.actuator)
         # The admin port's /metrics: the autoscaler's families, then the embedded activator's.
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.service.metrics)
-        self.registry.register(self.activator.metrics)
+        self.collectors = (self.service.metrics, self.activator.metrics)
         max_idle = {RevisionKey(s.namespace, s.name): s.container_concurrency or 100 for s in stack.revisions}
         timeouts = {RevisionKey(s.namespace, s.name): float(s.timeout_seconds) for s in stack.revisions}
         self.entry = Entry(self.activator, self.refs, max_idle, timeouts)
@@ -252,7 +249,7 @@ class LocalStack:
         if path == "/status" and method == b"GET":
             response.send(200, json.dumps(self.status()).encode(), content_type=_JSON)
         elif path == "/metrics" and method == b"GET":
-            response.send(200, knative_counter_names(generate_latest(self.registry)), content_type=_TEXT)
+            response.send(200, await exposition_off_loop(self.collectors), content_type=_TEXT)
         elif path == "/stats" and method == b"POST":
             try:
                 entries = parse_stat_push(json.loads(await request.body.read_all(1 << 20)))

@@ -122,7 +122,7 @@ def test_overflow_is_refused_at_once_with_retry_after_and_waiting_too_long_gets_
             assert timed_out[0].text.startswith("activator request timeout: waited 0.4s for capacity")
             samples = {
                 (s.name, s.labels.get("response_code") or s.labels.get("le")): s.value
-                for family in text_string_to_metric_families(activator.metrics_text())
+                for family in text_string_to_metric_families((await activator.metrics_text()).decode())
                 for s in family.samples
                 if s.labels.get("revision_name") == "hello"
             }

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from activator.metrics import ActivatorMetrics, RevisionGauges
 from autoscaler.actuator import PodInfo
+from autoscaler.exposition import exposition
 from autoscaler.revision import settings_from
 from autoscaler.service import AutoscalerService
 from autoscaler.stat import RevisionKey, Stat
@@ -34,7 +35,7 @@ def test_activator_families_count_what_happened_under_any_revision_name(name):
         metrics.observe_request("ns", name, code, ms)
     metrics.observe_wait("ns", name, 0.0004, cold=False)
     metrics.observe_wait("ns", name, 0.3, cold=True)
-    parsed = families(metrics.render().decode())
+    parsed = families(exposition([metrics]).decode())
     revision = {
         ("namespace_name", "ns"), ("configuration_name", name), ("revision_name", name),
         ("service_name", name), ("pod_name", "act-1"), ("container_name", "activator"),
@@ -84,14 +85,14 @@ def test_activator_families_count_what_happened_under_any_revision_name(name):
     assert parsed["kpa_activator_stat_push_failures"][1] == {
         ("kpa_activator_stat_push_failures_total", ACTIVATOR_POD): 7
     }
-    assert "activator_request_count_total" not in metrics.render().decode()  # Knative's name, no suffix
+    assert "activator_request_count_total" not in exposition([metrics]).decode()  # Knative's name, no suffix
 
 
 def test_a_revision_without_waits_yet_has_zero_wait_histograms_so_its_first_cold_start_shows():
     """Prometheus reads a series' first value as its start: a cold start that created the series
     would be invisible to rate() and increase() (the dashboard's cold-start panels)."""
     metrics = ActivatorMetrics(lambda: [RevisionGauges("ns", "web", 0, 0, 0, 0)], pod_name="act-1")
-    parsed = families(metrics.render().decode())
+    parsed = families(exposition([metrics]).decode())
     for family in ("kpa_activator_capacity_wait_seconds", "kpa_activator_cold_start_wait_seconds"):
         samples = {
             name: value
@@ -100,7 +101,7 @@ def test_a_revision_without_waits_yet_has_zero_wait_histograms_so_its_first_cold
         }
         assert samples[f"{family}_count"] == 0 and samples[f"{family}_sum"] == 0
     metrics.observe_wait("ns", "web", 1.5, cold=True)
-    cold = families(metrics.render().decode())["kpa_activator_cold_start_wait_seconds"][1]
+    cold = families(exposition([metrics]).decode())["kpa_activator_cold_start_wait_seconds"][1]
     assert [v for (name, _), v in cold.items() if name.endswith("_count")] == [1]
 
 
@@ -128,7 +129,7 @@ def test_autoscaler_families_are_the_status_rows_under_any_revision_name(name):
     )
     service.decide_now(ref)
     (row,) = service.status()
-    parsed = families(service.metrics_text())
+    parsed = families(exposition([service.metrics]).decode())
     revision = frozenset(
         {("namespace_name", "ns"), ("configuration_name", name), ("revision_name", name),
          ("service_name", name)}
@@ -183,7 +184,7 @@ def test_an_rps_revision_reports_knatives_requests_per_second_gauges_instead():
     service.record_pushed([(ref, Stat("pod-1", request_count=120.0))])
     service.decide_now(ref)
     (row,) = service.status()
-    parsed = families(service.metrics_text())
+    parsed = families(exposition([service.metrics]).decode())
     revision = frozenset(
         {("namespace_name", "ns"), ("configuration_name", "web"), ("revision_name", "web-00002"),
          ("service_name", "web")}

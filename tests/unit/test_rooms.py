@@ -23,19 +23,21 @@ AUTOSCALER_CORE = {
     "autoscaler.values", "autoscaler.choice", "autoscaler.policy", "autoscaler.hpa", "autoscaler.keda_http",
     "autoscaler.policy_loader",
 }  # fmt: skip
+# Rendering a large /metrics body off the event loop (beside autoscaler.stat's shared metric vocabulary).
+EXPOSITION = "autoscaler.exposition"
 # The local backend drives the live loop: the autoscaler's service, actuator interface and core, the
 # activator, and the queue-proxy's configuration parsers (probes, authentication and its gate, the
 # payload logger's spec), and the InferenceGraph reader (a stack file's ``graph:`` revisions).
 LOCAL_BACKEND = AUTOSCALER_CORE | {
     "autoscaler.service", "autoscaler.actuator", "activator", "queueproxy.config", "queueproxy.auth",
-    "queueproxy.gate", "queueproxy.payload_events", ENGINE, TRACING, "graph.spec",
+    "queueproxy.gate", "queueproxy.payload_events", ENGINE, TRACING, "graph.spec", EXPOSITION,
 }  # fmt: skip
 # The Kubernetes backend drives the same loop through the API server: the autoscaler's service,
 # actuator interface and core, the activator's endpoints, the queue-proxy's configuration (the sidecar)
 # and the payload logger's spec (KServe's spec.predictor.logger).
 KUBE_BACKEND = AUTOSCALER_CORE | {
     "autoscaler.service", "autoscaler.actuator", "activator", "queueproxy.config",
-    "queueproxy.payload_events", ENGINE, TRACING,
+    "queueproxy.payload_events", ENGINE, TRACING, EXPOSITION,
 }  # fmt: skip
 # Command-line shells inside a package: like kpa/, they may use every package. The simulator's own
 # commands (simulate, sweep) need no other package; what drives the live stack lives in kpa/.
@@ -53,7 +55,7 @@ def allowed(module: str) -> set[str] | None:
         return {"autoscaler.stat", ENGINE, TRACING}
     if package == "activator":
         return {"autoscaler.stat", "queueproxy.breaker", "queueproxy.stats", "queueproxy.auth",
-                "queueproxy.gate", ENGINE, TRACING}  # fmt: skip
+                "queueproxy.gate", ENGINE, TRACING, EXPOSITION}  # fmt: skip
     if package == "predictor":
         return {ENGINE, TRACING}
     if package == TRACING:
