@@ -105,6 +105,30 @@ _METRIC_GAUGES: tuple[tuple[str, tuple[Gauge, ...]], ...] = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """A :class:`StatusSource` as read at one moment (``AutoscalerMetrics.snapshot``)."""
+
+    stats_received: int
+    stats_rejected: int
+    rows: list[RevisionStatus]
+    refs: list[RevisionKey]
+    failures: dict[RevisionKey, int]
+    events: dict[RevisionKey, dict[str, int]]
+
+    def status(self) -> list[RevisionStatus]:
+        return self.rows
+
+    def revisions(self) -> list[RevisionKey]:
+        return self.refs
+
+    def scrape_failures(self, ref: RevisionKey) -> int:
+        return self.failures[ref]
+
+    def scale_events(self, ref: RevisionKey) -> Mapping[str, int]:
+        return self.events[ref]
+
+
 class AutoscalerMetrics(Collector):
     """The service's Prometheus families, read from it when scraped (a prometheus-client collector).
 
@@ -115,6 +139,22 @@ class AutoscalerMetrics(Collector):
 
     def __init__(self, service: StatusSource) -> None:
         self._service = service
+
+    def snapshot(self) -> AutoscalerMetrics:
+        """The service read now: its ``collect()`` builds the families from that copy, off the event
+        loop (``autoscaler.exposition``)."""
+        service = self._service
+        refs = list(service.revisions())
+        return AutoscalerMetrics(
+            _Read(
+                service.stats_received,
+                service.stats_rejected,
+                list(service.status()),
+                refs,
+                {ref: service.scrape_failures(ref) for ref in refs},
+                {ref: dict(service.scale_events(ref)) for ref in refs},
+            )
+        )
 
     def collect(self) -> Iterator[Metric]:
         service = self._service

@@ -210,3 +210,18 @@ def test_status_row_keeps_its_wire_keys():
     doc = row.to_json()
     assert (doc["desired_pods"], doc["want"]) == (row.requested_pods, row.want) == (2, 4)
     assert list(doc)[:4] == ["namespace", "name", "desired_pods", "want"] and "requested_pods" not in doc
+
+
+def test_an_autoscaler_snapshot_renders_as_the_service_did_and_stays_as_it_was():
+    service = AutoscalerService(_TwoReadyPods(), clock=lambda: 1000.0)
+    ref = RevisionKey("ns", "hello")
+    service.add_revision(ref, settings_from({"autoscaling.knative.dev/target": "10"}, {}, 0))
+    service.record_pushed([(ref, Stat("pod-1", average_concurrent_requests=28.0))])
+    service.decide_now(ref)
+    frozen = service.metrics.snapshot()
+    before = exposition([service.metrics])
+    assert exposition([frozen]) == before
+    service.record_pushed([(RevisionKey("x", "y"), Stat("a"))])  # one more rejected, one more received
+    service.add_revision(RevisionKey("ns", "other"), settings_from({}, {}, 0))
+    assert exposition([frozen]) == before
+    assert exposition([service.metrics]) != before
