@@ -20,40 +20,42 @@ from typing import NoReturn
 import grpc
 from google.protobuf import unknown_fields
 
-from predictor.grpc_tensors import decode_request, encode_response
+from predictor.grpc_tensors import DecodedRequest, decode_request, encode_response
 from predictor.http_app import SERVER_NAME, SERVER_VERSION
 from predictor.manager import READY, ModelManager, ModelNotFound, ModelNotReady
+from predictor.metrics import PredictorMetrics
 from predictor.protocol import ProtocolError, Tensor
 from predictor.protos import grpc_predict_v2_pb2 as pb
 from predictor.protos.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceServicer
 from predictor.repository import InvalidName
 from predictor.runners import InferenceError
-from predictor.signature import bind_inputs, check_requested_outputs
+from predictor.signature import BoundInputs, bind_inputs, check_requested_outputs
 
 log = logging.getLogger("predictor")
 MODEL_ID_KEY = "mm-model-id"  # ModelMesh's routing metadata
 MODEL_LOAD_KEY = "x-kpa-model-load"  # trailing metadata: ms this call waited for its model to load
 EXTENSIONS = ["model_repository"]  # RepositoryModelLoad/Unload; REST's binary and statistics are REST's
 _STATUS = (  # as http_app._error_response maps these to 400, 404 and 503
-    ((ProtocolError, InvalidName), grpc.StatusCode.INVALID_ARGUMENT),
-    ((ModelNotFound,), grpc.StatusCode.NOT_FOUND),
-    ((ModelNotReady,), grpc.StatusCode.UNAVAILABLE),
+    ((ProtocolError, InvalidName), grpc.StatusCode.INVALID_ARGUMENT, 400),
+    ((ModelNotFound,), grpc.StatusCode.NOT_FOUND, 404),
+    ((ModelNotReady,), grpc.StatusCode.UNAVAILABLE, 503),
 )
 
 
-def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """The gRPC code and message a failure answers with."""
-    for kinds, code in _STATUS:
+def status_of(exc: Exception) -> tuple[grpc.StatusCode, str, int]:
+    """The gRPC code and message a failure answers with, and the HTTP status REST would have answered
+    (what ``kpa_predictor_requests`` counts it by, whichever protocol it came in)."""
+    for kinds, code, http_status in _STATUS:
         if isinstance(exc, kinds):
-            return code, str(exc)
+            return code, str(exc), http_status
     if isinstance(exc, InferenceError):
-        return grpc.StatusCode.INTERNAL, f"inference failed: {exc}"
+        return grpc.StatusCode.INTERNAL, f"inference failed: {exc}", 500
     log.error("unexpected error in a gRPC call", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+    return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}", 500
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
-    code, message = status_of(exc)
+    code, message, _ = status_of(exc)
     await context.abort(code, message)
     raise AssertionError("unreachable: abort raises")
 
@@ -78,8 +80,12 @@ def repository_model_name(request: pb.RepositoryModelLoadRequest | pb.Repository
 
 
 class InferenceServicer(GRPCInferenceServiceServicer):
-    def __init__(self, manager: ModelManager):
+    """Inference is counted and timed into the REST app's ``PredictorMetrics``: one ``/metrics`` for
+    both protocols."""
+
+    def __init__(self, manager: ModelManager, metrics: PredictorMetrics):
         self.manager = manager
+        self.metrics = metrics
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext):
         return pb.ServerLiveResponse(live=True)
@@ -128,7 +134,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             # joined, a version it holds), which ends as it would have.
             response, load_wait_s = await asyncio.shield(self._infer(name, request))
         except Exception as exc:
+            self.metrics.count(name, status_of(exc)[2])
             await abort(context, exc)
+        self.metrics.count(name, 200)
         if load_wait_s is not None:  # as REST's X-Kpa-Model-Load header
             context.set_trailing_metadata(((MODEL_LOAD_KEY, f"{load_wait_s * 1e3:.1f}"),))
         return response
@@ -141,20 +149,28 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         held = await self.manager.acquire(name, request.model_version or None)
         try:
             model, config = held.version, held.version.config
-            with model.in_use():
+
+            def decode() -> tuple[BoundInputs, DecodedRequest]:
                 decoded = decode_request(request)
                 if decoded.outputs is not None:
                     check_requested_outputs(config, decoded.outputs)
-                arrays = await model.infer(bind_inputs(config, decoded.inputs))
+                return bind_inputs(config, decoded.inputs), decoded
+
+            def encode(decoded: DecodedRequest, arrays: list) -> pb.ModelInferResponse:
+                tensors = [
+                    Tensor(spec.name, spec.datatype, array)
+                    for spec, array in zip(config.outputs, arrays, strict=True)
+                    if decoded.outputs is None or spec.name in decoded.outputs
+                ]
+                return encode_response(model.name, str(model.version), request.id, tensors, decoded.raw)
+
+            timed_decode, timed_encode = self.metrics.timed(model.name, decode, encode)
+            with model.in_use():
+                inputs, decoded = timed_decode()
+                arrays = await model.infer(inputs)
         finally:
             held.release()
-        tensors = [
-            Tensor(spec.name, spec.datatype, array)
-            for spec, array in zip(config.outputs, arrays, strict=True)
-            if decoded.outputs is None or spec.name in decoded.outputs
-        ]
-        response = encode_response(model.name, str(model.version), request.id, tensors, decoded.raw)
-        return response, held.load_wait_s
+        return timed_encode(decoded, arrays), held.load_wait_s
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext

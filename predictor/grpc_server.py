@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from predictor.manager import ModelManager
+from predictor.metrics import PredictorMetrics
 
 GRPC_PORT = 8081  # KServe's default for --grpc-port given without a number
 MODELMESH_PORT = 8085  # where ModelMesh dials its runtime by default
@@ -38,10 +39,12 @@ async def start_grpc(
     grpc_port: int | None,
     modelmesh_port: int | None,
     max_message_bytes: int,
+    metrics: PredictorMetrics,
     capacity_bytes: int | None = None,
 ) -> GrpcServers:
     """Bind and start the servers asked for (a port of None: that server is off; 0: a free port).
-    ``capacity_bytes`` is the memory ModelMesh may fill here (``--memory-budget``; None: the default)."""
+    Inference is counted into ``metrics``, the REST app's. ``capacity_bytes`` is the memory ModelMesh
+    may fill here (``--memory-budget``; None: the default)."""
     started = GrpcServers()
     if grpc_port is None and modelmesh_port is None:
         return started
@@ -57,7 +60,7 @@ async def start_grpc(
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
-    inference = InferenceServicer(manager)
+    inference = InferenceServicer(manager, metrics)
     try:
         for key, port in (("grpc_port", grpc_port), ("modelmesh_port", modelmesh_port)):
             if port is None:

@@ -42,6 +42,7 @@ _STAGE_HELP = (
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 Answer = TypeVar("Answer", bound=tuple)  # (status, body, headers)
+Encoded = TypeVar("Encoded")  # what an encode makes: a REST answer or a gRPC response message
 
 
 def _le(bounds: Iterable[float]) -> tuple[str, ...]:
@@ -84,8 +85,8 @@ class PredictorMetrics(Collector):
             stages.sums[stage] += seconds
 
     def timed(
-        self, model: str, decode: Callable[[], Any], encode: Callable[[Any, list], Answer]
-    ) -> tuple[Callable[[], Any], Callable[[Any, list], Answer]]:
+        self, model: str, decode: Callable[[], Any], encode: Callable[[Any, list], Encoded]
+    ) -> tuple[Callable[[], Any], Callable[[Any, list], Encoded]]:
         """``decode`` and ``encode`` that time themselves, and the inference between them."""
         decoded_at = 0.0
 
@@ -97,7 +98,7 @@ class PredictorMetrics(Collector):
             self._observe(model, 0, decoded_at - started)
             return result
 
-        def timed_encode(context: Any, outputs: list) -> Answer:
+        def timed_encode(context: Any, outputs: list) -> Encoded:
             started = time.perf_counter()
             self._observe(model, 1, started - decoded_at)
             answer = encode(context, outputs)
@@ -119,7 +120,7 @@ class PredictorMetrics(Collector):
         except Exception as exc:
             outcome = failed(exc)
         if isinstance(outcome, tuple):
-            self._count(model, outcome[0])
+            self.count(model, outcome[0])
             return outcome
         return self._counted_later(model, outcome, failed)
 
@@ -130,10 +131,11 @@ class PredictorMetrics(Collector):
             answer = await outcome
         except Exception as exc:
             answer = failed(exc)
-        self._count(model, answer[0])
+        self.count(model, answer[0])
         return answer
 
-    def _count(self, model: str, status: int) -> None:
+    def count(self, model: str, status: int) -> None:
+        """One inference request for ``model`` answered ``status`` (REST's; gRPC's as REST's would be)."""
         if status == 404:  # no such model: not a series, or any client could add as many as it likes
             return
         key = (model, status)

@@ -109,6 +109,7 @@ async def serve(
             options.grpc_port,
             options.modelmesh_port,
             options.limits.max_body_bytes,
+            app.metrics,
             options.budget.memory_bytes,
         )
     except BaseException:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from grpc_calls import codec_round_trip, in_child, our_stub_infer, triton, triton_infer
 from predictor_fixtures import PredictorProcess, Scale, save_torchscript, write_config, write_scale_model
+from prometheus_client.parser import text_string_to_metric_families
 from tables import named
 from torch import nn
 
@@ -252,3 +253,38 @@ def test_a_grpc_port_out_of_range_is_refused_before_anything_starts(value, tmp_p
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2 and f"--grpc-port {value} is not a port number (0-65535)" in result.stderr
+
+
+def samples(server) -> dict[tuple[str, str, str], float]:
+    """(sample name, model, response code or "") -> value, from the REST port's /metrics."""
+    status, _, body = server.request("GET", "/metrics")
+    assert status == 200
+    return {
+        (s.name, s.labels.get("model_name", ""), s.labels.get("response_code", "")): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name.startswith(("kpa_predictor_requests", "request_")) and "le" not in s.labels
+    }
+
+
+def test_grpc_inference_is_counted_and_timed_in_the_same_metrics_as_rest(child, url, server):
+    before = samples(server)
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    for _ in range(3):
+        np.testing.assert_array_equal(call(child, triton_infer, url, "scale", [("x", x)])["y"], x * 2)
+    assert (
+        call(child, triton_infer, url, "scale", [("x", np.zeros((1, 3), np.float32))])[1]
+        == "INVALID_ARGUMENT"
+    )
+    assert call(child, triton_infer, url, "nope", [("x", x)])[1] == "NOT_FOUND"
+    after = samples(server)
+
+    def added(name: str, code: str = "") -> float:
+        return after.get((name, "scale", code), 0.0) - before.get((name, "scale", code), 0.0)
+
+    assert added("kpa_predictor_requests_total", "200") == 3
+    assert added("kpa_predictor_requests_total", "400") == 1  # as REST would have answered it
+    assert not any(model == "nope" for _, model, _ in after)  # an unknown model is no series (as REST)
+    assert added("request_preprocess_seconds_count") == 3  # the 400 failed in decode, as in REST
+    assert added("request_predict_seconds_count") == 3 and added("request_predict_seconds_sum") > 0
+    assert added("request_postprocess_seconds_count") == 3
