@@ -1,7 +1,8 @@
 """Multi-model pods: a revision whose pods serve many models, loading them on demand within a budget.
 
 A scenario's ``revision.models`` section says how many models there are, how popular each is (Zipf
-with exponent ``zipf_s``, or uniform), each one's resident size and load time, and the pod's budget
+with exponent ``zipf_s``, or uniform), their resident sizes (one for all, or one per model) and load
+time, and the pod's budget
 (``memory_budget`` bytes and/or ``max_models``). Every arrival picks its model by popularity; a pod
 answers it at once when that model is resident (a hit) and otherwise loads it first (a miss), with the
 predictor's rules, so a budget can be sized here before it is deployed:
@@ -54,7 +55,7 @@ class ModelsSpec:
     count: int
     popularity: str = "zipf"
     zipf_s: float = 1.0
-    size: int = 0  # bytes per model
+    size: int | tuple[int, ...] = 0  # bytes: every model's, or each one's (model 0 the most popular)
     load_time: Distribution = field(default_factory=lambda: Constant(0.0))
     memory_budget: int | None = None
     max_models: int | None = None
@@ -62,6 +63,10 @@ class ModelsSpec:
     @property
     def budget(self) -> Budget:
         return Budget(self.memory_budget, self.max_models)
+
+    def size_of(self, index: int) -> int:
+        """Model ``index``'s resident bytes."""
+        return self.size if isinstance(self.size, int) else self.size[index]
 
     def weights(self) -> np.ndarray:
         """Each model's share of the requests (model 0 the most popular)."""
@@ -78,10 +83,16 @@ def parse_models(node: Node, base_dir: Path) -> ModelsSpec:
     popularity = node.choice("popularity", POPULARITIES, "zipf")
     if popularity != "zipf" and node.has("zipf_s"):
         raise node.error("zipf_s", "only used with popularity: zipf")
-    size = _bytes(node, "size", 0) or 0
+    size = _sizes(node, count)
     memory = _bytes(node, "memory_budget", None)
-    if memory is not None and size > memory:
+    if memory is not None and isinstance(size, int) and size > memory:
         raise node.error("memory_budget", f"smaller than one model (size {size:,} bytes): nothing could load")
+    if memory is not None and isinstance(size, tuple) and max(size) > memory:
+        index = size.index(max(size))
+        raise node.error(
+            "memory_budget",
+            f"smaller than model {index} (size[{index}] = {size[index]:,} bytes): it could never load",
+        )
     max_models = node.integer("max_models", None, minimum=1) if node.has("max_models") else None
     return ModelsSpec(
         count=count,
@@ -96,19 +107,35 @@ def parse_models(node: Node, base_dir: Path) -> ModelsSpec:
     )
 
 
+def _sizes(node: Node, count: int) -> int | tuple[int, ...]:
+    """``size``: bytes for every model, or a list of ``count`` sizes, one per model by popularity rank."""
+    raw = node.raw("size", 0)
+    if not isinstance(raw, list):
+        return _bytes(node, "size", 0) or 0
+    if len(raw) != count:
+        raise node.error(
+            "size", f"{len(raw):,} sizes for {count:,} models; give one per model, or one for all"
+        )
+    return tuple(_parse_bytes(node, "size", value, f"size[{i}]") for i, value in enumerate(raw))
+
+
 def _bytes(node: Node, key: str, default: int | None) -> int | None:
     if not node.has(key):
         return default
-    raw = node.raw(key)
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise node.error(key, "expected bytes such as 536870912, 512Mi or 2G")
-    try:
-        value = parse_bytes(raw, key)
-    except ValueError:
-        raise node.error(key, "expected bytes such as 536870912, 512Mi or 2G") from None
+    value = _parse_bytes(node, key, node.raw(key), key)
     if key == "memory_budget" and value == 0:
         raise node.error(key, "must be > 0 (leave it out: no memory budget)")
     return value
+
+
+def _parse_bytes(node: Node, key: str, raw: Any, what: str) -> int:
+    expected = "expected bytes such as 536870912, 512Mi or 2G"
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise node.error(key, expected if what == key else f"{what}={raw!r}: {expected}")
+    try:
+        return parse_bytes(raw, what)
+    except ValueError:
+        raise node.error(key, expected if what == key else f"{what}={raw!r}: {expected}") from None
 
 
 @dataclass
@@ -214,10 +241,10 @@ class PodModels:
     def _reserve(self, index: int, now: float) -> None:
         spec = self._run.spec
         residents = {
-            str(i): Resident(spec.size, m.last_used, m.in_flight + (0 if m.loaded else 1))
+            str(i): Resident(spec.size_of(i), m.last_used, m.in_flight + (0 if m.loaded else 1))
             for i, m in self._models.items()
         }
-        plan = plan_load(residents, str(index), spec.size, spec.budget)
+        plan = plan_load(residents, str(index), spec.size_of(index), spec.budget)
         if isinstance(plan, Wait):
             self._blocked.append(index)
             return

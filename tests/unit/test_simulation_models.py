@@ -98,10 +98,16 @@ def test_a_revision_without_models_reports_none():
         ("unknown key", {"count": 3, "budget": 5}, "revision.models.budget: unknown key"),
         ("no models", {"count": 0}, "revision.models.count=0: must be >= 1"),
         ("max_models zero", {"count": 3, "max_models": 0}, "must be >= 1"),
+        ("sizes not one per model", {"count": 3, "size": ["1Mi", "2Mi"]},
+         "revision.models.size=.*: 2 sizes for 3 models; give one per model, or one for all"),
+        ("a size not bytes", {"count": 2, "size": ["1Mi", "big"]}, "size\\[1\\]='big': expected bytes"),
+        ("budget below the biggest model",
+         {"count": 3, "size": ["1Mi", "6Mi", "1Mi"], "memory_budget": "5Mi"},
+         "smaller than model 1 \\(size\\[1\\] = 6,291,456 bytes\\): it could never load"),
     ]),
 )  # fmt: skip
 def test_scenario_errors_name_the_key(label, models, message):
-    with pytest.raises(ScenarioError, match=message.replace("(", r"\(")):
+    with pytest.raises(ScenarioError, match=message if "\\" in message else message.replace("(", r"\(")):
         parse_scenario(_scenario(models))
 
 
@@ -114,3 +120,31 @@ def test_model_picks_follow_the_popularity():
     counts = np.bincount([run.pick() for _ in range(40_000)], minlength=4) / 40_000
     expected = spec.weights()
     assert all(math.isclose(c, e, abs_tol=0.01) for c, e in zip(counts, expected, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("label", "sizes", "budget", "expected"),
+    named([
+        # Two equally popular models: when both fit, only each one's first request misses; when only
+        # one fits at a time, a request hits only when the previous one asked for the same model (1/2).
+        ("both fit", ["2Mi", "2Mi"], "4Mi", 1.0),
+        ("one big, one small: never together", ["3Mi", "2Mi"], "4Mi", 0.5),
+        ("one size for all, as a list", ["1Mi", "1Mi"], "1Mi", 0.5),
+    ]),
+)  # fmt: skip
+def test_each_model_takes_its_own_size_in_the_budget(label, sizes, budget, expected):
+    models = {"count": 2, "popularity": "uniform", "size": sizes, "memory_budget": budget}
+    report = _models_report(_scenario(models, rate=10, duration=300, warmup=30))
+    assert report["hit_ratio"] == pytest.approx(expected, abs=0.03), report
+
+
+def test_small_models_share_the_room_one_big_one_takes():
+    """A 4Mi budget holds the 4Mi model alone or the four 1Mi models together: with the big one the
+    least popular, the small ones stay resident almost always and its requests miss."""
+    models = {"count": 5, "popularity": "uniform", "size": ["1Mi"] * 4 + ["4Mi"], "memory_budget": "4Mi"}
+    spec = parse_scenario(_scenario(models)).revision.models
+    assert spec is not None and [spec.size_of(i) for i in range(5)] == [MI, MI, MI, MI, 4 * MI]
+    report = _models_report(_scenario(models, rate=10, duration=300, warmup=30))
+    # The big model's request (1/5) always misses and evicts all four; each small one's next request
+    # after that misses too. Fewer hits than if all five were the same 1Mi (4 of 5 resident: 0.8).
+    assert 0.3 < report["hit_ratio"] < 0.75, report
