@@ -295,7 +295,8 @@ class AutoscalerService:
         schedule = DecisionSchedule(loop.time(), self.decide_interval)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(revision.poke.wait(), max(0.0, schedule.wake_at() - loop.time()))
+                async with asyncio.timeout(max(0.0, schedule.wake_at() - loop.time())):
+                    await revision.poke.wait()
             revision.poke.clear()
             now = loop.time()
             tick = schedule.tick_due(now)

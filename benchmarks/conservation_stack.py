@@ -104,7 +104,8 @@ class KpaUp:
         if proc.returncode is None:
             proc.terminate()
             try:
-                await asyncio.wait_for(proc.wait(), 20)
+                async with asyncio.timeout(20):
+                    await proc.wait()
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

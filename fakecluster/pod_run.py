@@ -177,7 +177,8 @@ class PodRun:
                 await proc.wait()
                 break
             with contextlib.suppress(TimeoutError):  # in slices: a second delete may shorten the grace
-                await asyncio.wait_for(asyncio.shield(proc.wait()), min(left, 0.25))
+                async with asyncio.timeout(min(left, 0.25)):
+                    await asyncio.shield(proc.wait())
         processes.kill_group(proc.pid, signal.SIGKILL)
 
     async def kill_when_started(self) -> None:
@@ -201,7 +202,8 @@ class PodRun:
         waits = [proc.wait() for proc in self.procs if proc is not None and proc.returncode is None]
         if waits:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*waits), grace_s)
+                async with asyncio.timeout(grace_s):
+                    await asyncio.gather(*waits)
         for proc in self.procs:
             if proc is not None:
                 processes.kill_group(proc.pid, signal.SIGKILL)

@@ -222,7 +222,8 @@ class ServiceProxy:
                 task.cancel()
             await asyncio.gather(*handlers, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await server.wait_closed()
 
     def _replace(self, events: list[dict[str, Any]]) -> None:
         self._slices = {str(e["object"]["metadata"]["name"]): e["object"] for e in events}

@@ -60,7 +60,8 @@ class Watcher:
         next_bookmark = loop.time() + bookmark_every_s if bookmark_every_s else math.inf
         while (left := deadline - loop.time()) > 0:
             try:
-                change = await asyncio.wait_for(self._queue.get(), min(left, next_bookmark - loop.time()))
+                async with asyncio.timeout(min(left, next_bookmark - loop.time())):
+                    change = await self._queue.get()
             except TimeoutError:
                 if bookmark_every_s and loop.time() >= next_bookmark:
                     yield watch_events.line(watch_events.bookmark(self.resource, self.revision))

@@ -216,10 +216,8 @@ class UpstreamPool:
     async def _connect(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
-                self.connect_timeout,
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
         except (OSError, TimeoutError) as exc:
             reason = "connect timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             raise UpstreamConnectError(f"cannot connect to upstream {self.address}: {reason}") from exc

@@ -203,7 +203,8 @@ async def _log_until(stop: asyncio.Event, stack: LocalStack) -> None:
             log.info("%s", line)
             last = line
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
+            async with asyncio.timeout(1.0):
+                await stop.wait()
 
 
 async def _live_until(stop: asyncio.Event, stack: LocalStack, console) -> None:
@@ -214,5 +215,6 @@ async def _live_until(stop: asyncio.Event, stack: LocalStack, console) -> None:
     with Live(status_table(stack.status(), console.width), console=console, refresh_per_second=4) as live:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
             live.update(status_table(stack.status(), console.width))

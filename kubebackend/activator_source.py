@@ -97,7 +97,8 @@ class ActivatorSource:
         for informer in informers:
             informer.start()
         try:
-            await asyncio.wait_for(asyncio.gather(*(i.wait_synced() for i in informers)), sync_timeout_s)
+            async with asyncio.timeout(sync_timeout_s):
+                await asyncio.gather(*(i.wait_synced() for i in informers))
         except TimeoutError:
             waiting = [i.kind for i in informers if not i.synced]
             log.warning("no first list of %s within %g s; serving on what is known", waiting, sync_timeout_s)

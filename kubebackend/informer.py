@@ -166,7 +166,8 @@ class Informer:
     async def wait_synced(self, timeout: float | None = None) -> None:
         """Return once the first list is in the cache (raises TimeoutError after ``timeout``)."""
         assert self._synced is not None, "start() the informer first"
-        await asyncio.wait_for(self._synced.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._synced.wait()
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 

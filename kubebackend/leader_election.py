@@ -191,7 +191,8 @@ class LeaderElector:
             else:
                 delay = jittered(self.durations.retry, self._rng.random())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
 
     async def _step(self) -> None:
         durations = self.durations
@@ -322,7 +323,8 @@ class LeaderElector:
             return await future
         remaining = self._renewed_at + self.durations.renew_deadline - self._clock()
         try:
-            return await asyncio.wait_for(asyncio.shield(future), max(remaining, 0.0))
+            async with asyncio.timeout(max(remaining, 0.0)):
+                return await asyncio.shield(future)
         except TimeoutError:
             self._stop_leading(
                 f"no renewal for the renew deadline ({self.durations.renew_deadline:g} s);"

@@ -402,7 +402,8 @@ async def run_webhook(
                     and not isinstance(error, MissingConfiguration | MissingSecret | certs.CertificateError),
                 )  # fmt: skip
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop_event.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await stop_event.wait()
     finally:
         await serving.stop()
         if made_dir:

@@ -223,7 +223,8 @@ class LocalActuator:
             self._wake.clear()
             timeout = self._converge(self.clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     def _converge(self, now: float) -> float | None:
         """Stop pods beyond each revision's share of the cap, then start missing ones — one per

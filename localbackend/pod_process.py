@@ -127,7 +127,8 @@ class PodProcesses:
         """Drain the queue-proxy (SIGTERM; it finishes in-flight requests), then stop the user
         container; ``quick``: give each a second, not the revision timeout."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(pod.launched.wait(), PORTS_TIMEOUT + 1.0)
+            async with asyncio.timeout(PORTS_TIMEOUT + 1.0):
+                await pod.launched.wait()
         qp, user = pod.queue_proxy, pod.user
         drain_limit = 1.0 if quick else pod.template.timeout_seconds + pod.template.drain_seconds + 5.0
         if qp is not None and qp.returncode is None:
@@ -184,7 +185,8 @@ async def _read_ports(pod: Pod) -> dict[str, int]:
     """The queue-proxy binds port 0 and prints one JSON line naming the ports it got."""
     assert pod.queue_proxy is not None and pod.queue_proxy.stdout is not None
     try:
-        line = await asyncio.wait_for(pod.queue_proxy.stdout.readline(), PORTS_TIMEOUT)
+        async with asyncio.timeout(PORTS_TIMEOUT):
+            line = await pod.queue_proxy.stdout.readline()
     except TimeoutError:
         raise OSError(f"queue-proxy did not report its ports within {PORTS_TIMEOUT:.0f}s") from None
     try:
@@ -199,7 +201,8 @@ async def _read_ports(pod: Pod) -> dict[str, int]:
 
 async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> bool:
     try:
-        await asyncio.wait_for(proc.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await proc.wait()
         return True
     except TimeoutError:
         return False

@@ -197,7 +197,8 @@ class OnDemandLoading:
             freed = self._room_freed
             self._room_waiters += 1
             try:
-                await asyncio.wait_for(freed.wait(), left)
+                async with asyncio.timeout(left):
+                    await freed.wait()
             except TimeoutError:
                 pass
             finally:

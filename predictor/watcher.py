@@ -50,7 +50,8 @@ async def watch_repository(
     async def rescan_periodically() -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), rescan_s)
+                async with asyncio.timeout(rescan_s):
+                    await stop.wait()
             if not stop.is_set():
                 spawn(manager.sync_all)
 

@@ -70,7 +70,8 @@ class JwksCache:
         """Fetch the keys now (or join the fetch in flight); returns within ``timeout`` + 1 s."""
         fetch = self._fetch if self._fetch is not None else self._start()
         try:
-            await asyncio.wait_for(asyncio.shield(fetch), self.timeout + 1.0)
+            async with asyncio.timeout(self.timeout + 1.0):
+                await asyncio.shield(fetch)
         except TimeoutError:
             self.error = f"no answer within {self.timeout + 1.0:g}s"
 

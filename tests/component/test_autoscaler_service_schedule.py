@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
+import uvloop
 from waiting import wait_until
 
 from autoscaler.actuator import PodInfo, PodsListener
@@ -112,3 +113,26 @@ def test_a_pod_change_reconciles_without_running_the_decider():
         assert running.counts == {"decide": 1, "reconcile": 1}
 
     run(test)
+
+
+@pytest.mark.parametrize(
+    "loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
+def test_close_ends_the_loops_even_when_a_poke_arrives_in_the_same_step(loop_factory):
+    """A pod change pokes the decide loop as the stack stops. Python 3.11's wait_for, cancelled in the
+    step its inner wait finished, returned the result instead of raising: the loop went on deciding and
+    close() waited for it forever (a local-stack test hung in CI)."""
+
+    async def body() -> None:
+        for _ in range(20):
+            running = Running()
+            await running.service.start()
+            await asyncio.sleep(0.01)  # the loops are waiting for a poke or their tick
+            for listener in running.actuator.listeners:
+                listener(KEY, [])  # the poke: its wait completes in the next step...
+            async with asyncio.timeout(2):
+                await running.service.close()  # ...the same step as the loops' cancellation
+
+    runner = asyncio.Runner(loop_factory=loop_factory)
+    with runner:
+        runner.run(body())
