@@ -214,7 +214,7 @@ class UpstreamPool:
             self._idle.remove(conn)
 
     async def _connect(self) -> UpstreamConnection:
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()  # the pool's loop, once a request has set it
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)

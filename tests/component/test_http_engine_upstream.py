@@ -80,7 +80,8 @@ def test_a_connection_reset_before_the_request_is_written_is_an_upstream_error_n
         pool._loop = ResetBeforeFirstWrite()  # the race made certain: no public way to order a reset
         try:
             with pytest.raises(UpstreamConnectError, match="closed the connection as it opened"):
-                await asyncio.wait_for(pool.request(b"GET", b"/"), 2.0)
+                async with asyncio.timeout(2.0):
+                    await pool.request(b"GET", b"/")
         finally:
             pool.close()
             upstream.close()

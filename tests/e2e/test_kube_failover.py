@@ -121,7 +121,11 @@ def test_an_activator_killed_mid_load_loses_only_the_requests_it_held_each_cut_n
                 summary
             )  # every request ended
             assert all(a.endpoint.split(":")[0] == victim_ip for a in tally.failures), summary  # held by it
-            assert lost == len(tally.failures) <= CLIENTS, summary  # at most one per client: those in flight
+            # At most two per client: the request it had in flight on the victim, and one it may send as
+            # the victim dies — the proxy still lists it and the dying kernel socket accepts the
+            # connection, then resets it (a CI run on a busy machine: 9 for 8 clients). The next one
+            # is refused and retried, and none is lost once the victim is out of the slice.
+            assert lost == len(tally.failures) <= 2 * CLIENTS, summary
             assert all(a.outcome == CUT or a.status == 502 for a in tally.failures), summary
             return {
                 "requests": tally.sent,
