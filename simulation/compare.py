@@ -2,8 +2,9 @@
 
 Each ``--policy`` runs the scenario once with that policy in place of the scenario's own (``kpa``,
 ``hpa``, ``keda-http``, ``module:Class`` or ``path/file.py:Class``), on the same seed. The engine draws
-arrivals, service times and start-up times from separate random streams (``random_streams``), so every
-policy sees the same arrivals; what a policy changes is only which pod serves a request and when.
+arrivals, service times and start-up times from separate random streams (``random_streams``), a service
+time as each request arrives, so every policy sees the same requests with the same service times; what
+a policy changes is only which pod serves a request and when.
 
 Written to DIR: ``compare.json`` — one object per policy, keyed by the ``--policy`` value as given,
 holding report.json's fields plus ``time_at_zero`` (seconds after the warm-up with no pod at all) —

@@ -198,7 +198,7 @@ class Simulation:
 
     def _on_arrival(self, event: Recycled) -> None:
         now = event.at
-        request = Request(now, now + self._timeout)
+        request = Request(now, now + self._timeout, self.service_time())
         if self.models is not None:
             request.model = self.models.pick()
         self.outstanding += 1

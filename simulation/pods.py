@@ -50,13 +50,12 @@ if TYPE_CHECKING:
         @property
         def fleet(self) -> PodFleet: ...
         @property
-        def service_time(self) -> Callable[[], float]: ...
-        @property
         def models(self) -> ModelsRun | None: ...
         def counts(self, request: Request) -> bool: ...
         def watch_deadline(self, request: Request, expire: Callable[[Request], None]) -> None: ...
         def completed(self, request: Request, now: float) -> None: ...
         def timed_out(self, request: Request, now: float) -> None: ...
+
 
 STARTING, READY, DRAINING, GONE = "starting", "ready", "draining", "gone"
 REPORT_INTERVAL = 1.0  # the queue-proxy cuts a stats report every second
@@ -67,11 +66,25 @@ _EPSILON = 1e-9
 class Request:
     """One request's journey; times are simulated seconds."""
 
-    __slots__ = ("arrival", "cold", "deadline", "grant", "model", "outcome", "pod", "proxied", "start")
+    __slots__ = (
+        "arrival",
+        "cold",
+        "deadline",
+        "grant",
+        "model",
+        "outcome",
+        "pod",
+        "proxied",
+        "start",
+        "work",
+    )
 
-    def __init__(self, arrival: float, deadline: float) -> None:
+    def __init__(self, arrival: float, deadline: float, work: float) -> None:
         self.arrival = arrival
         self.deadline = deadline
+        # Its service time, drawn when it arrives: the n-th arrival gets the n-th draw whatever happens to
+        # the others, so two policies run on one seed serve each request for the same time.
+        self.work = work
         self.start = -1.0  # service start; -1 while waiting
         self.pod: Pod | None = None
         self.proxied = False  # came through the activator (K-Proxy-Request)
@@ -84,11 +97,10 @@ class Request:
 class ParallelService:
     """Each admitted request runs alone for its service time (or until its deadline)."""
 
-    def __init__(self, pod: Pod, sample: Callable[[], float]) -> None:
+    def __init__(self, pod: Pod) -> None:
         timers = pod.sim.timers
         self._fire = timers.fire
         self._release = timers.release
-        self._sample = sample
         self._finished = pod.finished
         self._expired = pod.expired
         self._on_finish_callbacks: Callbacks = [self._on_finish]  # shared by all firings: simpy only reads it
@@ -96,7 +108,7 @@ class ParallelService:
 
     def start(self, request: Request, now: float) -> None:
         request.start = now
-        work = self._sample()
+        work = request.work
         left = request.deadline - now
         if work < left:
             self._fire(work, self._on_finish_callbacks, request)
@@ -115,10 +127,9 @@ class ParallelService:
 class SharedService:
     """Processor sharing: with n requests in service on c cores each advances at min(1, c/n)."""
 
-    def __init__(self, pod: Pod, sample: Callable[[], float], cores: float, max_in_service: int) -> None:
+    def __init__(self, pod: Pod, cores: float, max_in_service: int) -> None:
         self._pod = pod
         self._env = pod.sim.env
-        self._sample = sample
         self._cores = cores
         # With a concurrency limit a request is slowed by at most this factor; below it no deadline can hit.
         self._max_slowdown = max(1.0, max_in_service / cores) if max_in_service > 0 else float("inf")
@@ -143,7 +154,7 @@ class SharedService:
     def start(self, request: Request, now: float) -> None:
         self._advance(now)
         request.start = now
-        work = self._sample()
+        work = request.work
         seq = next(self._seq)
         heapq.heappush(self._jobs, (self._virtual + work, seq, request))
         if now + work * self._max_slowdown >= request.deadline:
@@ -215,11 +226,10 @@ class Pod:
         self.breaker: Breaker[Request] | None = Breaker(spec.queue_depth, cc) if cc > 0 else None
         self.stats = RequestStats(now)
         self.report: StatsReport | None = None
-        sample = sim.service_time
         if spec.service_model == "shared":
-            self.service: ParallelService | SharedService = SharedService(self, sample, spec.cores, cc)
+            self.service: ParallelService | SharedService = SharedService(self, spec.cores, cc)
         else:
-            self.service = ParallelService(self, sample)
+            self.service = ParallelService(self)
         # Where an admitted request goes: straight to the service, or first to its model (loaded on demand).
         self.models: PodModels | None = None
         self._begin = self.service.start

@@ -77,7 +77,7 @@ def test_a_failed_request_is_placed_in_the_workload_phase_it_was_sent_in(label, 
 
 
 def _request(proxied=False, granted=False, at_pod=False, started=False) -> Request:
-    request = Request(1.0, 2.0)
+    request = Request(1.0, 2.0, 0.5)
     request.proxied = proxied
     request.grant = object() if granted else None  # type: ignore[assignment]
     request.pod = object() if at_pod else None  # type: ignore[assignment]

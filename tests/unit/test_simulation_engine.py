@@ -197,3 +197,42 @@ def test_the_simulator_decides_on_the_schedule_ticks_pokes_and_requeues():
     assert len(pokes) >= 5  # the first request of each burst after a scale to zero
     assert recording.reconciled, "the short grace and retention periods must requeue between ticks"
     assert all(now % 2 != 0 for now in recording.reconciled)  # a requeue never lands on a tick
+
+
+class _Served(Simulation):
+    """Records each completed request: (arrival, its drawn service time, the time it was served)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.served: dict[float, tuple[float, float]] = {}
+
+    def completed(self, request, now: float) -> None:
+        self.served[request.arrival] = (request.work, now - request.start)
+        super().completed(request, now)
+
+
+@pytest.mark.parametrize("service_model", ["parallel", "shared"])
+def test_every_policy_serves_each_request_for_the_same_drawn_time(service_model):
+    """Common random numbers for `kpa compare`: the n-th arrival gets the n-th service draw whatever the
+    policy does, so a policy changes where and when a request is served, never for how long."""
+    doc = {
+        "duration": 600,
+        "seed": 5,
+        "revision": {
+            "container_concurrency": 1,
+            "service_model": service_model,
+            **({"cores": 8} if service_model == "shared" else {}),
+            "service_time": {"dist": "exponential", "mean": 0.2},
+            "cold_start": {"dist": "constant", "value": 1.0},
+        },
+        "workload": [{"type": "on_off", "rate": 6, "on": 60, "off": 120, "duration": 600}],
+    }
+    runs = {policy: _Served(parse_scenario({**doc, "policy": policy}), 5) for policy in ("kpa", "hpa")}
+    for run in runs.values():
+        run.run()
+    kpa, hpa = runs["kpa"].served, runs["hpa"].served
+    both = kpa.keys() & hpa.keys()
+    assert len(both) > 1000
+    assert all(kpa[at][0] == hpa[at][0] for at in both)  # the same draw for the same arrival
+    if service_model == "parallel":  # alone on its pod: served for exactly its draw
+        assert all(work == pytest.approx(took) for work, took in kpa.values())
